@@ -1,0 +1,444 @@
+//! Batch parsing over Arrow string arrays, zero-copy.
+//!
+//! Input: `Utf8`, `LargeUtf8` or `Utf8View` arrays (sliced or not, with nulls). Output: a
+//! `RecordBatch` whose text columns are `Utf8View` arrays pointing into the *input's* buffers:
+//! no text byte is copied (strings of 12 bytes or fewer are inlined in their view, as the Arrow
+//! spec requires). Rows are split into chunks of balanced byte size and parsed in parallel with
+//! rayon; chunk outputs are concatenated in order.
+//!
+//! Offsets: views hold 32-bit buffer offsets, so a `LargeUtf8` values buffer over 4 GiB is
+//! exposed as several zero-copy slices ("windows") of it, each starting at a row boundary.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::builder::make_view;
+use arrow_array::types::Int8Type;
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, GenericStringArray, Int32Array, Int64Array, Int8Array, ListArray,
+    OffsetSizeTrait, RecordBatch, StringArray, StringViewArray, StructArray,
+};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Fields, Schema};
+use rayon::prelude::*;
+
+use crate::error::CoreError;
+use crate::parse::{parse_row, Parsed, SpanKind};
+use crate::scan::Token;
+use crate::status::Status;
+
+/// Options of [`parse_array`].
+#[derive(Clone, Debug, Default)]
+pub struct ParseOptions {
+    /// Also return the lossless segmentation as a `spans` column.
+    pub spans: bool,
+    /// Worker threads: `None` uses rayon's global pool (all cores), `Some(1)` runs on the
+    /// calling thread, `Some(n)` a dedicated pool of `n` threads.
+    pub threads: Option<usize>,
+}
+
+/// Row access plus zero-copy view construction, for each supported input layout.
+trait Rows: Sync {
+    fn len(&self) -> usize;
+    fn is_valid(&self, i: usize) -> bool;
+    fn bytes(&self, i: usize) -> &[u8];
+    /// A view of `bytes(i)[r]` into [`Rows::buffers`].
+    fn view(&self, i: usize, r: Range<usize>) -> u128;
+    fn buffers(&self) -> Vec<Buffer>;
+}
+
+struct OffsetRows<'a, O: OffsetSizeTrait> {
+    array: &'a GenericStringArray<O>,
+    values: &'a [u8],
+    /// Window index per row (empty when everything fits one window).
+    row_window: Vec<u32>,
+    /// Start (in the values buffer) of each window.
+    window_base: Vec<usize>,
+}
+
+impl<'a, O: OffsetSizeTrait> OffsetRows<'a, O> {
+    fn new(array: &'a GenericStringArray<O>) -> Result<Self, CoreError> {
+        let values = array.values().as_slice();
+        let mut rows = OffsetRows { array, values, row_window: Vec::new(), window_base: vec![0] };
+        if values.len() > u32::MAX as usize {
+            let offsets = array.value_offsets();
+            let mut base = offsets.first().map_or(0, |o| o.as_usize());
+            rows.window_base = vec![base];
+            for w in offsets.windows(2) {
+                let (s, e) = (w[0].as_usize(), w[1].as_usize());
+                if e - s > u32::MAX as usize {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "a row of {} bytes is larger than an Arrow string view can address (4 GiB)",
+                        e - s
+                    )));
+                }
+                if e - base > u32::MAX as usize {
+                    base = s;
+                    rows.window_base.push(base);
+                }
+                rows.row_window.push((rows.window_base.len() - 1) as u32);
+            }
+        }
+        Ok(rows)
+    }
+}
+
+impl<O: OffsetSizeTrait> Rows for OffsetRows<'_, O> {
+    fn len(&self) -> usize {
+        self.array.len()
+    }
+    fn is_valid(&self, i: usize) -> bool {
+        self.array.is_valid(i)
+    }
+    fn bytes(&self, i: usize) -> &[u8] {
+        self.array.value(i).as_bytes()
+    }
+    fn view(&self, i: usize, r: Range<usize>) -> u128 {
+        let abs = self.array.value_offsets()[i].as_usize() + r.start;
+        let data = &self.values[abs..abs + r.len()];
+        let w = self.row_window.get(i).copied().unwrap_or(0);
+        make_view(data, w, (abs - self.window_base[w as usize]) as u32)
+    }
+    fn buffers(&self) -> Vec<Buffer> {
+        let values = self.array.values();
+        self.window_base.iter().map(|&b| values.slice(b)).collect()
+    }
+}
+
+struct ViewRows<'a> {
+    array: &'a StringViewArray,
+}
+
+impl Rows for ViewRows<'_> {
+    fn len(&self) -> usize {
+        self.array.len()
+    }
+    fn is_valid(&self, i: usize) -> bool {
+        self.array.is_valid(i)
+    }
+    fn bytes(&self, i: usize) -> &[u8] {
+        self.array.value(i).as_bytes()
+    }
+    fn view(&self, i: usize, r: Range<usize>) -> u128 {
+        let data = &self.bytes(i)[r.clone()];
+        if data.len() <= 12 {
+            return make_view(data, 0, 0);
+        }
+        // A long substring implies a long (non-inline) row: point into the same buffer.
+        // View layout (Arrow spec): length u32 | prefix u32 | buffer index u32 | offset u32.
+        let v = self.array.views()[i];
+        let (buffer_index, offset) = ((v >> 64) as u32, (v >> 96) as u32);
+        make_view(data, buffer_index, offset + r.start as u32)
+    }
+    fn buffers(&self) -> Vec<Buffer> {
+        self.array.data_buffers().to_vec()
+    }
+}
+
+/// Columns of one chunk of rows, concatenated in order afterwards.
+#[derive(Default)]
+struct Chunk {
+    valid: Vec<bool>,
+    block_views: Vec<u128>,
+    block_counts: Vec<usize>,
+    summary_views: Vec<u128>,
+    summary_counts: Vec<usize>,
+    reasoning: Vec<u128>,
+    reasoning_valid: Vec<bool>,
+    answer: Vec<u128>,
+    block_chars: Vec<i64>,
+    block_words: Vec<i64>,
+    summary_chars: Vec<i64>,
+    summary_words: Vec<i64>,
+    status: Vec<i8>,
+    error_offset: Vec<i64>,
+    span_kind: Vec<i8>,
+    span_start: Vec<i64>,
+    span_end: Vec<i64>,
+    span_counts: Vec<usize>,
+}
+
+impl Chunk {
+    fn extend(&mut self, o: Chunk) {
+        self.valid.extend(o.valid);
+        self.block_views.extend(o.block_views);
+        self.block_counts.extend(o.block_counts);
+        self.summary_views.extend(o.summary_views);
+        self.summary_counts.extend(o.summary_counts);
+        self.reasoning.extend(o.reasoning);
+        self.reasoning_valid.extend(o.reasoning_valid);
+        self.answer.extend(o.answer);
+        self.block_chars.extend(o.block_chars);
+        self.block_words.extend(o.block_words);
+        self.summary_chars.extend(o.summary_chars);
+        self.summary_words.extend(o.summary_words);
+        self.status.extend(o.status);
+        self.error_offset.extend(o.error_offset);
+        self.span_kind.extend(o.span_kind);
+        self.span_start.extend(o.span_start);
+        self.span_end.extend(o.span_end);
+        self.span_counts.extend(o.span_counts);
+    }
+}
+
+fn parse_chunk(rows: &dyn Rows, range: Range<usize>, spans: bool) -> Chunk {
+    let mut c = Chunk::default();
+    let mut tokens: Vec<Token> = Vec::new();
+    let mut p = Parsed::default();
+    for i in range {
+        let valid = rows.is_valid(i);
+        c.valid.push(valid);
+        if !valid {
+            c.block_counts.push(0);
+            c.summary_counts.push(0);
+            c.reasoning.push(0);
+            c.reasoning_valid.push(false);
+            c.answer.push(0);
+            for v in [&mut c.block_chars, &mut c.block_words, &mut c.summary_chars, &mut c.summary_words] {
+                v.push(0);
+            }
+            c.status.push(0);
+            c.error_offset.push(0);
+            c.span_counts.push(0);
+            continue;
+        }
+        let text = rows.bytes(i);
+        parse_row(text, &mut tokens, &mut p, spans);
+        c.block_views.extend(p.blocks.iter().map(|r| rows.view(i, r.clone())));
+        c.block_counts.push(p.blocks.len());
+        c.summary_views.extend(p.summaries.iter().map(|r| rows.view(i, r.clone())));
+        c.summary_counts.push(p.summaries.len());
+        c.reasoning.push(p.reasoning.clone().map_or(0, |r| rows.view(i, r)));
+        c.reasoning_valid.push(p.reasoning.is_some());
+        c.answer.push(p.final_answer.clone().map_or_else(|| make_view(b"", 0, 0), |r| rows.view(i, r)));
+        c.block_chars.push(p.block_stats.chars as i64);
+        c.block_words.push(p.block_stats.words as i64);
+        c.summary_chars.push(p.summary_stats.chars as i64);
+        c.summary_words.push(p.summary_stats.words as i64);
+        c.status.push(p.status as i8);
+        c.error_offset.push(p.error_offset.unwrap_or(0) as i64);
+        if spans {
+            c.span_counts.push(p.spans.len());
+            for s in &p.spans {
+                c.span_kind.push(s.kind as i8);
+                c.span_start.push(s.start as i64);
+                c.span_end.push(s.end as i64);
+            }
+        } else {
+            c.span_counts.push(0);
+        }
+    }
+    c
+}
+
+/// Split rows into contiguous ranges of roughly `target` bytes (at least one row each).
+fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut acc) = (0, 0usize);
+    for i in 0..rows.len() {
+        acc += if rows.is_valid(i) { rows.bytes(i).len() } else { 0 } + 64;
+        if acc >= target {
+            out.push(start..i + 1);
+            (start, acc) = (i + 1, 0);
+        }
+    }
+    if start < rows.len() {
+        out.push(start..rows.len());
+    }
+    out
+}
+
+fn run_chunks(rows: &dyn Rows, opts: &ParseOptions) -> Result<Chunk, CoreError> {
+    let total: usize = (0..rows.len()).map(|i| if rows.is_valid(i) { rows.bytes(i).len() } else { 0 }).sum();
+    let threads = opts.threads.unwrap_or_else(rayon::current_num_threads).max(1);
+    if threads == 1 || total < (1 << 20) {
+        return Ok(parse_chunk(rows, 0..rows.len(), opts.spans));
+    }
+    // Several chunks per thread for load balance; 256 KiB minimum to amortise bookkeeping.
+    let target = (total / (threads * 8)).max(256 << 10);
+    let ranges = chunk_ranges(rows, target);
+    let work = || ranges.par_iter().map(|r| parse_chunk(rows, r.clone(), opts.spans)).collect::<Vec<_>>();
+    let parts = match opts.threads {
+        None => work(),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| CoreError::InvalidArgument(format!("cannot start {n} threads: {e}")))?
+            .install(work),
+    };
+    let mut all = Chunk::default();
+    for p in parts {
+        all.extend(p);
+    }
+    Ok(all)
+}
+
+fn dictionary(keys: Vec<i8>, nulls: Option<NullBuffer>, names: Vec<&'static str>) -> DictionaryArray<Int8Type> {
+    let keys = Int8Array::new(ScalarBuffer::from(keys), nulls);
+    DictionaryArray::try_new(keys, Arc::new(StringArray::from(names))).expect("keys are in range")
+}
+
+/// The dictionary type of the `status` and span `kind` columns.
+pub fn dictionary_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8))
+}
+
+fn status_names() -> Vec<&'static str> {
+    Status::ALL.iter().map(|s| s.name()).collect()
+}
+
+/// Output schema of [`parse_array`].
+pub fn output_schema(spans: bool) -> Schema {
+    let view_list = DataType::List(Arc::new(Field::new("item", DataType::Utf8View, false)));
+    let mut fields = vec![
+        Field::new("blocks", view_list.clone(), true),
+        Field::new("summaries", view_list, true),
+        Field::new("reasoning", DataType::Utf8View, true),
+        Field::new("final_answer", DataType::Utf8View, true),
+        Field::new("n_blocks", DataType::Int32, true),
+        Field::new("n_summaries", DataType::Int32, true),
+        Field::new("block_chars", DataType::Int64, true),
+        Field::new("summary_chars", DataType::Int64, true),
+        Field::new("block_words", DataType::Int64, true),
+        Field::new("summary_words", DataType::Int64, true),
+        Field::new("status", dictionary_type(), true),
+        Field::new("error_offset", DataType::Int64, true),
+    ];
+    if spans {
+        fields.push(Field::new("spans", DataType::List(Arc::new(Field::new("item", DataType::Struct(span_fields()), false))), true));
+    }
+    Schema::new(fields)
+}
+
+fn span_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("kind", dictionary_type(), false),
+        Field::new("start", DataType::Int64, false),
+        Field::new("end", DataType::Int64, false),
+    ])
+}
+
+/// Parse every row of a string array. Malformed rows get a status; only a non-string input (or
+/// a row larger than 4 GiB) is an error.
+pub fn parse_array(array: &dyn Array, opts: &ParseOptions) -> Result<RecordBatch, CoreError> {
+    match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray");
+            build(&OffsetRows::new(a)?, opts)
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8 is LargeStringArray");
+            build(&OffsetRows::new(a)?, opts)
+        }
+        DataType::Utf8View => {
+            let a = array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View is StringViewArray");
+            build(&ViewRows { array: a }, opts)
+        }
+        other => Err(CoreError::UnsupportedType(other.clone())),
+    }
+}
+
+fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError> {
+    let c = run_chunks(rows, opts)?;
+    let buffers: Arc<[Buffer]> = rows.buffers().into();
+    let row_nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
+    // SAFETY: every view was made by `make_view` from a sub-slice of a row that lies inside
+    // buffer `buffer_index` at `offset`, on a UTF-8 boundary (delimiters are ASCII and stripping
+    // removes whole characters), so the views are valid for these buffers.
+    let views = |v: Vec<u128>, nulls: Option<NullBuffer>| -> ArrayRef {
+        Arc::new(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(v), buffers.clone(), nulls) })
+    };
+    let item = Arc::new(Field::new("item", DataType::Utf8View, false));
+    let list = |v: Vec<u128>, counts: &[usize]| -> ArrayRef {
+        Arc::new(ListArray::new(item.clone(), OffsetBuffer::from_lengths(counts.iter().copied()), views(v, None), row_nulls.clone()))
+    };
+    let counts_i32 = |counts: &[usize]| -> ArrayRef {
+        Arc::new(Int32Array::new(counts.iter().map(|&n| n as i32).collect(), row_nulls.clone()))
+    };
+    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), row_nulls.clone())) };
+    let error_valid: Vec<bool> = c.valid.iter().zip(&c.status).map(|(&v, &s)| v && s != Status::Ok as i8).collect();
+
+    let mut columns: Vec<ArrayRef> = vec![
+        list(c.block_views, &c.block_counts),
+        list(c.summary_views, &c.summary_counts),
+        views(c.reasoning, Some(NullBuffer::from(c.reasoning_valid))),
+        views(c.answer, row_nulls.clone()),
+        counts_i32(&c.block_counts),
+        counts_i32(&c.summary_counts),
+        i64s(c.block_chars),
+        i64s(c.summary_chars),
+        i64s(c.block_words),
+        i64s(c.summary_words),
+        Arc::new(dictionary(c.status, row_nulls.clone(), status_names())),
+        Arc::new(Int64Array::new(ScalarBuffer::from(c.error_offset), Some(NullBuffer::from(error_valid)))),
+    ];
+    if opts.spans {
+        let kinds = dictionary(c.span_kind, None, SpanKind::ALL.iter().map(|k| k.name()).collect());
+        let starts = Int64Array::new(ScalarBuffer::from(c.span_start), None);
+        let ends = Int64Array::new(ScalarBuffer::from(c.span_end), None);
+        let structs = StructArray::new(span_fields(), vec![Arc::new(kinds), Arc::new(starts), Arc::new(ends)], None);
+        let field = Arc::new(Field::new("item", DataType::Struct(span_fields()), false));
+        columns.push(Arc::new(ListArray::new(
+            field,
+            OffsetBuffer::from_lengths(c.span_counts.iter().copied()),
+            Arc::new(structs),
+            row_nulls.clone(),
+        )));
+    }
+    Ok(RecordBatch::try_new(Arc::new(output_schema(opts.spans)), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::LargeStringArray;
+
+    const ROW: &str = "<think>\n<|block_start|> first block, long enough to need a buffer <|block_end|>\n<|summary_start|> short <|summary_end|>\n</think>\n\nThe answer is 42.";
+
+    fn check(batch: &RecordBatch) {
+        let blocks = batch.column(0).as_list::<i32>();
+        assert_eq!(blocks.value(0).as_string_view().value(0), "first block, long enough to need a buffer");
+        assert_eq!(blocks.value(0).as_string_view().len(), 1);
+        assert!(batch.column(0).is_null(1));
+        assert_eq!(batch.column(1).as_list::<i32>().value(0).as_string_view().value(0), "short");
+        assert_eq!(batch.column(3).as_string_view().value(0), "The answer is 42.");
+        assert_eq!(batch.column(3).as_string_view().value(2), "");
+        assert!(batch.column(2).is_null(2));
+        let status = batch.column(10).as_dictionary::<Int8Type>();
+        assert_eq!(status.keys().value(0), Status::Ok as i8);
+        assert_eq!(status.keys().value(2), Status::NoThink as i8);
+        assert!(status.is_null(1));
+        assert!(batch.column(11).is_null(0));
+        assert_eq!(batch.column(11).as_primitive::<arrow_array::types::Int64Type>().value(2), 0);
+    }
+
+    #[test]
+    fn all_layouts() {
+        let data = vec![Some(ROW), None, Some("plain text, no think at all")];
+        let opts = ParseOptions { spans: true, threads: Some(1) };
+        check(&parse_array(&StringArray::from(data.clone()), &opts).unwrap());
+        check(&parse_array(&LargeStringArray::from(data.clone()), &opts).unwrap());
+        check(&parse_array(&StringViewArray::from(data.clone()), &opts).unwrap());
+        // A sliced array: drop a leading row.
+        let mut shifted = vec![Some("<think>x</think>")];
+        shifted.extend(data);
+        let sliced = StringArray::from(shifted).slice(1, 3);
+        check(&parse_array(&sliced, &opts).unwrap());
+    }
+
+    #[test]
+    fn parallel_equals_sequential() {
+        let rows: Vec<String> = (0..4000).map(|i| format!("{ROW} {i} {}", "x ".repeat(i % 300))).collect();
+        let a = StringArray::from(rows);
+        let one = parse_array(&a, &ParseOptions { spans: true, threads: Some(1) }).unwrap();
+        let two = parse_array(&a, &ParseOptions { spans: true, threads: Some(2) }).unwrap();
+        assert_eq!(one, two);
+    }
+
+    #[test]
+    fn rejects_non_strings() {
+        let err = parse_array(&Int32Array::from(vec![1]), &ParseOptions::default()).unwrap_err();
+        assert!(matches!(err, CoreError::UnsupportedType(DataType::Int32)));
+    }
+}
