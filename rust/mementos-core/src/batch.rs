@@ -318,24 +318,81 @@ fn span_fields() -> Fields {
     ])
 }
 
+/// Rows of several arrays (the chunks of one column) seen as one: buffers are concatenated and
+/// each chunk's buffer indexes are shifted by the number of buffers before it.
+struct ConcatRows<'a> {
+    parts: Vec<Box<dyn Rows + 'a>>,
+    /// First global row of each part, plus the total at the end.
+    row_start: Vec<usize>,
+    buffer_base: Vec<u32>,
+}
+
+impl ConcatRows<'_> {
+    #[inline]
+    fn locate(&self, i: usize) -> (usize, usize) {
+        let p = self.row_start.partition_point(|&s| s <= i) - 1;
+        (p, i - self.row_start[p])
+    }
+}
+
+impl Rows for ConcatRows<'_> {
+    fn len(&self) -> usize {
+        *self.row_start.last().unwrap_or(&0)
+    }
+    fn is_valid(&self, i: usize) -> bool {
+        let (p, j) = self.locate(i);
+        self.parts[p].is_valid(j)
+    }
+    fn bytes(&self, i: usize) -> &[u8] {
+        let (p, j) = self.locate(i);
+        self.parts[p].bytes(j)
+    }
+    fn view(&self, i: usize, r: Range<usize>) -> u128 {
+        let (p, j) = self.locate(i);
+        let v = self.parts[p].view(j, r.clone());
+        if r.len() <= 12 {
+            v // inline: no buffer index
+        } else {
+            v + ((self.buffer_base[p] as u128) << 64)
+        }
+    }
+    fn buffers(&self) -> Vec<Buffer> {
+        self.parts.iter().flat_map(|p| p.buffers()).collect()
+    }
+}
+
+fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
+    Ok(match array.data_type() {
+        DataType::Utf8 => Box::new(OffsetRows::new(array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"))?),
+        DataType::LargeUtf8 => {
+            Box::new(OffsetRows::new(array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8 is LargeStringArray"))?)
+        }
+        DataType::Utf8View => Box::new(ViewRows { array: array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View is StringViewArray") }),
+        other => return Err(CoreError::UnsupportedType(other.clone())),
+    })
+}
+
 /// Parse every row of a string array. Malformed rows get a status; only a non-string input (or
 /// a row larger than 4 GiB) is an error.
 pub fn parse_array(array: &dyn Array, opts: &ParseOptions) -> Result<RecordBatch, CoreError> {
-    match array.data_type() {
-        DataType::Utf8 => {
-            let a = array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray");
-            build(&OffsetRows::new(a)?, opts)
-        }
-        DataType::LargeUtf8 => {
-            let a = array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8 is LargeStringArray");
-            build(&OffsetRows::new(a)?, opts)
-        }
-        DataType::Utf8View => {
-            let a = array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View is StringViewArray");
-            build(&ViewRows { array: a }, opts)
-        }
-        other => Err(CoreError::UnsupportedType(other.clone())),
+    build(rows_of(array)?.as_ref(), opts)
+}
+
+/// Parse the chunks of one column as a single batch (one parallel run, one output batch).
+pub fn parse_arrays(arrays: &[&dyn Array], opts: &ParseOptions) -> Result<RecordBatch, CoreError> {
+    if let [one] = arrays {
+        return parse_array(*one, opts);
     }
+    let mut rows = ConcatRows { parts: Vec::new(), row_start: vec![0], buffer_base: Vec::new() };
+    let mut nbuf = 0u32;
+    for a in arrays {
+        let part = rows_of(*a)?;
+        rows.buffer_base.push(nbuf);
+        nbuf += part.buffers().len() as u32;
+        rows.row_start.push(rows.row_start.last().unwrap() + part.len());
+        rows.parts.push(part);
+    }
+    build(&rows, opts)
 }
 
 fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError> {
@@ -434,6 +491,21 @@ mod tests {
         let one = parse_array(&a, &ParseOptions { spans: true, threads: Some(1) }).unwrap();
         let two = parse_array(&a, &ParseOptions { spans: true, threads: Some(2) }).unwrap();
         assert_eq!(one, two);
+    }
+
+    #[test]
+    fn chunks_equal_whole() {
+        let rows: Vec<Option<String>> = (0..3000).map(|i| if i % 97 == 0 { None } else { Some(format!("{ROW} {i} {}", "y ".repeat(i % 500))) }).collect();
+        let whole = StringArray::from(rows.clone());
+        let a = StringArray::from(rows[..1000].to_vec());
+        let b = LargeStringArray::from(rows[1000..2000].to_vec());
+        let c = StringViewArray::from(rows[2000..].iter().map(|r| r.as_deref()).collect::<Vec<_>>());
+        for threads in [Some(1), Some(2)] {
+            let opts = ParseOptions { spans: true, threads };
+            let expect = parse_array(&whole, &opts).unwrap();
+            let got = parse_arrays(&[&a, &b, &c], &opts).unwrap();
+            assert_eq!(got, expect);
+        }
     }
 
     #[test]
