@@ -14,7 +14,7 @@ pub mod scan;
 pub mod status;
 pub mod text;
 
-pub use batch::{output_schema, parse_array, parse_arrays, ParseOptions};
+pub use batch::{count_byte, output_schema, parse_array, parse_arrays, ParseOptions};
 pub use error::CoreError;
 pub use parse::{parse_row, Parsed, Span, SpanKind};
 pub use scan::{scan, Delim, Token};

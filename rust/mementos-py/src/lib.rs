@@ -79,6 +79,16 @@ fn parse_batch<'py>(py: Python<'py>, column: AnyArray, spans: bool, threads: Opt
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
+/// Benchmark peer: count `byte` over every row with one memchr pass on the calling thread.
+#[pyfunction]
+fn _count_byte(py: Python<'_>, column: AnyArray, byte: u8) -> PyResult<u64> {
+    let arrays = collect_arrays(column)?;
+    run(py, || {
+        let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+        mementos_core::count_byte(&refs, byte)
+    })
+}
+
 /// One parsed trace (byte offsets into the UTF-8 encoding of the text).
 #[pyclass(frozen, get_all, module = "mementos_fast._core")]
 struct Parsed {
@@ -142,6 +152,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse, m)?)?;
     m.add_function(wrap_pyfunction!(statuses, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(_count_byte, m)?)?;
     m.add_class::<Parsed>()?;
     m.add("MementoError", py.get_type::<MementoError>())?;
     m.add("MementoInternalError", py.get_type::<MementoInternalError>())?;

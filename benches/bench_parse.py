@@ -1,0 +1,127 @@
+"""parse_batch against the tutorial reference and a raw memchr lower bound, in the same run.
+
+Run: pytest benches/bench_parse.py --benchmark-only   (MEMENTOS_BENCH_MB=200 by default)
+Every implementation's result is checked against the reference inside the benchmark.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import mementos_fast as mf
+from mementos_fast import reference
+
+COLUMNS = ["n_blocks", "n_summaries", "block_chars", "summary_chars", "block_words", "summary_words"]
+
+_expected_cache: dict[str, dict[str, list[int]]] = {}
+
+
+def reference_columns(rows: list[str]) -> dict[str, list[int]]:
+    """The tutorial's parse plus its per-row sums, in pure Python (the baseline)."""
+    out: dict[str, list[int]] = {c: [] for c in COLUMNS}
+    for text in rows:
+        p = reference.parse_trace(text)
+        blocks, summaries = p["blocks"], p["summaries"]
+        out["n_blocks"].append(len(blocks))
+        out["n_summaries"].append(len(summaries))
+        out["block_chars"].append(sum(len(b) for b in blocks))
+        out["summary_chars"].append(sum(len(s) for s in summaries))
+        out["block_words"].append(sum(len(b.split()) for b in blocks))
+        out["summary_words"].append(sum(len(s.split()) for s in summaries))
+    return out
+
+
+def expected(corpus) -> dict[str, list[int]]:
+    if corpus.name not in _expected_cache:
+        _expected_cache[corpus.name] = reference_columns(corpus.rows)
+    return _expected_cache[corpus.name]
+
+
+def fast(threads):
+    def run(corpus):
+        batch = mf.parse_batch(corpus.column, threads=threads)
+        return {c: batch.column(c).to_pylist() for c in COLUMNS}, batch
+    return run
+
+
+IMPLS = {
+    "reference": lambda corpus: (reference_columns(corpus.rows), None),
+    "mementos_fast_1core": fast(1),
+    "mementos_fast_all_cores": fast(None),
+}
+
+
+@pytest.mark.parametrize("fixture", ["realistic", "small_traces"])
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_parse(benchmark, corpora, impl, fixture):
+    corpus = corpora[fixture]
+    benchmark.group = f"parse/{fixture}"
+    benchmark.extra_info.update(bytes=corpus.nbytes, rows=len(corpus.rows), impl=impl, fixture=fixture)
+    if impl == "reference":
+        result, _ = benchmark.pedantic(IMPLS[impl], args=(corpus,), rounds=1, iterations=1)
+    else:
+        # Time only the parse; converting to Python lists for the check happens afterwards.
+        threads = 1 if impl.endswith("1core") else None
+        batch = benchmark.pedantic(mf.parse_batch, args=(corpus.column,), kwargs={"threads": threads},
+                                   rounds=5, iterations=1, warmup_rounds=1)
+        result = {c: batch.column(c).to_pylist() for c in COLUMNS}
+    assert result == expected(corpus)
+
+
+def test_memchr_lower_bound(benchmark, corpora):
+    """One memchr pass counting `<` over the same bytes: the floor for any delimiter scanner."""
+    corpus = corpora["realistic"]
+    benchmark.group = "parse/realistic"
+    benchmark.extra_info.update(bytes=corpus.nbytes, rows=len(corpus.rows), impl="memchr_lower_bound",
+                                fixture="realistic")
+    n = benchmark.pedantic(mf._core._count_byte, args=(corpus.column, ord("<")), rounds=5, iterations=1,
+                           warmup_rounds=1)
+    assert n == pc.sum(pc.count_substring(corpus.column, "<")).as_py()
+
+
+PEAK_SCRIPT = textwrap.dedent("""
+    import gc, sys
+    import pyarrow as pa
+    import mementos_fast as mf
+    from mementos_fast import synthetic
+    target = int(sys.argv[1]) << 20
+    unit = pa.array(synthetic.generate_bytes(min(target, 64 << 20), seed=3), type=pa.large_string())
+    col = pa.concat_arrays([unit] * max(1, target // unit.buffers()[2].size))
+    del unit; gc.collect()
+    size = col.buffers()[2].size
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    base = status("VmRSS:")
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+    batch = mf.parse_batch(col)
+    peak = status("VmHWM:")
+    assert batch.num_rows == len(col)
+    print(size, peak - base)
+""")
+
+
+def test_parse_peak_memory(benchmark, bench_big):
+    """Parsing a column of >= 1 GB (MEMENTOS_BENCH_PEAK_MB) raises peak RSS by < 1/3 of its size."""
+    mb = int(os.environ.get("MEMENTOS_BENCH_PEAK_MB", 1024)) if bench_big else 64
+    benchmark.group = "parse/peak_memory"
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(mb)], capture_output=True, text=True,
+                             check=True)
+        return [int(x) for x in out.stdout.split()]
+
+    size, grew = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(bytes=size, column_mb=size / 2**20, peak_increase_mb=grew / 2**20,
+                                ratio=grew / size, impl="mementos_fast_all_cores", fixture=f"{mb}MB column")
+    gc.collect()
+    assert grew < size / 3, (size, grew)

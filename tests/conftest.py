@@ -1,0 +1,29 @@
+"""Shared fixtures: the real traces under ../shared/data/real (read in place, never copied)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DIR = REPO.parent / "shared" / "data" / "real"
+
+
+def real_rows() -> list[dict]:
+    """Every row of every JSONL file in ../shared/data/real (empty when the folder is absent)."""
+    rows: list[dict] = []
+    if REAL_DIR.is_dir():
+        for path in sorted(REAL_DIR.glob("*.jsonl")):
+            with path.open(encoding="utf-8") as f:
+                rows.extend(json.loads(line) for line in f if line.strip())
+    return rows
+
+
+@pytest.fixture(scope="session")
+def real() -> list[dict]:
+    rows = real_rows()
+    if not rows:
+        pytest.skip(f"no real traces at {REAL_DIR}")
+    return rows
