@@ -130,39 +130,67 @@ fn step(b: &[u8], i: usize, st: &mut TextStats, in_word: &mut bool) -> usize {
 /// whitespace *and* the multi-byte whitespace characters are classified with vector compares, so
 /// non-ASCII text stays on the fast path. Words are counted as rising edges of the non-space mask.
 pub fn count_chars_words(b: &[u8]) -> TextStats {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked at runtime).
+            return unsafe { count_avx2(b) };
+        }
+        count_with(b, |p| unsafe { simd::classify64(p) })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    count_scalar_from(b, 0, TextStats::default(), false)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn count_avx2(b: &[u8]) -> TextStats {
+    count_with(b, |p| unsafe { simd::classify64_avx2(p) })
+}
+
+/// The 64-bytes-per-step loop around a classifier, then the scalar tail.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn count_with(b: &[u8], classify: impl Fn(*const u8) -> simd::Class64) -> TextStats {
     let mut st = TextStats::default();
     let mut in_word = false;
     let mut i = 0;
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut spill = 0u64; // space bits of a multi-byte space char that began in the last chunk
-        while i + 66 <= b.len() {
-            // SAFETY: `classify64` reads b[i..i + 66], in bounds by the loop condition.
-            let c = unsafe { simd::classify64(b.as_ptr().add(i)) };
-            let space = c.space | spill;
-            spill = c.spill;
-            let nonspace = !space;
-            let starts = nonspace & !((nonspace << 1) | in_word as u64);
-            st.words += starts.count_ones() as u64;
-            st.chars += 64 - c.cont.count_ones() as u64;
-            in_word = nonspace >> 63 != 0;
-            i += 64;
-        }
-        // Continuation bytes of a character that began in the last chunk: not characters; part of
-        // a space character when the spill says so, else of a non-space one (already in a word).
-        let mut bit = 0;
-        while i < b.len() && (b[i] & 0xC0) == 0x80 {
-            if spill >> bit & 1 != 0 {
-                in_word = false;
-            }
-            i += 1;
-            bit += 1;
-        }
+    let mut spill = 0u64; // space bits of a multi-byte space char that began in the last chunk
+    while i + 66 <= b.len() {
+        // `classify` reads b[i..i + 66], in bounds by the loop condition.
+        let c = classify(unsafe { b.as_ptr().add(i) });
+        let space = c.space | spill;
+        spill = c.spill;
+        let nonspace = !space;
+        let starts = nonspace & !((nonspace << 1) | in_word as u64);
+        st.words += starts.count_ones() as u64;
+        st.chars += 64 - c.cont.count_ones() as u64;
+        in_word = nonspace >> 63 != 0;
+        i += 64;
     }
+    // Continuation bytes of a character that began in the last chunk: not characters; part of
+    // a space character when the spill says so, else of a non-space one (already in a word).
+    let mut bit = 0;
+    while i < b.len() && (b[i] & 0xC0) == 0x80 {
+        if spill >> bit & 1 != 0 {
+            in_word = false;
+        }
+        i += 1;
+        bit += 1;
+    }
+    count_scalar_from(b, i, st, in_word)
+}
+
+fn count_scalar_from(b: &[u8], mut i: usize, mut st: TextStats, mut in_word: bool) -> TextStats {
     while i < b.len() {
         i = step(b, i, &mut st, &mut in_word);
     }
     st
+}
+
+/// Scalar reference of [`count_chars_words`] (used by tests to check the vector paths).
+pub fn count_chars_words_scalar(b: &[u8]) -> TextStats {
+    count_scalar_from(b, 0, TextStats::default(), false)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -235,6 +263,59 @@ mod simd {
         let multi = l2 | l2 << 1 | l3 | l3 << 1 | l3 << 2;
         Class64 { space: ascii_space | multi as u64, spill: (multi >> 64) as u64, cont }
     }
+
+    #[inline(always)]
+    unsafe fn eq8(v: __m256i, x: u8) -> __m256i {
+        _mm256_cmpeq_epi8(v, _mm256_set1_epi8(x as i8))
+    }
+
+    #[inline(always)]
+    unsafe fn in_range8(v: __m256i, lo: u8, span: u8) -> __m256i {
+        let d = _mm256_sub_epi8(v, _mm256_set1_epi8(lo as i8));
+        _mm256_cmpeq_epi8(_mm256_min_epu8(d, _mm256_set1_epi8(span as i8)), d)
+    }
+
+    #[inline(always)]
+    unsafe fn mask8(v: __m256i) -> u64 {
+        _mm256_movemask_epi8(v) as u32 as u64
+    }
+
+    /// [`classify64`] with 32-byte lanes.
+    ///
+    /// # Safety
+    /// `p..p + 66` must be readable and the CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn classify64_avx2(p: *const u8) -> Class64 {
+        let (mut ascii_space, mut cont, mut lead2, mut lead3) = (0u64, 0u64, 0u64, 0u64);
+        for lane in 0..2 {
+            let at = p.add(32 * lane);
+            let v = _mm256_loadu_si256(at as *const __m256i);
+            let sp = _mm256_or_si256(_mm256_or_si256(eq8(v, b' '), in_range8(v, 9, 4)), in_range8(v, 28, 3));
+            ascii_space |= mask8(sp) << (32 * lane);
+            if _mm256_movemask_epi8(v) == 0 {
+                continue;
+            }
+            cont |= mask8(_mm256_cmpgt_epi8(_mm256_set1_epi8(-64), v)) << (32 * lane);
+            let v1 = _mm256_loadu_si256(at.add(1) as *const __m256i);
+            let v2 = _mm256_loadu_si256(at.add(2) as *const __m256i);
+            let l2 = _mm256_and_si256(eq8(v, 0xC2), _mm256_or_si256(eq8(v1, 0x85), eq8(v1, 0xA0)));
+            let e2_80 = _mm256_and_si256(eq8(v, 0xE2), eq8(v1, 0x80));
+            let tail = _mm256_or_si256(
+                in_range8(v2, 0x80, 0x0A),
+                _mm256_or_si256(_mm256_or_si256(eq8(v2, 0xA8), eq8(v2, 0xA9)), eq8(v2, 0xAF)),
+            );
+            let a = _mm256_and_si256(e2_80, tail);
+            let b = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE2), eq8(v1, 0x81)), eq8(v2, 0x9F));
+            let c = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE1), eq8(v1, 0x9A)), eq8(v2, 0x80));
+            let d = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE3), eq8(v1, 0x80)), eq8(v2, 0x80));
+            lead2 |= mask8(l2) << (32 * lane);
+            lead3 |= mask8(_mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d))) << (32 * lane);
+        }
+        let (l2, l3) = (lead2 as u128, lead3 as u128);
+        let multi = l2 | l2 << 1 | l3 | l3 << 1 | l3 << 2;
+        Class64 { space: ascii_space | multi as u64, spill: (multi >> 64) as u64, cont }
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +373,9 @@ mod tests {
                 s.push_str(pieces[(state % pieces.len() as u64) as usize]);
             }
             assert_eq!(count_chars_words(s.as_bytes()), model(&s), "{s:?}");
+            assert_eq!(count_chars_words_scalar(s.as_bytes()), model(&s), "{s:?}");
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(count_with(s.as_bytes(), |p| unsafe { simd::classify64(p) }), model(&s), "{s:?}");
         }
     }
 
