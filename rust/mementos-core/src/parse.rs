@@ -103,12 +103,6 @@ pub struct Parsed {
     pub spans: Vec<Span>,
 }
 
-impl Default for Status {
-    fn default() -> Self {
-        Status::Ok
-    }
-}
-
 impl Parsed {
     fn clear(&mut self) {
         self.blocks.clear();

@@ -5,11 +5,12 @@
 //! each one; the order of this enum is the order of the dictionary in the Arrow `status` column.
 
 /// Structural status of a row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Status {
     /// `<think>`, then one or more block+memento pairs separated by whitespace only, `</think>`,
     /// then the answer.
+    #[default]
     Ok = 0,
     /// The response is empty or whitespace only.
     Empty,
