@@ -220,14 +220,15 @@ CRAFTED = {
     "unit_outside_think": (OK_ROW + "<|block_start|>", len(OK_ROW)),
     "stray_delimiter": ("<think><|block_end|><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|></think>", 7),
     "unclosed_think": ("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|>", 0),
-    "unclosed_block": ("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|><|block_start|>cut", 67),
+    "unclosed_block": ("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|><|block_start|>cut", 69),
     "nested_block": ("<think><|block_start|>a<|block_start|>b<|block_end|><|block_end|>", 23),
     "block_without_summary": ("<think><|block_start|>a<|block_end|>\n<|block_start|>b<|block_end|>"
                               "<|summary_start|>s<|summary_end|></think>", 7),
-    "summary_without_block": ("<think><|summary_start|>s<|summary_end|></think>", 7),
+    "summary_without_block": ("<think><|summary_start|>s<|summary_end|><|block_start|>a<|block_end|>"
+                              "<|summary_start|>b<|summary_end|></think>", 7),
     "unclosed_summary": ("<think><|block_start|>a<|block_end|><|summary_start|>s</think>", 36),
     "text_between_units": ("<think><|block_start|>a<|block_end|><|summary_start|>s<|summary_end|> oops "
-                           "<|block_start|>b<|block_end|><|summary_start|>t<|summary_end|></think>", 68),
+                           "<|block_start|>b<|block_end|><|summary_start|>t<|summary_end|></think>", 70),
     "empty_block": ("<think><|block_start|> \n <|block_end|><|summary_start|>s<|summary_end|></think>", 7),
     "empty_summary": ("<think><|block_start|>a<|block_end|><|summary_start|>\u3000<|summary_end|></think>", 36),
     "placeholder_summary": ("<think><|block_start|>a<|block_end|><|summary_start|> [Missing summary] "
