@@ -7,8 +7,22 @@ from pathlib import Path
 
 import pytest
 
+import os
+
 REPO = Path(__file__).resolve().parents[1]
-REAL_DIR = REPO.parent / "shared" / "data" / "real"
+
+
+def _real_dir() -> Path:
+    """$MEMENTOS_REAL_DATA, else ../shared/data/real beside the checkout, else the workspace's."""
+    candidates = [os.environ.get("MEMENTOS_REAL_DATA"), REPO.parent / "shared" / "data" / "real",
+                  "/work/shared/data/real"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return REPO.parent / "shared" / "data" / "real"
+
+
+REAL_DIR = _real_dir()
 
 
 def real_rows() -> list[dict]:
