@@ -94,7 +94,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     from mementos_fast import synthetic
     target = int(sys.argv[1]) << 20
     unit = pa.array(synthetic.generate_bytes(min(target, 64 << 20), seed=3), type=pa.large_string())
-    col = pa.concat_arrays([unit] * max(1, target // unit.buffers()[2].size))
+    col = pa.concat_arrays([unit] * max(1, -(-target // unit.buffers()[2].size)))
     del unit; gc.collect()
     size = col.buffers()[2].size
     def status(key):

@@ -17,8 +17,7 @@ from mementos_fast import synthetic
 
 
 def bench_enabled(config: pytest.Config) -> bool:
-    return not config.getoption("benchmark_disable", default=True) or bool(
-        config.getoption("benchmark_only", default=False))
+    return not config.getoption("benchmark_disable", default=True)
 
 
 @pytest.fixture(scope="session")
