@@ -1,0 +1,61 @@
+"""Columns beyond 2 GiB and 4 GiB: 64-bit offsets, view windows over a >4 GiB values buffer.
+
+These allocate about 9 GB; they are skipped when the machine has less than 14 GB available.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+import mementos_fast as mf
+from mementos_fast import synthetic
+
+
+def available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+needs_memory = pytest.mark.skipif(available_bytes() < 14 * 2**30, reason="needs ~14 GB of free memory")
+
+
+@pytest.fixture(scope="module")
+def unit() -> pa.Array:
+    return pa.array(synthetic.generate_bytes(64 << 20, seed=21, malformed_rate=0.05), type=pa.large_string())
+
+
+def check_repeats(batch: pa.RecordBatch, unit_batch: pa.RecordBatch, reps: int) -> None:
+    n = unit_batch.num_rows
+    assert batch.num_rows == n * reps
+    for col in ("n_blocks", "block_chars", "summary_words", "status", "error_offset"):
+        assert batch.column(col).slice((reps - 1) * n, n).equals(unit_batch.column(col)), col
+    # Text views in the last copy (beyond 4 GiB) resolve to the same strings as in the first.
+    last = batch.slice((reps - 1) * n, 50)
+    assert last.column("blocks").to_pylist() == unit_batch.slice(0, 50).column("blocks").to_pylist()
+    assert last.column("final_answer").to_pylist() == unit_batch.slice(0, 50).column("final_answer").to_pylist()
+
+
+@needs_memory
+def test_large_string_beyond_4_gib(unit):
+    reps = -(-(4 * 2**30 + 2**28) // unit.buffers()[2].size)  # > 4 GiB of text in one buffer
+    col = pa.concat_arrays([unit] * reps)
+    assert col.buffers()[2].size > 2**32
+    unit_batch = mf.parse_batch(unit)
+    check_repeats(mf.parse_batch(col), unit_batch, reps)
+    del col
+
+
+@needs_memory
+def test_string_view_beyond_2_gib(unit):
+    view_unit = unit.cast(pa.string_view())
+    reps = -(-(2**31 + 2**28) // unit.buffers()[2].size)
+    col = pa.chunked_array([view_unit] * reps)
+    unit_batch = mf.parse_batch(view_unit)
+    check_repeats(mf.parse_batch(col), unit_batch, reps)
