@@ -19,6 +19,8 @@ import pytest
 import mementos_fast as mf
 from mementos_fast import reference
 
+import peers
+
 COLUMNS = ["n_blocks", "n_summaries", "block_chars", "summary_chars", "block_words", "summary_words"]
 
 _expected_cache: dict[str, dict[str, list[int]]] = {}
@@ -74,6 +76,26 @@ def test_parse(benchmark, corpora, impl, fixture):
                                    rounds=5, iterations=1, warmup_rounds=1)
         result = {c: batch.column(c).to_pylist() for c in COLUMNS}
     assert result == expected(corpus)
+
+
+@pytest.mark.parametrize("fixture", ["realistic", "small_traces"])
+@pytest.mark.parametrize("impl", ["pyarrow_compute", "polars"])
+def test_parse_peers(benchmark, corpora, impl, fixture):
+    """Other dataframe engines computing the same statistics (checked on well-formed rows)."""
+    import polars as pl
+
+    corpus = corpora[fixture]
+    benchmark.group = f"parse/{fixture}"
+    benchmark.extra_info.update(bytes=corpus.nbytes, rows=len(corpus.rows), impl=impl, fixture=fixture)
+    if impl == "polars":
+        arg, fn = pl.from_arrow(corpus.column), peers.polars
+    else:
+        arg, fn = corpus.column, peers.pyarrow_compute
+    result = benchmark.pedantic(fn, args=(arg,), rounds=2, iterations=1)
+    ok = [s == "ok" for s in mf.parse_batch(corpus.column).column("status").to_pylist()]
+    exp = expected(corpus)
+    for c in COLUMNS:
+        assert [v for v, k in zip(result[c], ok) if k] == [v for v, k in zip(exp[c], ok) if k], c
 
 
 def test_memchr_lower_bound(benchmark, corpora):

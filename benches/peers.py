@@ -1,0 +1,60 @@
+"""Peer implementations of the tutorial's per-row parse statistics, for the benchmarks.
+
+- ``pyarrow_compute``: ``split_pattern`` on the delimiters, ``utf8_trim_whitespace``,
+  ``utf8_length`` and ``utf8_split_whitespace``, grouped back to rows.
+- ``polars``: ``str.extract_all`` with the tutorial's non-greedy regexes, ``strip_chars``,
+  ``len_chars`` and ``count_matches(r"\\S+")``.
+
+Neither reproduces the tutorial on every malformed row (pyarrow's split cannot express the
+non-greedy search across an unclosed start; polars and Arrow use their own whitespace sets), so the
+benchmarks check them against the reference on the well-formed rows only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+COLUMNS = ["n_blocks", "n_summaries", "block_chars", "summary_chars", "block_words", "summary_words"]
+PAIRS = {"block": ("<|block_start|>", "<|block_end|>"), "summary": ("<|summary_start|>", "<|summary_end|>")}
+
+
+def _arrow_pairs(col: pa.Array, open_: str, close: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    after = pc.list_slice(pc.split_pattern(col, open_), 1)
+    flat = pc.list_flatten(after)
+    parent = pc.list_parent_indices(after)
+    has_end = pc.match_substring(flat, close)
+    content = pc.filter(pc.list_element(pc.split_pattern(flat, close, max_splits=1), 0), has_end)
+    parent = pc.filter(parent, has_end).to_numpy()
+    stripped = pc.utf8_trim_whitespace(content)
+    chars = pc.utf8_length(stripped).to_numpy()
+    words = pc.list_value_length(pc.utf8_split_whitespace(stripped)).to_numpy()
+    n = len(col)
+    return (np.bincount(parent, minlength=n), np.bincount(parent, weights=chars, minlength=n).astype(np.int64),
+            np.bincount(parent, weights=words, minlength=n).astype(np.int64))
+
+
+def pyarrow_compute(col: pa.Array) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for side, (o, c) in PAIRS.items():
+        n, chars, words = _arrow_pairs(col, o, c)
+        out[f"n_{side}s"] = n.tolist()
+        out[f"{side}_chars"] = chars.tolist()
+        out[f"{side}_words"] = words.tolist()
+    return out
+
+
+def polars(series) -> dict[str, list[int]]:
+    import polars as pl
+
+    out: dict[str, list[int]] = {}
+    for side, (o, c) in PAIRS.items():
+        pattern = "(?s)" + o.replace("|", r"\|") + ".*?" + c.replace("|", r"\|")
+        matches = series.str.extract_all(pattern)
+        inner = matches.list.eval(pl.element().str.slice(len(o)).str.head(-len(c)).str.strip_chars())
+        out[f"n_{side}s"] = matches.list.len().fill_null(0).to_list()
+        out[f"{side}_chars"] = inner.list.eval(pl.element().str.len_chars()).list.sum().fill_null(0).to_list()
+        out[f"{side}_words"] = (inner.list.eval(pl.element().str.count_matches(r"\S+")).list.sum()
+                                .fill_null(0).to_list())
+    return out
