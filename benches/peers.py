@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 COLUMNS = ["n_blocks", "n_summaries", "block_chars", "summary_chars", "block_words", "summary_words"]
 PAIRS = {"block": ("<|block_start|>", "<|block_end|>"), "summary": ("<|summary_start|>", "<|summary_end|>")}
+COUNT = {"block": "n_blocks", "summary": "n_summaries"}
 
 
 def _arrow_pairs(col: pa.Array, open_: str, close: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -39,7 +40,7 @@ def pyarrow_compute(col: pa.Array) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for side, (o, c) in PAIRS.items():
         n, chars, words = _arrow_pairs(col, o, c)
-        out[f"n_{side}s"] = n.tolist()
+        out[COUNT[side]] = n.tolist()
         out[f"{side}_chars"] = chars.tolist()
         out[f"{side}_words"] = words.tolist()
     return out
@@ -53,7 +54,7 @@ def polars(series) -> dict[str, list[int]]:
         pattern = "(?s)" + o.replace("|", r"\|") + ".*?" + c.replace("|", r"\|")
         matches = series.str.extract_all(pattern)
         inner = matches.list.eval(pl.element().str.slice(len(o)).str.head(-len(c)).str.strip_chars())
-        out[f"n_{side}s"] = matches.list.len().fill_null(0).to_list()
+        out[COUNT[side]] = matches.list.len().fill_null(0).to_list()
         out[f"{side}_chars"] = inner.list.eval(pl.element().str.len_chars()).list.sum().fill_null(0).to_list()
         out[f"{side}_words"] = (inner.list.eval(pl.element().str.count_matches(r"\S+")).list.sum()
                                 .fill_null(0).to_list())
