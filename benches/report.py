@@ -49,12 +49,12 @@ def table(data: dict) -> str:
     for group in sorted(groups):
         rows = groups[group]
         if any("peak_increase_mb" in r["extra_info"] for r in rows):
-            lines += [f"**{group}**", "", "| implementation | column | peak RSS increase | share of column |",
-                      "| --- | --- | --- | --- |"]
+            lines += [f"**{group}**", "", "| implementation | column | peak RSS increase | share of column "
+                      "| result's own buffers |", "| --- | --- | --- | --- | --- |"]
             for r in rows:
                 e = r["extra_info"]
-                lines.append(f"| {e.get('impl')} | {e['column_mb']:.0f} MB | {e['peak_increase_mb']:.0f} MB "
-                             f"| {e['ratio']:.1%} |")
+                lines.append(f"| {e.get('impl')} | {e['column_mb']:.0f} MB | {e['peak_increase_mb']:.1f} MB "
+                             f"| {e['ratio']:.1%} | {e.get('result_own_mb', float('nan')):.1f} MB |")
             lines.append("")
             continue
         if group.startswith("scaling/"):
