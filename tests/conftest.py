@@ -41,3 +41,9 @@ def real() -> list[dict]:
     if not rows:
         pytest.skip(f"no real traces at {REAL_DIR}")
     return rows
+
+
+@pytest.fixture(scope="session")
+def real_dir(real) -> Path:
+    """The folder of real traces (skips when absent)."""
+    return REAL_DIR

@@ -38,11 +38,16 @@ def expected_row(text: str | None) -> dict | None:
         "summary_chars": sum(len(s) for s in ref["summaries"]),
         "block_words": sum(len(b.split()) for b in ref["blocks"]),
         "summary_words": sum(len(s.split()) for s in ref["summaries"]),
+        "block_char_counts": [len(b) for b in ref["blocks"]],
+        "summary_char_counts": [len(s) for s in ref["summaries"]],
+        "block_word_counts": [len(b.split()) for b in ref["blocks"]],
+        "summary_word_counts": [len(s.split()) for s in ref["summaries"]],
     }
 
 
 FIELDS = ["blocks", "summaries", "reasoning", "final_answer", "n_blocks", "n_summaries",
-          "block_chars", "summary_chars", "block_words", "summary_words"]
+          "block_chars", "summary_chars", "block_words", "summary_words",
+          "block_char_counts", "summary_char_counts", "block_word_counts", "summary_word_counts"]
 
 
 def assert_matches_reference(texts: list[str | None], **kw) -> pa.RecordBatch:

@@ -81,10 +81,14 @@ def parse_batch(
     ``reasoning`` and ``final_answer`` (string_view), ``n_blocks``, ``n_summaries``,
     ``block_chars``, ``summary_chars`` (code points), ``block_words``, ``summary_words``
     (``str.split()`` words), ``status`` (dictionary string, ``"ok"`` when well-formed, see
-    ``STATUSES``), ``error_offset`` (byte offset of the problem, null when ok) and, with
+    ``STATUSES``), ``error_offset`` (byte offset of the problem, null when ok),
+    ``block_char_counts``, ``summary_char_counts``, ``block_word_counts``, ``summary_word_counts``
+    (list<int32>: the same measures per item, parallel to ``blocks`` / ``summaries``) and, with
     ``spans=True``, ``spans`` (list of ``{kind, start, end}`` byte ranges covering the row).
 
-    Text columns are views into the input's buffers: no text is copied. The GIL is released;
+    Text columns are views into the input's buffers: no text is copied (note that many
+    ``pyarrow.compute`` kernels do not accept ``string_view`` yet: ``.cast(pa.large_string())``
+    copies when one is needed). The GIL is released;
     ``threads=None`` uses every core, ``threads=1`` the calling thread only.
 
     ``strict=True`` raises :class:`MementoFormatError` for the first row whose status is not

@@ -141,6 +141,10 @@ struct Chunk {
     valid: Vec<bool>,
     block_views: Vec<u128>,
     block_counts: Vec<usize>,
+    block_item_chars: Vec<i32>,
+    block_item_words: Vec<i32>,
+    summary_item_chars: Vec<i32>,
+    summary_item_words: Vec<i32>,
     summary_views: Vec<u128>,
     summary_counts: Vec<usize>,
     reasoning: Vec<u128>,
@@ -163,6 +167,10 @@ impl Chunk {
         self.valid.extend(o.valid);
         self.block_views.extend(o.block_views);
         self.block_counts.extend(o.block_counts);
+        self.block_item_chars.extend(o.block_item_chars);
+        self.block_item_words.extend(o.block_item_words);
+        self.summary_item_chars.extend(o.summary_item_chars);
+        self.summary_item_words.extend(o.summary_item_words);
         self.summary_views.extend(o.summary_views);
         self.summary_counts.extend(o.summary_counts);
         self.reasoning.extend(o.reasoning);
@@ -206,6 +214,10 @@ fn parse_chunk(rows: &dyn Rows, range: Range<usize>, spans: bool) -> Chunk {
         parse_row(text, &mut tokens, &mut p, spans);
         c.block_views.extend(p.blocks.iter().map(|r| rows.view(i, r.clone())));
         c.block_counts.push(p.blocks.len());
+        c.block_item_chars.extend(p.block_items.iter().map(|s| s.chars as i32));
+        c.block_item_words.extend(p.block_items.iter().map(|s| s.words as i32));
+        c.summary_item_chars.extend(p.summary_items.iter().map(|s| s.chars as i32));
+        c.summary_item_words.extend(p.summary_items.iter().map(|s| s.words as i32));
         c.summary_views.extend(p.summaries.iter().map(|r| rows.view(i, r.clone())));
         c.summary_counts.push(p.summaries.len());
         c.reasoning.push(p.reasoning.clone().map_or(0, |r| rows.view(i, r)));
@@ -290,6 +302,7 @@ fn status_names() -> Vec<&'static str> {
 /// Output schema of [`parse_array`].
 pub fn output_schema(spans: bool) -> Schema {
     let view_list = DataType::List(Arc::new(Field::new("item", DataType::Utf8View, false)));
+    let int_list = DataType::List(Arc::new(Field::new("item", DataType::Int32, false)));
     let mut fields = vec![
         Field::new("blocks", view_list.clone(), true),
         Field::new("summaries", view_list, true),
@@ -303,6 +316,10 @@ pub fn output_schema(spans: bool) -> Schema {
         Field::new("summary_words", DataType::Int64, true),
         Field::new("status", dictionary_type(), true),
         Field::new("error_offset", DataType::Int64, true),
+        Field::new("block_char_counts", int_list.clone(), true),
+        Field::new("summary_char_counts", int_list.clone(), true),
+        Field::new("block_word_counts", int_list.clone(), true),
+        Field::new("summary_word_counts", int_list, true),
     ];
     if spans {
         fields.push(Field::new("spans", DataType::List(Arc::new(Field::new("item", DataType::Struct(span_fields()), false))), true));
@@ -421,8 +438,14 @@ fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError>
         Arc::new(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(v), buffers.clone(), nulls) })
     };
     let item = Arc::new(Field::new("item", DataType::Utf8View, false));
-    let list = |v: Vec<u128>, counts: &[usize]| -> ArrayRef {
-        Arc::new(ListArray::new(item.clone(), OffsetBuffer::from_lengths(counts.iter().copied()), views(v, None), row_nulls.clone()))
+    let block_offsets = OffsetBuffer::<i32>::from_lengths(c.block_counts.iter().copied());
+    let summary_offsets = OffsetBuffer::<i32>::from_lengths(c.summary_counts.iter().copied());
+    let list = |v: Vec<u128>, offsets: &OffsetBuffer<i32>| -> ArrayRef {
+        Arc::new(ListArray::new(item.clone(), offsets.clone(), views(v, None), row_nulls.clone()))
+    };
+    let int_item = Arc::new(Field::new("item", DataType::Int32, false));
+    let int_list = |v: Vec<i32>, offsets: &OffsetBuffer<i32>| -> ArrayRef {
+        Arc::new(ListArray::new(int_item.clone(), offsets.clone(), Arc::new(Int32Array::from(v)), row_nulls.clone()))
     };
     let counts_i32 = |counts: &[usize]| -> ArrayRef {
         Arc::new(Int32Array::new(counts.iter().map(|&n| n as i32).collect(), row_nulls.clone()))
@@ -431,8 +454,8 @@ fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError>
     let error_valid: Vec<bool> = c.valid.iter().zip(&c.status).map(|(&v, &s)| v && s != Status::Ok as i8).collect();
 
     let mut columns: Vec<ArrayRef> = vec![
-        list(c.block_views, &c.block_counts),
-        list(c.summary_views, &c.summary_counts),
+        list(c.block_views, &block_offsets),
+        list(c.summary_views, &summary_offsets),
         views(c.reasoning, Some(NullBuffer::from(c.reasoning_valid))),
         views(c.answer, row_nulls.clone()),
         counts_i32(&c.block_counts),
@@ -443,6 +466,10 @@ fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError>
         i64s(c.summary_words),
         Arc::new(dictionary(c.status, row_nulls.clone(), status_names())),
         Arc::new(Int64Array::new(ScalarBuffer::from(c.error_offset), Some(NullBuffer::from(error_valid)))),
+        int_list(c.block_item_chars, &block_offsets),
+        int_list(c.summary_item_chars, &summary_offsets),
+        int_list(c.block_item_words, &block_offsets),
+        int_list(c.summary_item_words, &summary_offsets),
     ];
     if opts.spans {
         let kinds = dictionary(c.span_kind, None, SpanKind::ALL.iter().map(|k| k.name()).collect());

@@ -92,6 +92,10 @@ pub struct Parsed {
     /// Tutorial `final_answer`: after the last `</think>`, stripped; `None` when there is none
     /// (the tutorial's empty string).
     pub final_answer: Option<Range<usize>>,
+    /// Code points and words of each stripped block (parallel to `blocks`).
+    pub block_items: Vec<TextStats>,
+    /// Code points and words of each stripped summary (parallel to `summaries`).
+    pub summary_items: Vec<TextStats>,
     /// Code points and words summed over the stripped `blocks`.
     pub block_stats: TextStats,
     /// Code points and words summed over the stripped `summaries`.
@@ -107,6 +111,8 @@ impl Parsed {
     fn clear(&mut self) {
         self.blocks.clear();
         self.summaries.clear();
+        self.block_items.clear();
+        self.summary_items.clear();
         self.reasoning = None;
         self.final_answer = None;
         self.block_stats = TextStats::default();
@@ -149,16 +155,20 @@ fn pairs(tokens: &[Token], open: Delim, close: Delim, mut f: impl FnMut(Range<us
 }
 
 fn tutorial_fields(text: &[u8], tokens: &[Token], out: &mut Parsed) {
-    let (blocks, bstats) = (&mut out.blocks, &mut out.block_stats);
+    let (blocks, items, bstats) = (&mut out.blocks, &mut out.block_items, &mut out.block_stats);
     pairs(tokens, Delim::BlockStart, Delim::BlockEnd, |r| {
         let r = strip_range(text, r);
-        *bstats += count_chars_words(&text[r.clone()]);
+        let st = count_chars_words(&text[r.clone()]);
+        *bstats += st;
+        items.push(st);
         blocks.push(r);
     });
-    let (summaries, sstats) = (&mut out.summaries, &mut out.summary_stats);
+    let (summaries, items, sstats) = (&mut out.summaries, &mut out.summary_items, &mut out.summary_stats);
     pairs(tokens, Delim::SummaryStart, Delim::SummaryEnd, |r| {
         let r = strip_range(text, r);
-        *sstats += count_chars_words(&text[r.clone()]);
+        let st = count_chars_words(&text[r.clone()]);
+        *sstats += st;
+        items.push(st);
         summaries.push(r);
     });
     let mut first = None;

@@ -1,0 +1,113 @@
+"""The report's plots (PNG, matplotlib with the Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+import mementos_fast as mf
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def visible_curve(text: str, keep_last_k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Visible context (chars) after each segment of one trace: positions, full, compacted.
+
+    Compaction follows the inference engine (FORMAT.md section 5, ``mask_delimiters=False``):
+    at the ``<|summary_end|>`` of block j, the content of block j-k leaves the context; only
+    complete blocks (closed and summarised) are ever removed.
+    """
+    p = mf.parse(text)
+    pos, full, kept = [0], [0], [0]
+    visible, total = 0, 0
+    completed: list[int] = []
+    block_len, pending = 0, None
+    for kind, start, end in p.spans:
+        n = len(text.encode()[start:end].decode(errors="replace"))
+        total += n
+        visible += n
+        if kind == "block":
+            block_len = n
+        elif kind == "block_end":
+            pending = block_len
+        elif kind == "summary_end" and pending is not None:
+            completed.append(pending)
+            pending = None
+            if keep_last_k >= 0 and len(completed) > keep_last_k:
+                visible -= completed[len(completed) - 1 - keep_last_k]
+        pos.append(total)
+        full.append(total)
+        kept.append(visible)
+    return np.array(pos), np.array(full), np.array(kept)
+
+
+def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | None = None,
+             keep_last_k: int = 0) -> list[Path]:
+    """Write every plot into ``out``; returns the paths written."""
+    plt = _plt()
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    kept = stats.filter(pa.compute.invert(pa.compute.fill_null(stats.column("skipped"), True)))
+    domains = sorted({d for d in kept.column("domain").to_pylist()}, key=str) if "domain" in kept.column_names \
+        else [None]
+    dom = np.array(kept.column("domain").to_pylist()) if "domain" in kept.column_names else None
+
+    def by_domain(col: str, table: pa.Table, d_arr) -> list[np.ndarray]:
+        v = table.column(col).to_numpy(zero_copy_only=False).astype(float)
+        return [v[(d_arr == d) if d_arr is not None else slice(None)] for d in domains]
+
+    def save(fig, name: str) -> None:
+        path = out / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.boxplot(by_domain("n_blocks", kept, dom), tick_labels=[str(d) for d in domains])
+    ax.set(title="Blocks per trace by domain", ylabel="blocks")
+    save(fig, "blocks_per_trace.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.boxplot([x[~np.isnan(x)] for x in by_domain("char_ratio", kept, dom)], tick_labels=[str(d) for d in domains])
+    ax.set(title="Memento / block size (chars) by domain", ylabel="ratio")
+    save(fig, "ratio_by_domain.png")
+
+    bdom = np.array(blocks.column("domain").to_pylist()) if "domain" in blocks.column_names else None
+    fig, ax = plt.subplots(figsize=(6, 5))
+    bc = blocks.column("block_chars").to_numpy(zero_copy_only=False)
+    sc = blocks.column("summary_chars").to_numpy(zero_copy_only=False)
+    for d in domains:
+        m = (bdom == d) if bdom is not None else slice(None)
+        ax.scatter(np.maximum(bc[m], 1), np.maximum(sc[m], 1), s=4, alpha=0.4, label=str(d))
+    ax.set(xscale="log", yscale="log", xlabel="block chars", ylabel="memento chars", title="Block vs memento size")
+    ax.legend()
+    save(fig, "block_vs_memento.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pos = blocks.column("position").to_numpy()
+    ratio = blocks.column("ratio").to_numpy(zero_copy_only=False).astype(float)
+    top = int(min(pos.max(initial=0), 30)) + 1
+    med = [np.nanmedian(ratio[pos == i]) if np.any(pos == i) else np.nan for i in range(top)]
+    ax.plot(range(1, top + 1), med, marker="o")
+    ax.set(xlabel="block position", ylabel="median memento/block ratio", title="Ratio by block position")
+    save(fig, "ratio_by_position.png")
+
+    if example:
+        x, full, kept_curve = visible_curve(example, keep_last_k)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(x, full, label="no compaction")
+        ax.plot(x, kept_curve, label=f"keep last {keep_last_k} block(s)")
+        ax.set(xlabel="generated chars", ylabel="visible chars", title="Visible context over one trace")
+        ax.legend()
+        save(fig, "visible_context.png")
+    return written

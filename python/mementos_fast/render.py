@@ -1,0 +1,62 @@
+"""Pretty-printing one trace: each block with its memento and the memento's size as a % of the
+block, then the final answer. Colour with ``rich`` on a terminal, plain text when piped."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+from typing import TextIO
+
+import mementos_fast as mf
+
+
+def render_text(response: str, *, width: int | None = None, max_block_chars: int | None = 1200) -> str:
+    """The plain-text rendering of one trace."""
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
+    p = mf.parse(response)
+    out: list[str] = [f"status: {p.status}" + (f" at byte {p.error_offset}" if p.error_offset is not None else ""),
+                      f"blocks: {len(p.blocks)}   mementos: {len(p.summaries)}", ""]
+
+    def wrap(text: str, indent: str) -> str:
+        if max_block_chars is not None and len(text) > max_block_chars:
+            text = text[:max_block_chars] + f" [... {len(text) - max_block_chars:,} more chars]"
+        paras = [textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent) if line.strip()
+                 else "" for line in text.splitlines()]
+        return "\n".join(paras)
+
+    for i, block in enumerate(p.blocks):
+        out.append(f"── block {i + 1} ({len(block):,} chars) " + "─" * max(0, width - 30))
+        out.append(wrap(block, "  "))
+        if i < len(p.summaries):
+            s = p.summaries[i]
+            pct = f"{100 * len(s) / len(block):.0f}% of block" if block else "n/a"
+            out.append(f"  ▸ memento ({len(s):,} chars, {pct})")
+            out.append(wrap(s, "    "))
+        out.append("")
+    for j in range(len(p.blocks), len(p.summaries)):
+        out.append(f"  ▸ memento {j + 1} without a block: {p.summaries[j][:200]}")
+    out.append("── final answer " + "─" * max(0, width - 16))
+    out.append(wrap(p.final_answer, "  ") if p.final_answer else "  (empty: the answer is inside the last block)")
+    return "\n".join(out) + "\n"
+
+
+def show(response: str, *, width: int | None = None, file: TextIO | None = None, color: bool | None = None) -> None:
+    """Print a trace; coloured with rich when writing to a terminal (or ``color=True``)."""
+    file = file or sys.stdout
+    text = render_text(response, width=width)
+    use_color = file.isatty() if color is None else color
+    if use_color:
+        try:
+            from rich.console import Console
+            from rich.text import Text
+        except ImportError:
+            use_color = False
+    if not use_color:
+        file.write(text)
+        return
+    console = Console(file=file, width=width, highlight=False)
+    for line in text.splitlines():
+        style = "bold cyan" if line.startswith("──") else "green" if line.lstrip().startswith("▸") else \
+            "bold red" if line.startswith("status:") and "ok" not in line else None
+        console.print(Text(line, style=style or ""))
