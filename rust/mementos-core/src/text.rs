@@ -132,8 +132,11 @@ fn step(b: &[u8], i: usize, st: &mut TextStats, in_word: &mut bool) -> usize {
 pub fn count_chars_words(b: &[u8]) -> TextStats {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is available (checked at runtime).
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("popcnt")
+            && std::is_x86_feature_detected!("bmi1")
+        {
+            // SAFETY: AVX2, POPCNT and BMI1 are available (checked at runtime).
             return unsafe { count_avx2(b) };
         }
         count_with(b, |p| unsafe { simd::classify64(p) })
@@ -143,7 +146,7 @@ pub fn count_chars_words(b: &[u8]) -> TextStats {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,popcnt,bmi1")]
 unsafe fn count_avx2(b: &[u8]) -> TextStats {
     count_with(b, |p| unsafe { simd::classify64_avx2(p) })
 }

@@ -12,7 +12,7 @@ const PIECES: &[&str] = &[
 ];
 
 fn trace() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop_oneof![prop::sample::select(PIECES).prop_map(String::from), ".{0,6}"], 0..60)
+    prop::collection::vec(prop_oneof![prop::sample::select(PIECES).prop_map(String::from), ".{0,6}"], 0..300)
         .prop_map(|v| v.concat())
 }
 
