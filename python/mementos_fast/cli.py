@@ -90,7 +90,7 @@ def cmd_analyze(args) -> int:
         ["mean_n_blocks", "mean_char_ratio"]
     validation = st.validation_summary(stats)
     md = [f"# mementos-fast analyze: {label}", "",
-          f"{rows:,} rows, {nbytes / 1e6:,.1f} MB of responses in {elapsed:.2f} s "
+          f"{rows:,} rows, {nbytes / 1e6:,.2f} MB of responses in {elapsed:.2f} s "
           f"({rows / elapsed:,.0f} rows/s; parsing {parse_time:.2f} s).", "",
           "## Per domain (tutorial rows: blocks present and counts equal)", "", st.markdown_table(domains, cols),
           "## Validation", "", st.markdown_table(validation)]
