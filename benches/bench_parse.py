@@ -12,14 +12,12 @@ import subprocess
 import sys
 import textwrap
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 import mementos_fast as mf
-from mementos_fast import reference
-
 import peers
+from mementos_fast import reference
 
 COLUMNS = ["n_blocks", "n_summaries", "block_chars", "summary_chars", "block_words", "summary_words"]
 

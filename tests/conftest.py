@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
-
-import os
 
 REPO = Path(__file__).resolve().parents[1]
 

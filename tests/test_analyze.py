@@ -12,7 +12,7 @@ import pytest
 
 import mementos_fast as mf
 from mementos_fast import cli, reference, stats, synthetic
-from mementos_fast.load import load, sample_path
+from mementos_fast.loading import load, sample_path
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,7 @@ def test_load_jsonl_table_and_datasets(tmp_path, table):
             f.write(json.dumps(r) + "\n")
     assert sum(b.num_rows for b in load(str(path))) == 20
     assert sum(b.num_rows for b in load(table, limit=7)) == 7
+    assert sum(b.num_rows for b in mf.load(table, limit=3)) == 3  # the top-level entry point
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset(table)
     got = pa.Table.from_batches([b for b in load(ds, batch_size=64)])

@@ -223,7 +223,8 @@ CRAFTED = {
     "no_blocks": ("<think> raw reasoning </think> 4", 7),
     "text_before_think": ("hi " + OK_ROW, 0),
     "unit_outside_think": (OK_ROW + "<|block_start|>", len(OK_ROW)),
-    "stray_delimiter": ("<think><|block_end|><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|></think>", 7),
+    "stray_delimiter": ("<think><|block_end|><|block_start|>a<|block_end|>"
+                        "<|summary_start|>b<|summary_end|></think>", 7),
     "unclosed_think": ("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|>", 0),
     "unclosed_block": ("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|><|block_start|>cut", 69),
     "nested_block": ("<think><|block_start|>a<|block_start|>b<|block_end|><|block_end|>", 23),

@@ -32,6 +32,7 @@ __all__ = [
     "MementoValueError",
     "Parsed",
     "__version__",
+    "load",
     "parse",
     "parse_batch",
 ]
@@ -111,3 +112,13 @@ def raise_first_problem(batch: pa.RecordBatch, row_offset: int = 0) -> None:
         name = status[idx].as_py()
         offset = batch.column("error_offset")[idx].as_py()
         raise MementoFormatError(row_offset + idx, offset, name, STATUSES[name])
+
+
+def load(*args: Any, **kwargs: Any):
+    """Yield ``pyarrow.RecordBatch`` es from a hub id, local files, a ``datasets`` object or a table.
+
+    See :func:`mementos_fast.loading.load` for the arguments.
+    """
+    from mementos_fast.loading import load as _load
+
+    return _load(*args, **kwargs)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mementos_fast as mf
-from mementos_fast import load as loader
+from mementos_fast import loading as loader
 from mementos_fast import stats as st
 
 

@@ -134,7 +134,7 @@ def load(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Iterator[pa.RecordBatch]:
     """Yield ``pyarrow.RecordBatch`` es of ``source`` (see the module docstring)."""
-    if sample is not None and sample < 0 or limit is not None and limit < 0:
+    if (sample is not None and sample < 0) or (limit is not None and limit < 0):
         raise MementoValueError("sample and limit must be >= 0")
     n = sample if sample is not None else limit
     if source is None:
