@@ -283,35 +283,38 @@ mod simd {
         _mm256_movemask_epi8(v) as u32 as u64
     }
 
-    /// [`classify64`] with 32-byte lanes.
+    /// [`classify64`] with 32-byte lanes and one branch per 64 bytes (ASCII-only or not).
     ///
     /// # Safety
     /// `p..p + 66` must be readable and the CPU must support AVX2.
     #[inline]
     #[target_feature(enable = "avx2")]
     pub unsafe fn classify64_avx2(p: *const u8) -> Class64 {
-        let (mut ascii_space, mut cont, mut lead2, mut lead3) = (0u64, 0u64, 0u64, 0u64);
-        for lane in 0..2 {
+        let v0 = _mm256_loadu_si256(p as *const __m256i);
+        let v1 = _mm256_loadu_si256(p.add(32) as *const __m256i);
+        let ascii_sp = |v: __m256i| {
+            _mm256_or_si256(_mm256_or_si256(eq8(v, b' '), in_range8(v, 9, 4)), in_range8(v, 28, 3))
+        };
+        let ascii_space = mask8(ascii_sp(v0)) | mask8(ascii_sp(v1)) << 32;
+        if _mm256_movemask_epi8(_mm256_or_si256(v0, v1)) == 0 {
+            return Class64 { space: ascii_space, spill: 0, cont: 0 };
+        }
+        let (mut cont, mut lead2, mut lead3) = (0u64, 0u64, 0u64);
+        for (lane, v) in [(0usize, v0), (1, v1)] {
             let at = p.add(32 * lane);
-            let v = _mm256_loadu_si256(at as *const __m256i);
-            let sp = _mm256_or_si256(_mm256_or_si256(eq8(v, b' '), in_range8(v, 9, 4)), in_range8(v, 28, 3));
-            ascii_space |= mask8(sp) << (32 * lane);
-            if _mm256_movemask_epi8(v) == 0 {
-                continue;
-            }
             cont |= mask8(_mm256_cmpgt_epi8(_mm256_set1_epi8(-64), v)) << (32 * lane);
-            let v1 = _mm256_loadu_si256(at.add(1) as *const __m256i);
-            let v2 = _mm256_loadu_si256(at.add(2) as *const __m256i);
-            let l2 = _mm256_and_si256(eq8(v, 0xC2), _mm256_or_si256(eq8(v1, 0x85), eq8(v1, 0xA0)));
-            let e2_80 = _mm256_and_si256(eq8(v, 0xE2), eq8(v1, 0x80));
+            let n1 = _mm256_loadu_si256(at.add(1) as *const __m256i);
+            let n2 = _mm256_loadu_si256(at.add(2) as *const __m256i);
+            let l2 = _mm256_and_si256(eq8(v, 0xC2), _mm256_or_si256(eq8(n1, 0x85), eq8(n1, 0xA0)));
+            let e2_80 = _mm256_and_si256(eq8(v, 0xE2), eq8(n1, 0x80));
             let tail = _mm256_or_si256(
-                in_range8(v2, 0x80, 0x0A),
-                _mm256_or_si256(_mm256_or_si256(eq8(v2, 0xA8), eq8(v2, 0xA9)), eq8(v2, 0xAF)),
+                in_range8(n2, 0x80, 0x0A),
+                _mm256_or_si256(_mm256_or_si256(eq8(n2, 0xA8), eq8(n2, 0xA9)), eq8(n2, 0xAF)),
             );
             let a = _mm256_and_si256(e2_80, tail);
-            let b = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE2), eq8(v1, 0x81)), eq8(v2, 0x9F));
-            let c = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE1), eq8(v1, 0x9A)), eq8(v2, 0x80));
-            let d = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE3), eq8(v1, 0x80)), eq8(v2, 0x80));
+            let b = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE2), eq8(n1, 0x81)), eq8(n2, 0x9F));
+            let c = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE1), eq8(n1, 0x9A)), eq8(n2, 0x80));
+            let d = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE3), eq8(n1, 0x80)), eq8(n2, 0x80));
             lead2 |= mask8(l2) << (32 * lane);
             lead3 |= mask8(_mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d))) << (32 * lane);
         }
