@@ -57,6 +57,16 @@ def table(data: dict) -> str:
                              f"| {e['ratio']:.1%} | {e.get('result_own_mb', float('nan')):.1f} MB |")
             lines.append("")
             continue
+        if any("peak_rss_mb" in r["extra_info"] for r in rows):
+            lines += [f"**{group}**", "", "| job | corpus | time | throughput | rows/s | parsing share | peak RSS |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            for r in rows:
+                e, mean = r["extra_info"], r["stats"]["mean"]
+                lines.append(f"| {e['impl']} | {e['fixture']}, {e['rows']:,} rows | {mean:.1f} s "
+                             f"| {e['bytes'] / mean / 1e6:,.0f} MB/s | {e['rows_per_s']:,.0f} "
+                             f"| {e['parse_share']:.0%} | {e['peak_rss_mb']:,.0f} MB |")
+            lines.append("")
+            continue
         if group.startswith("scaling/"):
             lines += [f"**{group}** (time per byte should stay flat as rows grow)", "",
                       "| implementation | row size | time | ns per byte |", "| --- | --- | --- | --- |"]

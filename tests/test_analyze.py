@@ -153,3 +153,23 @@ def test_builtin_sample_runs_offline(tmp_path, capsys):
     assert cli.main(["analyze", "--out", str(tmp_path), "--quiet"]) == 0
     rows = pq.read_table(tmp_path / "rows.parquet")
     assert set(rows.column("domain").to_pylist()) == {"math", "code", "science"}
+
+
+def test_cli_show_keep_last_k(real_dir, capsys):
+    assert cli.main(["show", str(real_dir), "--row", "0", "--no-color", "--keep-last-k", "1"]) == 0
+    out = capsys.readouterr().out
+    # The real model output has 5 complete blocks: with k=1 the first four are evicted.
+    assert out.count("[evicted from the context") == 4
+    assert cli.main(["show", str(real_dir), "--row", "0", "--no-color", "--keep-last-k", "-1"]) == 0
+    assert "[evicted" not in capsys.readouterr().out
+
+
+def test_count_rows_and_timing(hub_dir, table, tmp_path):
+    from mementos_fast.loading import count_rows
+
+    assert count_rows(str(hub_dir)) == table.num_rows
+    assert count_rows(table) == table.num_rows
+    assert count_rows("microsoft/OpenMementos") is None
+    assert cli.main(["analyze", str(hub_dir), "--out", str(tmp_path), "--quiet", "--no-plots"]) == 0
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["rows"] == table.num_rows and 0 < timing["parse_seconds"] <= timing["seconds"]

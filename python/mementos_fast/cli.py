@@ -32,8 +32,11 @@ def _progress(enabled: bool):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     except ImportError:
         return None
+    from rich.progress import TimeRemainingColumn
+
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,} rows"),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), transient=True)
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), transient=True)
 
 
 def _batches(args) -> tuple[str, object]:
@@ -53,7 +56,10 @@ def cmd_analyze(args) -> int:
     parse_time = 0.0
     t0 = time.perf_counter()
     progress = _progress(not args.quiet)
-    task = progress.add_task("analyze", total=None, rate="") if progress else None
+    total = args.sample if args.sample is not None else args.limit
+    if total is None and progress:
+        total = loader.count_rows(args.source, args.config)
+    task = progress.add_task("analyze", total=total, rate="") if progress else None
     if progress:
         progress.start()
     try:
@@ -100,6 +106,8 @@ def cmd_analyze(args) -> int:
         w.writeheader()
         w.writerows(domains)
     (out / "validation.json").write_text(json.dumps(validation, indent=2))
+    (out / "timing.json").write_text(json.dumps({"rows": rows, "response_bytes": nbytes, "seconds": elapsed,
+                                                 "parse_seconds": parse_time}, indent=2))
     print("\n".join(md))
     if not args.no_plots:
         try:
@@ -138,7 +146,7 @@ def cmd_show(args) -> int:
             from mementos_fast.render import show
 
             show(batch.column("response")[args.row - seen].as_py(), width=args.width,
-                 color=None if not args.no_color else False)
+                 color=None if not args.no_color else False, keep_last_k=args.keep_last_k)
             return 0
         seen += batch.num_rows
     print(f"row {args.row} is out of range ({seen} rows)", file=sys.stderr)
@@ -177,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--row", type=int, default=0)
     s.add_argument("--width", type=int)
     s.add_argument("--no-color", action="store_true")
+    s.add_argument("--keep-last-k", type=int, default=None,
+                   help="show what the model still sees at the end: evicted block contents are elided")
     s.set_defaults(fn=cmd_show)
 
     args = ap.parse_args(argv)

@@ -94,6 +94,22 @@ def _sample_files(files: list[Path], n: int, seed: int, columns, batch_size: int
         yield from table.take(pa.array(local)).to_batches(max_chunksize=batch_size)
 
 
+def count_rows(source: Any = None, config: str = "default", split: str = "train") -> int | None:
+    """Rows ``load`` would yield without sample/limit, when cheaply known (local files, tables)."""
+    if source is None:
+        source = str(sample_path())
+    if isinstance(source, (pa.Table, pa.RecordBatch)):
+        return source.num_rows
+    if isinstance(source, (str, os.PathLike)) and _is_local(str(source)):
+        try:
+            files = resolve_files(source, config, split)
+        except MementoValueError:
+            return None
+        return sum(_file_rows(f) for f in files if f.suffix == ".parquet") if all(
+            f.suffix == ".parquet" for f in files) else None
+    return None
+
+
 def _limit(batches: Iterator[pa.RecordBatch], limit: int | None) -> Iterator[pa.RecordBatch]:
     if limit is None:
         yield from batches

@@ -11,8 +11,21 @@ from typing import TextIO
 import mementos_fast as mf
 
 
-def render_text(response: str, *, width: int | None = None, max_block_chars: int | None = 1200) -> str:
-    """The plain-text rendering of one trace."""
+def evicted_blocks(response: str, keep_last_k: int) -> set[int]:
+    """Indexes of the blocks whose content the inference engine has evicted at the end of
+    generation (FORMAT.md section 5): complete blocks (closed and followed by a memento) except the
+    last ``keep_last_k``; ``-1`` keeps everything. Malformed rows (not ``ok``) evict nothing."""
+    p = mf.parse(response)
+    if keep_last_k < 0 or p.status not in ("ok", "delimiter_in_content"):
+        return set()
+    return set(range(max(0, len(p.blocks) - keep_last_k)))
+
+
+def render_text(response: str, *, width: int | None = None, max_block_chars: int | None = 1200,
+                keep_last_k: int | None = None) -> str:
+    """The plain-text rendering of one trace; with ``keep_last_k``, evicted block contents are
+    replaced by a marker, showing what the model still has in context."""
+    evicted = evicted_blocks(response, keep_last_k) if keep_last_k is not None else set()
     width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
     p = mf.parse(response)
     out: list[str] = [f"status: {p.status}" + (f" at byte {p.error_offset}" if p.error_offset is not None else ""),
@@ -27,7 +40,7 @@ def render_text(response: str, *, width: int | None = None, max_block_chars: int
 
     for i, block in enumerate(p.blocks):
         out.append(f"── block {i + 1} ({len(block):,} chars) " + "─" * max(0, width - 30))
-        out.append(wrap(block, "  "))
+        out.append(f"  [evicted from the context: {len(block):,} chars]" if i in evicted else wrap(block, "  "))
         if i < len(p.summaries):
             s = p.summaries[i]
             pct = f"{100 * len(s) / len(block):.0f}% of block" if block else "n/a"
@@ -41,10 +54,11 @@ def render_text(response: str, *, width: int | None = None, max_block_chars: int
     return "\n".join(out) + "\n"
 
 
-def show(response: str, *, width: int | None = None, file: TextIO | None = None, color: bool | None = None) -> None:
+def show(response: str, *, width: int | None = None, file: TextIO | None = None, color: bool | None = None,
+         keep_last_k: int | None = None) -> None:
     """Print a trace; coloured with rich when writing to a terminal (or ``color=True``)."""
     file = file or sys.stdout
-    text = render_text(response, width=width)
+    text = render_text(response, width=width, keep_last_k=keep_last_k)
     use_color = file.isatty() if color is None else color
     if use_color:
         try:
