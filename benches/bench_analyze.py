@@ -42,7 +42,8 @@ def hub_corpus(tmp_path_factory, bench_big):
             size += len(r["response"].encode())
         table = pa.table({c: [r[c] for r in part] for c in ("problem", "response", "domain", "source")})
         table = table.append_column("difficulty", pa.array([r["difficulty"] for r in part], type=pa.int64()))
-        pq.write_table(table, root / "data" / f"train-{i:05d}-of-{SHARDS:05d}.parquet")
+        # Row groups of 1,000 rows (tens of MB), as in real Parquet exports; the reader holds one at a time.
+        pq.write_table(table, root / "data" / f"train-{i:05d}-of-{SHARDS:05d}.parquet", row_group_size=1000)
         total_bytes += size
         rows += len(part)
     return root, rows, total_bytes
@@ -85,4 +86,5 @@ def test_analyze_hub_corpus(benchmark, hub_corpus, tmp_path):
         impl="mementos-fast analyze", fixture=f"{nbytes / 2**30:.2f} GB hub layout", bytes=nbytes, rows=rows,
         rows_per_s=rows / timing["seconds"], parse_share=timing["parse_seconds"] / timing["seconds"],
         peak_rss_mb=result["peak_rss"] / 2**20, corpus_mb=nbytes / 2**20)
-    assert result["peak_rss"] < nbytes / 2 or nbytes < 2**28  # bounded memory on the real-size run
+    if nbytes >= 2**30:  # bounded memory: well under the corpus size on the real-size run
+        assert result["peak_rss"] < nbytes / 3

@@ -76,6 +76,10 @@ def cmd_analyze(args) -> int:
                     example = batch.column("response")[ok[0]].as_py()
             rows += batch.num_rows
             nbytes += pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
+            del batch, parsed
+            # pyarrow's allocator (mimalloc) keeps freed pages; hand them back so memory stays
+            # bounded by one batch, whatever the corpus size.
+            pa.default_memory_pool().release_unused()
             if progress:
                 el = time.perf_counter() - t0
                 progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")

@@ -21,6 +21,13 @@ MEDIAN_FIELDS = ["n_blocks", "block_chars", "summary_chars", "block_words", "sum
 META = ["domain", "source", "difficulty"]
 
 
+def _own(arr: pa.Array) -> pa.Array:
+    """A copy of ``arr`` in fresh buffers. A column of a ``parse_batch`` result shares the lifetime
+    of the whole result, whose text views keep the input's buffers alive; copying the small
+    numeric columns lets each input batch be freed once its statistics are taken."""
+    return pc.take(arr, pa.array(np.arange(len(arr), dtype=np.int64)))
+
+
 def _div(num: pa.Array, den: pa.Array) -> pa.Array:
     """num / den as float64, null where den is 0 or null."""
     den_f = pc.cast(den, pa.float64())
@@ -39,16 +46,16 @@ def row_stats(batch: pa.RecordBatch | pa.Table, *, response: str = "response", r
     cols: dict[str, Any] = {"row": pa.array(np.arange(row_offset, row_offset + batch.num_rows))}
     for m in META:
         if m in batch.schema.names:
-            cols[m] = batch.column(m)
+            cols[m] = _own(batch.column(m))
     for c in ["n_blocks", "n_summaries", "block_chars", "summary_chars", "block_words", "summary_words"]:
-        cols[c] = parsed.column(c)
+        cols[c] = _own(parsed.column(c))
     cols["char_ratio"] = _div(parsed.column("summary_chars"), parsed.column("block_chars"))
     cols["word_ratio"] = _div(parsed.column("summary_words"), parsed.column("block_words"))
     cols["mean_block_chars"] = _div(parsed.column("block_chars"), parsed.column("n_blocks"))
     cols["mean_summary_chars"] = _div(parsed.column("summary_chars"), parsed.column("n_summaries"))
     cols["response_bytes"] = pc.binary_length(batch.column(response))
     cols["status"] = pc.cast(parsed.column("status"), pa.string())
-    cols["error_offset"] = parsed.column("error_offset")
+    cols["error_offset"] = _own(parsed.column("error_offset"))
     # The tutorial's skip rule: no blocks, or block and summary counts differ.
     cols["skipped"] = pc.or_kleene(pc.equal(parsed.column("n_blocks"), 0),
                                    pc.not_equal(parsed.column("n_blocks"), parsed.column("n_summaries")))
@@ -113,7 +120,7 @@ def block_table(parsed: pa.RecordBatch, domain: pa.Array | None = None) -> pa.Ta
     item_row = np.repeat(np.arange(len(counts)), counts)
     item_keep = np.repeat(keep.to_numpy(zero_copy_only=False), counts)
     position = (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts))[item_keep]
-    b = pc.list_flatten(bcounts).to_numpy()[item_keep]
+    b = pc.list_flatten(bcounts).to_numpy()[item_keep]  # boolean indexing copies
     # Kept rows have as many summaries as blocks, so the flattened summary counts line up.
     scounts = parsed.column("summary_char_counts")
     s_keep = np.repeat(keep.to_numpy(zero_copy_only=False), pc.fill_null(pc.list_value_length(scounts), 0).to_numpy())
