@@ -61,6 +61,7 @@ RUN = textwrap.dedent("""
 def test_analyze_hub_corpus(benchmark, hub_corpus, tmp_path):
     root, rows, nbytes = hub_corpus
     out = tmp_path / "report"
+    benchmark.group = "analyze/hub_corpus"
 
     def run():
         p = subprocess.run([sys.executable, "-c", RUN, str(root), str(out)], capture_output=True, text=True,
@@ -81,7 +82,6 @@ def test_analyze_hub_corpus(benchmark, hub_corpus, tmp_path):
         if ref is not None:
             assert (got["n_blocks"], got["block_chars"], got["summary_words"]) == (
                 ref["n_blocks"], ref["block_chars"], ref["summary_words"])
-    benchmark.group = "analyze/hub_corpus"
     benchmark.extra_info.update(
         impl="mementos-fast analyze", fixture=f"{nbytes / 2**30:.2f} GB hub layout", bytes=nbytes, rows=rows,
         rows_per_s=rows / timing["seconds"], parse_share=timing["parse_seconds"] / timing["seconds"],
