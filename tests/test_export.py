@@ -330,10 +330,7 @@ def _check_mask_rules(mask: np.ndarray, row: dict) -> None:
         if len(mem):
             assert mask[np.ix_(mem, content)].all()  # the memento sees its block
         if len(ends):
-            after = np.arange(ends[-1] + 1, t)
-            assert not mask[np.ix_(after, content)].any()  # nothing after the memento does
-            assert mask[np.ix_(np.arange(content[-1], ends[-1] + 1), content)][
-                np.tril(np.ones((ends[-1] + 1 - content[-1], len(content)), bool), len(content) - 1)].all()
+            assert not mask[ends[-1] + 1:, content].any()  # nothing after the memento does
         else:
             assert mask[content[-1]:, content].all()  # an incomplete block is never hidden
 
@@ -353,14 +350,19 @@ def test_stage2_mask_on_every_real_trace(real, qwen):
     assert hidden_any
 
 
-def test_stage2_mask_on_sample_and_generated(corpus, small_tok):
+def test_stage2_mask_on_sample_and_generated(corpus, qwen):
     rows = corpus[2:]
-    out = ex.transform_table(_table(rows), "tokenized", tokenizer=small_tok)
+    out = ex.transform_table(_table(rows), "tokenized", tokenizer=qwen)
+    checked = 0
     for r, row in zip(rows, out.to_pylist()):
+        if row["n_tokens"] > 4000:  # dense T x T masks: keep the test fast
+            continue
+        checked += 1
         mask = ex.stage2_mask(row)
         _check_mask_rules(mask, row)
         if mf.parse(r["response"]).status == "ok":
-            assert np.array_equal(mask, _replay_mask(row["input_ids"], small_tok))
+            assert np.array_equal(mask, _replay_mask(row["input_ids"], qwen))
+    assert checked >= 25
 
 
 def test_stage2_mask_by_hand():
