@@ -40,6 +40,9 @@ pub struct ParseOptions {
 /// Row access plus zero-copy view construction, for each supported input layout.
 pub trait Rows: Sync {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn is_valid(&self, i: usize) -> bool;
     fn bytes(&self, i: usize) -> &[u8];
     /// A view of `bytes(i)[r]` into [`Rows::buffers`].
