@@ -325,3 +325,31 @@ def test_replay_compacts_realistic_traces(generated):
     assert all(r < 1.0 for r in ratios)
     # realistic traces keep about a block plus mementos: well under half the trace at the peak
     assert sorted(ratios)[len(ratios) // 2] < 0.5
+
+
+def test_concurrent_python_threads_and_adversarial_rows():
+    import threading
+
+    rows = [synthetic.adversarial(kind, 20_000) for kind in synthetic.ADVERSARIAL_KINDS]
+    rows += synthetic.generate_bytes(1 << 20, seed=9)
+    col = pa.array(rows, pa.large_string())
+    expect = mf.compress_batch(col, 1, threads=1)
+    expect_replay = mf.replay_batch(col, 0, threads=1)
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            for _ in range(3):
+                assert mf.compress_batch(col, 1).equals(expect)
+                assert mf.replay_batch(col, 0).equals(expect_replay)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for text, got in zip(rows, expect.to_pylist()):
+        assert got == (reference.compress_trace(text, 1) if "</think>" in text else text)
