@@ -68,3 +68,30 @@ def test_scaling(benchmark, bench_big, impl, kind, size):
         result = (batch.column("n_blocks")[0].as_py(), batch.column("block_chars")[0].as_py())
     if impl != "reference" and size <= REFERENCE_CAP[kind]:
         assert result == reference_parse(text)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s // KB}KB")
+@pytest.mark.parametrize("kind", ["realistic", "unclosed_starts", "no_whitespace"])
+@pytest.mark.parametrize("impl", ["reference", "mementos_fast_1core", "mementos_fast_inplace_1core"])
+def test_compress_scaling(benchmark, bench_big, impl, kind, size):
+    """compress_batch per row size: linear on every input (the tutorial's compress_trace parses
+    with the same regexes, so it inherits their quadratic cases)."""
+    if not bench_big and size not in SMALL_SIZES:
+        pytest.skip("large sizes only when measuring (--benchmark-only)")
+    if impl == "reference" and size > REFERENCE_CAP[kind]:
+        pytest.skip("the reference takes too long beyond this size")
+    text = make_row(kind, size)
+    benchmark.group = f"scaling/compress_{kind}"
+    benchmark.extra_info.update(bytes=len(text.encode()), impl=impl, fixture=kind, size=size)
+    if impl == "reference":
+        out = benchmark.pedantic(reference.compress_trace, args=(text, 1), rounds=1, iterations=1)
+        assert isinstance(out, str)
+        return
+    col = pa.array([text], type=pa.large_string())
+    style = "inplace" if "inplace" in impl else "tutorial"
+    out = benchmark.pedantic(mf.compress_batch, args=(col, 1), kwargs={"style": style, "threads": 1}, rounds=3,
+                             iterations=1)
+    if style == "tutorial" and size <= REFERENCE_CAP[kind] and "</think>" in text:
+        assert out[0].as_py() == reference.compress_trace(text, 1)
+    if style == "inplace":
+        assert len(out[0].as_py()) <= len(text)

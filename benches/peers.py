@@ -12,6 +12,8 @@ benchmarks check them against the reference on the well-formed rows only.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,3 +61,42 @@ def polars(series) -> dict[str, list[int]]:
         out[f"{side}_words"] = (inner.list.eval(pl.element().str.count_matches(r"\S+")).list.sum()
                                 .fill_null(0).to_list())
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The inference engine's in-place eviction in plain Python (re.finditer over the delimiters, then
+# slicing): the peer of compress_batch(style="inplace").
+
+_DELIM_RE = re.compile(r"<think>|</think>|<\|block_start\|>|<\|block_end\|>|<\|summary_start\|>|<\|summary_end\|>")
+
+
+def inplace_python(text: str, k: int = 0, mask: bool = False) -> str:
+    toks = [(m.group(), m.start(), m.end()) for m in _DELIM_RE.finditer(text)]
+    open_, unsummarized, blocks, completed, evicted = [], [], [], [], []
+    bound = None
+    for i, (d, _, _) in enumerate(toks):
+        if d == "<|block_start|>":
+            open_.append(i)
+        elif d == "<|block_end|>":
+            if open_:
+                unsummarized.append(len(blocks))
+                blocks.append((open_.pop(), i))
+        elif d == "<|summary_start|>":
+            bound = unsummarized[-1] if unsummarized else None
+        elif d == "<|summary_end|>" and bound is not None:
+            unsummarized.remove(bound)
+            if k >= 0:
+                completed.append(bound)
+                if len(completed) > k:
+                    o, c = blocks[completed[len(completed) - 1 - k]]
+                    evicted.append((toks[o][1], toks[c][2]) if mask else (toks[o][2], toks[c][1]))
+            bound = None
+    out, pos = [], 0
+    for s, e in sorted(evicted):
+        if s >= pos:
+            out.append(text[pos:s])
+            pos = e
+        elif e > pos:
+            pos = e
+    out.append(text[pos:])
+    return "".join(out)

@@ -173,3 +173,23 @@ def test_count_rows_and_timing(hub_dir, table, tmp_path):
     assert cli.main(["analyze", str(hub_dir), "--out", str(tmp_path), "--quiet", "--no-plots"]) == 0
     timing = json.loads((tmp_path / "timing.json").read_text())
     assert timing["rows"] == table.num_rows and 0 < timing["parse_seconds"] <= timing["seconds"]
+
+
+def test_cli_analyze_full_config_alignment_and_replay(tmp_path):
+    table = synthetic.generate_full_table(120, seed=5, corrupt_rate=0.4)
+    rows = synthetic.generate_full_rows(120, seed=5, corrupt_rate=0.4)
+    (tmp_path / "hub" / "full").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "hub" / "full" / "train-00000-of-00001.parquet")
+    out = tmp_path / "rep"
+    assert cli.main(["analyze", str(tmp_path / "hub"), "--config", "full", "--out", str(out), "--no-plots"]) == 0
+    alignment = json.loads((out / "alignment.json").read_text())
+    got = {r["status"]: r["rows"] for r in alignment["statuses"]}
+    want: dict[str, int] = {}
+    for r in rows:
+        want[r["corruption"] or "ok"] = want.get(r["corruption"] or "ok", 0) + 1
+    assert got == want
+    report = (out / "report.md").read_text()
+    assert "## Context replay" in report and "## `full` config alignment" in report
+    stats_table = pq.read_table(out / "rows.parquet")
+    ratios = stats_table.column("replay_peak_ratio").to_pylist()
+    assert all(r is None or 0 < r <= 1 for r in ratios)

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from mementos_fast import _core
 from mementos_fast._arrow import as_arrow_strings
+from mementos_fast.compaction import MODELS, KVShape, compress, compress_batch, replay_batch, replay_curve
 from mementos_fast.errors import (
     MementoError,
     MementoFormatError,
@@ -20,11 +21,14 @@ from mementos_fast.errors import (
     MementoTypeError,
     MementoValueError,
 )
+from mementos_fast.full import align_full_batch, assemble_response
 
 __version__: str = _core.__version__
 
 __all__ = [
+    "MODELS",
     "STATUSES",
+    "KVShape",
     "MementoError",
     "MementoFormatError",
     "MementoInternalError",
@@ -32,9 +36,15 @@ __all__ = [
     "MementoValueError",
     "Parsed",
     "__version__",
+    "align_full_batch",
+    "assemble_response",
+    "compress",
+    "compress_batch",
     "load",
     "parse",
     "parse_batch",
+    "replay_batch",
+    "replay_curve",
 ]
 
 if _core.BUILD_PROFILE != "release":

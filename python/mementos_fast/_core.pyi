@@ -32,3 +32,41 @@ def parse(text: str) -> Parsed: ...
 def statuses() -> list[tuple[str, str]]: ...
 def _debug_panic() -> None: ...
 def _count_byte(column: Any, byte: int) -> int: ...
+def compress_batch(
+    column: Any,
+    keep_last_k: int = 1,
+    *,
+    style: str = "tutorial",
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    threads: int | None = None,
+) -> pa.Array: ...
+def compress(
+    text: str,
+    keep_last_k: int = 1,
+    *,
+    style: str = "tutorial",
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+) -> str: ...
+def replay_batch(
+    column: Any,
+    keep_last_k: int = 0,
+    *,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    prompt_len: int = 0,
+    prompt_lens: list[int] | None = None,
+    threads: int | None = None,
+) -> pa.RecordBatch: ...
+def replay_curve(
+    text: str,
+    keep_last_k: int = 0,
+    *,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    prompt_len: int = 0,
+) -> list[tuple[int, int, bool]]: ...
+def align_full_batch(
+    response: Any, sentences: Any, blocks: Any, block_summaries: Any, *, threads: int | None = None
+) -> pa.RecordBatch: ...

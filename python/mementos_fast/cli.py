@@ -51,7 +51,7 @@ def cmd_analyze(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     label, batches = _batches(args)
-    stats_parts, block_parts = [], []
+    stats_parts, block_parts, align_parts = [], [], []
     example = None
     rows = nbytes = 0
     parse_time = 0.0
@@ -68,7 +68,14 @@ def cmd_analyze(args) -> int:
             t = time.perf_counter()
             parsed = mf.parse_batch(batch.column("response"))
             parse_time += time.perf_counter() - t
-            stats_parts.append(st.row_stats(batch, row_offset=rows, parsed=parsed))
+            row_table = st.row_stats(batch, row_offset=rows, parsed=parsed)
+            # Context replay under the engine's rules (characters): peak and mean visible context.
+            replay = mf.replay_batch(batch.column("response"), max(args.keep_last_k, -1))
+            for c in ("peak_ratio", "mean_ratio"):
+                row_table = row_table.append_column(f"replay_{c}", replay.column(c))
+            stats_parts.append(row_table)
+            if {"sentences", "blocks", "block_summaries"} <= set(batch.schema.names):
+                align_parts.append(st.alignment_table(mf.align_full_batch(batch)))
             domain = batch.column("domain") if "domain" in batch.schema.names else None
             block_parts.append(st.block_table(parsed, domain))
             if example is None:
@@ -104,7 +111,14 @@ def cmd_analyze(args) -> int:
           f"{rows:,} rows, {nbytes / 1e6:,.2f} MB of responses in {elapsed:.2f} s "
           f"({rows / elapsed:,.0f} rows/s; parsing {parse_time:.2f} s).", "",
           "## Per domain (tutorial rows: blocks present and counts equal)", "", st.markdown_table(domains, cols),
-          "## Validation", "", st.markdown_table(validation)]
+          "## Validation", "", st.markdown_table(validation),
+          f"## Context replay (keep_last_k={args.keep_last_k}, characters, engine rules)", "",
+          st.markdown_table(st.replay_table(stats))]
+    if align_parts:
+        alignment = st.alignment_summary(pa.concat_tables(align_parts))
+        md += ["## `full` config alignment", "", st.markdown_table(alignment["statuses"]),
+               st.markdown_table(alignment["blocks"])]
+        (out / "alignment.json").write_text(json.dumps(alignment, indent=2))
     (out / "report.md").write_text("\n".join(md))
     with open(out / "domains.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(domains[0]) if domains else ["domain"])

@@ -20,34 +20,15 @@ def _plt():
 
 
 def visible_curve(text: str, keep_last_k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Visible context (chars) after each segment of one trace: positions, full, compacted.
+    """Visible context (chars) over one trace: positions, without compaction, with compaction.
 
-    Compaction follows the inference engine (FORMAT.md section 5, ``mask_delimiters=False``):
-    at the ``<|summary_end|>`` of block j, the content of block j-k leaves the context; only
-    complete blocks (closed and summarised) are ever removed.
+    The compacted curve is the core's replay under the inference engine's rules
+    (:func:`mementos_fast.replay_curve`, ``mask_delimiters=False``); at an eviction the position
+    repeats with the lower value, so the drop is vertical.
     """
-    p = mf.parse(text)
-    pos, full, kept = [0], [0], [0]
-    visible, total = 0, 0
-    completed: list[int] = []
-    block_len, pending = 0, None
-    for kind, start, end in p.spans:
-        n = len(text.encode()[start:end].decode(errors="replace"))
-        total += n
-        visible += n
-        if kind == "block":
-            block_len = n
-        elif kind == "block_end":
-            pending = block_len
-        elif kind == "summary_end" and pending is not None:
-            completed.append(pending)
-            pending = None
-            if keep_last_k >= 0 and len(completed) > keep_last_k:
-                visible -= completed[len(completed) - 1 - keep_last_k]
-        pos.append(total)
-        full.append(total)
-        kept.append(visible)
-    return np.array(pos), np.array(full), np.array(kept)
+    curve = mf.replay_curve(text, keep_last_k)
+    x = curve.column("generated").to_numpy()
+    return x, x.copy(), curve.column("visible").to_numpy()
 
 
 def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | None = None,

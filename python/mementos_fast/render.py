@@ -12,13 +12,16 @@ import mementos_fast as mf
 
 
 def evicted_blocks(response: str, keep_last_k: int) -> set[int]:
-    """Indexes of the blocks whose content the inference engine has evicted at the end of
-    generation (FORMAT.md section 5): complete blocks (closed and followed by a memento) except the
-    last ``keep_last_k``; ``-1`` keeps everything. Malformed rows (not ``ok``) evict nothing."""
+    """Indexes (in the tutorial's ``blocks`` list) of the blocks whose content the inference engine
+    has evicted at the end of generation (FORMAT.md section 5, :func:`mementos_fast.compress` with
+    ``style="inplace"``): complete blocks except the last ``keep_last_k``; ``-1`` keeps everything.
+    Malformed rows whose block list does not follow the structure (not ``ok``) evict nothing."""
     p = mf.parse(response)
     if keep_last_k < 0 or p.status not in ("ok", "delimiter_in_content"):
         return set()
-    return set(range(max(0, len(p.blocks) - keep_last_k)))
+    kept = mf.parse(mf.compress(response, keep_last_k, style="inplace")).blocks
+    # Evicted blocks come back empty, in place; the others keep their text.
+    return {i for i, b in enumerate(kept) if b == "" and p.blocks[i] != ""}
 
 
 def render_text(response: str, *, width: int | None = None, max_block_chars: int | None = 1200,

@@ -130,3 +130,37 @@ def block_table(parsed: pa.RecordBatch, domain: pa.Array | None = None) -> pa.Ta
     if domain is not None:
         cols["domain"] = pc.take(domain, pa.array(item_row[item_keep]))
     return pa.table(cols)
+
+
+def replay_table(stats: pa.Table) -> list[dict[str, Any]]:
+    """Per domain: median and mean of the replay's peak and mean visible-context ratios
+    (compacted / uncompacted), over rows whose status is ``ok``."""
+    if "replay_peak_ratio" not in stats.column_names:
+        return []
+    ok = stats.filter(pc.equal(stats.column("status"), "ok"))
+    domains = ok.column("domain").to_pylist() if "domain" in ok.column_names else [None] * ok.num_rows
+    peak = ok.column("replay_peak_ratio").to_numpy(zero_copy_only=False).astype(float)
+    mean = ok.column("replay_mean_ratio").to_numpy(zero_copy_only=False).astype(float)
+    out = []
+    for d in sorted(set(domains), key=str):
+        m = np.array([x == d for x in domains])
+        if m.any():
+            out.append({"domain": d, "n_rows": int(m.sum()), "median_peak_ratio": float(np.nanmedian(peak[m])),
+                        "mean_peak_ratio": float(np.nanmean(peak[m])),
+                        "median_mean_ratio": float(np.nanmedian(mean[m]))})
+    return out
+
+
+def alignment_table(aligned: pa.RecordBatch) -> pa.Table:
+    """The numbers of an ``align_full_batch`` result worth keeping (copied out of the batch)."""
+    keep = ["status", "n_blocks", "blocks_exact", "blocks_whitespace", "blocks_different", "min_similarity"]
+    return pa.table({c: _own(aligned.column(c)) for c in keep})
+
+
+def alignment_summary(aligned: pa.Table) -> dict[str, list[dict[str, Any]]]:
+    """Rows per alignment status, and blocks per match kind."""
+    counts = pc.value_counts(aligned.column("status")).to_pylist()
+    statuses = sorted(({"status": c["values"], "rows": c["counts"]} for c in counts), key=lambda r: -r["rows"])
+    blocks = [{"match": k, "blocks": int(pc.sum(aligned.column(f"blocks_{k}")).as_py() or 0)}
+              for k in ("exact", "whitespace", "different")]
+    return {"statuses": statuses, "blocks": blocks}

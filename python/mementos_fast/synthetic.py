@@ -237,3 +237,105 @@ def adversarial(kind: str, size: int) -> str:
     else:
         raise ValueError(f"unknown adversarial kind {kind!r}; one of {ADVERSARIAL_KINDS}")
     return (unit * (size // len(unit) + 1))[:size]
+
+
+#: Corruptions :func:`generate_full_rows` can inject, each the alignment status it must produce.
+FULL_CORRUPTIONS = (
+    "bad_range",
+    "not_contiguous",
+    "not_covering",
+    "count_mismatch",
+    "summary_mismatch",
+    "block_text_differs",
+    "null_field",
+)
+
+
+def _sentences(rng: random.Random, pool: list[str], target: int) -> list[str]:
+    out: list[str] = []
+    n = 0
+    while n < target:
+        s = rng.choice(pool).strip()
+        out.append(s)
+        n += len(s) + 1
+    return out
+
+
+def generate_full_rows(n: int, seed: int = 0, *, corrupt_rate: float = 0.0) -> list[dict[str, Any]]:
+    """Rows of the OpenMementos ``full`` config: ``problem``, ``response``, ``domain``, ``source``,
+    ``difficulty``, ``sentences``, ``blocks`` (inclusive ``[first, last]`` sentence indices) and
+    ``block_summaries``, plus ``corruption`` (None or the kind injected, one of
+    :data:`FULL_CORRUPTIONS`, cycling). Clean rows reproduce the pipeline's shape: each response
+    block is its sentences joined by spaces, with some spaces turned into newlines (so some blocks
+    match only after normalising whitespace)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        domain = rng.choice(DOMAINS)
+        pool = _POOLS[domain]
+        n_blocks = min(12, max(1, int(rng.lognormvariate(0, 0.45) * _MEDIAN_BLOCKS[domain] / 2)))
+        sentences: list[str] = []
+        blocks: list[list[int]] = []
+        summaries: list[str] = []
+        texts: list[str] = []
+        for _ in range(n_blocks):
+            sents = _sentences(rng, pool, _size(rng, _MEDIAN_BLOCK_CHARS[domain] / 3))
+            blocks.append([len(sentences), len(sentences) + len(sents) - 1])
+            sentences.extend(sents)
+            text = " ".join(sents)
+            if rng.random() < 0.3:
+                text = text.replace(". ", ".\n", 1)
+            texts.append(text)
+            summaries.append(_text(rng, _SUMMARY_POOL, int(len(text) * 0.2)))
+        answer = _ANSWERS[domain]
+        corruption = FULL_CORRUPTIONS[i % len(FULL_CORRUPTIONS)] if rng.random() < corrupt_rate else None
+        resp_texts, resp_summaries = list(texts), list(summaries)
+        k = rng.randrange(n_blocks)
+        if corruption == "bad_range":
+            blocks[k] = [blocks[k][1] + 1, blocks[k][1]]
+        elif corruption == "not_contiguous":
+            if n_blocks > 1:
+                blocks[max(k, 1)][0] -= 1  # overlaps the block before
+            else:
+                corruption = None
+        elif corruption == "not_covering":
+            sentences.append("A trailing sentence that no block covers.")
+        elif corruption == "count_mismatch":
+            summaries.pop()
+        elif corruption == "summary_mismatch":
+            summaries[k] = summaries[k] + " (edited)"
+        elif corruption == "block_text_differs":
+            resp_texts[k] = resp_texts[k] + " An extra sentence only in the response."
+        response = "<think>\n" + "".join(
+            f"<|block_start|> {b} <|block_end|>\n<|summary_start|> {s} <|summary_end|>\n\n"
+            for b, s in zip(resp_texts, resp_summaries)
+        ) + "</think>\n" + answer
+        row = {
+            "problem": _text(rng, pool, 300),
+            "response": response,
+            "domain": domain,
+            "source": rng.choice(_SOURCES[domain]),
+            "difficulty": rng.randint(1, 10) if domain == "code" else None,
+            "sentences": sentences,
+            "blocks": blocks,
+            "block_summaries": summaries,
+            "corruption": corruption,
+        }
+        if corruption == "null_field":
+            row["sentences"] = None
+        rows.append(row)
+    return rows
+
+
+def generate_full_table(n: int, seed: int = 0, *, corrupt_rate: float = 0.0):
+    """:func:`generate_full_rows` as a ``pyarrow.Table`` in the ``full`` config's columns."""
+    import pyarrow as pa
+
+    rows = generate_full_rows(n, seed, corrupt_rate=corrupt_rate)
+    cols = ["problem", "response", "domain", "source", "difficulty", "sentences", "blocks", "block_summaries"]
+    schema = pa.schema([
+        ("problem", pa.string()), ("response", pa.string()), ("domain", pa.string()), ("source", pa.string()),
+        ("difficulty", pa.int64()), ("sentences", pa.list_(pa.string())), ("blocks", pa.list_(pa.list_(pa.int64()))),
+        ("block_summaries", pa.list_(pa.string())),
+    ])
+    return pa.table({c: [r[c] for r in rows] for c in cols}, schema=schema)

@@ -38,8 +38,11 @@ pub struct ParseOptions {
 }
 
 /// Row access plus zero-copy view construction, for each supported input layout.
-trait Rows: Sync {
+pub trait Rows: Sync {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn is_valid(&self, i: usize) -> bool;
     fn bytes(&self, i: usize) -> &[u8];
     /// A view of `bytes(i)[r]` into [`Rows::buffers`].
@@ -378,7 +381,8 @@ impl Rows for ConcatRows<'_> {
     }
 }
 
-fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
+/// Row access to one string array of any supported layout.
+pub fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
     Ok(match array.data_type() {
         DataType::Utf8 => Box::new(OffsetRows::new(array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"))?),
         DataType::LargeUtf8 => {
@@ -400,6 +404,15 @@ pub fn parse_arrays(arrays: &[&dyn Array], opts: &ParseOptions) -> Result<Record
     if let [one] = arrays {
         return parse_array(*one, opts);
     }
+    build(column_rows(arrays)?.as_ref(), opts)
+}
+
+/// Row access to the chunks of one column seen as a single array (row `i` of the result is row
+/// `i` of the concatenation).
+pub fn column_rows<'a>(arrays: &[&'a dyn Array]) -> Result<Box<dyn Rows + 'a>, CoreError> {
+    if let [one] = arrays {
+        return rows_of(*one);
+    }
     let mut rows = ConcatRows { parts: Vec::new(), row_start: vec![0], buffer_base: Vec::new() };
     let mut nbuf = 0u32;
     for a in arrays {
@@ -409,7 +422,7 @@ pub fn parse_arrays(arrays: &[&dyn Array], opts: &ParseOptions) -> Result<Record
         rows.row_start.push(rows.row_start.last().unwrap() + part.len());
         rows.parts.push(part);
     }
-    build(&rows, opts)
+    Ok(Box::new(rows))
 }
 
 /// The raw lower bound the benchmarks compare against: one `memchr` pass over every row's bytes

@@ -7,8 +7,12 @@
 //!
 //! Nothing here knows about Python: the binding crate `mementos-py` is a thin layer on top.
 
+pub mod align;
 pub mod batch;
+pub mod compact;
 pub mod error;
+pub mod ops;
+pub mod par;
 pub mod parse;
 pub mod scan;
 pub mod status;

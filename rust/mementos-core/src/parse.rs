@@ -140,7 +140,7 @@ pub fn parse(text: &str) -> Parsed {
 
 /// The non-greedy search `open(.*?)close` over the token list: since occurrences never
 /// overlap, the regex's leftmost matches are "next open, then next close after it".
-fn pairs(tokens: &[Token], open: Delim, close: Delim, mut f: impl FnMut(Range<usize>)) {
+pub fn pairs(tokens: &[Token], open: Delim, close: Delim, mut f: impl FnMut(Range<usize>)) {
     let mut from: Option<usize> = None;
     for t in tokens {
         match from {

@@ -14,6 +14,8 @@ use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
+mod compact;
+
 create_exception!(_core, MementoError, PyException, "Base class of every mementos_fast error.");
 create_exception!(
     _core,
@@ -23,7 +25,7 @@ create_exception!(
 );
 
 /// Raise a Python exception class defined in `mementos_fast.errors`.
-fn package_error(py: Python<'_>, class: &str, msg: String) -> PyErr {
+pub(crate) fn package_error(py: Python<'_>, class: &str, msg: String) -> PyErr {
     match py.import("mementos_fast.errors").and_then(|m| m.getattr(class)) {
         Ok(cls) => PyErr::from_type(cls.cast_into().expect("exception class"), msg),
         Err(e) => e,
@@ -39,7 +41,7 @@ fn map_core_error(py: Python<'_>, e: CoreError) -> PyErr {
 }
 
 /// Run `f` without the GIL; a panic becomes `MementoInternalError`, a core error its Python class.
-fn run<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+pub(crate) fn run<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
     F: FnOnce() -> Result<T, CoreError> + Send,
     T: Send,
@@ -58,7 +60,7 @@ where
     }
 }
 
-fn collect_arrays(column: AnyArray) -> PyResult<Vec<ArrayRef>> {
+pub(crate) fn collect_arrays(column: AnyArray) -> PyResult<Vec<ArrayRef>> {
     let reader = column.into_reader()?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| MementoError::new_err(e.to_string()))
 }
@@ -154,6 +156,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(_count_byte, m)?)?;
     m.add_class::<Parsed>()?;
+    compact::register(m)?;
     m.add("MementoError", py.get_type::<MementoError>())?;
     m.add("MementoInternalError", py.get_type::<MementoInternalError>())?;
     m.add("BUILD_PROFILE", if cfg!(debug_assertions) { "debug" } else { "release" })?;

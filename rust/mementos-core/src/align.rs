@@ -1,0 +1,502 @@
+//! Alignment of the `full` config's fields with `response`.
+//!
+//! A `full` row carries `sentences` (list of str), `blocks` (list of inclusive `[first, last]`
+//! sentence indices) and `block_summaries` (list of str) beside `response`. Per row this checks,
+//! in this order (the first failure names the row's status):
+//!
+//! 1. `null_field`: a field is null;
+//! 2. `bad_range`: a block is not a pair `[a, b]` with `0 <= a <= b < len(sentences)`;
+//! 3. `not_contiguous`: block i does not start right after block i - 1 (or block 0 at 0);
+//! 4. `not_covering`: the blocks do not reach the last sentence;
+//! 5. `count_mismatch`: `len(blocks)`, `len(block_summaries)` and the response's blocks and
+//!    summaries (the tutorial's parse) do not all agree;
+//! 6. `summary_mismatch`: `block_summaries[i].strip()` differs from the i-th response summary;
+//! 7. `block_text_differs`: a response block differs from its sentences even after normalising
+//!    whitespace (sentences are stripped and single newlines became spaces in the pipeline, so
+//!    whitespace-only differences are not problems).
+//!
+//! Each compared block is `exact` (equal to its sentences joined by one space), `whitespace`
+//! (equal once every whitespace run is one space and the ends are stripped: the same
+//! `str.split()` words) or `different`, with a similarity: the Dice coefficient of the two word
+//! multisets (1.0 for the same words in any order). Everything is linear in the row's size.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int32Array, ListArray, RecordBatch, StringArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, Schema};
+
+use crate::batch::{rows_of, Rows};
+use crate::compact::TutorialItems;
+use crate::error::CoreError;
+use crate::par::map_chunks;
+use crate::scan::{scan_into, Token};
+use crate::text::{space_len_at, strip_range};
+
+/// Row status of the alignment, in the order of the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AlignStatus {
+    Ok = 0,
+    NullField,
+    BadRange,
+    NotContiguous,
+    NotCovering,
+    CountMismatch,
+    SummaryMismatch,
+    BlockTextDiffers,
+}
+
+impl AlignStatus {
+    pub const ALL: [AlignStatus; 8] = [
+        AlignStatus::Ok,
+        AlignStatus::NullField,
+        AlignStatus::BadRange,
+        AlignStatus::NotContiguous,
+        AlignStatus::NotCovering,
+        AlignStatus::CountMismatch,
+        AlignStatus::SummaryMismatch,
+        AlignStatus::BlockTextDiffers,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            AlignStatus::Ok => "ok",
+            AlignStatus::NullField => "null_field",
+            AlignStatus::BadRange => "bad_range",
+            AlignStatus::NotContiguous => "not_contiguous",
+            AlignStatus::NotCovering => "not_covering",
+            AlignStatus::CountMismatch => "count_mismatch",
+            AlignStatus::SummaryMismatch => "summary_mismatch",
+            AlignStatus::BlockTextDiffers => "block_text_differs",
+        }
+    }
+}
+
+/// How a response block compares with its sentences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlockMatch {
+    Exact = 0,
+    Whitespace,
+    Different,
+}
+
+impl BlockMatch {
+    pub const fn name(self) -> &'static str {
+        match self {
+            BlockMatch::Exact => "exact",
+            BlockMatch::Whitespace => "whitespace",
+            BlockMatch::Different => "different",
+        }
+    }
+}
+
+/// The offsets, validity and values of a `List` / `LargeList` / `FixedSizeList` array.
+struct ListParts {
+    offsets: Vec<usize>,
+    nulls: Option<NullBuffer>,
+    values: ArrayRef,
+}
+
+impl ListParts {
+    fn of(a: &dyn Array, what: &str) -> Result<ListParts, CoreError> {
+        let (offsets, values): (Vec<usize>, ArrayRef) = if let Some(l) = a.as_list_opt::<i32>() {
+            (l.value_offsets().iter().map(|&o| o as usize).collect(), l.values().clone())
+        } else if let Some(l) = a.as_list_opt::<i64>() {
+            (l.value_offsets().iter().map(|&o| o as usize).collect(), l.values().clone())
+        } else if let Some(l) = a.as_fixed_size_list_opt() {
+            let n = l.value_length() as usize;
+            ((0..=l.len()).map(|i| i * n).collect(), l.values().slice(l.offset() * n, l.len() * n))
+        } else {
+            return Err(CoreError::InvalidArgument(format!("{what}: expected a list array, got {}", a.data_type())));
+        };
+        Ok(ListParts { offsets, nulls: a.logical_nulls(), values })
+    }
+
+    #[inline]
+    fn range(&self, i: usize) -> Range<usize> {
+        self.offsets[i]..self.offsets[i + 1]
+    }
+
+    #[inline]
+    fn is_valid(&self, i: usize) -> bool {
+        self.nulls.as_ref().is_none_or(|n| n.is_valid(i))
+    }
+}
+
+/// Integer values of a block-index array as i64.
+fn ints(a: &ArrayRef) -> Result<Vec<Option<i64>>, CoreError> {
+    if let Some(p) = a.as_primitive_opt::<Int64Type>() {
+        Ok(p.iter().collect())
+    } else if let Some(p) = a.as_primitive_opt::<Int32Type>() {
+        Ok(p.iter().map(|v| v.map(i64::from)).collect())
+    } else {
+        Err(CoreError::InvalidArgument(format!("blocks: expected integer sentence indices, got {}", a.data_type())))
+    }
+}
+
+/// Python `str.split()` words of `b`.
+fn words(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let n = space_len_at(b, i);
+            if n == 0 {
+                break;
+            }
+            i += n;
+        }
+        if i >= b.len() {
+            return None;
+        }
+        let start = i;
+        while i < b.len() && space_len_at(b, i) == 0 {
+            i += 1;
+        }
+        Some(&b[start..i])
+    })
+}
+
+/// Per-row result.
+#[derive(Clone, Debug, Default)]
+struct RowAlign {
+    status: u8,
+    problem_block: Option<i32>,
+    n_sentences: i32,
+    n_blocks: i32,
+    n_block_summaries: i32,
+    n_response_blocks: i32,
+    n_response_summaries: i32,
+    matches: Vec<u8>,
+    similarity: Vec<f32>,
+    summaries_equal: i32,
+}
+
+struct Inputs<'a> {
+    response: Box<dyn Rows + 'a>,
+    sentences: ListParts,
+    sentence_rows: Box<dyn Rows + 'a>,
+    blocks: ListParts,
+    pairs: ListParts,
+    pair_values: Vec<Option<i64>>,
+    summaries: ListParts,
+    summary_rows: Box<dyn Rows + 'a>,
+}
+
+fn align_row(inp: &Inputs<'_>, i: usize, tokens: &mut Vec<Token>, items: &mut TutorialItems, bag: &mut HashMap<Vec<u8>, i32>) -> Option<RowAlign> {
+    let mut r = RowAlign::default();
+    let all_valid = inp.response.is_valid(i) && inp.sentences.is_valid(i) && inp.blocks.is_valid(i) && inp.summaries.is_valid(i);
+    let flag = |r: &mut RowAlign, s: AlignStatus, block: Option<usize>| {
+        if r.status == 0 {
+            r.status = s as u8;
+            r.problem_block = block.map(|b| b as i32);
+        }
+    };
+    if !all_valid {
+        if !inp.response.is_valid(i) {
+            return None;
+        }
+        flag(&mut r, AlignStatus::NullField, None);
+        return Some(r);
+    }
+    let sent = inp.sentences.range(i);
+    let n_sent = sent.len();
+    let blocks = inp.blocks.range(i);
+    let summaries = inp.summaries.range(i);
+    r.n_sentences = n_sent as i32;
+    r.n_blocks = blocks.len() as i32;
+    r.n_block_summaries = summaries.len() as i32;
+
+    // 2-4: ranges.
+    let mut ranges: Vec<Option<(usize, usize)>> = Vec::with_capacity(blocks.len());
+    let mut expect = 0usize;
+    for (bi, b) in blocks.clone().enumerate() {
+        let pr = inp.pairs.range(b);
+        let pair = if pr.len() == 2 && inp.pairs.is_valid(b) { (inp.pair_values[pr.start], inp.pair_values[pr.start + 1]) } else { (None, None) };
+        match pair {
+            (Some(a), Some(z)) if 0 <= a && a <= z && (z as usize) < n_sent => {
+                let (a, z) = (a as usize, z as usize);
+                if a != expect {
+                    flag(&mut r, AlignStatus::NotContiguous, Some(bi));
+                }
+                expect = z + 1;
+                ranges.push(Some((a, z)));
+            }
+            _ => {
+                flag(&mut r, AlignStatus::BadRange, Some(bi));
+                ranges.push(None);
+            }
+        }
+    }
+    if expect != n_sent {
+        flag(&mut r, AlignStatus::NotCovering, None);
+    }
+
+    // 5: counts against the response.
+    let text = inp.response.bytes(i);
+    scan_into(text, tokens);
+    items.fill(text, tokens);
+    r.n_response_blocks = items.blocks.len() as i32;
+    r.n_response_summaries = items.summaries.len() as i32;
+    if !(r.n_blocks == r.n_block_summaries && r.n_blocks == r.n_response_blocks && r.n_blocks == r.n_response_summaries) {
+        flag(&mut r, AlignStatus::CountMismatch, None);
+    }
+
+    // 6: summaries.
+    for (k, si) in summaries.clone().enumerate() {
+        let Some(resp) = items.summaries.get(k) else { break };
+        let s = if inp.summary_rows.is_valid(si) { inp.summary_rows.bytes(si) } else { b"" };
+        if s[strip_range(s, 0..s.len())] == text[resp.clone()] {
+            r.summaries_equal += 1;
+        } else {
+            flag(&mut r, AlignStatus::SummaryMismatch, Some(k));
+        }
+    }
+
+    // 7: block texts.
+    for (k, range) in ranges.iter().enumerate() {
+        let (Some((a, z)), Some(resp)) = (range, items.blocks.get(k)) else { continue };
+        let block = &text[resp.clone()];
+        let sentence = |j: usize| -> &[u8] {
+            let row = sent.start + j;
+            if inp.sentence_rows.is_valid(row) {
+                inp.sentence_rows.bytes(row)
+            } else {
+                b""
+            }
+        };
+        // Exact: block == " ".join(sentences[a..=z]).
+        let joined_len: usize = (*a..=*z).map(|j| sentence(j).len()).sum::<usize>() + (z - a);
+        let exact = joined_len == block.len() && {
+            let mut pos = 0;
+            (*a..=*z).all(|j| {
+                let s = sentence(j);
+                let ok = (j == *a || block[pos] == b' ') && {
+                    pos += (j != *a) as usize;
+                    &block[pos..pos + s.len()] == s
+                };
+                pos += s.len();
+                ok
+            })
+        };
+        let (m, sim) = if exact {
+            (BlockMatch::Exact, 1.0)
+        } else {
+            let mut bw = words(block);
+            let same_words = {
+                let mut sw = (*a..=*z).flat_map(|j| words(sentence(j)));
+                loop {
+                    match (bw.next(), sw.next()) {
+                        (None, None) => break true,
+                        (Some(x), Some(y)) if x == y => continue,
+                        _ => break false,
+                    }
+                }
+            };
+            if same_words {
+                (BlockMatch::Whitespace, 1.0)
+            } else {
+                bag.clear();
+                let mut nb = 0i64;
+                for w in words(block) {
+                    *bag.entry(w.to_vec()).or_insert(0) += 1;
+                    nb += 1;
+                }
+                let (mut ns, mut common) = (0i64, 0i64);
+                for j in *a..=*z {
+                    for w in words(sentence(j)) {
+                        ns += 1;
+                        if let Some(c) = bag.get_mut(w) {
+                            if *c > 0 {
+                                *c -= 1;
+                                common += 1;
+                            }
+                        }
+                    }
+                }
+                let sim = if nb + ns == 0 { 1.0 } else { 2.0 * common as f32 / (nb + ns) as f32 };
+                flag(&mut r, AlignStatus::BlockTextDiffers, Some(k));
+                (BlockMatch::Different, sim)
+            }
+        };
+        r.matches.push(m as u8);
+        r.similarity.push(sim);
+    }
+    Some(r)
+}
+
+/// Output schema of [`align_full`].
+pub fn align_schema() -> Schema {
+    let str_list = DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)));
+    let f32_list = DataType::List(Arc::new(Field::new("item", DataType::Float32, false)));
+    Schema::new(vec![
+        Field::new("status", DataType::Utf8, true),
+        Field::new("problem_block", DataType::Int32, true),
+        Field::new("n_sentences", DataType::Int32, true),
+        Field::new("n_blocks", DataType::Int32, true),
+        Field::new("n_block_summaries", DataType::Int32, true),
+        Field::new("n_response_blocks", DataType::Int32, true),
+        Field::new("n_response_summaries", DataType::Int32, true),
+        Field::new("blocks_exact", DataType::Int32, true),
+        Field::new("blocks_whitespace", DataType::Int32, true),
+        Field::new("blocks_different", DataType::Int32, true),
+        Field::new("summaries_equal", DataType::Int32, true),
+        Field::new("min_similarity", DataType::Float64, true),
+        Field::new("block_match", str_list, true),
+        Field::new("block_similarity", f32_list, true),
+    ])
+}
+
+/// Align every `full` row. Arrays: `response` (strings), `sentences` (list of strings),
+/// `blocks` (list of `[a, b]` integer lists), `block_summaries` (list of strings), all of one
+/// length. A null response gives a null row; another null field gives `null_field`.
+pub fn align_full(
+    response: &dyn Array,
+    sentences: &dyn Array,
+    blocks: &dyn Array,
+    block_summaries: &dyn Array,
+    threads: Option<usize>,
+) -> Result<RecordBatch, CoreError> {
+    let n = response.len();
+    for (name, a) in [("sentences", sentences), ("blocks", blocks), ("block_summaries", block_summaries)] {
+        if a.len() != n {
+            return Err(CoreError::InvalidArgument(format!("{name} has {} rows, response has {n}", a.len())));
+        }
+    }
+    let sentences = ListParts::of(sentences, "sentences")?;
+    let blocks_parts = ListParts::of(blocks, "blocks")?;
+    let pairs = ListParts::of(blocks_parts.values.as_ref(), "blocks (inner)")?;
+    let pair_values = ints(&pairs.values)?;
+    let summaries = ListParts::of(block_summaries, "block_summaries")?;
+    let sent_values = sentences.values.clone();
+    let sum_values = summaries.values.clone();
+    let inp = Inputs {
+        response: rows_of(response)?,
+        sentence_rows: rows_of(sent_values.as_ref())?,
+        summary_rows: rows_of(sum_values.as_ref())?,
+        sentences,
+        blocks: blocks_parts,
+        pairs,
+        pair_values,
+        summaries,
+    };
+    let inp_ref = &inp;
+    let parts = map_chunks(inp.response.as_ref(), threads, |range| {
+        let mut tokens = Vec::new();
+        let mut items = TutorialItems::default();
+        let mut bag = HashMap::new();
+        range.map(|i| align_row(inp_ref, i, &mut tokens, &mut items, &mut bag)).collect::<Vec<_>>()
+    })?;
+    let rows: Vec<Option<RowAlign>> = parts.into_iter().flatten().collect();
+    let valid: Vec<bool> = rows.iter().map(Option::is_some).collect();
+    let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
+    let i32s = |f: &dyn Fn(&RowAlign) -> i32| -> ArrayRef {
+        Arc::new(Int32Array::new(rows.iter().map(|r| r.as_ref().map_or(0, f)).collect(), nulls.clone()))
+    };
+    let count = |m: BlockMatch| move |r: &RowAlign| r.matches.iter().filter(|&&x| x == m as u8).count() as i32;
+    let status: ArrayRef = Arc::new(StringArray::from(
+        rows.iter().map(|r| r.as_ref().map(|r| AlignStatus::ALL[r.status as usize].name())).collect::<Vec<_>>(),
+    ));
+    let problem: ArrayRef = Arc::new(Int32Array::from(rows.iter().map(|r| r.as_ref().and_then(|r| r.problem_block)).collect::<Vec<_>>()));
+    let min_sim: ArrayRef = Arc::new(Float64Array::from(
+        rows.iter()
+            .map(|r| r.as_ref().and_then(|r| r.similarity.iter().copied().reduce(f32::min).map(f64::from)))
+            .collect::<Vec<_>>(),
+    ));
+    let lens = OffsetBuffer::<i32>::from_lengths(rows.iter().map(|r| r.as_ref().map_or(0, |r| r.matches.len())));
+    let match_names: Vec<&str> = rows.iter().flat_map(|r| r.iter().flat_map(|r| r.matches.iter().map(|&m| [BlockMatch::Exact, BlockMatch::Whitespace, BlockMatch::Different][m as usize].name()))).collect();
+    let sims: Vec<f32> = rows.iter().flat_map(|r| r.iter().flat_map(|r| r.similarity.iter().copied())).collect();
+    let block_match: ArrayRef = Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::Utf8, false)),
+        lens.clone(),
+        Arc::new(StringArray::from(match_names)),
+        nulls.clone(),
+    ));
+    let block_similarity: ArrayRef = Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        lens,
+        Arc::new(Float32Array::from(sims)),
+        nulls.clone(),
+    ));
+    let columns = vec![
+        status,
+        problem,
+        i32s(&|r| r.n_sentences),
+        i32s(&|r| r.n_blocks),
+        i32s(&|r| r.n_block_summaries),
+        i32s(&|r| r.n_response_blocks),
+        i32s(&|r| r.n_response_summaries),
+        i32s(&count(BlockMatch::Exact)),
+        i32s(&count(BlockMatch::Whitespace)),
+        i32s(&count(BlockMatch::Different)),
+        i32s(&|r| r.summaries_equal),
+        min_sim,
+        block_match,
+        block_similarity,
+    ];
+    Ok(RecordBatch::try_new(Arc::new(align_schema()), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
+
+    fn row(sents: &[&str], blocks: &[(i64, i64)], sums: &[&str], response: &str) -> Vec<ArrayRef> {
+        let mut sb = ListBuilder::new(StringBuilder::new());
+        for s in sents {
+            sb.values().append_value(s);
+        }
+        sb.append(true);
+        let mut bb = ListBuilder::new(ListBuilder::new(Int64Builder::new()));
+        for &(a, z) in blocks {
+            bb.values().values().append_value(a);
+            bb.values().values().append_value(z);
+            bb.values().append(true);
+        }
+        bb.append(true);
+        let mut mb = ListBuilder::new(StringBuilder::new());
+        for s in sums {
+            mb.values().append_value(s);
+        }
+        mb.append(true);
+        vec![Arc::new(StringArray::from(vec![response])), Arc::new(sb.finish()), Arc::new(bb.finish()), Arc::new(mb.finish())]
+    }
+
+    fn status(cols: &[ArrayRef]) -> (String, Option<i32>, String) {
+        let b = align_full(cols[0].as_ref(), cols[1].as_ref(), cols[2].as_ref(), cols[3].as_ref(), Some(1)).unwrap();
+        let s = b.column(0).as_string::<i32>().value(0).to_string();
+        let p = b.column(1).as_primitive::<Int32Type>();
+        let m = b.column(12).as_list::<i32>().value(0);
+        let m: Vec<&str> = m.as_string::<i32>().iter().map(|x| x.unwrap()).collect();
+        (s, if p.is_null(0) { None } else { Some(p.value(0)) }, m.join(","))
+    }
+
+    const RESP: &str = "<think>\n<|block_start|> One. Two. <|block_end|>\n<|summary_start|> s1 <|summary_end|>\n<|block_start|> Three\nfour. <|block_end|>\n<|summary_start|> s2 <|summary_end|>\n</think>\nA";
+
+    #[test]
+    fn clean_and_corrupted() {
+        let sents = ["One.", "Two.", "Three four."];
+        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "s2"], RESP)), ("ok".into(), None, "exact,whitespace".into()));
+        assert_eq!(status(&row(&sents, &[(0, 1), (1, 2)], &["s1", "s2"], RESP)).0, "not_contiguous");
+        assert_eq!(status(&row(&sents, &[(0, 0), (2, 2)], &["s1", "s2"], RESP)).0, "not_contiguous");
+        assert_eq!(status(&row(&sents, &[(0, 1), (2, 3)], &["s1", "s2"], RESP)).0, "bad_range");
+        assert_eq!(status(&row(&sents, &[(1, 0), (2, 2)], &["s1", "s2"], RESP)).0, "bad_range");
+        assert_eq!(status(&row(&sents, &[(0, 1)], &["s1"], RESP)).0, "not_covering");
+        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1"], RESP)).0, "count_mismatch");
+        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "other"], RESP)), ("summary_mismatch".into(), Some(1), "exact,whitespace".into()));
+        let (s, b, m) = status(&row(&["One.", "Two.", "Five six."], &[(0, 1), (2, 2)], &["s1", "s2"], RESP));
+        assert_eq!((s.as_str(), b, m.as_str()), ("block_text_differs", Some(1), "exact,different"));
+    }
+
+    #[test]
+    fn words_are_python_split() {
+        let w: Vec<&[u8]> = words("  a\u{3000}b\n\nc \u{a0}".as_bytes()).collect();
+        assert_eq!(w, vec![b"a" as &[u8], b"b", b"c"]);
+    }
+}
