@@ -40,6 +40,7 @@ __all__ = [
     "assemble_response",
     "compress",
     "compress_batch",
+    "export_sft",
     "load",
     "parse",
     "parse_batch",
@@ -132,3 +133,13 @@ def load(*args: Any, **kwargs: Any):
     from mementos_fast.loading import load as _load
 
     return _load(*args, **kwargs)
+
+
+def export_sft(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Export a source as SFT rows (``messages``, Memento ``chatml`` or ``tokenized``); returns the manifest.
+
+    See :func:`mementos_fast.export.export_sft` for the arguments and docs/EXPORT.md.
+    """
+    from mementos_fast.export import export_sft as _export_sft
+
+    return _export_sft(*args, **kwargs)
