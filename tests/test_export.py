@@ -455,7 +455,7 @@ def test_round_trip_through_datasets(tmp_path, corpus, small_tok, fmt, output):
             ids = small_tok.encode(ex.render_chatml(r["problem"], r["response"]), add_special_tokens=False).ids
             assert got["input_ids"] == ids and got["n_tokens"] == len(ids)
     manifest = json.loads((out.with_name(out.name + ".manifest.json") if output == "jsonl"
-                           else out / "manifest.json").read_text())
+                           else out / "_manifest.json").read_text())
     assert manifest["rows_written"] == len(corpus) and manifest["format"] == fmt
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
@@ -542,7 +542,7 @@ def test_killed_export_leaves_no_final_file(tmp_path, output):
     assert out.name not in names and f"{out.name}.manifest.json" not in names
     assert all(n.startswith(".") for n in names)
     # Loading the directory finds nothing that looks like an export.
-    assert not list(out_dir.glob("*.jsonl")) and not list(out_dir.glob("*/manifest.json"))
+    assert not list(out_dir.glob("*.jsonl")) and not list(out_dir.glob("*/_manifest.json"))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -556,7 +556,7 @@ class ExportSink:
                 self._open_empty()
             self._close_shard()
             manifest.update(rows_written=self.rows, bytes_written=self.bytes, files=list(self.files))
-            _write_json_atomic(self.tmp / "manifest.json", manifest)
+            _write_json_atomic(self.tmp / "_manifest.json", manifest)
         else:
             self._finish_datasets(manifest)
         _fsync_path(self.tmp)
@@ -594,7 +594,7 @@ class ExportSink:
         files = sorted(p.name for p in target.iterdir())
         manifest.update(rows_written=self.rows, files=files,
                         bytes_written=sum((target / f).stat().st_size for f in files))
-        _write_json_atomic(target / "manifest.json", manifest)
+        _write_json_atomic(target / "_manifest.json", manifest)
         _fsync_path(target)
         # The dataset directory itself becomes the output.
         inner = self.tmp
@@ -691,7 +691,7 @@ def export_sft(
     ``output``: ``"jsonl"`` (one file, streamed; ``"-"`` is stdout), ``"parquet"`` (a directory
     of ``part-NNNNN.parquet`` shards of about ``shard_bytes`` each) or ``"datasets"`` (a
     ``Dataset.save_to_disk`` directory); inferred from ``out`` when omitted (``.jsonl`` ->
-    JSONL, otherwise Parquet). The manifest (``manifest.json`` inside a directory,
+    JSONL, otherwise Parquet). The manifest (``_manifest.json`` inside a directory, ignored by Parquet readers,
     ``OUT.manifest.json`` beside a JSONL file) records rows read, written and dropped by reason.
     ``batches``: already loaded ``RecordBatch`` es (then ``source`` is ignored).
     """
