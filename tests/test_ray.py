@@ -104,15 +104,21 @@ def test_ray_matches_single_machine(ray_local, shards, tokenizer_json):
     assert got.column("segment").to_pylist() == expected.column("segment").to_pylist()
 
 
-def test_ray_export_written_by_ray_loads_back(ray_local, shards, tmp_path):
-    import ray.data
-
+def test_ray_export_is_atomic_and_loads_back(ray_local, shards, tmp_path):
+    datasets = pytest.importorskip("datasets")
     directory, table = shards
     out = tmp_path / "sft"
-    ray.data.read_parquet(str(directory)).map_batches(
-        it.export_table, batch_format="pyarrow", fn_kwargs={"format": "chatml"}).write_parquet(str(out))
-    back = pq.read_table(out)
-    texts = sorted(back.column("text").to_pylist())
-    assert texts == sorted(ex.render_chatml(p, r) for p, r in zip(table.column("problem").to_pylist(),
-                                                                   table.column("response").to_pylist()))
-    assert json.dumps(back.schema.names) == json.dumps(["text", "domain", "source", "difficulty"])
+    m = it.ray_export(str(directory), str(out), "chatml", only_ok=True)
+    ok = mf.parse_batch(table.column("response")).column("status").cast(pa.string()).to_pylist()
+    n_ok = ok.count("ok")
+    assert m["rows_read"] == table.num_rows and m["rows_written"] == n_ok
+    assert m["rows_dropped"] == table.num_rows - n_ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # no temporary left
+    assert json.loads((out / "_manifest.json").read_text())["rows_written"] == n_ok
+    back = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train")
+    expected = [ex.render_chatml(p, r) for p, r, s in zip(table.column("problem").to_pylist(),
+                                                          table.column("response").to_pylist(), ok) if s == "ok"]
+    assert sorted(back["text"]) == sorted(expected)
+    assert back.column_names == ["text", "domain", "source", "difficulty"]
+    with pytest.raises(mf.MementoValueError, match="exists"):
+        it.ray_export(str(directory), str(out), "chatml")
