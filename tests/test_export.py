@@ -458,6 +458,9 @@ def test_round_trip_through_datasets(tmp_path, corpus, small_tok, fmt, output):
                            else out / "_manifest.json").read_text())
     assert manifest["rows_written"] == len(corpus) and manifest["format"] == fmt
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == (0o666 if output == "jsonl" else 0o777) & ~umask  # not mkstemp's 0600
 
 
 def test_manifest_counts_drops(tmp_path, small_tok):

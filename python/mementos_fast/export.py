@@ -478,9 +478,11 @@ class ExportSink:
         if self.output == "jsonl":
             fd, name = tempfile.mkstemp(prefix=prefix, dir=self.out.parent)
             self.tmp = Path(name)
+            os.chmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result is an ordinary file
             self._file = os.fdopen(fd, "wb")
         else:
             self.tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=self.out.parent))
+            os.chmod(self.tmp, 0o777 & ~_umask())
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, table: pa.Table) -> None:
@@ -642,6 +644,12 @@ class ExportSink:
             self.abort()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _infer_output(out: str) -> str:
     if out == "-" or out.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl"
@@ -650,6 +658,7 @@ def _infer_output(out: str) -> str:
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.chmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
         f.flush()
