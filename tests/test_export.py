@@ -463,6 +463,15 @@ def test_round_trip_through_datasets(tmp_path, corpus, small_tok, fmt, output):
     assert out.stat().st_mode & 0o777 == (0o666 if output == "jsonl" else 0o777) & ~umask  # not mkstemp's 0600
 
 
+@pytest.mark.parametrize("fmt", ["messages", "chatml"])
+def test_jsonl_engines_agree(corpus, small_tok, fmt):
+    pytest.importorskip("polars")
+    table = ex.transform_table(_table(corpus), fmt)
+    fast = ex.jsonl_bytes(table, engine="polars").decode().splitlines()
+    slow = ex.jsonl_bytes(table, engine="json").decode().splitlines()
+    assert [json.loads(x) for x in fast] == [json.loads(x) for x in slow] == table.to_pylist()
+
+
 def test_manifest_counts_drops(tmp_path, small_tok):
     table = _table([*_sample_rows(), {"problem": None, "response": "x", "domain": "math", "source": "s"}])
     m = ex.export_sft(table, tmp_path / "t.jsonl", "tokenized", tokenizer=small_tok, only_ok=True,

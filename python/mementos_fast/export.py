@@ -435,6 +435,29 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def jsonl_bytes(table: pa.Table, *, engine: str | None = None) -> bytes:
+    """``table`` as JSON Lines (UTF-8, one object per row, keys in column order).
+
+    ``engine``: ``"polars"`` (Rust, about 5x faster; used when polars is installed),
+    ``"json"`` (the standard library over ``to_pylist``), or None for the best available.
+    Both give the same values.
+    """
+    if engine in (None, "polars"):
+        try:
+            import io
+
+            import polars as pl
+        except ImportError:
+            if engine == "polars":
+                raise
+        else:
+            buf = io.BytesIO()
+            pl.from_arrow(table, rechunk=False).write_ndjson(buf)
+            return buf.getvalue()
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
+    return "".join(dumps(r) + "\n" for r in table.to_pylist()).encode()
+
+
 def _json_default(o: Any) -> Any:  # numpy scalars from to_pylist never happen; keep bytes safe
     if isinstance(o, bytes):
         return o.decode("utf-8", "replace")
@@ -501,8 +524,7 @@ class ExportSink:
         self.rows += table.num_rows
 
     def _write_jsonl(self, table: pa.Table) -> None:
-        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
-        data = "".join(dumps(r) + "\n" for r in table.to_pylist()).encode()
+        data = jsonl_bytes(table)
         f = sys.stdout.buffer if self.stdout else self._file
         f.write(data)
         self.bytes += len(data)
