@@ -485,6 +485,20 @@ def test_manifest_counts_drops(tmp_path, small_tok):
     assert on_disk["dropped"] == m["dropped"]
 
 
+@pytest.mark.parametrize("output", ["jsonl", "parquet", "datasets"])
+def test_empty_export_still_loads(tmp_path, output):
+    table = pa.table({"problem": pa.array([None], pa.string()), "response": ["x"]})
+    out = tmp_path / ("e.jsonl" if output == "jsonl" else "e")
+    m = ex.export_sft(table, out, "chatml", output=output)
+    assert m["rows_written"] == 0 and m["dropped"] == {"null_text": 1}
+    if output == "datasets":
+        assert len(datasets.load_from_disk(str(out))) == 0
+    elif output == "parquet":  # (datasets' builders cannot infer anything from zero rows)
+        assert pq.read_table(out).schema.names == ["text"] and pq.read_table(out).num_rows == 0
+    else:
+        assert out.read_bytes() == b""
+
+
 def test_default_source_is_the_sample(tmp_path):
     m = ex.export_sft(out=tmp_path / "s.jsonl")
     assert m["rows_read"] == len(_sample_rows()) == m["rows_written"]

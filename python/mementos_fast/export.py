@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mementos_fast.errors import MementoTypeError, MementoValueError
+from mementos_fast.errors import MementoValueError
 
 __all__ = [
     "FORMATS",
@@ -532,7 +532,7 @@ class ExportSink:
     def _write_parquet(self, table: pa.Table) -> None:
         if self._writer is None:
             self._shard_path = self.tmp / f"part-{self._shard:05d}.parquet"
-            self._file = open(self._shard_path, "wb")
+            self._file = open(self._shard_path, "wb")  # noqa: SIM115 - closed in _close_shard / abort
             self._writer = pq.ParquetWriter(self._file, table.schema, compression="zstd")
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         if self._file.tell() >= self.shard_bytes:
@@ -589,7 +589,7 @@ class ExportSink:
 
     def _open_empty(self) -> None:
         self._shard_path = self.tmp / f"part-{self._shard:05d}.parquet"
-        self._file = open(self._shard_path, "wb")
+        self._file = open(self._shard_path, "wb")  # noqa: SIM115 - closed in _close_shard / abort
         self._writer = pq.ParquetWriter(self._file, self._schema, compression="zstd")
 
     def _finish_datasets(self, manifest: dict[str, Any]) -> None:
@@ -607,7 +607,9 @@ class ExportSink:
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
         try:
-            ds.save_to_disk(str(target), max_shard_size=self.shard_bytes)
+            # An empty dataset still needs one (empty) shard for load_from_disk.
+            shards = {"num_shards": 1} if len(ds) == 0 else {"max_shard_size": self.shard_bytes}
+            ds.save_to_disk(str(target), **shards)
         finally:
             if bars:
                 datasets.enable_progress_bars()
