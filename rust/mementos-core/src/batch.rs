@@ -38,7 +38,8 @@ pub struct ParseOptions {
 }
 
 /// Row access plus zero-copy view construction, for each supported input layout.
-trait Rows: Sync {
+/// Public so sibling crates (token counting) read rows exactly as the parser does.
+pub trait Rows: Sync {
     fn len(&self) -> usize;
     fn is_valid(&self, i: usize) -> bool;
     fn bytes(&self, i: usize) -> &[u8];
@@ -244,7 +245,7 @@ fn parse_chunk(rows: &dyn Rows, range: Range<usize>, spans: bool) -> Chunk {
 }
 
 /// Split rows into contiguous ranges of roughly `target` bytes (at least one row each).
-fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
+pub fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut acc) = (0, 0usize);
     for i in 0..rows.len() {
@@ -378,7 +379,8 @@ impl Rows for ConcatRows<'_> {
     }
 }
 
-fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
+/// The rows of one string array (`Utf8`, `LargeUtf8` or `Utf8View`).
+pub fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
     Ok(match array.data_type() {
         DataType::Utf8 => Box::new(OffsetRows::new(array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"))?),
         DataType::LargeUtf8 => {
@@ -400,6 +402,14 @@ pub fn parse_arrays(arrays: &[&dyn Array], opts: &ParseOptions) -> Result<Record
     if let [one] = arrays {
         return parse_array(*one, opts);
     }
+    build(rows_of_arrays(arrays)?.as_ref(), opts)
+}
+
+/// The rows of the chunks of one column, seen as one sequence of rows.
+pub fn rows_of_arrays<'a>(arrays: &[&'a dyn Array]) -> Result<Box<dyn Rows + 'a>, CoreError> {
+    if let [one] = arrays {
+        return rows_of(*one);
+    }
     let mut rows = ConcatRows { parts: Vec::new(), row_start: vec![0], buffer_base: Vec::new() };
     let mut nbuf = 0u32;
     for a in arrays {
@@ -409,7 +419,7 @@ pub fn parse_arrays(arrays: &[&dyn Array], opts: &ParseOptions) -> Result<Record
         rows.row_start.push(rows.row_start.last().unwrap() + part.len());
         rows.parts.push(part);
     }
-    build(&rows, opts)
+    Ok(Box::new(rows))
 }
 
 /// The raw lower bound the benchmarks compare against: one `memchr` pass over every row's bytes
