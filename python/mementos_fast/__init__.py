@@ -20,6 +20,8 @@ from mementos_fast.errors import (
     MementoTypeError,
     MementoValueError,
 )
+from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer, qwen3_tokenizer_path
+from mementos_fast.tokens import count_tokens
 
 __version__: str = _core.__version__
 
@@ -32,9 +34,13 @@ __all__ = [
     "MementoValueError",
     "Parsed",
     "__version__",
+    "LoadedTokenizer",
+    "count_tokens",
     "load",
+    "load_tokenizer",
     "parse",
     "parse_batch",
+    "qwen3_tokenizer_path",
 ]
 
 if _core.BUILD_PROFILE != "release":

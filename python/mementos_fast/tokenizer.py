@@ -203,6 +203,8 @@ def load_tokenizer(spec: Any) -> LoadedTokenizer:
     """
     tk = _tokenizers()
     tok, name = _resolve(spec)
+    tok.no_truncation()  # a count is of the whole text
+    tok.no_padding()
     present = {t.content for t in tok.get_added_tokens_decoder().values()}
     before_vocab = tok.get_vocab(with_added_tokens=True)
     added = tuple(d for d in DELIMITERS if d not in present)
