@@ -57,7 +57,7 @@ class LoadedTokenizer:
     ``ids``: the id of each delimiter, ``name``: where it came from (hub id, path or model type).
     """
 
-    tokenizer: Any
+    tokenizer: Any = field(repr=False)
     added: tuple[str, ...]
     ids: dict[str, int] = field(default_factory=dict)
     name: str = ""
