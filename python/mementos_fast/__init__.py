@@ -22,6 +22,8 @@ from mementos_fast.errors import (
     MementoValueError,
 )
 from mementos_fast.full import align_full_batch, assemble_response
+from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer, qwen3_tokenizer_path
+from mementos_fast.tokens import count_tokens
 
 __version__: str = _core.__version__
 
@@ -40,11 +42,15 @@ __all__ = [
     "assemble_response",
     "compress",
     "compress_batch",
+    "LoadedTokenizer",
+    "count_tokens",
     "load",
+    "load_tokenizer",
     "parse",
     "parse_batch",
     "replay_batch",
     "replay_curve",
+    "qwen3_tokenizer_path",
 ]
 
 if _core.BUILD_PROFILE != "release":
