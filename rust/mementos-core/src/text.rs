@@ -151,7 +151,10 @@ unsafe fn count_avx2(b: &[u8]) -> TextStats {
     count_with(b, |p| unsafe { simd::classify64_avx2(p) })
 }
 
-/// The 64-bytes-per-step loop around a classifier, then the scalar tail.
+/// The 64-bytes-per-step loop around a classifier. The last 0-65 bytes are copied into a
+/// buffer padded with spaces and classified the same way, their bits masked to the real length
+/// (padding spaces cannot complete a multi-byte whitespace character nor start a word inside
+/// the mask), so no byte goes through the scalar path.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn count_with(b: &[u8], classify: impl Fn(*const u8) -> simd::Class64) -> TextStats {
@@ -159,29 +162,34 @@ fn count_with(b: &[u8], classify: impl Fn(*const u8) -> simd::Class64) -> TextSt
     let mut in_word = false;
     let mut i = 0;
     let mut spill = 0u64; // space bits of a multi-byte space char that began in the last chunk
+    let mut step = |c: simd::Class64, valid: u64, spill: &mut u64| {
+        let space = c.space | *spill;
+        *spill = c.spill;
+        let nonspace = !space;
+        let starts = nonspace & !((nonspace << 1) | in_word as u64) & valid;
+        st.words += starts.count_ones() as u64;
+        st.chars += (!c.cont & valid).count_ones() as u64;
+        in_word = nonspace >> 63 != 0;
+    };
     while i + 66 <= b.len() {
         // `classify` reads b[i..i + 66], in bounds by the loop condition.
-        let c = classify(unsafe { b.as_ptr().add(i) });
-        let space = c.space | spill;
-        spill = c.spill;
-        let nonspace = !space;
-        let starts = nonspace & !((nonspace << 1) | in_word as u64);
-        st.words += starts.count_ones() as u64;
-        st.chars += 64 - c.cont.count_ones() as u64;
-        in_word = nonspace >> 63 != 0;
+        step(classify(unsafe { b.as_ptr().add(i) }), u64::MAX, &mut spill);
         i += 64;
     }
-    // Continuation bytes of a character that began in the last chunk: not characters; part of
-    // a space character when the spill says so, else of a non-space one (already in a word).
-    let mut bit = 0;
-    while i < b.len() && (b[i] & 0xC0) == 0x80 {
-        if spill >> bit & 1 != 0 {
-            in_word = false;
+    let rest = b.len() - i; // 0..=65
+    if rest > 0 {
+        let mut buf = [b' '; 130];
+        buf[..rest].copy_from_slice(&b[i..]);
+        let mut k = 0;
+        while k < rest {
+            let n = rest - k;
+            let valid = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+            // `classify` reads buf[k..k + 66] with k <= 64: inside the 130-byte buffer.
+            step(classify(unsafe { buf.as_ptr().add(k) }), valid, &mut spill);
+            k += 64;
         }
-        i += 1;
-        bit += 1;
     }
-    count_scalar_from(b, i, st, in_word)
+    st
 }
 
 fn count_scalar_from(b: &[u8], mut i: usize, mut st: TextStats, mut in_word: bool) -> TextStats {
