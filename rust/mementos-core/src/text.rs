@@ -67,9 +67,11 @@ pub fn is_py_space(ch: char) -> bool {
     space_len_at(s.as_bytes(), 0) == s.len()
 }
 
-/// `range` narrowed as Python's `str.strip()` would narrow the text it covers.
-pub fn strip_range(b: &[u8], range: Range<usize>) -> Range<usize> {
-    let (mut lo, mut hi) = (range.start, range.end);
+/// Where `strip_range(b, range)` starts: the first byte of `range` after its leading Python
+/// whitespace (`range.end` when the range is blank, i.e. when the stripped text is empty). It is
+/// half of a strip, for the callers that only ask "is it blank?" or "where does text start?".
+pub fn skip_space(b: &[u8], range: Range<usize>) -> usize {
+    let (mut lo, hi) = (range.start, range.end);
     while lo < hi {
         let n = space_len_at(b, lo);
         if n == 0 || lo + n > hi {
@@ -77,6 +79,12 @@ pub fn strip_range(b: &[u8], range: Range<usize>) -> Range<usize> {
         }
         lo += n;
     }
+    lo
+}
+
+/// `range` narrowed as Python's `str.strip()` would narrow the text it covers.
+pub fn strip_range(b: &[u8], range: Range<usize>) -> Range<usize> {
+    let (lo, mut hi) = (skip_space(b, range.clone()), range.end);
     while lo < hi {
         // Step back to the start of the last character.
         let mut s = hi - 1;
@@ -371,7 +379,12 @@ mod tests {
     fn strip_matches_model() {
         for s in ["", " ", " a ", "\u{3000}x\u{a0}", "\u{85}\u{2028}é\u{1c}", "日本\u{2009}", "\u{200b}a\u{feff}", "a\u{2029}b"] {
             let r = strip_range(s.as_bytes(), 0..s.len());
-            assert_eq!(&s[r], py_strip(s), "{s:?}");
+            assert_eq!(&s[r.clone()], py_strip(s), "{s:?}");
+            let lo = skip_space(s.as_bytes(), 0..s.len());
+            assert_eq!(lo == s.len(), r.is_empty(), "{s:?}");
+            if !r.is_empty() {
+                assert_eq!(lo, r.start, "{s:?}");
+            }
         }
     }
 
