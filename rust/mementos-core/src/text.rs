@@ -183,6 +183,7 @@ unsafe fn count_avx2(b: &[u8]) -> TextStats {
         cont += lanes.iter().sum::<u64>();
     }
     cs.st.chars -= cont;
+    // SAFETY: SSE2 is part of the x86_64 baseline; `tail` keeps the reads inside its buffer.
     cs.tail(b, i, |p| unsafe { simd::classify64(p) })
 }
 
@@ -503,6 +504,29 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             assert_eq!(count_with(s.as_bytes(), |p| unsafe { simd::classify64(p) }), model(&s), "{s:?}");
         }
+    }
+
+    /// Texts longer than one flush of the AVX2 continuation-byte accumulator (127 chunks of 64
+    /// bytes), dense in continuation bytes, at lengths around the chunk and flush boundaries.
+    #[test]
+    fn long_texts_cross_accumulator_flushes() {
+        let unit = "日本語 π≤θ \u{3000}é\u{a0}word 🎉—\u{2028}";
+        for reps in [1usize, 200, 300, 333, 700, 1500] {
+            let base = unit.repeat(reps);
+            for extra in ["", "x", "ab", "\u{3000}", "é", " 🎉"] {
+                let s = format!("{base}{extra}");
+                assert_eq!(count_chars_words(s.as_bytes()), model(&s), "len {}", s.len());
+                assert_eq!(count_chars_words_scalar(s.as_bytes()), model(&s), "len {}", s.len());
+            }
+        }
+        let ascii = "word and words, ".repeat(1000); // 16,000 bytes, all ASCII
+        assert_eq!(count_chars_words(ascii.as_bytes()), model(&ascii));
+        let cjk = "漢字".repeat(5000); // 30,000 bytes, two thirds continuation bytes, no space
+        assert_eq!(count_chars_words(cjk.as_bytes()), TextStats { chars: 10_000, words: 1 });
+        // Period 4: lanes 1-3 of every 32 see two continuation bytes per chunk, the most an
+        // accumulator lane can take (127 * 2 = 254 fits a byte, 128 * 2 would wrap to 0).
+        let emoji = "🎉".repeat(5000);
+        assert_eq!(count_chars_words(emoji.as_bytes()), TextStats { chars: 5000, words: 1 });
     }
 
     #[test]
