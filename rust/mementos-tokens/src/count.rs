@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch};
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
@@ -254,12 +254,24 @@ fn parallel<T: Send>(rows: &dyn Rows, threads: Option<usize>, f: impl Fn(Range<u
     let work = || ranges.par_iter().map(|r| f(r.clone())).collect::<Vec<_>>();
     Ok(match threads {
         None => work(),
-        Some(k) => rayon::ThreadPoolBuilder::new()
-            .num_threads(k)
-            .build()
-            .map_err(|e| CoreError::InvalidArgument(format!("cannot start {k} threads: {e}")))?
-            .install(work),
+        Some(k) => pool(k)?.install(work),
     })
+}
+
+/// A persistent pool per thread count. `tokenizers` keeps its BPE word cache per thread, so a
+/// fresh pool per call would start every call with cold caches.
+fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>, CoreError> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pools.get(&n) {
+        return Ok(p.clone());
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("mementos-tokens-{i}"))
+        .build()
+        .map_err(|e| CoreError::InvalidArgument(format!("cannot start {n} threads: {e}")))?;
+    Ok(pools.entry(n).or_insert(Arc::new(p)).clone())
 }
 
 /// Output schema of [`count_arrays`]; the metadata key `backend` names the counter.
