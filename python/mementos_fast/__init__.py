@@ -27,6 +27,7 @@ __version__: str = _core.__version__
 
 __all__ = [
     "STATUSES",
+    "LoadedTokenizer",
     "MementoError",
     "MementoFormatError",
     "MementoInternalError",
@@ -34,7 +35,6 @@ __all__ = [
     "MementoValueError",
     "Parsed",
     "__version__",
-    "LoadedTokenizer",
     "count_tokens",
     "load",
     "load_tokenizer",

@@ -39,6 +39,7 @@ pub struct ParseOptions {
 
 /// Row access plus zero-copy view construction, for each supported input layout.
 /// Public so sibling crates (token counting) read rows exactly as the parser does.
+#[allow(clippy::len_without_is_empty)]
 pub trait Rows: Sync {
     fn len(&self) -> usize;
     fn is_valid(&self, i: usize) -> bool;
