@@ -6,7 +6,9 @@ Run: pytest benches/bench_tokens.py --benchmark-only   (MEMENTOS_BENCH_TOKENS_MB
 
 Every implementation's result is checked inside the benchmark: the tutorial's per-item counts and
 the whole-response counts of ``encode_batch_fast`` are the references; count_tokens must give
-exactly both (its stripped lists and its totals). ``hf_*_1core`` sets TOKENIZERS_PARALLELISM=false
+exactly both (its stripped lists and its totals). ``count_tokens_in_context_only`` is
+``stripped=False`` (no tutorial-style recount), checked on totals and sampled in-context blocks.
+``hf_*_1core`` sets TOKENIZERS_PARALLELISM=false
 (HF's own switch) for the call; ``*_2cores`` use two threads.
 """
 
@@ -94,7 +96,7 @@ def cpu_timed(fn, cpu: list[float]):
 
 
 IMPLS = ["tutorial_per_block", "hf_encode_batch_fast_1core", "hf_encode_batch_fast_2cores",
-         "count_tokens_1core", "count_tokens_2cores"]
+         "count_tokens_1core", "count_tokens_2cores", "count_tokens_in_context_only_2cores"]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -117,10 +119,19 @@ def test_count_tokens(benchmark, qwen3, token_corpus, impl):
         assert got == whole
     else:
         threads = 1 if impl.endswith("1core") else 2
+        stripped = "in_context_only" not in impl
         batch = benchmark.pedantic(cpu_timed(mf.count_tokens, cpu), args=(column, qwen3),
-                                   kwargs={"threads": threads}, rounds=3, iterations=1, warmup_rounds=1)
+                                   kwargs={"threads": threads, "stripped": stripped}, rounds=3, iterations=1,
+                                   warmup_rounds=1)
         assert batch.column("total_tokens").to_pylist() == whole
-        got = list(zip(batch.column("block_tokens_stripped").to_pylist(),
-                       batch.column("summary_tokens_stripped").to_pylist()))
-        assert got == [(list(b), list(s)) for b, s in tutorial]
+        if stripped:
+            got = list(zip(batch.column("block_tokens_stripped").to_pylist(),
+                           batch.column("summary_tokens_stripped").to_pylist()))
+            assert got == [(list(b), list(s)) for b, s in tutorial]
+        else:  # the in-context items, checked per block against the reference encoder
+            sample = range(0, len(rows), max(1, len(rows) // 8))
+            blocks = batch.column("block_tokens").to_pylist()
+            for i in sample:
+                raw = [m.group(1) for m in reference.BLOCK_RE.finditer(rows[i])]
+                assert blocks[i] == [len(tok.encode(b, add_special_tokens=False).ids) for b in raw]
     benchmark.extra_info["cpu_s_min"] = min(cpu)

@@ -218,6 +218,15 @@ def test_layouts_threads_and_nulls(qwen3):
             assert mf.count_tokens(column, qwen3, threads=threads).equals(base)
 
 
+def test_without_stripped_columns(qwen3, real):
+    texts = [r["response"] for r in real]
+    full = mf.count_tokens(texts, qwen3)
+    lean = mf.count_tokens(texts, qwen3, stripped=False)
+    assert set(full.schema.names) - set(lean.schema.names) == {"block_tokens_stripped", "summary_tokens_stripped"}
+    for name in lean.schema.names:
+        assert lean.column(name).equals(full.column(name)), name
+
+
 def test_backend_reported_and_checked(qwen3):
     b = mf.count_tokens(["<think>a</think>b"], qwen3)
     assert b.schema.metadata[b"backend"] == b"hf"

@@ -65,7 +65,7 @@ fn i64_at(batch: &RecordBatch, name: &str, row: usize) -> i64 {
 #[test]
 fn counts_equal_whole_encodes() {
     let c = hf();
-    let batch = count_arrays(&[&StringArray::from(ROWS.to_vec())], &c, &CountOptions { threads: Some(1) }).unwrap();
+    let batch = count_arrays(&[&StringArray::from(ROWS.to_vec())], &c, &CountOptions { threads: Some(1), ..Default::default() }).unwrap();
     for (i, row) in ROWS.iter().enumerate() {
         assert_eq!(i64_at(&batch, "total_tokens", i), encode_len(&c, row), "{row:?}");
         assert_eq!(count_text(row, &c) as i64, encode_len(&c, row));
@@ -91,13 +91,13 @@ fn layouts_threads_and_nulls() {
     let c = hf();
     let rows: Vec<Option<String>> =
         (0..600).map(|i| if i % 50 == 7 { None } else { Some(format!("{} {}", ROWS[i % ROWS.len()], "the 12 ".repeat(i % 40))) }).collect();
-    let base = count_arrays(&[&StringArray::from(rows.clone())], &c, &CountOptions { threads: Some(1) }).unwrap();
+    let base = count_arrays(&[&StringArray::from(rows.clone())], &c, &CountOptions { threads: Some(1), ..Default::default() }).unwrap();
     assert_eq!(base.column(0).null_count(), 12);
     let large = LargeStringArray::from(rows.clone());
     let view = StringViewArray::from(rows.iter().map(|r| r.as_deref()).collect::<Vec<_>>());
     let (a, b) = (StringArray::from(rows[..100].to_vec()), LargeStringArray::from(rows[100..].to_vec()));
     for threads in [Some(1), Some(2), None] {
-        let opts = CountOptions { threads };
+        let opts = CountOptions { threads, ..Default::default() };
         assert_eq!(count_arrays(&[&large], &c, &opts).unwrap(), base);
         assert_eq!(count_arrays(&[&view], &c, &opts).unwrap(), base);
         assert_eq!(count_arrays(&[&a, &b], &c, &opts).unwrap(), base);
@@ -131,6 +131,18 @@ fn derivations_with_a_mock_counter() {
     assert_eq!(i64_at(&batch, "between_tokens", 0), 3 + 1);
     assert_eq!(i64_at(&batch, "answer_tokens", 0), 7);
     assert_eq!(batch.schema().metadata()["backend"], "bytes");
+}
+
+#[test]
+fn without_stripped_columns() {
+    let c = hf();
+    let a = StringArray::from(ROWS.to_vec());
+    let full = count_arrays(&[&a], &c, &CountOptions::default()).unwrap();
+    let lean = count_arrays(&[&a], &c, &CountOptions { threads: None, stripped: false }).unwrap();
+    assert_eq!(lean.num_columns() + 2, full.num_columns());
+    for f in lean.schema().fields() {
+        assert_eq!(lean.column_by_name(f.name()).unwrap(), full.column_by_name(f.name()).unwrap());
+    }
 }
 
 #[test]
