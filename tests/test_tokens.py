@@ -60,7 +60,8 @@ def build_wordpiece() -> tk.Tokenizer:
     )
     tok.train_from_iterator(_corpus(), trainer)
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))]
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
     )
     return tok
 
@@ -123,8 +124,15 @@ def expected(lt: mf.LoadedTokenizer, text: str) -> dict:
     }
 
 
-def check_rows(lt: mf.LoadedTokenizer, texts: list[str], threads: int | None = 1) -> pa.RecordBatch:
-    batch = mf.count_tokens(texts, lt, threads=threads)
+def check_rows(lt: mf.LoadedTokenizer, texts: list[str], threads: int | None = 1) -> None:
+    """Every backend's counts of ``texts`` equal the Python ``tokenizers`` figures."""
+    for backend in _core.TOKEN_BACKENDS:
+        check_backend(lt, texts, threads, backend)
+
+
+def check_backend(lt: mf.LoadedTokenizer, texts: list[str], threads: int | None, backend: str) -> None:
+    batch = mf.count_tokens(texts, lt, threads=threads, backend=backend)
+    assert batch.schema.metadata[b"backend"] == backend.encode()
     got = batch.to_pylist()
     for i, text in enumerate(texts):
         want = expected(lt, text)
@@ -137,7 +145,6 @@ def check_rows(lt: mf.LoadedTokenizer, texts: list[str], threads: int | None = 1
             assert ratio == pytest.approx(row["block_tokens_total"] / row["summary_tokens_total"])
         else:
             assert ratio is None
-    return batch
 
 
 def test_real_rows_exact(loaded, real):
@@ -211,6 +218,15 @@ def test_layouts_threads_and_nulls(qwen3):
             assert mf.count_tokens(column, qwen3, threads=threads).equals(base)
 
 
+def test_without_stripped_columns(qwen3, real):
+    texts = [r["response"] for r in real]
+    full = mf.count_tokens(texts, qwen3)
+    lean = mf.count_tokens(texts, qwen3, stripped=False)
+    assert set(full.schema.names) - set(lean.schema.names) == {"block_tokens_stripped", "summary_tokens_stripped"}
+    for name in lean.schema.names:
+        assert lean.column(name).equals(full.column(name)), name
+
+
 def test_backend_reported_and_checked(qwen3):
     b = mf.count_tokens(["<think>a</think>b"], qwen3)
     assert b.schema.metadata[b"backend"] == b"hf"
@@ -227,7 +243,7 @@ def test_backend_reported_and_checked(qwen3):
 
 def test_rust_refuses_json_without_delimiters():
     raw = build_gpt2_bpe()
-    with pytest.raises(mf.MementoValueError, match="<think>.* single added token"):
+    with pytest.raises(mf.MementoValueError, match=r"<think>.* single added token"):
         _core.TokenCounter(raw.to_str(), "hf")
     with pytest.raises(mf.MementoValueError, match="tokenizer"):
         _core.TokenCounter("{not json", "hf")
@@ -314,7 +330,7 @@ def test_tokenizer_sources(tmp_path, qwen3):
     lt = mf.load_tokenizer(FakeTransformersTokenizer(tok))
     assert lt.name == "fake/bert" and lt.added == DELIMITERS
     assert mf.load_tokenizer(qwen3).ids == qwen3.ids
-    with pytest.raises(mf.MementoValueError, match="no tokenizer.json"):
+    with pytest.raises(mf.MementoValueError, match=r"no tokenizer\.json"):
         mf.load_tokenizer(tmp_path / "missing.json")
     with pytest.raises(mf.MementoTypeError):
         mf.load_tokenizer(42)

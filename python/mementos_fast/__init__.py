@@ -31,6 +31,7 @@ __all__ = [
     "MODELS",
     "STATUSES",
     "KVShape",
+    "LoadedTokenizer",
     "MementoError",
     "MementoFormatError",
     "MementoInternalError",
@@ -42,15 +43,14 @@ __all__ = [
     "assemble_response",
     "compress",
     "compress_batch",
-    "LoadedTokenizer",
     "count_tokens",
     "load",
     "load_tokenizer",
     "parse",
     "parse_batch",
+    "qwen3_tokenizer_path",
     "replay_batch",
     "replay_curve",
-    "qwen3_tokenizer_path",
 ]
 
 if _core.BUILD_PROFILE != "release":

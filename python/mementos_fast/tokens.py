@@ -116,6 +116,7 @@ def count_tokens(
     chat_template: str | None = None,
     backend: str = "auto",
     threads: int | None = None,
+    stripped: bool = True,
 ) -> pa.RecordBatch:
     """Exact token counts of each response, per segment, as a ``pyarrow.RecordBatch``.
 
@@ -132,7 +133,8 @@ def count_tokens(
     - ``block_tokens`` / ``summary_tokens`` (list<int32>): each block / memento in context, i.e. the
       unstripped text between its delimiters (items as the tutorial's ``blocks`` / ``summaries``);
     - ``block_tokens_stripped`` / ``summary_tokens_stripped``: the same items stripped (the
-      tutorial's per-block ``encode``);
+      tutorial's per-block ``encode``); left out with ``stripped=False``, which saves counting
+      most block text a second time;
     - ``block_tokens_total``, ``summary_tokens_total``: sums of the in-context lists, and
       ``compression_ratio`` = block / summary total (null without summary tokens);
     - ``think_preamble_tokens`` (text before ``<think>`` plus ``<think>`` itself),
@@ -151,7 +153,7 @@ def count_tokens(
         raise MementoValueError("threads must be at least 1")
     loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
     counter = token_counter(loaded, backend)
-    batch = _core.count_tokens(as_arrow_strings(column), counter, threads=threads)
+    batch = _core.count_tokens(as_arrow_strings(column), counter, threads=threads, stripped=stripped)
     if problem is not None:
         prompts = render_prompts(problem, chat_template)
         if len(prompts) != batch.num_rows:

@@ -64,11 +64,17 @@ fn check_threads(py: Python<'_>, threads: Option<usize>) -> PyResult<()> {
 
 /// Count a column of responses. See `mementos_fast.count_tokens`.
 #[pyfunction]
-#[pyo3(signature = (column, counter, *, threads=None))]
-fn count_tokens<'py>(py: Python<'py>, column: AnyArray, counter: &TokenCounter, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (column, counter, *, threads=None, stripped=true))]
+fn count_tokens<'py>(
+    py: Python<'py>,
+    column: AnyArray,
+    counter: &TokenCounter,
+    threads: Option<usize>,
+    stripped: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     check_threads(py, threads)?;
     let arrays = collect_arrays(column)?;
-    let opts = CountOptions { threads };
+    let opts = CountOptions { threads, stripped };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         count_arrays(&refs, counter.inner.as_ref(), &opts)
@@ -82,7 +88,7 @@ fn count_tokens<'py>(py: Python<'py>, column: AnyArray, counter: &TokenCounter, 
 fn count_totals<'py>(py: Python<'py>, column: AnyArray, counter: &TokenCounter, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
     check_threads(py, threads)?;
     let arrays = collect_arrays(column)?;
-    let opts = CountOptions { threads };
+    let opts = CountOptions { threads, stripped: false };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         let totals: ArrayRef = Arc::new(total_arrays(&refs, counter.inner.as_ref(), &opts)?);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch};
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
@@ -16,11 +16,20 @@ use rayon::prelude::*;
 use crate::SegmentCounter;
 
 /// Options of [`count_arrays`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CountOptions {
     /// Worker threads: `None` uses rayon's global pool (all cores), `Some(1)` the calling
-    /// thread, `Some(n)` a dedicated pool of `n` threads.
+    /// thread, `Some(n)` a persistent pool of `n` threads.
     pub threads: Option<usize>,
+    /// Also count the tutorial's stripped items (`*_tokens_stripped` columns). Their edges
+    /// differ from the in-context text, so this counts most block text a second time.
+    pub stripped: bool,
+}
+
+impl Default for CountOptions {
+    fn default() -> Self {
+        CountOptions { threads: None, stripped: true }
+    }
 }
 
 /// Per-row scratch space, reused across rows.
@@ -156,7 +165,7 @@ impl Scratch {
     }
 }
 
-fn count_row(text: &str, counter: &dyn SegmentCounter, s: &mut Scratch, c: &mut Chunk) {
+fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &mut Scratch, c: &mut Chunk) {
     parse_row(text.as_bytes(), &mut s.tokens, &mut s.parsed, true);
     s.count_gaps(text, counter);
     let n = s.tokens.len();
@@ -183,7 +192,9 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, s: &mut Scratch, c: &mut 
             let in_ctx = s.between_tokens(a, b);
             sum += in_ctx;
             ctx.push(in_ctx as i32);
-            strip.push(s.stripped_tokens(text, counter, a, b, r.clone()) as i32);
+            if want_stripped {
+                strip.push(s.stripped_tokens(text, counter, a, b, r.clone()) as i32);
+            }
         }
         counts.push(pairs_buf.len());
         total.push(sum as i64);
@@ -228,12 +239,12 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, s: &mut Scratch, c: &mut 
     c.answer.push(answer);
 }
 
-fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounter) -> Chunk {
+fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounter, stripped: bool) -> Chunk {
     let mut c = Chunk::default();
     let mut s = Scratch::default();
     for i in range {
         if rows.is_valid(i) {
-            count_row(row_str(rows.bytes(i)), counter, &mut s, &mut c);
+            count_row(row_str(rows.bytes(i)), counter, stripped, &mut s, &mut c);
         } else {
             c.push_null();
         }
@@ -254,18 +265,31 @@ fn parallel<T: Send>(rows: &dyn Rows, threads: Option<usize>, f: impl Fn(Range<u
     let work = || ranges.par_iter().map(|r| f(r.clone())).collect::<Vec<_>>();
     Ok(match threads {
         None => work(),
-        Some(k) => rayon::ThreadPoolBuilder::new()
-            .num_threads(k)
-            .build()
-            .map_err(|e| CoreError::InvalidArgument(format!("cannot start {k} threads: {e}")))?
-            .install(work),
+        Some(k) => pool(k)?.install(work),
     })
 }
 
-/// Output schema of [`count_arrays`]; the metadata key `backend` names the counter.
-pub fn output_schema(backend: &str) -> Schema {
+/// A persistent pool per thread count. `tokenizers` keeps its BPE word cache per thread, so a
+/// fresh pool per call would start every call with cold caches.
+fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>, CoreError> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pools.get(&n) {
+        return Ok(p.clone());
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("mementos-tokens-{i}"))
+        .build()
+        .map_err(|e| CoreError::InvalidArgument(format!("cannot start {n} threads: {e}")))?;
+    Ok(pools.entry(n).or_insert(Arc::new(p)).clone())
+}
+
+/// Output schema of [`count_arrays`] (the `*_stripped` columns only with `stripped`); the
+/// metadata key `backend` names the counter.
+pub fn output_schema(backend: &str, stripped: bool) -> Schema {
     let int_list = DataType::List(Arc::new(Field::new("item", DataType::Int32, false)));
-    let fields = vec![
+    let mut fields = vec![
         Field::new("total_tokens", DataType::Int64, true),
         Field::new("block_tokens", int_list.clone(), true),
         Field::new("summary_tokens", int_list.clone(), true),
@@ -279,12 +303,15 @@ pub fn output_schema(backend: &str) -> Schema {
         Field::new("answer_tokens", DataType::Int64, true),
         Field::new("span_tokens", int_list, true),
     ];
+    if !stripped {
+        fields.retain(|f| !f.name().ends_with("_stripped"));
+    }
     Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
 }
 
 /// Count the rows of `rows` (see the crate docs for the columns).
 pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOptions) -> Result<RecordBatch, CoreError> {
-    let parts = parallel(rows, opts.threads, |r| count_chunk(rows, r, counter))?;
+    let parts = parallel(rows, opts.threads, |r| count_chunk(rows, r, counter, opts.stripped))?;
     let mut c = Chunk::default();
     for p in parts {
         c.extend(p);
@@ -306,21 +333,25 @@ pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOpt
         .zip(c.block_total.iter().zip(&c.summary_total))
         .map(|(&v, (&b, &s))| (v && s > 0).then(|| b as f64 / s as f64))
         .collect();
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         i64s(c.total),
         list(c.block_ctx, &c.block_counts),
         list(c.summary_ctx, &c.summary_counts),
-        list(c.block_strip, &c.block_counts),
-        list(c.summary_strip, &c.summary_counts),
+    ];
+    if opts.stripped {
+        columns.push(list(c.block_strip, &c.block_counts));
+        columns.push(list(c.summary_strip, &c.summary_counts));
+    }
+    columns.extend([
         i64s(c.block_total),
         i64s(c.summary_total),
-        Arc::new(ratio),
+        Arc::new(ratio) as ArrayRef,
         i64s(c.preamble),
         i64s(c.between),
         i64s(c.answer),
         list(c.span_tok, &c.span_counts),
-    ];
-    Ok(RecordBatch::try_new(Arc::new(output_schema(counter.name())), columns)?)
+    ]);
+    Ok(RecordBatch::try_new(Arc::new(output_schema(counter.name(), opts.stripped)), columns)?)
 }
 
 /// Count the chunks of one string column as one batch.
