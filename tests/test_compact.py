@@ -353,3 +353,30 @@ def test_concurrent_python_threads_and_adversarial_rows():
     assert not errors
     for text, got in zip(rows, expect.to_pylist()):
         assert got == (reference.compress_trace(text, 1) if "</think>" in text else text)
+
+
+def test_replay_in_real_tokens_with_kv_bytes(real):
+    from mementos_fast.tokenizer import load_tokenizer, qwen3_tokenizer_path
+
+    try:
+        loaded = load_tokenizer(qwen3_tokenizer_path())
+    except mf.MementoError as e:  # pragma: no cover - the package is installed by the test command
+        pytest.skip(str(e))
+    tok = loaded.tokenizer
+    rows = [r["response"] for r in real] + _sample_rows()[:10]
+    out = mf.replay_batch(pa.array(rows), 0, tokens=loaded, model="qwen3-8b", prompt_len=100)
+    assert out.schema.metadata[b"unit"].startswith(b"tokens")
+    for text, r in zip(rows, out.to_pylist()):
+        n = len(tok.encode(text, add_special_tokens=False).ids)
+        assert r["total_len"] == n
+        assert r["full_peak_len"] == n + 100
+        # the KV cache at the end holds exactly the tokens of the in-place rewrite (delimiters kept)
+        kept = mf.compress(text, 0, style="inplace")
+        assert r["final_len"] == 100 + len(tok.encode(kept, add_special_tokens=False).ids)
+        assert r["peak_kv_bytes"] == r["peak_len"] * 2 * 36 * 8 * 128 * 2
+    custom = mf.replay_batch(pa.array(rows[:1]), 0, tokens=loaded, model=mf.KVShape(2, 1, 4, 4))
+    assert custom.column("peak_kv_bytes")[0].as_py() == custom.column("peak_len")[0].as_py() * 64
+    curve = mf.replay_curve(rows[0], 0, tokens=loaded)
+    assert curve.column("generated").to_pylist()[-1] == len(tok.encode(rows[0], add_special_tokens=False).ids)
+    with pytest.raises(mf.MementoValueError, match="unknown model"):
+        mf.replay_batch(pa.array(rows[:1]), 0, tokens=loaded, model="gpt-9")

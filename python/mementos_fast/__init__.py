@@ -22,6 +22,8 @@ from mementos_fast.errors import (
     MementoValueError,
 )
 from mementos_fast.full import align_full_batch, assemble_response
+from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer, qwen3_tokenizer_path
+from mementos_fast.tokens import count_tokens
 
 __version__: str = _core.__version__
 
@@ -29,6 +31,7 @@ __all__ = [
     "MODELS",
     "STATUSES",
     "KVShape",
+    "LoadedTokenizer",
     "MementoError",
     "MementoFormatError",
     "MementoInternalError",
@@ -40,10 +43,13 @@ __all__ = [
     "assemble_response",
     "compress",
     "compress_batch",
+    "count_tokens",
     "export_sft",
     "load",
+    "load_tokenizer",
     "parse",
     "parse_batch",
+    "qwen3_tokenizer_path",
     "replay_batch",
     "replay_curve",
 ]

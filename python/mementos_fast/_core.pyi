@@ -57,6 +57,7 @@ def replay_batch(
     keep_last_block_for_answer: bool = False,
     prompt_len: int = 0,
     prompt_lens: list[int] | None = None,
+    counter: TokenCounter | None = None,
     threads: int | None = None,
 ) -> pa.RecordBatch: ...
 def replay_curve(
@@ -66,7 +67,24 @@ def replay_curve(
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
     prompt_len: int = 0,
+    counter: TokenCounter | None = None,
 ) -> list[tuple[int, int, bool]]: ...
 def align_full_batch(
     response: Any, sentences: Any, blocks: Any, block_summaries: Any, *, threads: int | None = None
 ) -> pa.RecordBatch: ...
+
+# Token counting (rust/mementos-py/src/tokens.rs; public API in mementos_fast.tokens)
+TOKEN_BACKENDS: list[str]
+
+@final
+class TokenCounter:
+    def __new__(cls, tokenizer_json: str, backend: str = "hf") -> TokenCounter: ...
+    @property
+    def backend(self) -> str: ...
+    def count(self, text: str) -> int: ...
+    def count_piece(self, text: str) -> int: ...
+
+def count_tokens(
+    column: Any, counter: TokenCounter, *, threads: int | None = None, stripped: bool = True
+) -> pa.RecordBatch: ...
+def count_totals(column: Any, counter: TokenCounter, *, threads: int | None = None) -> pa.RecordBatch: ...

@@ -144,7 +144,9 @@ def replay_batch(
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
     prompt_len: int | Any = 0,
+    tokens: Any = None,
     model: str | KVShape | dict[str, int] | None = None,
+    backend: str = "auto",
     threads: int | None = None,
 ) -> pa.RecordBatch:
     """Replay each trace as generation proceeds under the engine's rules.
@@ -155,23 +157,45 @@ def replay_batch(
     ``full_peak_len`` and ``full_mean_len`` (the same without compaction), ``peak_ratio`` and
     ``mean_ratio`` (compacted / uncompacted), ``complete_blocks``, ``evicted_blocks``.
 
-    ``prompt_len``: an int for every row, or one value per row (array-like).
+    ``tokens``: lengths in real tokens instead of characters: anything
+    :func:`mementos_fast.load_tokenizer` accepts (a ``tokenizers.Tokenizer``, a ``tokenizer.json``
+    path, a hub id, a ``transformers`` tokenizer) or a counter from
+    :func:`mementos_fast.tokens.token_counter`. Each delimiter is one token; every segment between
+    delimiters is counted in Rust exactly as Hugging Face ``tokenizers`` counts it (``backend``
+    as in :func:`mementos_fast.count_tokens`). The column metadata says which unit was used.
+    ``prompt_len``: an int for every row, or one value per row (array-like), in the same unit
+    (``count_tokens(..., problem=...)`` gives ``prompt_tokens``).
     ``model``: a preset name (``qwen3-8b``, ``qwen3-32b``, ``phi-4``), a :class:`KVShape` or a dict;
     adds ``peak_kv_bytes``, ``mean_kv_bytes`` and ``full_peak_kv_bytes``. KV bytes are meaningful
-    for token lengths only, so a model requires a tokenizer (``tokens=``).
+    for token lengths only, so a model requires ``tokens``.
     """
-    if model is not None:
+    if model is not None and tokens is None:
         raise MementoValueError("model= converts tokens to KV bytes: pass tokens= (a tokenizer) as well")
+    shape = _kv_shape(model) if model is not None else None
+    counter = _counter(tokens, backend) if tokens is not None else None
     same, per_row = _prompt_lens(prompt_len)
-    return _core.replay_batch(
+    batch = _core.replay_batch(
         as_arrow_strings(column),
         keep_last_k,
         mask_delimiters=mask_delimiters,
         keep_last_block_for_answer=keep_last_block_for_answer,
         prompt_len=same,
         prompt_lens=per_row,
+        counter=counter,
         threads=threads,
     )
+    if shape is not None:
+        batch = add_kv_bytes(batch, shape)
+    unit = f"tokens ({counter.backend})" if counter is not None else "characters"
+    return batch.replace_schema_metadata({"unit": unit})
+
+
+def _counter(tokens: Any, backend: str) -> _core.TokenCounter:
+    if isinstance(tokens, _core.TokenCounter):
+        return tokens
+    from mementos_fast.tokens import token_counter
+
+    return token_counter(tokens, backend)
 
 
 def add_kv_bytes(batch: pa.RecordBatch, model: str | KVShape | dict[str, int]) -> pa.RecordBatch:
@@ -194,8 +218,11 @@ def replay_curve(
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
     prompt_len: int = 0,
+    tokens: Any = None,
+    backend: str = "auto",
 ) -> pa.Table:
-    """The visible-length curve of one trace, for plotting.
+    """The visible-length curve of one trace, for plotting (in tokens with ``tokens=``, as in
+    :func:`replay_batch`).
 
     A table with ``generated`` (units generated so far), ``visible`` (units in the cache) and
     ``eviction`` (true for the drop right after an eviction, at the same ``generated``): one
@@ -207,6 +234,7 @@ def replay_curve(
         mask_delimiters=mask_delimiters,
         keep_last_block_for_answer=keep_last_block_for_answer,
         prompt_len=prompt_len,
+        counter=_counter(tokens, backend) if tokens is not None else None,
     )
     g, v, e = zip(*pts) if pts else ((), (), ())
     return pa.table({"generated": pa.array(g, pa.int64()), "visible": pa.array(v, pa.int64()),

@@ -247,7 +247,7 @@ fn parse_chunk(rows: &dyn Rows, range: Range<usize>, spans: bool) -> Chunk {
 }
 
 /// Split rows into contiguous ranges of roughly `target` bytes (at least one row each).
-fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
+pub fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut acc) = (0, 0usize);
     for i in 0..rows.len() {

@@ -5,25 +5,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::batch::Rows;
+use crate::batch::{chunk_ranges, Rows};
 use crate::error::CoreError;
-
-/// Split rows into contiguous ranges of roughly `target` bytes (at least one row each).
-pub fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut acc) = (0, 0usize);
-    for i in 0..rows.len() {
-        acc += if rows.is_valid(i) { rows.bytes(i).len() } else { 0 } + 64;
-        if acc >= target {
-            out.push(start..i + 1);
-            (start, acc) = (i + 1, 0);
-        }
-    }
-    if start < rows.len() {
-        out.push(start..rows.len());
-    }
-    out
-}
 
 /// Run `f` on rayon with `threads` workers (`None`: the global pool; `Some(1)`: this thread).
 pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T, CoreError> {

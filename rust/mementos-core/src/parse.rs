@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use crate::scan::{scan_into, Delim, Token};
 use crate::status::Status;
-use crate::text::{count_chars_words, strip_range, TextStats};
+use crate::text::{count_chars_words, skip_space, strip_range, TextStats};
 
 /// What a byte range of a row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -171,13 +171,11 @@ fn tutorial_fields(text: &[u8], tokens: &[Token], out: &mut Parsed) {
         items.push(st);
         summaries.push(r);
     });
-    let mut first = None;
-    pairs(tokens, Delim::ThinkStart, Delim::ThinkEnd, |r| {
-        if first.is_none() {
-            first = Some(r);
-        }
+    // The first `<think>(.*?)</think>` match: the first `</think>` after the first `<think>`.
+    out.reasoning = tokens.iter().position(|t| t.delim == Delim::ThinkStart).and_then(|i| {
+        let from = tokens[i].end();
+        tokens[i + 1..].iter().find(|t| t.delim == Delim::ThinkEnd).map(|t| from..t.start)
     });
-    out.reasoning = first;
     out.final_answer = tokens
         .iter()
         .rev()
@@ -232,10 +230,11 @@ impl Walk<'_> {
         };
         self.span(kind, start, end);
         if matches!(state, State::Pre | State::Think | State::AfterBlock) && self.problem.is_none() {
-            let r = strip_range(self.text, start..end);
-            if !r.is_empty() {
+            // The first non-space byte: where the stripped gap text would start.
+            let lo = skip_space(self.text, start..end);
+            if lo < end {
                 let status = if state == State::Pre { Status::TextBeforeThink } else { Status::TextBetweenUnits };
-                self.flag(status, r.start);
+                self.flag(status, lo);
             }
         }
     }
@@ -261,7 +260,7 @@ fn structure(text: &[u8], tokens: &[Token], out: &mut Parsed, want_spans: bool) 
 
     let first_think = tokens.iter().find(|t| t.delim == Delim::ThinkStart);
     match first_think {
-        None if strip_range(text, 0..text.len()).is_empty() => w.flag(Status::Empty, 0),
+        None if skip_space(text, 0..text.len()) == text.len() => w.flag(Status::Empty, 0),
         None => w.flag(Status::NoThink, 0),
         Some(t) if !tokens.iter().any(|t| t.delim == Delim::BlockStart) => w.flag(Status::NoBlocks, t.end()),
         Some(_) => {}
@@ -303,7 +302,7 @@ fn structure(text: &[u8], tokens: &[Token], out: &mut Parsed, want_spans: bool) 
             (State::Block, Delim::BlockEnd) => {
                 depth -= 1;
                 if depth == 0 {
-                    if strip_range(text, content_from..t.start).is_empty() {
+                    if skip_space(text, content_from..t.start) == t.start {
                         w.flag(Status::EmptyBlock, unit_at);
                     }
                     state = State::AfterBlock;

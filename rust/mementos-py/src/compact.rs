@@ -11,7 +11,30 @@ use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::{PyArray, PyRecordBatch};
 
+use mementos_core::compact::Units;
+use mementos_core::scan::Delim;
+use mementos_tokens::SegmentCounter;
+
+use crate::tokens::TokenCounter;
 use crate::{collect_arrays, run};
+
+/// Replay units in tokens: each delimiter is one token, each segment between delimiters is
+/// counted by the tokenizer's counter (exactly as the whole response would be, since the
+/// delimiters are special tokens that split the input first).
+struct TokenUnits<'a>(&'a dyn SegmentCounter);
+
+impl Units for TokenUnits<'_> {
+    fn text(&self, s: &[u8]) -> u64 {
+        if s.is_empty() {
+            return 0;
+        }
+        // Segments are cut at ASCII delimiters out of valid UTF-8, so they are valid UTF-8.
+        self.0.count(std::str::from_utf8(s).expect("segment of a valid UTF-8 row")) as u64
+    }
+    fn delim(&self, _: Delim) -> u64 {
+        1
+    }
+}
 
 fn engine_options(keep_last_k: i64, mask_delimiters: bool, keep_last_block_for_answer: bool) -> EngineOptions {
     EngineOptions { keep_last_k, mask_delimiters, keep_last_block_for_answer }
@@ -67,7 +90,7 @@ fn compress(py: Python<'_>, text: &str, keep_last_k: i64, style: &str, mask_deli
 
 /// Replay a column under the engine's rules, lengths in characters. See `mementos_fast.replay_batch`.
 #[pyfunction]
-#[pyo3(signature = (column, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, prompt_len=0, prompt_lens=None, threads=None))]
+#[pyo3(signature = (column, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, prompt_len=0, prompt_lens=None, counter=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn replay_batch<'py>(
     py: Python<'py>,
@@ -77,23 +100,28 @@ fn replay_batch<'py>(
     keep_last_block_for_answer: bool,
     prompt_len: u64,
     prompt_lens: Option<Vec<u64>>,
+    counter: Option<PyRef<'py, TokenCounter>>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let arrays = collect_arrays(column)?;
+    let inner = counter.map(|c| c.inner.clone());
     let batch = run(py, || {
         let opts = engine_options(keep_last_k, mask_delimiters, keep_last_block_for_answer);
         let prompt = match &prompt_lens {
             Some(v) => PromptLen::PerRow(v),
             None => PromptLen::Same(prompt_len),
         };
-        replay_arrays(&refs(&arrays), &opts, prompt, &Chars, threads)
+        match &inner {
+            Some(c) => replay_arrays(&refs(&arrays), &opts, prompt, &TokenUnits(c.as_ref()), threads),
+            None => replay_arrays(&refs(&arrays), &opts, prompt, &Chars, threads),
+        }
     })?;
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
 /// The visible-length curve of one trace in characters: `(generated, visible, eviction)` points.
 #[pyfunction]
-#[pyo3(signature = (text, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, prompt_len=0))]
+#[pyo3(signature = (text, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, prompt_len=0, counter=None))]
 fn replay_curve(
     py: Python<'_>,
     text: &str,
@@ -101,13 +129,19 @@ fn replay_curve(
     mask_delimiters: bool,
     keep_last_block_for_answer: bool,
     prompt_len: u64,
+    counter: Option<PyRef<'_, TokenCounter>>,
 ) -> PyResult<Vec<(u64, u64, bool)>> {
+    let inner = counter.map(|c| c.inner.clone());
     run(py, || {
         let opts = engine_options(keep_last_k, mask_delimiters, keep_last_block_for_answer);
         check_engine_options(&opts)?;
         let tokens = scan(text.as_bytes());
         let mut curve: Vec<CurvePoint> = Vec::new();
-        replay(text.as_bytes(), &tokens, &opts, prompt_len, &Chars, &mut Scratch::default(), &mut Vec::new(), Some(&mut curve));
+        let units: &dyn Units = match &inner {
+            Some(c) => &TokenUnits(c.as_ref()),
+            None => &Chars,
+        };
+        replay(text.as_bytes(), &tokens, &opts, prompt_len, units, &mut Scratch::default(), &mut Vec::new(), Some(&mut curve));
         Ok(curve.iter().map(|p| (p.generated, p.visible, p.eviction)).collect())
     })
 }

@@ -15,6 +15,7 @@ use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
 mod compact;
+mod tokens;
 
 create_exception!(_core, MementoError, PyException, "Base class of every mementos_fast error.");
 create_exception!(
@@ -157,6 +158,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_count_byte, m)?)?;
     m.add_class::<Parsed>()?;
     compact::register(m)?;
+    tokens::register(m)?;
     m.add("MementoError", py.get_type::<MementoError>())?;
     m.add("MementoInternalError", py.get_type::<MementoInternalError>())?;
     m.add("BUILD_PROFILE", if cfg!(debug_assertions) { "debug" } else { "release" })?;

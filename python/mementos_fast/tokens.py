@@ -1,0 +1,165 @@
+"""Exact token counts of MEMENTO traces, per segment, straight from Arrow (``count_tokens``).
+
+The counting runs in the Rust crate ``mementos-tokens`` (see docs/TOKENS.md): each row is scanned
+once, every text piece between delimiters is counted once with the Hugging Face ``tokenizers``
+crate loaded from the same JSON as the Python tokenizer, and all figures are sums of those
+piece counts (each delimiter is one token). No Python string is built per row or segment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mementos_fast import _core
+from mementos_fast._arrow import as_arrow_strings
+from mementos_fast.errors import MementoTypeError, MementoValueError
+from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer
+
+__all__ = ["MEMENTO_CHAT_TEMPLATE", "count_tokens", "render_prompts", "token_counter"]
+
+#: The Memento training chat format (ChatML, no system prompt), up to the assistant's first token.
+MEMENTO_CHAT_TEMPLATE = "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _backend_name(backend: str) -> str:
+    available = tuple(_core.TOKEN_BACKENDS)
+    if backend == "auto":
+        return available[0]
+    if backend not in available:
+        raise MementoValueError(f"unknown token counting backend {backend!r}: choose 'auto' or one of {available}")
+    return backend
+
+
+def token_counter(tokenizer: Any, backend: str = "auto") -> _core.TokenCounter:
+    """The compiled counter for ``tokenizer`` (anything :func:`load_tokenizer` accepts).
+
+    Counters are cached on a :class:`LoadedTokenizer`, so pass one (from ``load_tokenizer``) to
+    count many batches without reloading.
+    """
+    loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
+    name = _backend_name(backend)
+    cache: dict[str, _core.TokenCounter] = loaded.__dict__.setdefault("_counters", {})
+    if name not in cache:
+        cache[name] = _core.TokenCounter(loaded.to_json(), name)
+    return cache[name]
+
+
+def _as_pyarrow(column: Any) -> pa.Array | pa.ChunkedArray:
+    column = as_arrow_strings(column)
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        return column
+    if hasattr(column, "__arrow_c_stream__"):
+        return pa.chunked_array(column)
+    return pa.array(column)
+
+
+def render_prompts(problem: Any, chat_template: str | None = None) -> pa.Array | pa.ChunkedArray:
+    """The prompt of each problem, as the model sees it before its response.
+
+    ``chat_template``: ``None`` for :data:`MEMENTO_CHAT_TEMPLATE`; a string holding ``{problem}``
+    once (and no Jinja markup), filled with pyarrow (no Python string per row); or a Jinja chat
+    template (with ``{{``/``{%``, such as a ``tokenizer_config.json``'s ``chat_template``),
+    rendered per row like ``transformers`` does, with ``messages=[{"role": "user", "content":
+    problem}]`` and ``add_generation_prompt=True`` (needs ``jinja2``). Null problems give null
+    prompts.
+    """
+    problems = _as_pyarrow(problem)
+    if not pa.types.is_string(problems.type) and not pa.types.is_large_string(problems.type) \
+            and not pa.types.is_string_view(problems.type):
+        raise MementoTypeError(f"problem must be strings, got {problems.type}")
+    template = MEMENTO_CHAT_TEMPLATE if chat_template is None else chat_template
+    if not isinstance(template, str):
+        raise MementoTypeError(f"chat_template must be a str, got {type(template).__name__}")
+    if "{{" in template or "{%" in template:
+        return _render_jinja(problems, template)
+    if template.count("{problem}") != 1:
+        raise MementoValueError("a plain chat_template must contain '{problem}' exactly once (or be a Jinja template)")
+    prefix, suffix = template.split("{problem}")
+    problems = problems.cast(pa.large_string())
+    lit = [pa.scalar(x, type=pa.large_string()) for x in (prefix, suffix, "")]
+    return pc.binary_join_element_wise(lit[0], problems, lit[1], lit[2])
+
+
+def _render_jinja(problems: pa.Array | pa.ChunkedArray, template: str) -> pa.Array:
+    try:
+        from jinja2.exceptions import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError as e:
+        raise MementoValueError("rendering a Jinja chat_template needs jinja2: pip install jinja2") from e
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        compiled = env.from_string(template)
+        out = [
+            None if p is None else compiled.render(
+                messages=[{"role": "user", "content": p}], add_generation_prompt=True, bos_token="", eos_token=""
+            )
+            for p in problems.to_pylist()
+        ]
+    except TemplateError as e:
+        raise MementoValueError(f"cannot render chat_template: {e}") from e
+    return pa.array(out, type=pa.large_string())
+
+
+def count_tokens(
+    column: Any,
+    tokenizer: Any,
+    *,
+    problem: Any = None,
+    chat_template: str | None = None,
+    backend: str = "auto",
+    threads: int | None = None,
+    stripped: bool = True,
+) -> pa.RecordBatch:
+    """Exact token counts of each response, per segment, as a ``pyarrow.RecordBatch``.
+
+    ``column``: responses as Arrow string data (any layout, chunked, with nulls) or a list of str.
+    ``tokenizer``: anything :func:`mementos_fast.load_tokenizer` accepts (a ``tokenizers.Tokenizer``,
+    a ``tokenizer.json`` path, a hub id, a ``transformers`` fast tokenizer) or its result (reuse
+    one to avoid reloading). The six delimiters are registered as special tokens (one token each).
+    Counts equal ``len(tok.encode(text, add_special_tokens=False).ids)`` of Hugging Face
+    ``tokenizers`` on the same text.
+
+    Columns (null for null rows):
+
+    - ``total_tokens``: the whole response as the model sees it;
+    - ``block_tokens`` / ``summary_tokens`` (list<int32>): each block / memento in context, i.e. the
+      unstripped text between its delimiters (items as the tutorial's ``blocks`` / ``summaries``);
+    - ``block_tokens_stripped`` / ``summary_tokens_stripped``: the same items stripped (the
+      tutorial's per-block ``encode``); left out with ``stripped=False``, which saves counting
+      most block text a second time;
+    - ``block_tokens_total``, ``summary_tokens_total``: sums of the in-context lists, and
+      ``compression_ratio`` = block / summary total (null without summary tokens);
+    - ``think_preamble_tokens`` (text before ``<think>`` plus ``<think>`` itself),
+      ``between_tokens`` (text inside ``<think>`` outside blocks and mementos), ``answer_tokens``
+      (text after ``</think>``);
+    - ``span_tokens`` (list<int32>): tokens of each span of ``parse_batch(spans=True)``'s ``spans``
+      (same order and length), for context replay without recounting;
+    - ``prompt_tokens``, when ``problem`` (a column of the same length) is given: tokens of the
+      rendered prompt (see :func:`render_prompts` for ``chat_template``).
+
+    The schema metadata holds ``backend`` (which implementation counted; ``backend="auto"``
+    picks the fastest exact one, currently ``"hf"``) and ``tokenizer`` (its name). The GIL is
+    released; ``threads=None`` uses every core.
+    """
+    if threads is not None and threads < 1:
+        raise MementoValueError("threads must be at least 1")
+    loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
+    counter = token_counter(loaded, backend)
+    batch = _core.count_tokens(as_arrow_strings(column), counter, threads=threads, stripped=stripped)
+    if problem is not None:
+        prompts = render_prompts(problem, chat_template)
+        if len(prompts) != batch.num_rows:
+            raise MementoValueError(f"problem has {len(prompts)} rows, the responses {batch.num_rows}")
+        prompt_tokens = _core.count_totals(prompts, counter, threads=threads).column(0)
+        batch = batch.append_column("prompt_tokens", prompt_tokens)
+    elif chat_template is not None:
+        raise MementoValueError("chat_template needs a problem column")
+    return batch.replace_schema_metadata({"backend": counter.backend, "tokenizer": loaded.name})

@@ -1,0 +1,46 @@
+//! `mementos-tokens`: exact per-segment token counts of MEMENTO traces, straight from Arrow.
+//!
+//! A tokenizer in which the six delimiters are added (special) tokens splits its input at every
+//! delimiter *before* normalization and pre-tokenization. So the number of ids of a whole
+//! response equals the ids of each text piece between delimiter occurrences plus one per
+//! delimiter. This crate uses that: it scans each row once with `mementos-core` (the same scan
+//! and parse as `parse_batch`), counts every piece with a [`SegmentCounter`], and derives from
+//! those piece counts, without recounting, the total, the per-block and per-memento counts in
+//! context, the per-span counts, and the think preamble / between-units / answer counts. Only the
+//! tutorial's *stripped* items whose edges differ from the in-context text are counted again
+//! (their first and last piece). Rows are read from the Arrow buffers (no copy, no Python) and
+//! counted in parallel with rayon.
+//!
+//! Counting backends implement [`SegmentCounter`]; [`HfCounter`] wraps the Hugging Face
+//! `tokenizers` crate, loaded from the same JSON the Python side produced, so both sides run one
+//! configuration. [`counter_for`] picks a backend by name.
+
+pub mod count;
+pub mod error;
+pub mod hf;
+
+pub use count::{count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
+pub use error::TokensError;
+pub use hf::HfCounter;
+
+/// Counts the tokens of a text piece that contains no MEMENTO delimiter.
+///
+/// `count(text)` must equal the number of ids the tokenizer gives `text` alone, with no
+/// post-processor special tokens (`encode(text, add_special_tokens=False)` in Python).
+pub trait SegmentCounter: Send + Sync {
+    fn count(&self, text: &str) -> usize;
+    /// The backend's name, reported with the results (e.g. `"hf"`).
+    fn name(&self) -> &str;
+}
+
+/// The backend names [`counter_for`] accepts.
+pub const BACKENDS: &[&str] = &["hf"];
+
+/// Build the counter called `backend` from a tokenizer JSON (the output of the Python
+/// `Tokenizer.to_str()`, with the delimiters already registered).
+pub fn counter_for(backend: &str, tokenizer_json: &str) -> Result<Box<dyn SegmentCounter>, TokensError> {
+    match backend {
+        "hf" => Ok(Box::new(HfCounter::from_json(tokenizer_json)?)),
+        other => Err(TokensError::UnknownBackend(other.to_string(), BACKENDS.join(", "))),
+    }
+}
