@@ -1,6 +1,7 @@
 """SFT export throughput against a plain-Python reference export, in the same run.
 
-Run: pytest benches/bench_export.py --benchmark-only   (MEMENTOS_BENCH_EXPORT_MB=100 by default)
+Run: pytest benches/bench_export.py --benchmark-only   (MEMENTOS_BENCH_EXPORT_MB=100 by default;
+the short_rows fixture is a fifth of that in 1,500-character traces)
 
 The reference is the tutorial's export: ``reference.to_messages`` per row plus ``json.dumps``, one
 line per row. Every implementation's output is read back and checked inside the benchmark:
@@ -26,19 +27,25 @@ from mementos_fast import reference, synthetic
 _cache: dict[str, object] = {}
 
 
-@pytest.fixture(scope="session")
-def export_corpus(bench_big) -> pa.Table:
-    mb = int(os.environ.get("MEMENTOS_BENCH_EXPORT_MB", 100)) if bench_big else 2
-    key = f"corpus{mb}"
+def _make_corpus(kind: str, mb: int) -> pa.Table:
+    key = f"{kind}{mb}"
     if key not in _cache:
         parts, total, i = [], 0, 0
         while total < mb << 20:
             t = synthetic.generate_table(500, seed=4242 + i, malformed_rate=0.02)
+            if kind == "short_rows":  # many small traces: per-row overhead dominates
+                t = t.set_column(1, "response", pc.utf8_slice_codeunits(t.column("response"), 0, 1500))
             total += pc.sum(pc.binary_length(t.column("response"))).as_py()
             parts.append(t)
             i += 1
         _cache[key] = pa.concat_tables(parts).combine_chunks()
     return _cache[key]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def export_corpora(bench_big):
+    mb = int(os.environ.get("MEMENTOS_BENCH_EXPORT_MB", 100)) if bench_big else 2
+    return lambda kind: _make_corpus(kind, mb if kind == "realistic" else max(1, mb // 5))
 
 
 def _nbytes(table: pa.Table) -> int:
@@ -76,17 +83,19 @@ IMPLS = {
 }
 
 
+@pytest.mark.parametrize("fixture", ["realistic", "short_rows"])
 @pytest.mark.parametrize("fmt", ["messages", "chatml"])
 @pytest.mark.parametrize("impl", list(IMPLS))
-def test_export(benchmark, export_corpus, tmp_path, impl, fmt):
-    table = export_corpus
+def test_export(benchmark, export_corpora, tmp_path, impl, fmt, fixture):
+    table = export_corpora(fixture)
     if impl == "reference_python" and fmt != "messages":
         pytest.skip("the tutorial only has the messages format")
     output = IMPLS[impl][1]
     out = tmp_path / ("sft.jsonl" if output == "jsonl" else "sft")
-    benchmark.group = f"export/{fmt}"
+    benchmark.group = f"export/{fmt}/{fixture}"
     nbytes = _nbytes(table)
-    benchmark.extra_info.update(rows=table.num_rows, bytes=nbytes, impl=impl, fmt=fmt, output=output)
+    benchmark.extra_info.update(rows=table.num_rows, bytes=nbytes, impl=impl, fmt=fmt, output=output,
+                                fixture=fixture)
 
     def clean():
         if out.is_dir():
@@ -95,10 +104,10 @@ def test_export(benchmark, export_corpus, tmp_path, impl, fmt):
         out.with_name(out.name + ".manifest.json").unlink(missing_ok=True)
 
     if impl == "reference_python":
-        benchmark.pedantic(reference_export, args=(table, out), setup=clean, rounds=3, iterations=1)
+        benchmark.pedantic(reference_export, args=(table, out), setup=clean, rounds=5, iterations=1, warmup_rounds=1)
     else:
         benchmark.pedantic(lambda: ex.export_sft(table, out, fmt, output=output, overwrite=True), setup=clean,
-                           rounds=3, iterations=1)
+                           rounds=5, iterations=1, warmup_rounds=1)
     mean = benchmark.stats.stats.mean if benchmark.stats else None
     if mean:
         benchmark.extra_info.update(rows_per_s=table.num_rows / mean, mb_per_s=nbytes / mean / 1e6)
