@@ -122,3 +122,15 @@ def test_ray_export_is_atomic_and_loads_back(ray_local, shards, tmp_path):
     assert back.column_names == ["text", "domain", "source", "difficulty"]
     with pytest.raises(mf.MementoValueError, match="exists"):
         it.ray_export(str(directory), str(out), "chatml")
+
+
+def test_ray_export_command(ray_local, shards, tmp_path, capsys):
+    directory, table = shards
+    out = tmp_path / "msgs"
+    assert it.main(["ray-export", str(directory), str(out), "--format", "messages", "--variant", "compressed",
+                    "--keep-last-k", "0", "--style", "inplace"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["rows_written"] == m["rows_read"] == table.num_rows and m["keep_last_k"] == 0
+    back = pq.read_table(out)
+    got = sorted(row[1]["content"] for row in back.column("messages").to_pylist())
+    assert got == sorted(mf.compress_batch(table.column("response"), 0, style="inplace").to_pylist())
