@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,14 @@ def _row_segments(spans: list[dict], resp_at: int, head: list[tuple[int, int]], 
     return np.asarray(starts, np.int64), np.asarray(segs, np.int8), np.asarray(blocks, np.int32)
 
 
+_ENCODE_GROUP = 64
+
+
+def _encode_groups(tokenizer: Any, texts: list[str], group: int) -> Iterator[Any]:
+    for start in range(0, len(texts), group):
+        yield from tokenizer.encode_batch(texts[start:start + group], add_special_tokens=False)
+
+
 def _tokenized(problem: pa.Array, response: pa.Array, system_prompt: str | None, tokenizer: Any,
                max_length: int | None, overflow: str, drops: Counter) -> tuple[dict[str, pa.Array], np.ndarray]:
     """Token columns and the kept-row mask for one batch (rows already non-null)."""
@@ -240,7 +248,9 @@ def _tokenized(problem: pa.Array, response: pa.Array, system_prompt: str | None,
     problems = problem.to_pylist()
     parsed = mf.parse_batch(response, spans=True)
     spans_col = parsed.column("spans").to_pylist()
-    encodings = tokenizer.encode_batch(text_list, add_special_tokens=False)
+    # Encodings hold about 100 bytes per token (tokens, offsets, masks): encode in small groups so
+    # memory stays bounded whatever the batch size (each group is still encoded in parallel).
+    encodings = _encode_groups(tokenizer, text_list, _ENCODE_GROUP)
     sys_head = f"<|im_start|>system\n{system_prompt}{_TURN_CLOSE}" if system_prompt is not None else ""
     sys_bytes = len(sys_head.encode())
     ids_parts, lab_parts, blk_parts, seg_parts, lengths = [], [], [], [], []
