@@ -18,6 +18,7 @@ from mementos_fast.errors import (
     MementoFormatError,
     MementoInternalError,
     MementoTypeError,
+    MementoUnsupportedTokenizer,
     MementoValueError,
 )
 
@@ -25,10 +26,12 @@ __version__: str = _core.__version__
 
 __all__ = [
     "STATUSES",
+    "FastBpe",
     "MementoError",
     "MementoFormatError",
     "MementoInternalError",
     "MementoTypeError",
+    "MementoUnsupportedTokenizer",
     "MementoValueError",
     "Parsed",
     "__version__",
@@ -49,6 +52,11 @@ if _core.BUILD_PROFILE != "release":
 STATUSES: dict[str, str] = dict(_core.statuses())
 
 Parsed = _core.Parsed
+
+#: Exact byte-level BPE token counter (GPT-2, Qwen2/Qwen3, Llama-3 ``tokenizer.json``); see
+#: docs/FAST_BPE.md. ``FastBpe(json_text)``, ``.count(text)``, ``.encode(text)``,
+#: ``.count_batch(column, threads=None)``.
+FastBpe = _core.FastBpe
 
 
 def parse(text: str) -> _core.Parsed:

@@ -38,7 +38,8 @@ pub struct ParseOptions {
 }
 
 /// Row access plus zero-copy view construction, for each supported input layout.
-trait Rows: Sync {
+#[allow(clippy::len_without_is_empty)]
+pub trait Rows: Sync {
     fn len(&self) -> usize;
     fn is_valid(&self, i: usize) -> bool;
     fn bytes(&self, i: usize) -> &[u8];
@@ -378,7 +379,8 @@ impl Rows for ConcatRows<'_> {
     }
 }
 
-fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
+/// Row access to a `Utf8`, `LargeUtf8` or `Utf8View` array.
+pub fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
     Ok(match array.data_type() {
         DataType::Utf8 => Box::new(OffsetRows::new(array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"))?),
         DataType::LargeUtf8 => {
