@@ -99,9 +99,9 @@ def generated_strings(n: int, seed: int) -> list[str]:
     return out
 
 
-def long_traces() -> list[str]:
-    """1,000 generated traces, the built-in sample and adversarial long runs."""
-    texts = [r["response"] for r in synthetic.generate_rows(1000, seed=5, malformed_rate=0.05)]
+def long_traces(n: int) -> list[str]:
+    """`n` generated traces, the built-in sample and adversarial long runs."""
+    texts = [r["response"] for r in synthetic.generate_rows(n, seed=5, malformed_rate=0.05)]
     for line in sample_path().read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
@@ -126,12 +126,20 @@ def assert_same(hf, fast, texts: list[str]) -> None:
     assert counts.to_pylist() == [len(w) for w in want]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
-def test_long_traces_identical(pairs, kind):
+def test_1000_long_traces_identical(pairs, kind):
     hf, fast = pairs[kind]
-    texts = long_traces()
+    texts = long_traces(1000)
     assert len(texts) >= 1000
     assert_same(hf, fast, texts)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_long_traces_identical(pairs, kind):
+    """The always-on version: 60 traces plus the sample and the adversarial runs."""
+    hf, fast = pairs[kind]
+    assert_same(hf, fast, long_traces(60))
 
 
 @pytest.mark.parametrize("kind", KINDS)

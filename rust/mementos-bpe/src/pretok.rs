@@ -234,7 +234,7 @@ impl Pattern {
             Pattern::Gpt2 => {
                 // ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+`: an optional space then a run of one class.
                 if c == b' ' as u32 {
-                    if let Some((k2, _, _)) = class_at(b, i + 1) {
+                    if let Some((k2, _, _)) = class_at(b, i + l) {
                         if k2 != Class::S {
                             return run_of(b, i + 1, k2);
                         }
@@ -249,7 +249,7 @@ impl Pattern {
                 if k == Class::L {
                     return run_of(b, i, Class::L);
                 }
-                let next = class_at(b, i + 1);
+                let next = class_at(b, i + l);
                 if k != Class::N && c != b'\r' as u32 && c != b'\n' as u32 {
                     if let Some((Class::L, _, _)) = next {
                         return run_of(b, i + l, Class::L);

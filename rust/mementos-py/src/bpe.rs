@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Int64Array};
+use arrow_array::{ArrayRef, Int64Array};
 use mementos_bpe::{BpeError, FastBpe as Bpe};
 use mementos_core::batch::{rows_of, Rows};
 use mementos_core::CoreError;
