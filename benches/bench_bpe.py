@@ -22,26 +22,33 @@ from pathlib import Path
 
 os.environ.setdefault("RAYON_NUM_THREADS", "2")
 
-import pyarrow as pa  # noqa: E402
-import pytest  # noqa: E402
+import pyarrow as pa
+import pytest
 
-import mementos_fast as mf  # noqa: E402
-from mementos_fast import synthetic  # noqa: E402
+import mementos_fast as mf
+from mementos_fast import synthetic
 
 tokenizers = pytest.importorskip("tokenizers")
 
-WORDS = (
-    "the of and to in is that for it as was with be by on not he this are or his from at which but have an they "
-    "you were her she there one all we their been has would when who will more if no out so said what up its about "
-    "into than them can only other new some could time these two may then do first any my now such like our over man "
-    "me even most made after also did many before must through back years where much your way well down should "
-    "because each just those people how too little state good very make world still own see men work long get here "
-    "between both life being under never day same another know while last might us great old year off come since "
-    "against go came right used take three himself few house use during without again place american around however "
-    "home small found thought went say part once general high upon school every don't does got united left number "
-    "course war until always away something fact though water less public put think almost hand enough far took head "
-    "yet government system better set told nothing night end why called didn't eyes find going look asked later knew"
-).split()
+WORDS = [
+    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not",
+    "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were",
+    "her", "she", "there", "one", "all", "we", "their", "been", "has", "would", "when", "who", "will", "more",
+    "if", "no", "out", "so", "said", "what", "up", "its", "about", "into", "than", "them", "can", "only",
+    "other", "new", "some", "could", "time", "these", "two", "may", "then", "do", "first", "any", "my", "now",
+    "such", "like", "our", "over", "man", "me", "even", "most", "made", "after", "also", "did", "many",
+    "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should",
+    "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make",
+    "world", "still", "own", "see", "men", "work", "long", "get", "here", "between", "both", "life", "being",
+    "under", "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old",
+    "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three", "himself",
+    "few", "house", "use", "during", "without", "again", "place", "american", "around", "however", "home",
+    "small", "found", "thought", "went", "say", "part", "once", "general", "high", "upon", "school", "every",
+    "don't", "does", "got", "united", "left", "number", "course", "war", "until", "always", "away",
+    "something", "fact", "though", "water", "less", "public", "put", "think", "almost", "hand", "enough",
+    "far", "took", "head", "yet", "government", "system", "better", "set", "told", "nothing", "night", "end",
+    "why", "called", "didn't", "eyes", "find", "going", "look", "asked", "later", "knew",
+]
 
 
 def qwen3_json() -> str:
@@ -123,7 +130,7 @@ def test_bpe_count(benchmark, bpe_corpora, impl, fixture):
         def setup():
             return (mf.FastBpe(json_text),), {}
 
-        got = benchmark.pedantic(lambda bpe: bpe.count_batch(column, threads=threads), setup=setup, rounds=3,
+        got = benchmark.pedantic(lambda bpe: bpe.count_batch(column, threads=threads), setup=setup, rounds=7,
                                  iterations=1).to_pylist()
     else:
         texts = column.to_pylist()

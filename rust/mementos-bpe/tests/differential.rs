@@ -215,7 +215,8 @@ fn threads_share_one_instance() {
 fn unsupported_features_are_named() {
     let json = std::fs::read_to_string(fixture("gpt2_style.json")).unwrap();
     let base: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("normalizer NFKC", Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFKC"}))),
         ("model WordPiece", Box::new(|v| v["model"]["type"] = "WordPiece".into())),
         ("dropout", Box::new(|v| v["model"]["dropout"] = 0.1.into())),
