@@ -11,6 +11,8 @@ before HF's first parallel call) and HF encodes serially on the calling thread w
 TOKENIZERS_PARALLELISM=false, which it reads at every call. FastBpe takes `threads=1|2`. Each
 FastBpe round starts from a freshly loaded tokenizer (empty piece cache; loading is not timed).
 The group's "reference" is HF on one core, so the report's "x reference" column is the speedup.
+`extra_info.cpu_seconds_mean` is the process CPU time per round: on a machine shared with other
+jobs, CPU time close to wall time for a 2-thread run means the second core was not available.
 """
 
 from __future__ import annotations
@@ -123,6 +125,14 @@ def test_bpe_count(benchmark, bpe_corpora, impl, fixture):
     benchmark.extra_info.update(bytes=nbytes, rows=len(column), fixture=fixture,
                                 impl="hf_encode_batch_fast_1core" if impl == "reference" else impl)
     want = expected(fixture, column)
+    cpu: list[float] = []  # process CPU seconds per round (all threads): shows whether 2 cores ran
+
+    def timed(fn, *args):
+        t = os.times()
+        out = fn(*args)
+        cpu.append(os.times().user + os.times().system - t.user - t.system)
+        return out
+
     if impl.startswith("fast_bpe"):
         json_text = qwen3_json()
         threads = 1 if impl.endswith("1core") else 2
@@ -130,11 +140,12 @@ def test_bpe_count(benchmark, bpe_corpora, impl, fixture):
         def setup():
             return (mf.FastBpe(json_text),), {}
 
-        got = benchmark.pedantic(lambda bpe: bpe.count_batch(column, threads=threads), setup=setup, rounds=7,
+        got = benchmark.pedantic(lambda bpe: timed(bpe.count_batch, column, threads), setup=setup, rounds=7,
                                  iterations=1).to_pylist()
     else:
         texts = column.to_pylist()
         parallel = impl != "reference"
-        got = benchmark.pedantic(hf_counts, args=(texts, parallel), rounds=1, iterations=1)
+        got = benchmark.pedantic(lambda: timed(hf_counts, texts, parallel), rounds=1, iterations=1)
     assert got == want
     benchmark.extra_info["tokens"] = sum(want)
+    benchmark.extra_info["cpu_seconds_mean"] = sum(cpu) / len(cpu)
