@@ -31,11 +31,26 @@ fn row_text(rows: &dyn Rows, i: usize) -> Result<Option<&str>, CoreError> {
 
 fn count_rows(bpe: &Bpe, rows: &dyn Rows, parallel: bool) -> Result<Vec<Option<i64>>, CoreError> {
     let one = |i: usize| row_text(rows, i).map(|t| t.map(|t| bpe.count(t) as i64));
-    if parallel {
-        (0..rows.len()).into_par_iter().with_max_len(64).map(one).collect()
-    } else {
-        (0..rows.len()).map(one).collect()
+    if !parallel {
+        return (0..rows.len()).map(one).collect();
     }
+    // Contiguous ranges of about 64 KiB of text each (at least one row), so that the threads
+    // share the work evenly whatever the row sizes; each range is counted sequentially.
+    let mut ranges = Vec::new();
+    let (mut start, mut acc) = (0, 0usize);
+    for i in 0..rows.len() {
+        acc += if rows.is_valid(i) { rows.bytes(i).len() } else { 0 } + 64;
+        if acc >= 64 << 10 {
+            ranges.push(start..i + 1);
+            (start, acc) = (i + 1, 0);
+        }
+    }
+    if start < rows.len() {
+        ranges.push(start..rows.len());
+    }
+    let parts: Vec<Vec<Option<i64>>> =
+        ranges.into_par_iter().map(|r| r.map(one).collect::<Result<Vec<_>, _>>()).collect::<Result<_, _>>()?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 #[pymethods]
