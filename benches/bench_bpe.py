@@ -123,7 +123,8 @@ def test_bpe_count(benchmark, bpe_corpora, impl, fixture):
     benchmark.group = f"bpe_count/{fixture}"
     # "reference" = HF encode_batch_fast on one core (the report divides by it).
     benchmark.extra_info.update(bytes=nbytes, rows=len(column), fixture=fixture,
-                                impl="hf_encode_batch_fast_1core" if impl == "reference" else impl)
+                                impl="hf_encode_batch_fast_1core" if impl == "reference" else impl,
+                                baseline=impl == "reference")
     want = expected(fixture, column)
     cpu: list[float] = []  # process CPU seconds per round (all threads): shows whether 2 cores ran
 

@@ -31,9 +31,9 @@ __version__: str = _core.__version__
 __all__ = [
     "MODELS",
     "STATUSES",
+    "FastBpe",
     "KVShape",
     "LoadedTokenizer",
-    "FastBpe",
     "MementoError",
     "MementoFormatError",
     "MementoInternalError",
