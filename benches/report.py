@@ -54,8 +54,9 @@ def table(data: dict) -> str:
                       "| result's own buffers |", "| --- | --- | --- | --- | --- |"]
             for r in rows:
                 e = r["extra_info"]
+                own = f"{e['result_own_mb']:.1f} MB" if "result_own_mb" in e else "n/a"
                 lines.append(f"| {e.get('impl')} | {e['column_mb']:.0f} MB | {e['peak_increase_mb']:.1f} MB "
-                             f"| {e['ratio']:.1%} | {e.get('result_own_mb', float('nan')):.1f} MB |")
+                             f"| {e['ratio']:.1%} | {own} |")
             lines.append("")
             continue
         if any("peak_rss_mb" in r["extra_info"] for r in rows):
