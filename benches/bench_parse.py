@@ -151,3 +151,60 @@ def test_parse_peak_memory(benchmark, bench_big):
                                 fixture=f"{mb}MB column")
     gc.collect()
     assert grew < size / 3 and own < size / 3, (size, grew, own)
+
+
+PEER_PEAK_SCRIPT = textwrap.dedent("""
+    import ctypes, gc, sys
+    import pyarrow as pa
+    sys.path.insert(0, sys.argv[3])
+    import mementos_fast as mf
+    from mementos_fast import synthetic
+    impl, target = sys.argv[1], int(sys.argv[2]) << 20
+    col = pa.array(synthetic.generate_bytes(target, seed=4), type=pa.large_string())
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    if impl == "polars":
+        import polars as pl
+        import peers
+        arg = pl.from_arrow(col)
+    elif impl == "pyarrow_compute":
+        import peers
+    base = status("VmRSS:")
+    open("/proc/self/clear_refs", "w").write("5")
+    if impl == "reference":
+        from mementos_fast import reference
+        out = [reference.parse_trace(t) for t in col.to_pylist()]
+    elif impl == "polars":
+        out = peers.polars(arg)
+    elif impl == "pyarrow_compute":
+        out = peers.pyarrow_compute(col)
+    else:
+        out = mf.parse_batch(col, threads=1 if impl.endswith("1core") else None)
+    print(col.buffers()[2].size, status("VmHWM:") - base)
+""")
+
+
+@pytest.mark.parametrize("impl", ["reference", "pyarrow_compute", "polars", "mementos_fast_1core",
+                                  "mementos_fast_all_cores"])
+def test_parse_peak_memory_by_implementation(benchmark, bench_big, impl):
+    """Peak RSS increase of each implementation parsing the same column (MEMENTOS_BENCH_PEERS_MB,
+    default 256 MB), in a fresh process each."""
+    mb = int(os.environ.get("MEMENTOS_BENCH_PEERS_MB", 256)) if bench_big else 4
+    benchmark.group = "parse/peak_memory_by_implementation"
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", PEER_PEAK_SCRIPT, impl, str(mb), here], capture_output=True,
+                             text=True, check=True)
+        return [int(x) for x in out.stdout.split()]
+
+    size, grew = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(bytes=size, column_mb=size / 2**20, peak_increase_mb=grew / 2**20,
+                                ratio=grew / size, impl=impl, fixture=f"{mb}MB column")
+    assert size > 0 and grew >= -(8 << 20)
+    if impl.startswith("mementos_fast") and bench_big:  # (fixed costs dominate a 4 MB column)
+        assert grew < size / 3

@@ -96,7 +96,8 @@ def cpu_timed(fn, cpu: list[float]):
 
 
 IMPLS = ["tutorial_per_block", "hf_encode_batch_fast_1core", "hf_encode_batch_fast_2cores",
-         "count_tokens_1core", "count_tokens_2cores", "count_tokens_in_context_only_2cores"]
+         "count_tokens_hf_1core", "count_tokens_hf_2cores", "count_tokens_hf_in_context_only_2cores",
+         "count_tokens_fast_1core", "count_tokens_fast_2cores", "count_tokens_fast_in_context_only_2cores"]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -107,7 +108,7 @@ def test_count_tokens(benchmark, qwen3, token_corpus, impl):
     nbytes = sum(len(r.encode()) for r in rows)
     benchmark.group = "tokens/realistic"
     benchmark.extra_info.update(bytes=nbytes, rows=len(rows), impl=impl, fixture="realistic",
-                                tokens=sum(whole))
+                                tokens=sum(whole), baseline=impl == "tutorial_per_block")
     cpu: list[float] = []
     if impl == "tutorial_per_block":
         got = benchmark.pedantic(cpu_timed(tutorial_counts, cpu), args=(tok, rows), rounds=1, iterations=1)
@@ -120,9 +121,11 @@ def test_count_tokens(benchmark, qwen3, token_corpus, impl):
     else:
         threads = 1 if impl.endswith("1core") else 2
         stripped = "in_context_only" not in impl
+        backend = "fast" if "_fast_" in impl else "hf"
         batch = benchmark.pedantic(cpu_timed(mf.count_tokens, cpu), args=(column, qwen3),
-                                   kwargs={"threads": threads, "stripped": stripped}, rounds=3, iterations=1,
-                                   warmup_rounds=1)
+                                   kwargs={"threads": threads, "stripped": stripped, "backend": backend},
+                                   rounds=3, iterations=1, warmup_rounds=1)
+        assert batch.schema.metadata[b"backend"] == backend.encode()
         assert batch.column("total_tokens").to_pylist() == whole
         if stripped:
             got = list(zip(batch.column("block_tokens_stripped").to_pylist(),

@@ -19,6 +19,7 @@ from mementos_fast.errors import (
     MementoFormatError,
     MementoInternalError,
     MementoTypeError,
+    MementoUnsupportedTokenizer,
     MementoValueError,
 )
 from mementos_fast.full import align_full_batch, assemble_response
@@ -30,12 +31,14 @@ __version__: str = _core.__version__
 __all__ = [
     "MODELS",
     "STATUSES",
+    "FastBpe",
     "KVShape",
     "LoadedTokenizer",
     "MementoError",
     "MementoFormatError",
     "MementoInternalError",
     "MementoTypeError",
+    "MementoUnsupportedTokenizer",
     "MementoValueError",
     "Parsed",
     "__version__",
@@ -66,6 +69,11 @@ if _core.BUILD_PROFILE != "release":
 STATUSES: dict[str, str] = dict(_core.statuses())
 
 Parsed = _core.Parsed
+
+#: Exact byte-level BPE token counter (GPT-2, Qwen2/Qwen3, Llama-3 ``tokenizer.json``); see
+#: docs/FAST_BPE.md. ``FastBpe(json_text)``, ``.count(text)``, ``.encode(text)``,
+#: ``.count_batch(column, threads=None)``.
+FastBpe = _core.FastBpe
 
 
 def parse(text: str) -> _core.Parsed:

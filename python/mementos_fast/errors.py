@@ -9,6 +9,7 @@ __all__ = [
     "MementoFormatError",
     "MementoInternalError",
     "MementoTypeError",
+    "MementoUnsupportedTokenizer",
     "MementoValueError",
 ]
 
@@ -19,6 +20,13 @@ class MementoTypeError(MementoError, TypeError):
 
 class MementoValueError(MementoError, ValueError):
     """An argument with an invalid value."""
+
+
+class MementoUnsupportedTokenizer(MementoValueError):
+    """A tokenizer the fast BPE backend cannot reproduce exactly (the message names the feature).
+
+    Callers fall back to Hugging Face ``tokenizers`` for it; counts are never approximated.
+    """
 
 
 class MementoFormatError(MementoError, ValueError):

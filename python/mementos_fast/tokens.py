@@ -8,6 +8,7 @@ piece counts (each delimiter is one token). No Python string is built per row or
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pyarrow as pa
@@ -24,17 +25,60 @@ __all__ = ["MEMENTO_CHAT_TEMPLATE", "count_tokens", "render_prompts", "token_cou
 MEMENTO_CHAT_TEMPLATE = "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
 
 
+#: Texts the fast backend must count exactly like Hugging Face before ``backend="auto"`` uses it:
+#: every Unicode class the split patterns care about, contractions in any case, CR/LF runs, long
+#: runs without whitespace, unnormalized text, delimiters and code.
+SELF_CHECK_TEXTS = (
+    "Let's count: it's, we'LL, they'Re, I'M, he'D, 'S 's' 've",
+    "  leading and trailing spaces   \n\n\r\n\t\x0b\x0c tabs\u3000ideographic\xa0nbsp\u2028\u2029 ",
+    "numbers 1234567890 ١٢٣ ⅷ ½ 3.14159e-10 0x1F",
+    "symbols $€£¥ ≤≥≠ ∑∫√ → ⇒ ©®™ «quotes» „low“ ¿¡ …",
+    "emoji 🙂👍🏽 👨‍👩‍👧 🇫🇷 and ZWJ\u200d joins\u200b",
+    "mixed 中文字符 日本語のテキスト 한국어 텍스트 Ελληνικά русский עברית العربية हिन्दी",
+    "decomposed e\u0301 a\u0308 n\u0303 vs composed é ä ñ; Å Å",
+    "x" * 3000 + "ab" * 500,
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" * 20 + "!!!!!!!!!!" * 30 + "\n" * 50,
+    "<think>\n<|block_start|> Block with `code <|` and <tag> \\(x^2\\) <|block_end|>\n"
+    "<|summary_start|> memento <|summary_end|>\n</think>\nanswer \\boxed{42}",
+    "```python\ndef f(x):\n\treturn x**2  # comment\r\n```\n\n\n   \n",
+)
+
+
 def _backend_name(backend: str) -> str:
     available = tuple(_core.TOKEN_BACKENDS)
-    if backend == "auto":
-        return available[0]
-    if backend not in available:
+    if backend not in (*available, "auto"):
         raise MementoValueError(f"unknown token counting backend {backend!r}: choose 'auto' or one of {available}")
     return backend
 
 
+def _self_check(loaded: LoadedTokenizer, counter: _core.TokenCounter) -> str | None:
+    """None when ``counter`` counts every probe exactly like Hugging Face, else the first difference."""
+    from mementos_fast.loading import sample_path
+
+    texts = list(SELF_CHECK_TEXTS)
+    try:
+        import json
+
+        with sample_path().open(encoding="utf-8") as f:
+            texts += [json.loads(line)["response"] for line in list(f)[:8] if line.strip()]
+    except OSError:  # pragma: no cover - the sample ships with the package
+        pass
+    for text in texts:
+        want = len(loaded.tokenizer.encode(text, add_special_tokens=False).ids)
+        got = counter.count(text)
+        if got != want:
+            return f"self-check: {got} tokens instead of {want} for {text[:40]!r}"
+    return None
+
+
 def token_counter(tokenizer: Any, backend: str = "auto") -> _core.TokenCounter:
     """The compiled counter for ``tokenizer`` (anything :func:`load_tokenizer` accepts).
+
+    ``backend``: ``"hf"`` (the Hugging Face ``tokenizers`` crate, any tokenizer), ``"fast"``
+    (``mementos-bpe``: byte-level BPE only, several times faster, exact) or ``"auto"``: the fast
+    backend when it supports the tokenizer *and* counts a built-in set of probe texts exactly like
+    Hugging Face, otherwise ``hf`` with a ``RuntimeWarning`` saying why. The chosen backend is
+    ``counter.backend`` and is recorded in every result's metadata.
 
     Counters are cached on a :class:`LoadedTokenizer`, so pass one (from ``load_tokenizer``) to
     count many batches without reloading.
@@ -42,8 +86,23 @@ def token_counter(tokenizer: Any, backend: str = "auto") -> _core.TokenCounter:
     loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
     name = _backend_name(backend)
     cache: dict[str, _core.TokenCounter] = loaded.__dict__.setdefault("_counters", {})
-    if name not in cache:
-        cache[name] = _core.TokenCounter(loaded.to_json(), name)
+    if name in cache:
+        return cache[name]
+    if name == "auto":
+        reason = None
+        try:
+            fast = _core.TokenCounter(loaded.to_json(), "fast")
+            reason = _self_check(loaded, fast)
+        except MementoValueError as e:
+            reason = str(e)
+        if reason is None:
+            cache["auto"] = cache["fast"] = fast
+        else:
+            warnings.warn(f"token counting falls back to the hf backend for {loaded.name}: {reason}",
+                          RuntimeWarning, stacklevel=2)
+            cache["auto"] = token_counter(loaded, "hf")
+        return cache["auto"]
+    cache[name] = _core.TokenCounter(loaded.to_json(), name)
     return cache[name]
 
 

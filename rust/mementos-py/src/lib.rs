@@ -4,6 +4,8 @@
 //! via pyo3-arrow), never by type checks. All heavy work goes through [`run`], which releases
 //! the GIL, catches Rust panics and maps core errors to the package's Python exceptions.
 
+mod bpe;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use arrow_array::{Array, ArrayRef};
@@ -159,6 +161,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Parsed>()?;
     compact::register(m)?;
     tokens::register(m)?;
+    bpe::register(m)?;
     m.add("MementoError", py.get_type::<MementoError>())?;
     m.add("MementoInternalError", py.get_type::<MementoInternalError>())?;
     m.add("BUILD_PROFILE", if cfg!(debug_assertions) { "debug" } else { "release" })?;

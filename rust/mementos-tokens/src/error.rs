@@ -7,6 +7,8 @@ pub enum TokensError {
     UnknownBackend(String, String),
     #[error("cannot load the tokenizer: {0}")]
     Tokenizer(String),
+    #[error("the fast backend cannot reproduce this tokenizer exactly: {0}")]
+    Unsupported(String),
     #[error("the tokenizer does not register {0:?} as a single added token (load it with mementos_fast.load_tokenizer)")]
     MissingDelimiter(&'static str),
     #[error(transparent)]

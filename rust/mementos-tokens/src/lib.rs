@@ -17,10 +17,12 @@
 
 pub mod count;
 pub mod error;
+pub mod fast;
 pub mod hf;
 
 pub use count::{count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
 pub use error::TokensError;
+pub use fast::FastCounter;
 pub use hf::HfCounter;
 
 /// Counts the tokens of a text piece that contains no MEMENTO delimiter.
@@ -34,13 +36,14 @@ pub trait SegmentCounter: Send + Sync {
 }
 
 /// The backend names [`counter_for`] accepts.
-pub const BACKENDS: &[&str] = &["hf"];
+pub const BACKENDS: &[&str] = &["hf", "fast"];
 
 /// Build the counter called `backend` from a tokenizer JSON (the output of the Python
 /// `Tokenizer.to_str()`, with the delimiters already registered).
 pub fn counter_for(backend: &str, tokenizer_json: &str) -> Result<Box<dyn SegmentCounter>, TokensError> {
     match backend {
         "hf" => Ok(Box::new(HfCounter::from_json(tokenizer_json)?)),
+        "fast" => Ok(Box::new(FastCounter::from_json(tokenizer_json)?)),
         other => Err(TokensError::UnknownBackend(other.to_string(), BACKENDS.join(", "))),
     }
 }

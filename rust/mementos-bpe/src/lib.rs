@@ -1,0 +1,540 @@
+//! `mementos-bpe`: exact and fast byte-level BPE token counting.
+//!
+//! [`FastBpe`] loads a Hugging Face `tokenizer.json` (GPT-2, Qwen2/Qwen3 or Llama-3 style) and
+//! reproduces `tokenizers`' encoding of a text, id for id, without its per-call overhead:
+//!
+//! 1. added tokens are split out first (HF semantics: leftmost-longest match, non-normalized
+//!    tokens on the raw text, normalized ones after normalization), with `aho-corasick`;
+//! 2. the normalizer (none or NFC, with the very crate HF uses, `unicode-normalization-alignments`);
+//! 3. the pre-tokenizer split pattern, recognised from its exact text and run by a linear
+//!    hand-written scanner ([`pretok`]) whose character classes are measured from HF ([`tables`]);
+//! 4. BPE merges by rank (HF's algorithm: lowest rank first, leftmost on ties), on raw bytes.
+//!
+//! Counting caches piece -> count per thread ([`thread_local::ThreadLocal`]): no lock is shared
+//! between threads, and most pieces of natural text repeat. Anything the crate cannot reproduce
+//! exactly is refused at load time with [`BpeError::Unsupported`], never approximated.
+
+pub mod pretok;
+pub mod tables;
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use thread_local::ThreadLocal;
+use unicode_normalization_alignments::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
+pub use pretok::Pattern;
+
+/// Why a `tokenizer.json` cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BpeError {
+    #[error("invalid tokenizer.json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid tokenizer.json: {0}")]
+    Invalid(String),
+    /// A feature this crate does not reproduce exactly (the caller should fall back to HF).
+    #[error("unsupported tokenizer feature: {0}")]
+    Unsupported(String),
+}
+
+/// Pieces at least this long are not cached (they are rare and would bloat the cache).
+const MAX_CACHED_PIECE: usize = 64;
+/// A thread's cache is emptied when it reaches this many pieces (bounded memory).
+const CACHE_CAPACITY: usize = 1 << 18;
+
+/// One set of added tokens, matched leftmost-longest like HF's `AddedVocabulary`.
+struct Added {
+    ac: AhoCorasick,
+    ids: Vec<u32>,
+}
+
+impl Added {
+    fn new(tokens: Vec<(String, u32)>) -> Result<Option<Added>, BpeError> {
+        if tokens.is_empty() {
+            return Ok(None);
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(tokens.iter().map(|t| t.0.as_str()))
+            .map_err(|e| BpeError::Invalid(format!("added tokens: {e}")))?;
+        Ok(Some(Added { ac, ids: tokens.into_iter().map(|t| t.1).collect() }))
+    }
+}
+
+/// Where the `ByteLevel` pre-tokenizer adds a space (`add_prefix_space`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PrefixSpace {
+    No,
+    /// `ByteLevel(use_regex=true, add_prefix_space=true)`: before the split, per text segment.
+    BeforeSplit,
+}
+
+/// Per-thread state: piece -> count cache and BPE scratch buffers.
+#[derive(Default)]
+struct Local {
+    cache: FxHashMap<Box<[u8]>, u32>,
+    syms: Vec<Sym>,
+    heap: BinaryHeap<Reverse<(u32, u32, u32)>>,
+}
+
+#[derive(Clone, Copy)]
+struct Sym {
+    id: u32,
+    prev: u32,
+    next: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// An exact, fast byte-level BPE tokenizer (encode and count only).
+pub struct FastBpe {
+    pattern: Pattern,
+    prefix: PrefixSpace,
+    nfc: bool,
+    raw_added: Option<Added>,
+    norm_added: Option<Added>,
+    byte_ids: [u32; 256],
+    merges: FxHashMap<u64, (u32, u32)>,
+    /// Byte string -> id; consulted only with `ignore_merges`.
+    vocab: FxHashMap<Box<[u8]>, u32>,
+    ignore_merges: bool,
+    local: ThreadLocal<RefCell<Local>>,
+}
+
+/// GPT-2's byte <-> unicode map: printable bytes stand for themselves, the rest for 256 + n.
+fn byte_level_chars() -> [char; 256] {
+    let mut out = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..256u32 {
+        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        out[b as usize] = if printable {
+            char::from_u32(b).expect("latin-1")
+        } else {
+            n += 1;
+            char::from_u32(255 + n).expect("BMP")
+        };
+    }
+    out
+}
+
+fn unsupported(s: impl Into<String>) -> BpeError {
+    BpeError::Unsupported(s.into())
+}
+
+fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn get_bool(v: &Value, key: &str, default: bool) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(default)
+}
+
+fn type_of(v: &Value) -> &str {
+    get_str(v, "type").unwrap_or("?")
+}
+
+/// Normalizer: `None` or NFC (possibly inside a one-element `Sequence`). Returns "is NFC".
+fn parse_normalizer(v: &Value) -> Result<bool, BpeError> {
+    match v {
+        Value::Null => Ok(false),
+        _ => match type_of(v) {
+            "NFC" => Ok(true),
+            "Sequence" => {
+                let items = v.get("normalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                match items.as_slice() {
+                    [] => Ok(false),
+                    [one] => parse_normalizer(one),
+                    _ => Err(unsupported("a normalizer Sequence of several normalizers")),
+                }
+            }
+            t => Err(unsupported(format!("normalizer {t}"))),
+        },
+    }
+}
+
+fn parse_pre_tokenizer(v: &Value) -> Result<(Pattern, PrefixSpace), BpeError> {
+    let byte_level_prefix = |b: &Value| get_bool(b, "add_prefix_space", true);
+    match type_of(v) {
+        "ByteLevel" => {
+            if !get_bool(v, "use_regex", true) {
+                return Err(unsupported("ByteLevel pre-tokenizer without a split regex"));
+            }
+            let prefix = if byte_level_prefix(v) { PrefixSpace::BeforeSplit } else { PrefixSpace::No };
+            Ok((Pattern::Gpt2, prefix))
+        }
+        "Sequence" => {
+            let items = v.get("pretokenizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let [split, bl] = items.as_slice() else {
+                return Err(unsupported("a pre-tokenizer Sequence other than [Split, ByteLevel]"));
+            };
+            if type_of(split) != "Split" || type_of(bl) != "ByteLevel" {
+                return Err(unsupported(format!("pre-tokenizer Sequence [{}, {}]", type_of(split), type_of(bl))));
+            }
+            if get_bool(bl, "use_regex", true) {
+                return Err(unsupported("ByteLevel(use_regex=true) after a Split"));
+            }
+            if byte_level_prefix(bl) {
+                return Err(unsupported("ByteLevel(add_prefix_space=true) after a Split"));
+            }
+            if get_str(split, "behavior") != Some("Isolated") || get_bool(split, "invert", false) {
+                return Err(unsupported(format!(
+                    "Split behavior {:?} invert {}",
+                    get_str(split, "behavior"),
+                    get_bool(split, "invert", false)
+                )));
+            }
+            let Some(re) = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str) else {
+                return Err(unsupported("Split with a non-regex pattern"));
+            };
+            let pattern = Pattern::recognise(re).ok_or_else(|| unsupported(format!("split pattern {re:?}")))?;
+            Ok((pattern, PrefixSpace::No))
+        }
+        t => Err(unsupported(format!("pre-tokenizer {t}"))),
+    }
+}
+
+impl FastBpe {
+    /// Load a `tokenizer.json`. Fails with [`BpeError::Unsupported`] naming the first feature
+    /// that cannot be reproduced exactly.
+    pub fn from_json(json: &str) -> Result<FastBpe, BpeError> {
+        let root: Value = serde_json::from_str(json)?;
+        for key in ["truncation", "padding"] {
+            if !root.get(key).is_none_or(Value::is_null) {
+                return Err(unsupported(format!("{key} (it changes what encode returns)")));
+            }
+        }
+        let nfc = parse_normalizer(root.get("normalizer").unwrap_or(&Value::Null))?;
+        let pre = root.get("pre_tokenizer").unwrap_or(&Value::Null);
+        if pre.is_null() {
+            return Err(unsupported("no pre-tokenizer (not a byte-level BPE)"));
+        }
+        let (pattern, prefix) = parse_pre_tokenizer(pre)?;
+
+        let model = root.get("model").ok_or_else(|| BpeError::Invalid("no model".into()))?;
+        if let Some(t) = get_str(model, "type") {
+            if t != "BPE" {
+                return Err(unsupported(format!("model {t}")));
+            }
+        }
+        if let Some(d) = model.get("dropout").and_then(Value::as_f64) {
+            if d != 0.0 {
+                return Err(unsupported(format!("BPE dropout {d}")));
+            }
+        }
+        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if let Some(s) = get_str(model, key) {
+                if !s.is_empty() {
+                    return Err(unsupported(format!("BPE {key} {s:?}")));
+                }
+            }
+        }
+        let ignore_merges = get_bool(model, "ignore_merges", false);
+
+        // Vocabulary, converted from byte-level strings to raw bytes.
+        let chars = byte_level_chars();
+        let mut char_byte: FxHashMap<char, u8> = FxHashMap::default();
+        for (b, c) in chars.iter().enumerate() {
+            char_byte.insert(*c, b as u8);
+        }
+        let vocab_json = model.get("vocab").and_then(Value::as_object).ok_or_else(|| BpeError::Invalid("model.vocab".into()))?;
+        let mut str_id: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut vocab: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
+        for (tok, id) in vocab_json {
+            let id = id.as_u64().and_then(|i| u32::try_from(i).ok()).ok_or_else(|| BpeError::Invalid(format!("id of {tok:?}")))?;
+            str_id.insert(tok.as_str(), id);
+            let bytes: Option<Vec<u8>> = tok.chars().map(|c| char_byte.get(&c).copied()).collect();
+            if let Some(bytes) = bytes {
+                vocab.insert(bytes.into_boxed_slice(), id);
+            }
+        }
+        let mut byte_ids = [0u32; 256];
+        for (b, c) in chars.iter().enumerate() {
+            byte_ids[b] = *str_id
+                .get(c.to_string().as_str())
+                .ok_or_else(|| unsupported(format!("byte {b:#04x} ({c:?}) missing from the vocabulary")))?;
+        }
+
+        // Merges: pair -> (rank, new id); a later duplicate overrides, as in HF.
+        let merges_json = model.get("merges").and_then(Value::as_array).ok_or_else(|| BpeError::Invalid("model.merges".into()))?;
+        let mut merges: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
+        merges.reserve(merges_json.len());
+        for (rank, m) in merges_json.iter().enumerate() {
+            let (a, b) = match m {
+                Value::String(s) => {
+                    let parts: Vec<&str> = s.split(' ').collect();
+                    match parts.as_slice() {
+                        [a, b] => (*a, *b),
+                        _ => return Err(BpeError::Invalid(format!("merge {s:?}"))),
+                    }
+                }
+                Value::Array(p) => match p.as_slice() {
+                    [Value::String(a), Value::String(b)] => (a.as_str(), b.as_str()),
+                    _ => return Err(BpeError::Invalid(format!("merge {m}"))),
+                },
+                _ => return Err(BpeError::Invalid(format!("merge {m}"))),
+            };
+            let id = |t: &str| str_id.get(t).copied().ok_or_else(|| BpeError::Invalid(format!("merge token {t:?} not in the vocabulary")));
+            let (ia, ib) = (id(a)?, id(b)?);
+            let new = id(&format!("{a}{b}"))?;
+            merges.insert(((ia as u64) << 32) | ib as u64, (rank as u32, new));
+        }
+
+        // Added tokens.
+        let mut raw = Vec::new();
+        let mut norm = Vec::new();
+        for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+            let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
+            let id = t
+                .get("id")
+                .and_then(Value::as_u64)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| BpeError::Invalid("added token id".into()))?;
+            for flag in ["lstrip", "rstrip", "single_word"] {
+                if get_bool(t, flag, false) {
+                    return Err(unsupported(format!("added token {content:?} with {flag}")));
+                }
+            }
+            if content.is_empty() {
+                continue;
+            }
+            // `special` only matters with HF's `encode_special_tokens` (off by default): every
+            // added token, special or not, splits the input.
+            if get_bool(t, "normalized", !get_bool(t, "special", false)) {
+                let c = if nfc { content.nfc().map(|(c, _)| c).collect::<String>() } else { content.to_string() };
+                norm.push((c, id));
+            } else {
+                raw.push((content.to_string(), id));
+            }
+        }
+
+        Ok(FastBpe {
+            pattern,
+            prefix,
+            nfc,
+            raw_added: Added::new(raw)?,
+            norm_added: Added::new(norm)?,
+            byte_ids,
+            merges,
+            vocab: if ignore_merges { vocab } else { FxHashMap::default() },
+            ignore_merges,
+            local: ThreadLocal::new(),
+        })
+    }
+
+    /// The split pattern in use.
+    pub fn pattern(&self) -> Pattern {
+        self.pattern
+    }
+
+    /// Number of tokens HF produces for `text` (`len(encode(text, add_special_tokens=False))`).
+    pub fn count(&self, text: &str) -> usize {
+        let mut local = self.local.get_or_default().borrow_mut();
+        let mut n = 0usize;
+        self.walk(text, &mut local, &mut |_, seg, local| match seg {
+            Seg::Added(_) => n += 1,
+            Seg::Piece(p) => n += self.count_piece(p, local),
+        });
+        n
+    }
+
+    /// The ids HF produces for `text` (`encode(text, add_special_tokens=False).ids`).
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut local = self.local.get_or_default().borrow_mut();
+        let mut out = Vec::new();
+        self.walk(text, &mut local, &mut |_, seg, local| match seg {
+            Seg::Added(id) => out.push(id),
+            Seg::Piece(p) => {
+                self.bpe(p, local);
+                out.extend(iter_syms(&local.syms));
+            }
+        });
+        out
+    }
+
+    /// Split `text` into added tokens and BPE pieces, in order.
+    fn walk(&self, text: &str, local: &mut Local, f: &mut dyn FnMut(&Self, Seg<'_>, &mut Local)) {
+        split_added(self.raw_added.as_ref(), text, &mut |seg| match seg {
+            Ok(id) => f(self, Seg::Added(id), local),
+            Err(gap) => {
+                let normalized;
+                let gap = if self.nfc && !gap.is_ascii() && is_nfc_quick(gap.chars()) != IsNormalized::Yes {
+                    normalized = gap.nfc().map(|(c, _)| c).collect::<String>();
+                    normalized.as_str()
+                } else {
+                    gap
+                };
+                split_added(self.norm_added.as_ref(), gap, &mut |seg| match seg {
+                    Ok(id) => f(self, Seg::Added(id), local),
+                    Err(part) => self.pre_tokenize(part, local, f),
+                });
+            }
+        });
+    }
+
+    fn pre_tokenize(&self, part: &str, local: &mut Local, f: &mut dyn FnMut(&Self, Seg<'_>, &mut Local)) {
+        if self.prefix == PrefixSpace::BeforeSplit && !part.starts_with(' ') {
+            let owned = format!(" {part}");
+            for p in pretok::Pieces::new(&owned, self.pattern) {
+                f(self, Seg::Piece(p), local);
+            }
+        } else {
+            for p in pretok::Pieces::new(part, self.pattern) {
+                f(self, Seg::Piece(p), local);
+            }
+        }
+    }
+
+    #[inline]
+    fn count_piece(&self, piece: &[u8], local: &mut Local) -> usize {
+        if piece.len() == 1 {
+            return 1;
+        }
+        if self.ignore_merges && self.vocab.contains_key(piece) {
+            return 1;
+        }
+        if piece.len() < MAX_CACHED_PIECE {
+            if let Some(&n) = local.cache.get(piece) {
+                return n as usize;
+            }
+        }
+        let n = self.bpe(piece, local);
+        if piece.len() < MAX_CACHED_PIECE {
+            if local.cache.len() >= CACHE_CAPACITY {
+                local.cache.clear();
+            }
+            local.cache.insert(piece.into(), n as u32);
+        }
+        n
+    }
+
+    /// HF's BPE on the bytes of one piece, leaving the symbols in `local.syms`; returns their
+    /// number. Lowest rank first, leftmost on equal rank (the same pair), as `Word::merge_all`.
+    fn bpe(&self, piece: &[u8], local: &mut Local) -> usize {
+        let Local { syms, heap, .. } = local;
+        syms.clear();
+        heap.clear();
+        if self.ignore_merges {
+            if let Some(&id) = self.vocab.get(piece) {
+                syms.push(Sym { id, prev: NONE, next: NONE });
+                return 1;
+            }
+        }
+        let n = piece.len();
+        for (i, &b) in piece.iter().enumerate() {
+            syms.push(Sym {
+                id: self.byte_ids[b as usize],
+                prev: if i == 0 { NONE } else { i as u32 - 1 },
+                next: if i + 1 == n { NONE } else { i as u32 + 1 },
+            });
+        }
+        let rank = |a: u32, b: u32| self.merges.get(&(((a as u64) << 32) | b as u64)).copied();
+        for i in 0..n.saturating_sub(1) {
+            if let Some((r, new)) = rank(syms[i].id, syms[i + 1].id) {
+                heap.push(Reverse((r, i as u32, new)));
+            }
+        }
+        let mut alive = n;
+        while let Some(Reverse((_, pos, new))) = heap.pop() {
+            let p = pos as usize;
+            let s = syms[p];
+            // Merged into its left neighbour (a dead symbol is unlinked: prev and next NONE
+            // cannot tell it apart from a lone one, so check the neighbour relation).
+            if s.id == NONE || s.next == NONE {
+                continue;
+            }
+            let q = s.next as usize;
+            match rank(s.id, syms[q].id) {
+                Some((_, id)) if id == new => {}
+                _ => continue,
+            }
+            let after = syms[q].next;
+            syms[p].id = new;
+            syms[p].next = after;
+            syms[q].id = NONE;
+            syms[q].next = NONE;
+            if after != NONE {
+                syms[after as usize].prev = pos;
+            }
+            alive -= 1;
+            if s.prev != NONE {
+                if let Some((r, id)) = rank(syms[s.prev as usize].id, new) {
+                    heap.push(Reverse((r, s.prev, id)));
+                }
+            }
+            if after != NONE {
+                if let Some((r, id)) = rank(new, syms[after as usize].id) {
+                    heap.push(Reverse((r, pos, id)));
+                }
+            }
+        }
+        alive
+    }
+}
+
+fn iter_syms(syms: &[Sym]) -> impl Iterator<Item = u32> + '_ {
+    let mut i = if syms.is_empty() { NONE } else { 0 };
+    std::iter::from_fn(move || {
+        if i == NONE {
+            return None;
+        }
+        let s = syms[i as usize];
+        i = s.next;
+        Some(s.id)
+    })
+}
+
+enum Seg<'a> {
+    Added(u32),
+    Piece(&'a [u8]),
+}
+
+/// Split `text` on added tokens (leftmost-longest), calling `f` with `Ok(id)` for a token and
+/// `Err(gap)` for each non-empty text between tokens.
+fn split_added(added: Option<&Added>, text: &str, f: &mut dyn FnMut(Result<u32, &str>)) {
+    if text.is_empty() {
+        return;
+    }
+    let Some(a) = added else {
+        f(Err(text));
+        return;
+    };
+    let mut last = 0;
+    for m in a.ac.find_iter(text) {
+        if m.start() > last {
+            f(Err(&text[last..m.start()]));
+        }
+        f(Ok(a.ids[m.pattern().as_usize()]));
+        last = m.end();
+    }
+    if last < text.len() {
+        f(Err(&text[last..]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn fast_bpe_is_send_and_sync() {
+        assert_send_sync::<FastBpe>();
+    }
+
+    #[test]
+    fn byte_level_map_is_gpt2s() {
+        let c = byte_level_chars();
+        assert_eq!(c[b' ' as usize], 'Ġ');
+        assert_eq!(c[b'\n' as usize], 'Ċ');
+        assert_eq!(c[b'a' as usize], 'a');
+        let mut all: Vec<char> = c.to_vec();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 256);
+    }
+}
