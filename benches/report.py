@@ -79,7 +79,7 @@ def table(data: dict) -> str:
             lines.append("")
             continue
         ref = next((r for r in rows if r["extra_info"].get("baseline")), None) or next(
-            (r for r in rows if r["extra_info"].get("impl") == "reference"), None)
+            (r for r in rows if str(r["extra_info"].get("impl", "")).startswith("reference")), None)
         base = ref["extra_info"].get("impl", "reference") if ref else "reference"
         lines += [f"**{group}**", "", f"| implementation | mean time | throughput | x {base} |",
                   "| --- | --- | --- | --- |"]
