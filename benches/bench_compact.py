@@ -30,7 +30,7 @@ def tutorial_expected(corpus, k: int) -> list[str]:
 THREADS = {"mementos_fast_1core": 1, "mementos_fast_all_cores": None}
 
 
-@pytest.mark.parametrize("fixture", ["realistic", "small_traces"])
+@pytest.mark.parametrize("fixture", ["realistic", "small_traces", "huge_traces"])
 @pytest.mark.parametrize("impl", ["reference", *THREADS])
 def test_compress_tutorial(benchmark, corpora, impl, fixture):
     corpus = corpora[fixture]

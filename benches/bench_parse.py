@@ -59,7 +59,7 @@ IMPLS = {
 }
 
 
-@pytest.mark.parametrize("fixture", ["realistic", "small_traces"])
+@pytest.mark.parametrize("fixture", ["realistic", "small_traces", "huge_traces"])
 @pytest.mark.parametrize("impl", list(IMPLS))
 def test_parse(benchmark, corpora, impl, fixture):
     corpus = corpora[fixture]
@@ -76,7 +76,7 @@ def test_parse(benchmark, corpora, impl, fixture):
     assert result == expected(corpus)
 
 
-@pytest.mark.parametrize("fixture", ["realistic", "small_traces"])
+@pytest.mark.parametrize("fixture", ["realistic", "small_traces", "huge_traces"])
 @pytest.mark.parametrize("impl", ["pyarrow_compute", "polars"])
 def test_parse_peers(benchmark, corpora, impl, fixture):
     """Other dataframe engines computing the same statistics (checked on well-formed rows)."""

@@ -37,6 +37,16 @@ class Corpus:
         return sum(len(r.encode()) for r in self.rows)
 
 
+def _long_trace(seed: int, size: int) -> str:
+    import random
+
+    unit = synthetic.generate_trace(random.Random(seed), ("math", "code", "science")[seed % 3])["response"]
+    body = unit[unit.index("<|block_start|>"): unit.rindex("</think>")]
+    text = "<think>\n" + body * (size // len(body.encode()) + 1)
+    text = text[: text.rindex("<|block_start|>")]  # end on a whole unit
+    return text + "</think>\n\nThe answer is 42."
+
+
 def _mb(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
@@ -49,8 +59,11 @@ def corpora(request) -> dict[str, Corpus]:
     # Many small traces: one or two blocks each.
     rng_rows = synthetic.generate_rows(20_000 if big else 500, seed=99)
     small = [r["response"][:1500] for r in rng_rows]
+    # A few very long traces (10 MB each when measuring): realistic blocks repeated in one <think>.
+    huge = [_long_trace(seed, (10 << 20) if big else (100 << 10)) for seed in range(3)]
     out = {
         "realistic": Corpus("realistic", realistic, pa.array(realistic, type=pa.large_string())),
         "small_traces": Corpus("small_traces", small, pa.array(small, type=pa.large_string())),
+        "huge_traces": Corpus("huge_traces", huge, pa.array(huge, type=pa.large_string())),
     }
     return out
