@@ -39,7 +39,7 @@ fn inplace(s: &str, o: &EngineOptions) -> (String, Vec<Piece>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)))]
 
     #[test]
     fn inplace_keeps_ordered_source_ranges(s in trace(), o in opts()) {

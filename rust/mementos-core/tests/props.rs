@@ -38,7 +38,7 @@ fn model_pairs<'a>(s: &'a str, open: &str, close: &str) -> Vec<&'a str> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)))]
 
     #[test]
     fn spans_cover_the_row(s in trace()) {
