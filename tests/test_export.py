@@ -575,10 +575,8 @@ def test_killed_export_leaves_no_final_file(tmp_path, output):
 # Compressed variant (needs compress_batch from the core)
 # ------------------------------------------------------------------------------------------------
 
-needs_compress = pytest.mark.skipif(not hasattr(mf, "compress_batch"), reason="compress_batch not in this build")
 
 
-@needs_compress
 @pytest.mark.parametrize("style", ["tutorial", "inplace"])
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_compressed_variant(corpus, style, k):
