@@ -128,13 +128,12 @@ def _prompt_lens(prompt_len: Any) -> tuple[int, list[int] | None]:
         if prompt_len < 0:
             raise MementoValueError("prompt_len must be >= 0")
         return int(prompt_len), None
-    values = pa.array(prompt_len) if not isinstance(prompt_len, (pa.Array, pa.ChunkedArray)) else prompt_len
+    values = prompt_len if isinstance(prompt_len, (pa.Array, pa.ChunkedArray)) else pa.array(prompt_len)
     if values.null_count:
         raise MementoValueError("prompt_len has nulls")
-    out = values.to_pylist()
-    if any(v < 0 for v in out):
+    if len(values) and pc.min(values).as_py() < 0:
         raise MementoValueError("prompt_len must be >= 0")
-    return 0, out
+    return 0, values.to_pylist()
 
 
 def replay_batch(

@@ -36,15 +36,13 @@ ALIGN_STATUSES: dict[str, str] = {
 _FIELDS = ("response", "sentences", "blocks", "block_summaries")
 
 
-def _batches(data: Any) -> list[pa.RecordBatch]:
-    if isinstance(data, pa.RecordBatch):
-        return [data]
+def _table(data: Any) -> pa.Table:
     if isinstance(data, pa.Table):
-        return data.to_batches()
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.table(data).to_batches()
-    if isinstance(data, dict):
-        return pa.table(data).to_batches()
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, dict) or hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
     raise MementoValueError(f"expected a RecordBatch or Table with {', '.join(_FIELDS)}, got {type(data).__name__}")
 
 
@@ -61,20 +59,15 @@ def align_full_batch(batch: Any, *, threads: int | None = None) -> pa.RecordBatc
     ``blocks_whitespace``, ``blocks_different``, ``summaries_equal``, ``min_similarity``, and per
     block ``block_match`` (``exact`` / ``whitespace`` / ``different``) and ``block_similarity``.
     """
-    out = []
-    for b in _batches(batch):
-        missing = [f for f in _FIELDS if f not in b.schema.names]
-        if missing:
-            raise MementoValueError(f"missing column(s): {', '.join(missing)}")
-        out.append(_core.align_full_batch(*(b.column(f) for f in _FIELDS), threads=threads))
-    if len(out) == 1:
-        return out[0]
-    if not out:
-        empty = pa.table({f: pa.array([], pa.string()) for f in ("response",)})
-        return _core.align_full_batch(empty.column(0).combine_chunks(), pa.array([], pa.list_(pa.string())),
-                                      pa.array([], pa.list_(pa.list_(pa.int64()))),
-                                      pa.array([], pa.list_(pa.string())))
-    return pa.Table.from_batches(out).combine_chunks().to_batches()[0]
+    table = _table(batch)
+    missing = [f for f in _FIELDS if f not in table.schema.names]
+    if missing:
+        raise MementoValueError(f"missing column(s): {', '.join(missing)}")
+    # One call per record batch (its columns are aligned single arrays, read in place).
+    fields = table.select(list(_FIELDS))
+    batches = fields.to_batches() or [pa.RecordBatch.from_pylist([], fields.schema)]
+    out = [_core.align_full_batch(*b.columns, threads=threads) for b in batches]
+    return out[0] if len(out) == 1 else pa.Table.from_batches(out).combine_chunks().to_batches()[0]
 
 
 @dataclass(frozen=True)
@@ -114,7 +107,7 @@ def assemble_response(
     sentences, give null. Returns a ``large_string`` array.
     """
     layout = layout or ResponseLayout()
-    table = pa.Table.from_batches(_batches(data))
+    table = _table(data)
     for f in ("sentences", "blocks", "block_summaries"):
         if f not in table.schema.names:
             raise MementoValueError(f"missing column {f!r}")

@@ -20,7 +20,6 @@ use arrow_array::{
 };
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema};
-use rayon::prelude::*;
 
 use crate::error::CoreError;
 use crate::parse::{parse_row, Parsed, SpanKind};
@@ -264,23 +263,7 @@ pub fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
 }
 
 fn run_chunks(rows: &dyn Rows, opts: &ParseOptions) -> Result<Chunk, CoreError> {
-    let total: usize = (0..rows.len()).map(|i| if rows.is_valid(i) { rows.bytes(i).len() } else { 0 }).sum();
-    let threads = opts.threads.unwrap_or_else(rayon::current_num_threads).max(1);
-    if threads == 1 || total < (1 << 20) {
-        return Ok(parse_chunk(rows, 0..rows.len(), opts.spans));
-    }
-    // Several chunks per thread for load balance; 256 KiB minimum to amortise bookkeeping.
-    let target = (total / (threads * 8)).max(256 << 10);
-    let ranges = chunk_ranges(rows, target);
-    let work = || ranges.par_iter().map(|r| parse_chunk(rows, r.clone(), opts.spans)).collect::<Vec<_>>();
-    let parts = match opts.threads {
-        None => work(),
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| CoreError::InvalidArgument(format!("cannot start {n} threads: {e}")))?
-            .install(work),
-    };
+    let parts = crate::par::map_chunks(rows, opts.threads, |r| parse_chunk(rows, r, opts.spans))?;
     let mut all = Chunk::default();
     for p in parts {
         all.extend(p);

@@ -175,9 +175,8 @@ impl Intervals {
                 return false;
             }
         }
-        let inside: Vec<usize> = self.0.range(r.start..r.end).map(|(&s, _)| s).collect();
-        for s in inside {
-            let e = self.0.remove(&s).expect("present");
+        while let Some((&s, &e)) = self.0.range(r.start..r.end).next() {
+            self.0.remove(&s);
             gone(s..e);
         }
         self.0.insert(r.start, r.end);

@@ -28,6 +28,9 @@ pub fn map_chunks<T: Send>(
     threads: Option<usize>,
     f: impl Fn(Range<usize>) -> T + Sync + Send,
 ) -> Result<Vec<T>, CoreError> {
+    if threads == Some(0) {
+        return Err(CoreError::InvalidArgument("threads must be at least 1".into()));
+    }
     let total: usize = (0..rows.len()).map(|i| if rows.is_valid(i) { rows.bytes(i).len() } else { 0 }).sum();
     let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
     if n == 1 || total < (1 << 20) {
