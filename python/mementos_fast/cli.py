@@ -50,7 +50,8 @@ def _progress(enabled: bool):
 def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
     """The source's batches, checked before any work: it exists, is readable, has rows and a text
     ``response`` column (and the ``full`` columns with ``--config full``)."""
-    label = args.source or f"built-in sample ({loader.sample_path().name})"
+    label = (args.source if isinstance(args.source, str) else f"{args.source[0]} (and {len(args.source) - 1} more)"
+             if args.source else f"built-in sample ({loader.sample_path().name})")
     batches = iter(loader.load(args.source, args.config, sample=args.sample, limit=args.limit, seed=args.seed,
                                batch_size=args.batch_size, require=["response"]))
     first = next(batches, None)
@@ -495,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     def common(p):
-        p.add_argument("source", nargs="?", help="hub id, file, glob or directory (default: built-in sample)")
+        p.add_argument("source", nargs="*", help="hub id, file(s), glob or directory (default: built-in sample)")
         p.add_argument("--config", default="default", choices=["default", "full"],
                        help="hub layout: default (data/) or full (full/: with sentences, blocks, block_summaries)")
         p.add_argument("--sample", type=_int_at_least(0), metavar="N",
@@ -556,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(fn=cmd_export_sft, check=validate_export)
 
     args = ap.parse_args(argv)
+    # One source is a string; several (a glob the shell expanded) a list of local paths.
+    args.source = None if not args.source else args.source[0] if len(args.source) == 1 else args.source
     return run(_checked(args.check, args.fn), args)
 
 

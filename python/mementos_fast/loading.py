@@ -1,7 +1,7 @@
 """Loading OpenMementos-style data as ``pyarrow.RecordBatch`` es, never as Python row dicts.
 
 Sources: ``None`` (the built-in sample), a hub id such as ``microsoft/OpenMementos`` (through
-``datasets``, Arrow-formatted), local Parquet or JSONL files, globs, directories laid out like the
+``datasets``, Arrow-formatted), local Parquet or JSONL files (one path or a list), globs, directories laid out like the
 hub repository (``data/train-*.parquet`` for ``default``, ``full/train-*.parquet`` for ``full``),
 a ``datasets.Dataset`` / ``IterableDataset``, or a pyarrow Table / RecordBatch.
 
@@ -255,6 +255,12 @@ def load(
         return _limit(iter(table.to_batches(max_chunksize=batch_size)), n)
     if hasattr(source, "with_format") and hasattr(source, "column_names"):  # datasets objects
         return _limit(_from_datasets(source, columns, sample, seed, batch_size), n)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(x, (str, os.PathLike)) for x in source):
+        # Several local paths (a shell expands `data/train-*.parquet` into one argument per file).
+        files = [f for x in source for f in resolve_files(x, config, split)]
+        if sample is not None:
+            return _limit(_sample_files(files, sample, seed, columns, batch_size, require), n)
+        return _limit((b for f in files for b in _read_file(f, columns, batch_size, require)), n)
     if isinstance(source, (str, os.PathLike)):
         s = str(source)
         if _is_local(s):
