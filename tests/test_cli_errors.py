@@ -398,3 +398,11 @@ def test_several_files_from_a_shell_glob(hub, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "25 rows, 0 malformed" in r.stderr
     user_error(cli("validate", tmp_path / "train-1.parquet", tmp_path / "nope.parquet"), "nope.parquet")
+
+
+def test_hub_id_that_cannot_be_reached(tmp_path):
+    pytest.importorskip("datasets")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    user_error(cli("analyze", "nosuchowner/nosuchdata", "--out", tmp_path / "r", env=env), "nosuchowner/nosuchdata",
+               "Hugging Face hub")
+    assert listing(tmp_path) == []

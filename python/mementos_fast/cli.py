@@ -52,6 +52,8 @@ def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
     ``response`` column (and the ``full`` columns with ``--config full``)."""
     label = (args.source if isinstance(args.source, str) else f"{args.source[0]} (and {len(args.source) - 1} more)"
              if args.source else f"built-in sample ({loader.sample_path().name})")
+    if isinstance(args.source, str) and not loader._is_local(args.source):
+        _quiet_hub_client()
     batches = iter(loader.load(args.source, args.config, sample=args.sample, limit=args.limit, seed=args.seed,
                                batch_size=args.batch_size, require=["response"]))
     first = next(batches, None)
@@ -67,6 +69,16 @@ def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
         raise UsageError(f"--config full: {label} has no {'/'.join(sorted(FULL_COLUMNS))} columns; point at the "
                          "full config's files (full/train-*.parquet) or drop --config full")
     return label, (_text_response(b) for b in chain([first], batches))
+
+
+def _quiet_hub_client() -> None:
+    """The hub client logs every failed request and retry as a warning; a failure is reported
+    in one line by the error boundary instead."""
+    try:
+        from huggingface_hub.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()
 
 
 def _text_response(batch: pa.RecordBatch) -> pa.RecordBatch:
