@@ -459,7 +459,7 @@ def run(fn, args) -> int:
     try:
         status = fn(args)
         return status
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, pa.ArrowCancelled):  # pyarrow reports Ctrl-C in its own calls as ArrowCancelled
         print("interrupted", file=sys.stderr)
         status = 130
     except _Terminated:

@@ -82,6 +82,8 @@ def _reason(e: BaseException) -> str:
 def _parquet(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
+    except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
+        raise KeyboardInterrupt from None
     except (pa.ArrowException, OSError) as e:
         if path.stat().st_size == 0:
             raise MementoValueError(f"{path}: empty file (0 bytes), not a Parquet file") from None
@@ -130,6 +132,8 @@ def _read_file(path: Path, columns: list[str] | None, batch_size: int,
             columns = [c for c in columns if c in pf.schema_arrow.names]
         try:
             yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+        except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
+            raise KeyboardInterrupt from None
         except (pa.ArrowException, OSError) as e:
             raise MementoValueError(f"{path}: cannot read ({_reason(e)}); is it truncated or corrupt?") from None
     else:
@@ -162,6 +166,8 @@ def _sample_files(files: list[Path], n: int, seed: int, columns, batch_size: int
             _check_columns(f, pf.schema_arrow.names, require)
             try:
                 table = pf.read(columns=[c for c in columns if c in pf.schema_arrow.names] if columns else None)
+            except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
+                raise KeyboardInterrupt from None
             except (pa.ArrowException, OSError) as e:
                 raise MementoValueError(f"{f}: cannot read ({_reason(e)}); is it truncated or corrupt?") from None
         else:
