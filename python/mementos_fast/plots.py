@@ -46,6 +46,12 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
         v = table.column(col).to_numpy(zero_copy_only=False).astype(float)
         return [v[(d_arr == d) if d_arr is not None else slice(None)] for d in domains]
 
+    def no_data(ax, what: str) -> None:
+        """An empty plot says why instead of failing (e.g. raw traces: no row has blocks)."""
+        ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
     def save(fig, name: str) -> None:
         path = out / name
         fig.tight_layout()
@@ -54,12 +60,19 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
         written.append(path)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.boxplot(by_domain("n_blocks", kept, dom), tick_labels=[str(d) for d in domains])
+    if kept.num_rows:
+        ax.boxplot(by_domain("n_blocks", kept, dom), tick_labels=[str(d) for d in domains])
+    else:
+        no_data(ax, "no row has blocks with a memento each")
     ax.set(title="Blocks per trace by domain", ylabel="blocks")
     save(fig, "blocks_per_trace.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.boxplot([x[~np.isnan(x)] for x in by_domain("char_ratio", kept, dom)], tick_labels=[str(d) for d in domains])
+    if kept.num_rows:
+        ax.boxplot([x[~np.isnan(x)] for x in by_domain("char_ratio", kept, dom)],
+                   tick_labels=[str(d) for d in domains])
+    else:
+        no_data(ax, "no row has blocks with a memento each")
     ax.set(title="Memento / block size (chars) by domain", ylabel="ratio")
     save(fig, "ratio_by_domain.png")
 
@@ -67,11 +80,15 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
     fig, ax = plt.subplots(figsize=(6, 5))
     bc = blocks.column("block_chars").to_numpy(zero_copy_only=False)
     sc = blocks.column("summary_chars").to_numpy(zero_copy_only=False)
-    for d in domains:
-        m = (bdom == d) if bdom is not None else slice(None)
-        ax.scatter(np.maximum(bc[m], 1), np.maximum(sc[m], 1), s=4, alpha=0.4, label=str(d))
-    ax.set(xscale="log", yscale="log", xlabel="block chars", ylabel="memento chars", title="Block vs memento size")
-    ax.legend()
+    if len(bc):
+        for d in domains:
+            m = (bdom == d) if bdom is not None else slice(None)
+            ax.scatter(np.maximum(bc[m], 1), np.maximum(sc[m], 1), s=4, alpha=0.4, label=str(d))
+        ax.set(xscale="log", yscale="log")
+        ax.legend()
+    else:
+        no_data(ax, "no blocks")
+    ax.set(xlabel="block chars", ylabel="memento chars", title="Block vs memento size")
     save(fig, "block_vs_memento.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -79,7 +96,10 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
     ratio = blocks.column("ratio").to_numpy(zero_copy_only=False).astype(float)
     top = int(min(pos.max(initial=0), 30)) + 1
     med = [np.nanmedian(ratio[pos == i]) if np.any(pos == i) else np.nan for i in range(top)]
-    ax.plot(range(1, top + 1), med, marker="o")
+    if len(pos):
+        ax.plot(range(1, top + 1), med, marker="o")
+    else:
+        no_data(ax, "no blocks")
     ax.set(xlabel="block position", ylabel="median memento/block ratio", title="Ratio by block position")
     save(fig, "ratio_by_position.png")
 

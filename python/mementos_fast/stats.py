@@ -81,13 +81,17 @@ def domain_table(stats: pa.Table) -> list[dict[str, Any]]:
 
 
 def validation_summary(stats: pa.Table, examples: int = 5) -> list[dict[str, Any]]:
-    """Count of rows per status with the first few row indexes of each (null rows excluded)."""
+    """Count of rows per status with the first few row indexes of each; rows whose response is
+    null are counted as ``null (no response)``, last."""
     status = stats.column("status").to_numpy(zero_copy_only=False)
     rows = stats.column("row").to_numpy()
     out = []
     for s in sorted({x for x in status if x is not None}, key=lambda x: (x != "ok", x)):
         idx = rows[status == s]
         out.append({"status": s, "rows": int(idx.size), "examples": idx[:examples].tolist()})
+    null = rows[pc.is_null(stats.column("status")).to_numpy(zero_copy_only=False)]
+    if null.size:
+        out.append({"status": "null (no response)", "rows": int(null.size), "examples": null[:examples].tolist()})
     return out
 
 

@@ -95,10 +95,29 @@ impl Chunk {
     }
 }
 
-/// Row text as `&str`. Arrow string arrays hold UTF-8; the check is linear and far cheaper than
-/// tokenizing. Invalid bytes (a broken producer) are a bug reported at the boundary.
+/// Row text as `&str`, after [`check_utf8`] accepted the rows.
 fn row_str(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).expect("Arrow string data must be valid UTF-8")
+    std::str::from_utf8(bytes).expect("rows were checked by check_utf8")
+}
+
+/// Check that every non-null row is valid UTF-8. Arrow requires it of string arrays, but an
+/// array imported through the C data interface (or built with `pa.Array.from_buffers`) is not
+/// validated by its producer, and the tokenizers take `&str`. One linear pass (far cheaper than
+/// tokenizing); the error names the first bad row and byte.
+pub fn check_utf8(rows: &dyn Rows) -> Result<(), CoreError> {
+    for i in 0..rows.len() {
+        if !rows.is_valid(i) {
+            continue;
+        }
+        if let Err(e) = std::str::from_utf8(rows.bytes(i)) {
+            return Err(CoreError::InvalidArgument(format!(
+                "row {i}: invalid UTF-8 at byte {} of the row; Arrow string data must be UTF-8 (decode or repair \
+                 the bytes before building the array)",
+                e.valid_up_to()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Token indexes `(open, close)` of the tutorial's non-greedy `open(.*?)close` matches (the same
@@ -311,6 +330,7 @@ pub fn output_schema(backend: &str, stripped: bool) -> Schema {
 
 /// Count the rows of `rows` (see the crate docs for the columns).
 pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOptions) -> Result<RecordBatch, CoreError> {
+    check_utf8(rows)?;
     let parts = parallel(rows, opts.threads, |r| count_chunk(rows, r, counter, opts.stripped))?;
     let mut c = Chunk::default();
     for p in parts {
@@ -376,6 +396,7 @@ pub fn count_text(text: &str, counter: &dyn SegmentCounter) -> u64 {
 pub fn total_arrays(arrays: &[&dyn Array], counter: &dyn SegmentCounter, opts: &CountOptions) -> Result<Int64Array, CoreError> {
     let rows = column_rows(arrays)?;
     let rows = rows.as_ref();
+    check_utf8(rows)?;
     let parts = parallel(rows, opts.threads, |r| {
         r.map(|i| rows.is_valid(i).then(|| count_text(row_str(rows.bytes(i)), counter) as i64)).collect::<Vec<_>>()
     })?;

@@ -20,7 +20,7 @@ pub mod error;
 pub mod fast;
 pub mod hf;
 
-pub use count::{count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
+pub use count::{check_utf8, count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
 pub use error::TokensError;
 pub use fast::FastCounter;
 pub use hf::HfCounter;

@@ -152,3 +152,26 @@ fn backend_and_tokenizer_errors() {
     assert!(matches!(HfCounter::from_json(&small_bpe(false)), Err(TokensError::MissingDelimiter("<think>"))));
     assert!(matches!(HfCounter::from_json("{"), Err(TokensError::Tokenizer(_))));
 }
+
+#[test]
+fn invalid_utf8_is_an_error_naming_the_row() {
+    use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+    // Row 1 holds the bytes of "ok" then 0xFF: invalid UTF-8, which `StringArray::new_unchecked`
+    // accepts as a C-interface import or `pa.Array.from_buffers` would.
+    let values = Buffer::from(b"<think>a</think>ok\xff".to_vec());
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(vec![0i32, 16, 19]));
+    let a = unsafe { StringArray::new_unchecked(offsets, values, None) };
+    for total in [false, true] {
+        let err = if total {
+            mementos_tokens::total_arrays(&[&a], &Bytes, &CountOptions::default()).unwrap_err()
+        } else {
+            count_arrays(&[&a], &Bytes, &CountOptions::default()).unwrap_err()
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("row 1: invalid UTF-8 at byte 2"), "{msg}");
+    }
+    // Null rows are not read.
+    let nulls = arrow_buffer::NullBuffer::from(vec![true, false]);
+    let a = unsafe { StringArray::new_unchecked(a.offsets().clone(), a.values().clone(), Some(nulls)) };
+    assert!(count_arrays(&[&a], &Bytes, &CountOptions::default()).is_ok());
+}
