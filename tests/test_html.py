@@ -174,12 +174,22 @@ def test_cli_show_html(tmp_path: Path, capsys) -> None:
     assert "keep_last_k must be -1" in capsys.readouterr().err
 
 
-def test_analyze_writes_report_html(tmp_path: Path) -> None:
-    out = tmp_path / "rep"
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
     assert cli.main(["analyze", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_analyze_writes_report_html(report_dir: Path) -> None:
+    out = report_dir
     page = (out / "report.html").read_text()
     validation = json.loads((out / "validation.json").read_text())
-    assert "<table>" in page and "data:image/png;base64," in page
+    md = (out / "report.md").read_text()
+    assert page.count("<table>") == len(re.findall(r"^\|---", md, re.M)) >= 3  # every table of report.md
+    for v in validation:
+        assert f"<td>{v['rows']}</td>" in page
+    assert "data:image/png;base64," in page
     assert page.count("<img") == len(list(out.glob("*.png")))
     for v in validation:
         name = mh._viewer_name(v["status"])
@@ -329,9 +339,8 @@ def test_browser_screenshot_and_problem_page(real_page, tmp_path: Path) -> None:
 
 
 @needs_browser
-def test_browser_report_pages(tmp_path: Path) -> None:
-    out = tmp_path / "rep"
-    assert cli.main(["analyze", "--out", str(out), "--quiet"]) == 0
+def test_browser_report_pages(report_dir: Path, tmp_path: Path) -> None:
+    out = report_dir
     html = browse(out / "report.html", tmp=tmp_path)
     assert "<table>" in html and "data:image/png;base64," in html
     viewers = sorted(out.glob("viewer-*.html"))
