@@ -20,11 +20,10 @@ from mementos_fast import cli
 from mementos_fast import html as mh
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "real" / "memento_model_outputs.jsonl"
-for _cand in (ROOT.parent / "shared", Path("/work/shared")):
-    if (_cand / "data" / "real" / "memento_model_outputs.jsonl").exists():
-        REAL = _cand / "data" / "real" / "memento_model_outputs.jsonl"
-        break
+# The real Memento model output (as tests/conftest.py finds the real traces); a generated trace without it.
+REAL = next((Path(c) / "memento_model_outputs.jsonl" for c in (
+    os.environ.get("MEMENTOS_REAL_DATA"), ROOT.parent / "shared" / "data" / "real", "/work/shared/data/real")
+    if c and (Path(c) / "memento_model_outputs.jsonl").exists()), Path("/nonexistent"))
 ARTIFACTS = ROOT / "reports" / "tmp" / "html"
 
 
@@ -78,7 +77,8 @@ def test_viewer_data_follows_the_plan_and_the_replay(text: str) -> None:
         if "memento" in u:
             a, b = u["memento"]["content"]
             shown[a:b] = b"\x01" * (b - a)
-    for g in d["gaps"]:
+    for g in d["gaps"] + ([d["answer"]] if d["answer"] else []):
+        assert not any(shown[g["start"]:g["end"]]), "shown twice"
         shown[g["start"]:g["end"]] = b"\x01" * (g["end"] - g["start"])
     delims = {m.start(): m.end() for m in re.finditer(rb"<\|(block|summary)_(start|end)\|>", raw)}
     i = 0
@@ -98,6 +98,8 @@ def test_blocks_and_mementos_match_the_parse() -> None:
     assert [u["memento"]["text"].strip() for u in d["units"]] == p.summaries
     assert [u["chars"] for u in d["units"]] == [len(u["text"]) for u in d["units"]]
     assert d["final_answer"] == "42"
+    assert d["answer"] == {"start": len(text.encode()) - 3, "end": len(text.encode()), "text": "\n42"}
+    assert not any("42" in g["text"] for g in d["gaps"])
 
 
 def test_evictions_per_k() -> None:

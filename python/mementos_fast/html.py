@@ -46,7 +46,7 @@ _BS, _BE, _SS, _SE = (len(d) for d in _DELIMS[2:])
 
 
 def _asset(name: str) -> str:
-    return resources.files("mementos_fast").joinpath("data", name).read_text(encoding="utf-8")
+    return resources.files("mementos_fast").joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
 
 def _resolve_tokenizer(tokenizer: Any) -> Any:
@@ -167,6 +167,16 @@ def viewer_data(response: str, *, ks: Iterable[int] = DEFAULT_KS, k: int = 0, to
         pos = max(pos, b)
     if pos < len(raw):
         gaps.append({"start": pos, "end": len(raw)})
+    # The final answer (after the last </think>, as the tutorial reads it) is shown on its own when
+    # no block or memento reaches into it.
+    last_think = raw.rfind(b"</think>")
+    answer = None
+    if last_think >= 0 and gaps and gaps[-1]["end"] == len(raw) and gaps[-1]["start"] <= last_think + 8:
+        a = last_think + 8
+        answer = {"start": a, "end": len(raw), "text": text(a, len(raw))}
+        gaps[-1]["end"] = a
+        if gaps[-1]["start"] == a:
+            gaps.pop()
     for g in gaps:
         g["text"] = text(g["start"], g["end"])
 
@@ -198,7 +208,6 @@ def viewer_data(response: str, *, ks: Iterable[int] = DEFAULT_KS, k: int = 0, to
         out_plans[str(kk)] = {"trigger": p["trigger"], "evict_start": p["evict_start"], "evict_end": p["evict_end"],
                               "n_evicted": p["n_evicted"], "curve": c["curve"], "visible": c["visible"],
                               "peak": max(v for _, v in c["curve"])}
-    answer_start = think_end + len(b"</think>") if think_end >= 0 else None
     return {
         "title": title or "Memento trace",
         "problem": problem,
@@ -210,7 +219,7 @@ def viewer_data(response: str, *, ks: Iterable[int] = DEFAULT_KS, k: int = 0, to
         "units": units,
         "gaps": gaps,
         "final_answer": parsed.final_answer,
-        "answer_start": answer_start,
+        "answer": answer,
         "ks": ks,
         "k": k,
         "unit": unit_name,
@@ -255,6 +264,8 @@ def viewer_html(response: str, **kwargs: Any) -> str:
             displayed.append((u["memento"]["content"][0], u["memento"]["content"][1], f"m{u['i']}"))
     for j, g in enumerate(d["gaps"]):
         displayed.append((g["start"], g["end"], f"g{j}"))
+    if d["answer"] is not None:
+        displayed.append((d["answer"]["start"], d["answer"]["end"], "a"))
     mark_in = None
     if err is not None:
         after = sorted((b, a, key) for a, b, key in displayed if b >= err)
@@ -272,10 +283,12 @@ def viewer_html(response: str, **kwargs: Any) -> str:
         end_attr = "" if u["end"] is None else str(u["end"])
         flags = "" if u["closed"] else ' <span class="tag" style="display:inline-block;background:#fde2e1">' \
                                         "never closed</span>"
-        block = (f'<details class="block" open data-i="{i}" data-start="{u["start"]}" data-end="{end_attr}">'
+        has_problem = " has-problem" if mark_in == f"b{i}" else ""
+        block = (f'<details class="block{has_problem}" open data-i="{i}" data-start="{u["start"]}" '
+                 f'data-end="{end_attr}">'
                  f'<summary>block {i + 1} <span class="size">{block_size}</span>{flags}'
                  f'<span class="tag ev">evicted</span><span class="tag gen">being generated</span></summary>'
-                 f'<pre class="text">{body(*u["content"], u["text"], f"b{i}")}</pre></details>')
+                 f'<pre class="text">{body(u["content"][0], u["content"][1], u["text"], f"b{i}")}</pre></details>')
         if "memento" in u:
             m = u["memento"]
             pct = ""
@@ -287,7 +300,7 @@ def viewer_html(response: str, **kwargs: Any) -> str:
                                               "never closed</span>"
             memento = (f'<div class="memento" data-m="{i}" data-start="{m["start"]}">'
                        f'<div class="head">memento {i + 1} <span class="size">{_size(m)}{pct}</span>{open_tag}</div>'
-                       f'<pre class="text">{body(*m["content"], m["text"], f"m{i}")}</pre></div>')
+                       f'<pre class="text">{body(m["content"][0], m["content"][1], m["text"], f"m{i}")}</pre></div>')
         else:
             memento = '<div class="memento"><div class="nomemento">no memento: this block is never evicted</div></div>'
         items.append((u["start"], f'<div class="unit">{block}{memento}</div>'))
@@ -306,9 +319,16 @@ def viewer_html(response: str, **kwargs: Any) -> str:
         status += f' <span class="meta">({_esc(d["status_text"])})</span>'
     n_mem = sum(1 for u in d["units"] if "memento" in u)
     problem = f'<p class="meta"><b>Problem:</b> {_esc(d["problem"])}</p>' if d["problem"] else ""
-    answer_start = "" if d["answer_start"] is None else f' data-start="{d["answer_start"]}"'
-    answer = _esc(d["final_answer"]) if d["final_answer"] else \
-        '<span class="meta">(empty: no text after &lt;/think&gt;)</span>'
+    a = d["answer"]
+    answer_start = "" if a is None else f' data-start="{a["start"]}"'
+    if a is not None and a["text"].strip():
+        answer = body(a["start"], a["end"], a["text"], "a")
+    elif d["final_answer"]:
+        answer = _esc(d["final_answer"])
+    else:
+        answer = '<span class="meta">(empty: no text after the last &lt;/think&gt;)</span>'
+        if a is not None and mark_in == "a":
+            answer += body(a["start"], a["end"], a["text"], "a")
     data_json = json.dumps({k: d[k] for k in ("ks", "k", "unit", "positions", "generated", "total_units", "plans")},
                            separators=(",", ":")).replace("</", "<\\/")
     unit = d["unit"]
