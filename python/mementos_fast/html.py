@@ -457,7 +457,7 @@ def write_report(out: str | Path, markdown: str, *, plots: Sequence[str | Path] 
     a viewer page ``out/viewer-<status>.html`` linked from the validation table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok = _resolve_tokenizer(tokenizer)
+    tok = _resolve_tokenizer(tokenizer) if examples else None
     links: dict[str, str] = {}
     ks = sorted({*DEFAULT_KS, keep_last_k})
     for status, (row, response) in sorted((examples or {}).items()):
