@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mementos_fast as mf
+from mementos_fast import html
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
 
@@ -102,6 +103,7 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     final = Path(args.out)
     stats_parts, block_parts, align_parts = [], [], []
     example = None
+    examples: dict = {}  # status -> (row, response): the report's viewer pages
     rows = nbytes = 0
     parse_time = 0.0
     t0 = time.perf_counter()
@@ -131,6 +133,7 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
                 ok = [i for i, s in enumerate(parsed.column("status").to_pylist()) if s == "ok"]
                 if ok:
                     example = batch.column("response")[ok[0]].as_py()
+            html.note_examples(examples, batch, parsed, rows)
             rows += batch.num_rows
             nbytes += pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
             del batch, parsed
@@ -177,16 +180,20 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     (out / "timing.json").write_text(json.dumps({"rows": rows, "response_bytes": nbytes, "seconds": elapsed,
                                                  "parse_seconds": parse_time}, indent=2))
     print("\n".join(md))
+    plot_paths: list = []
     if not args.no_plots:
         try:
             from mementos_fast import plots
         except ImportError:  # pragma: no cover
             print("matplotlib is not installed: no plots (pip install mementos-fast[plots])", file=sys.stderr)
         else:
-            for p in plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k):
+            plot_paths = plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k)
+            for p in plot_paths:
                 print(f"wrote {final / p.name}")
+    html.write_report(out, "\n".join(md), plots=plot_paths, examples=examples, keep_last_k=max(args.keep_last_k, -1),
+                      tokenizer=getattr(args, "tokenizer", None))
     print(f"wrote {final / 'rows.parquet'}, {final / 'report.md'}, {final / 'domains.csv'}, "
-          f"{final / 'validation.json'}")
+          f"{final / 'validation.json'}, {final / 'report.html'}")
     return 0
 
 
@@ -211,12 +218,21 @@ def cmd_validate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    _, batches = _batches(args)
+    label, batches = _batches(args)
     seen = 0
     for batch in batches:
         if args.row < seen + batch.num_rows:
             from mementos_fast.render import show
 
+            if args.html:
+                k = 0 if args.keep_last_k is None else args.keep_last_k
+                problem = batch.column("problem")[args.row - seen].as_py() if "problem" in batch.schema.names \
+                    else None
+                path = html.write_viewer(batch.column("response")[args.row - seen].as_py(), args.html,
+                                         ks=[*html.DEFAULT_KS, k], k=k, tokenizer=args.tokenizer,
+                                         title=f"{label}, row {args.row}", problem=problem)
+                print(f"wrote {path}")
+                return 0
             show(batch.column("response")[args.row - seen].as_py(), width=args.width,
                  color=None if not args.no_color else False, keep_last_k=args.keep_last_k)
             return 0
@@ -540,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
     s.add_argument("--keep-last-k", type=_int_at_least(-1, " (-1 keeps every block)"), default=None, metavar="K",
                    help="show what the model still sees at the end: evicted block contents are elided")
+    s.add_argument("--html", metavar="PATH", help="write a self-contained HTML viewer of the trace to PATH")
+    s.add_argument("--tokenizer", help="--html: sizes and the context curve in tokens too (tokenizer.json, hub id "
+                                       "or qwen3)")
     s.set_defaults(fn=cmd_show, check=validate_common)
 
     e = sub.add_parser("export-sft", help="SFT rows: messages, Memento ChatML or tokenized (docs/EXPORT.md)")
