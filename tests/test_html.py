@@ -172,8 +172,10 @@ def test_cli_show_html(tmp_path: Path, capsys) -> None:
     data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S)[1])
     assert data["k"] == 4 and 4 in data["ks"]
     assert "wrote" in capsys.readouterr().out
-    assert cli.main(["show", "--row", "3", "--html", str(out), "--keep-last-k", "-5"]) == 2
-    assert "keep_last_k must be -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the CLI checks options before any work: argparse's exit 2
+        cli.main(["show", "--row", "3", "--html", str(out), "--keep-last-k", "-5"])
+    assert e.value.code == 2
+    assert "must be at least -1" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
