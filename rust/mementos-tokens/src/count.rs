@@ -34,15 +34,15 @@ impl Default for CountOptions {
 
 /// Per-row scratch space, reused across rows.
 #[derive(Default)]
-struct Scratch {
-    tokens: Vec<Token>,
+pub(crate) struct Scratch {
+    pub(crate) tokens: Vec<Token>,
     parsed: Parsed,
     /// Count of each piece between delimiters: `gaps[k]` is the text before token `k`
     /// (`gaps[n]` the text after the last one).
-    gaps: Vec<u32>,
+    pub(crate) gaps: Vec<u32>,
     /// `prefix[k]` = sum of `gaps[..k]`.
-    prefix: Vec<u64>,
-    pairs: Vec<(usize, usize)>,
+    pub(crate) prefix: Vec<u64>,
+    pub(crate) pairs: Vec<(usize, usize)>,
 }
 
 /// Columns of one chunk of rows.
@@ -97,13 +97,13 @@ impl Chunk {
 
 /// Row text as `&str`. Arrow string arrays hold UTF-8; the check is linear and far cheaper than
 /// tokenizing. Invalid bytes (a broken producer) are a bug reported at the boundary.
-fn row_str(bytes: &[u8]) -> &str {
+pub(crate) fn row_str(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).expect("Arrow string data must be valid UTF-8")
 }
 
 /// Token indexes `(open, close)` of the tutorial's non-greedy `open(.*?)close` matches (the same
 /// pairing as mementos-core's tutorial fields, so item `i` here is `blocks[i]` there).
-fn pairs(tokens: &[Token], open: Delim, close: Delim, out: &mut Vec<(usize, usize)>) {
+pub(crate) fn pairs(tokens: &[Token], open: Delim, close: Delim, out: &mut Vec<(usize, usize)>) {
     out.clear();
     let mut from = None;
     for (k, t) in tokens.iter().enumerate() {
@@ -120,7 +120,7 @@ fn pairs(tokens: &[Token], open: Delim, close: Delim, out: &mut Vec<(usize, usiz
 
 impl Scratch {
     /// Count every piece of `text` between the delimiters of `self.tokens`.
-    fn count_gaps(&mut self, text: &str, counter: &dyn SegmentCounter) {
+    pub(crate) fn count_gaps(&mut self, text: &str, counter: &dyn SegmentCounter) {
         self.gaps.clear();
         let mut pos = 0;
         for t in &self.tokens {
@@ -138,14 +138,14 @@ impl Scratch {
     }
 
     /// Tokens strictly between tokens `a` and `b` (`a < b`): pieces plus inner delimiters.
-    fn between_tokens(&self, a: usize, b: usize) -> u64 {
+    pub(crate) fn between_tokens(&self, a: usize, b: usize) -> u64 {
         self.prefix[b + 1] - self.prefix[a + 1] + (b - a - 1) as u64
     }
 
     /// Tokens of the stripped item `r`, which lies inside the content between tokens `a`, `b`.
     /// Stripping removes whitespace only, so inner delimiters stay inside `r`: only the first
     /// and last piece can change, the others are reused.
-    fn stripped_tokens(&self, text: &str, counter: &dyn SegmentCounter, a: usize, b: usize, r: Range<usize>) -> u64 {
+    pub(crate) fn stripped_tokens(&self, text: &str, counter: &dyn SegmentCounter, a: usize, b: usize, r: Range<usize>) -> u64 {
         let (raw_start, raw_end) = (self.tokens[a].end(), self.tokens[b].start);
         if r.start == raw_start && r.end == raw_end {
             return self.between_tokens(a, b);
@@ -253,7 +253,7 @@ fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounte
 }
 
 /// Run `f` over byte-balanced row chunks on `threads`, results in row order.
-fn parallel<T: Send>(rows: &dyn Rows, threads: Option<usize>, f: impl Fn(Range<usize>) -> T + Sync + Send) -> Result<Vec<T>, CoreError> {
+pub(crate) fn parallel<T: Send>(rows: &dyn Rows, threads: Option<usize>, f: impl Fn(Range<usize>) -> T + Sync + Send) -> Result<Vec<T>, CoreError> {
     let total: usize = (0..rows.len()).map(|i| if rows.is_valid(i) { rows.bytes(i).len() } else { 0 }).sum();
     let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
     if n == 1 || rows.len() < 2 {

@@ -15,11 +15,13 @@
 //! `tokenizers` crate, loaded from the same JSON the Python side produced, so both sides run one
 //! configuration. [`counter_for`] picks a backend by name.
 
+pub mod analyze;
 pub mod count;
 pub mod error;
 pub mod fast;
 pub mod hf;
 
+pub use analyze::{analyze_arrays, analyze_rows, analyze_schema, AnalyzeOptions};
 pub use count::{count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
 pub use error::TokensError;
 pub use fast::FastCounter;

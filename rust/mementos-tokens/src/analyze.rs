@@ -1,0 +1,233 @@
+//! The main job in tokens: per row, one scan, one count of every piece between delimiters, and
+//! from those counts the tutorial's token figures *and* the context replay under the inference
+//! engine's rules (mementos-core's [`replay`], fed the piece counts instead of recounting).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema};
+use mementos_core::batch::{column_rows, Rows};
+use mementos_core::compact::{replay, EngineOptions, Scratch as ReplayScratch, TutorialItems, Units};
+use mementos_core::ops::check_engine_options;
+use mementos_core::scan::scan_into;
+use mementos_core::{CoreError, Delim, Token};
+
+use crate::count::{pairs, parallel, row_str, Scratch};
+use crate::{count_text, SegmentCounter};
+
+/// Options of [`analyze_arrays`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnalyzeOptions {
+    /// The engine's rules for the replay.
+    pub engine: EngineOptions,
+    /// Worker threads, as in [`crate::CountOptions::threads`].
+    pub threads: Option<usize>,
+}
+
+/// Replay units that reuse the piece counts of the row (`gaps`): the replay asks for the units of
+/// each text piece between delimiter occurrences, in order, and gets the count already made.
+/// A slice that is not one of the row's pieces (never, with the current engine) is counted.
+struct PieceUnits<'a> {
+    base: usize,
+    tokens: &'a [Token],
+    gaps: &'a [u32],
+    counter: &'a dyn SegmentCounter,
+}
+
+impl PieceUnits<'_> {
+    fn piece(&self, s: &[u8]) -> Option<u64> {
+        let off = (s.as_ptr() as usize).checked_sub(self.base)?;
+        // Piece k starts where token k-1 ends (piece 0 at 0) and ends where token k starts.
+        let k = self.tokens.partition_point(|t| t.end() <= off);
+        let start = if k == 0 { 0 } else { self.tokens[k - 1].end() };
+        let end_ok = match self.tokens.get(k) {
+            Some(t) => t.start == off + s.len(),
+            None => true, // the tail: any slice of the row ending at its end
+        };
+        (start == off && end_ok).then(|| self.gaps[k] as u64)
+    }
+}
+
+impl Units for PieceUnits<'_> {
+    fn text(&self, s: &[u8]) -> u64 {
+        if s.is_empty() {
+            return 0;
+        }
+        self.piece(s).unwrap_or_else(|| self.counter.count(row_str(s)) as u64)
+    }
+    fn delim(&self, _: Delim) -> u64 {
+        1
+    }
+}
+
+/// Per-row figures of one chunk of rows.
+#[derive(Default)]
+struct Chunk {
+    valid: Vec<bool>,
+    response: Vec<i64>,
+    prompt: Vec<Option<i64>>,
+    blocks: Vec<i64>,
+    summaries: Vec<i64>,
+    peak: Vec<i64>,
+    mean: Vec<f64>,
+    full_peak: Vec<i64>,
+}
+
+impl Chunk {
+    fn push_null(&mut self) {
+        self.valid.push(false);
+        for v in [&mut self.response, &mut self.blocks, &mut self.summaries, &mut self.peak, &mut self.full_peak] {
+            v.push(0);
+        }
+        self.mean.push(0.0);
+    }
+}
+
+/// Scratch reused across the rows of a chunk.
+#[derive(Default)]
+struct RowScratch {
+    count: Scratch,
+    items: TutorialItems,
+    replay: ReplayScratch,
+    prefix: Vec<u64>,
+}
+
+/// The sum of the tutorial's stripped items between pairs `open`/`close` (`ranges`, the same
+/// pairing), each counted as `len(tok.encode(item.strip()))`.
+fn stripped_sum(s: &mut Scratch, text: &str, counter: &dyn SegmentCounter, open: Delim, close: Delim, ranges: &[Range<usize>]) -> u64 {
+    let mut buf = std::mem::take(&mut s.pairs);
+    pairs(&s.tokens, open, close, &mut buf);
+    debug_assert_eq!(buf.len(), ranges.len());
+    let sum = buf.iter().zip(ranges).map(|(&(a, b), r)| s.stripped_tokens(text, counter, a, b, r.clone())).sum();
+    s.pairs = buf;
+    sum
+}
+
+fn analyze_row(text: &str, prompt: u64, counter: &dyn SegmentCounter, opts: &AnalyzeOptions, s: &mut RowScratch, c: &mut Chunk) {
+    let bytes = text.as_bytes();
+    scan_into(bytes, &mut s.count.tokens);
+    s.count.count_gaps(text, counter);
+    s.items.fill(bytes, &s.count.tokens);
+    let n = s.count.tokens.len();
+    let total = s.count.prefix[n + 1] + n as u64;
+    let blocks = stripped_sum(&mut s.count, text, counter, Delim::BlockStart, Delim::BlockEnd, &s.items.blocks);
+    let summaries = stripped_sum(&mut s.count, text, counter, Delim::SummaryStart, Delim::SummaryEnd, &s.items.summaries);
+    let units = PieceUnits { base: bytes.as_ptr() as usize, tokens: &s.count.tokens, gaps: &s.count.gaps, counter };
+    let st = replay(bytes, &s.count.tokens, &opts.engine, prompt, &units, &mut s.replay, &mut s.prefix, None);
+    debug_assert_eq!(st.total_len, total);
+    c.valid.push(true);
+    c.response.push(total as i64);
+    c.blocks.push(blocks as i64);
+    c.summaries.push(summaries as i64);
+    c.peak.push(st.peak_len as i64);
+    c.mean.push(st.mean_len);
+    c.full_peak.push(st.full_peak(prompt) as i64);
+    // kv_auc_tokens: the engine's area under the visible-length curve is not in ReplayStats yet
+    // (an engine change adds it); until then it is not computed here (see output_schema).
+}
+
+/// Output schema of [`analyze_arrays`] (`prompt_tokens` only when prompts are given).
+pub fn analyze_schema(backend: &str, with_prompts: bool) -> Schema {
+    let mut fields = vec![Field::new("response_tokens", DataType::Int64, true)];
+    if with_prompts {
+        fields.push(Field::new("prompt_tokens", DataType::Int64, true));
+    }
+    fields.extend([
+        Field::new("block_tokens", DataType::Int64, true),
+        Field::new("summary_tokens", DataType::Int64, true),
+        Field::new("token_ratio", DataType::Float64, true),
+        Field::new("replay_peak_tokens", DataType::Int64, true),
+        Field::new("replay_mean_tokens", DataType::Float64, true),
+        Field::new("replay_full_peak_tokens", DataType::Int64, true),
+        // TODO(kv_auc): `kv_auc_tokens` (sum over generated tokens of the visible length) goes
+        // here once mementos-core's replay reports its area under the curve.
+    ]);
+    Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
+}
+
+/// Token figures and the token replay of every row of `rows` (see [`analyze_arrays`]).
+pub fn analyze_rows(
+    rows: &dyn Rows,
+    prompts: Option<&dyn Rows>,
+    counter: &dyn SegmentCounter,
+    opts: &AnalyzeOptions,
+) -> Result<RecordBatch, CoreError> {
+    check_engine_options(&opts.engine)?;
+    if let Some(p) = prompts {
+        if p.len() != rows.len() {
+            return Err(CoreError::InvalidArgument(format!("{} prompts for {} responses", p.len(), rows.len())));
+        }
+    }
+    let parts = parallel(rows, opts.threads, |range| {
+        let mut c = Chunk::default();
+        let mut s = RowScratch::default();
+        for i in range {
+            let prompt = prompts.and_then(|p| p.is_valid(i).then(|| count_text(row_str(p.bytes(i)), counter)));
+            if rows.is_valid(i) {
+                analyze_row(row_str(rows.bytes(i)), prompt.unwrap_or(0), counter, opts, &mut s, &mut c);
+            } else {
+                c.push_null();
+            }
+            c.prompt.push(prompt.map(|p| p as i64));
+        }
+        c
+    })?;
+    let mut c = Chunk::default();
+    for p in parts {
+        c.valid.extend(p.valid);
+        c.response.extend(p.response);
+        c.prompt.extend(p.prompt);
+        c.blocks.extend(p.blocks);
+        c.summaries.extend(p.summaries);
+        c.peak.extend(p.peak);
+        c.mean.extend(p.mean);
+        c.full_peak.extend(p.full_peak);
+    }
+    let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
+    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone())) };
+    let ratio: Float64Array = c
+        .valid
+        .iter()
+        .zip(c.blocks.iter().zip(&c.summaries))
+        .map(|(&v, (&b, &s))| (v && b > 0).then(|| s as f64 / b as f64))
+        .collect();
+    let mut columns: Vec<ArrayRef> = vec![i64s(c.response)];
+    if prompts.is_some() {
+        columns.push(Arc::new(Int64Array::from(c.prompt)));
+    }
+    columns.extend([
+        i64s(c.blocks),
+        i64s(c.summaries),
+        Arc::new(ratio) as ArrayRef,
+        i64s(c.peak),
+        Arc::new(Float64Array::new(ScalarBuffer::from(c.mean), nulls.clone())) as ArrayRef,
+        i64s(c.full_peak),
+    ]);
+    Ok(RecordBatch::try_new(Arc::new(analyze_schema(counter.name(), prompts.is_some())), columns)?)
+}
+
+/// Per row of a column of responses, from one scan and one count of each text piece:
+///
+/// - `response_tokens`: the whole response (each delimiter one token);
+/// - `prompt_tokens` (with `prompts`, a column of rendered prompts as long as the responses):
+///   the prompt, which the replay counts in every visible length;
+/// - `block_tokens`, `summary_tokens`: the tutorial's token length summed over its stripped
+///   blocks / mementos; `token_ratio` = summary / block (null without block tokens);
+/// - `replay_peak_tokens`, `replay_mean_tokens`: the largest and the mean visible context of the
+///   replay under `opts.engine` (as `replay_arrays` in tokens), `replay_full_peak_tokens` the
+///   peak without compaction (prompt + response).
+///
+/// Null responses give null rows.
+pub fn analyze_arrays(
+    arrays: &[&dyn Array],
+    prompts: Option<&[&dyn Array]>,
+    counter: &dyn SegmentCounter,
+    opts: &AnalyzeOptions,
+) -> Result<RecordBatch, CoreError> {
+    let rows = column_rows(arrays)?;
+    let prompt_rows = prompts.map(column_rows).transpose()?;
+    analyze_rows(rows.as_ref(), prompt_rows.as_deref(), counter, opts)
+}
