@@ -283,16 +283,24 @@ def _load(spec: Any) -> LoadedTokenizer:
     tok, name = _resolve(spec)
     tok.no_truncation()  # a count is of the whole text
     tok.no_padding()
-    present = {t.content for t in tok.get_added_tokens_decoder().values()}
-    before_vocab = tok.get_vocab(with_added_tokens=True)
+    decoder_before = {i: t.content for i, t in tok.get_added_tokens_decoder().items()}
+    present = set(decoder_before.values())
+    size_before = tok.get_vocab_size(with_added_tokens=True)
+    ids_before = {d: tok.token_to_id(d) for d in DELIMITERS}
     added = tuple(d for d in DELIMITERS if d not in present)
     if added:
         tok.add_special_tokens(
             [tk.AddedToken(d, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
              for d in added]
         )
-    after_vocab = tok.get_vocab(with_added_tokens=True)
-    changed = [t for t, i in before_vocab.items() if after_vocab.get(t) != i]
+    # The model's vocabulary is untouched by adding tokens (tokenizers only appends added tokens),
+    # so it is enough to check the added tokens and the new ids (the whole vocabulary is compared
+    # in tests/test_tokens.py; building it twice here cost a second per load).
+    decoder_after = {i: t.content for i, t in tok.get_added_tokens_decoder().items()}
+    new_ids = {d: tok.token_to_id(d) for d in DELIMITERS}
+    changed = [c for i, c in decoder_before.items() if decoder_after.get(i) != c]
+    changed += [d for d, i in ids_before.items() if i is not None and new_ids[d] != i]
+    changed += [d for d, i in ids_before.items() if i is None and (new_ids[d] is None or new_ids[d] < size_before)]
     if changed:  # pragma: no cover - guaranteed by tokenizers; kept as a safety net
         raise MementoValueError(f"registering the delimiters changed existing ids: {changed[:5]}")
     ids: dict[str, int] = {}

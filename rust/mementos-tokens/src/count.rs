@@ -153,13 +153,17 @@ impl Scratch {
         if r.is_empty() {
             return 0;
         }
+        // The pieces next to the delimiters, counted as parts of the pieces already counted.
+        let part = |from: usize, to: usize, sub: Range<usize>, whole: u32| {
+            counter.count_range(&text[from..to], sub.start - from..sub.end - from, whole as usize) as u64
+        };
         if b == a + 1 {
-            return counter.count(&text[r]) as u64;
+            return part(raw_start, raw_end, r, self.gaps[a + 1]);
         }
         let first_end = self.tokens[a + 1].start;
         let last_start = self.tokens[b - 1].end();
-        let first = if r.start == raw_start { self.gaps[a + 1] as u64 } else { counter.count(&text[r.start..first_end]) as u64 };
-        let last = if r.end == raw_end { self.gaps[b] as u64 } else { counter.count(&text[last_start..r.end]) as u64 };
+        let first = if r.start == raw_start { self.gaps[a + 1] as u64 } else { part(raw_start, first_end, r.start..first_end, self.gaps[a + 1]) };
+        let last = if r.end == raw_end { self.gaps[b] as u64 } else { part(last_start, raw_end, last_start..r.end, self.gaps[b]) };
         // Inner pieces a+2 ..= b-1, plus the b-a-1 inner delimiters.
         first + (self.prefix[b] - self.prefix[a + 2]) + last + (b - a - 1) as u64
     }

@@ -33,6 +33,14 @@ pub use hf::HfCounter;
 /// post-processor special tokens (`encode(text, add_special_tokens=False)` in Python).
 pub trait SegmentCounter: Send + Sync {
     fn count(&self, text: &str) -> usize;
+    /// Tokens of `text[r]` (a delimiter-free piece), given `whole = self.count(text)`. The
+    /// default counts `text[r]`; a backend that can prove where its pipeline splits text (the
+    /// fast byte-level BPE) derives it from `whole` and a few words at the edges instead, which is
+    /// what makes the tutorial's stripped items (the whole block but its outer whitespace) cheap.
+    fn count_range(&self, text: &str, r: std::ops::Range<usize>, whole: usize) -> usize {
+        let _ = whole;
+        self.count(&text[r])
+    }
     /// The backend's name, reported with the results (e.g. `"hf"`).
     fn name(&self) -> &str;
 }
