@@ -15,79 +15,23 @@ import mementos_fast as mf
 from mementos_fast import reference, synthetic
 from mementos_fast.loading import sample_path
 
-DELIMS = ["<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>"]
-TOK_RE = re.compile("|".join(map(re.escape, DELIMS)))
+import overlay_model
+
+DELIMS = overlay_model.DELIMS
 BS, BE, SS, SE = DELIMS[2:]
 
 
 # ---------------------------------------------------------------------------------------------
-# A plain-Python model of the engine's rules (FORMAT.md section 5), character based.
+# The oracle of the engine: an independent model of the overlay's tracker/processor
+# (tests/overlay_model.py), token by token.
 
 
-def model_engine(text: str, k: int, kfa: bool = False):
-    toks = [(m.group(), m.start(), m.end()) for m in TOK_RE.finditer(text)]
-    open_, unsummarized, blocks, completed, evictions = [], [], [], [], []
-    bound = pending = None
-    for i, (d, _, _) in enumerate(toks):
-        if d == BS:
-            if pending is not None:
-                evictions.append((i, pending))
-                pending = None
-            open_.append(i)
-        elif d == BE:
-            if open_:
-                unsummarized.append(len(blocks))
-                blocks.append((open_.pop(), i))
-        elif d == SS:
-            bound = unsummarized[-1] if unsummarized else None
-        elif d == SE and bound is not None:
-            b, bound = bound, None
-            unsummarized.remove(b)
-            if k < 0:
-                continue
-            if k == 0 and kfa:
-                if pending is not None:
-                    evictions.append((i, pending))
-                pending = b
-                continue
-            completed.append(b)
-            if len(completed) > k:
-                evictions.append((i, completed[len(completed) - 1 - k]))
-    return toks, blocks, evictions
+def model_inplace(text: str, k: int, mask: bool = False, kfa: bool = False, **kw) -> str:
+    return overlay_model.inplace(text, overlay_model.Config(k, mask, kfa, **kw))
 
 
-def model_range(toks, block, mask: bool) -> range:
-    o, c = toks[block[0]], toks[block[1]]
-    return range(o[1], c[2]) if mask else range(o[2], c[1])
-
-
-def model_inplace(text: str, k: int, mask: bool = False, kfa: bool = False) -> str:
-    toks, blocks, evictions = model_engine(text, k, kfa)
-    gone: set[int] = set()
-    for _, b in evictions:
-        gone.update(model_range(toks, blocks[b], mask))
-    return "".join(ch for i, ch in enumerate(text) if i not in gone)
-
-
-def model_replay(text: str, k: int, mask: bool = False, kfa: bool = False, prompt: int = 0):
-    toks, blocks, evictions = model_engine(text, k, kfa)
-    by_end: dict[int, list[int]] = {}
-    for i, b in evictions:
-        by_end.setdefault(toks[i][2], []).append(b)
-    gone: set[int] = set()
-    v = peak = prompt
-    area = 0
-    for c in range(len(text)):
-        v += 1
-        area += v
-        peak = max(peak, v)
-        for b in by_end.get(c + 1, []):
-            new = set(model_range(toks, blocks[b], mask)) - gone
-            v -= len(new)
-            gone |= new
-    n = len(text)
-    return {"total_len": n, "peak_len": peak, "final_len": v, "mean_len": area / n if n else float(prompt),
-            "evicted_blocks": len(evictions)}
+def model_replay(text: str, k: int, mask: bool = False, kfa: bool = False, prompt: int = 0, **kw):
+    return overlay_model.replay(text, overlay_model.Config(k, mask, kfa, **kw), prompt_len=prompt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +76,47 @@ def test_tutorial_equals_reference(k, generated, real):
 
 def test_tutorial_bug_rows_are_returned_unchanged():
     text = f"<think>{BS} a {BE}{SS} b {SE}"  # no </think>
-    assert reference.compress_trace(text, 0) == f"<think>\n{SS} b {SE}\n</think>" + text  # the bug
+    assert reference.compress_trace(text, 0) == f"<think>\n{SS} b {SE}\n</think>\n" + text  # the bug
     assert mf.compress(text, 0) == text
+
+
+def test_tutorial_contract_example():
+    # FORMAT.md section 7: raw captures, and the tail joined with "\n" like every other part.
+    text = f"<think>\n{BS}A{BE}\n{SS}a{SE}\n</think>\nX"
+    want = f"<think>\n{SS}a{SE}\n</think>\n\nX"
+    assert reference.compress_trace(text, 0) == want
+    assert mf.compress(text, 0) == want
+    assert mf.compress_batch([text], 0).to_pylist() == [want]
+    # k >= n keeps every block as captured (spaces and all)
+    text = f"<think>{BS} A {BE}{SS} a {SE}</think>"
+    assert mf.compress(text, 3) == f"<think>\n{BS} A {BE}\n{SS} a {SE}\n</think>\n"
+
+
+def test_tutorial_is_the_seed_function():
+    # The seed tutorial's compress_trace, as FORMAT.md section 7 states it, written out here a
+    # second time independently of mementos_fast.reference.
+    block_re = re.compile(r"<\|block_start\|>(.*?)<\|block_end\|>", re.DOTALL)
+    summary_re = re.compile(r"<\|summary_start\|>(.*?)<\|summary_end\|>", re.DOTALL)
+
+    def seed(response: str, k: int) -> str:
+        blocks, summaries = block_re.findall(response), summary_re.findall(response)
+        if not blocks or len(blocks) != len(summaries):
+            return response
+        parts = ["<think>"]
+        for i, (b, s) in enumerate(zip(blocks, summaries)):
+            if i >= len(blocks) - k:
+                parts.append(f"<|block_start|>{b}<|block_end|>")
+            parts.append(f"<|summary_start|>{s}<|summary_end|>")
+        parts += ["</think>", response.split("</think>")[-1]]
+        return "\n".join(parts)
+
+    rows = [r["response"] for r in synthetic.generate_rows(300, seed=11, malformed_rate=0.3)]
+    rows += [f"<think>{BS}x{BE}{SS}y{SE}" * 50 + "</think>", f"{BS}{BE}{SS}{SE}</think>"]  # no whitespace, many
+    for k in (0, 1, 5, 60):
+        for text in rows:
+            assert reference.compress_trace(text, k) == seed(text, k)
+            if "</think>" in text:
+                assert mf.compress(text, k) == seed(text, k)
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
@@ -166,8 +149,14 @@ RULES = [
      f"<think>{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}</think>"),
     # a stray end is ignored; a block cut off is never evicted
     (f"<think>{BE}{BS}A{BE}{SS}a{SE}{BS}cut", 0, False, False, f"<think>{BE}{BS}{BE}{SS}a{SE}{BS}cut"),
-    # nested starts form a stack: the summary binds to the outer block, which closed last
-    (f"{BS}o {BS}i{BE} o{BE}{SS}s{SE}", 0, False, False, f"{BS}{BE}{SS}s{SE}"),
+    # nested starts form a stack: the summary binds to the most recently OPENED closed block (the
+    # inner one), as the overlay's start_summary walks blocks from the newest start backwards
+    (f"{BS}o {BS}i{BE} o{BE}{SS}s{SE}", 0, False, False, f"{BS}o {BS}{BE} o{BE}{SS}s{SE}"),
+    # the example: b binds B, a binds A; both evicted (B first)
+    (f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}", 0, False, False, f"{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}"),
+    # keep_last_block_for_answer: the deferred blocks wait in a queue; a block start flushes one
+    (f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}", 0, False, True,
+     f"{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}"),
     # stray summary delimiters are ignored
     (f"{SE}{SS}x{SE}{BS}A{BE}{SS}a{SE}", 0, False, False, f"{SE}{SS}x{SE}{BS}{BE}{SS}a{SE}"),
     # an unclosed summary never completes its block
@@ -190,11 +179,12 @@ def _is_subsequence(small: str, big: str) -> bool:
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(traces, st.integers(-1, 3), st.booleans(), st.booleans())
-def test_inplace_properties(text, k, mask, kfa):
+@given(traces, st.sampled_from([-1, 0, 1, 2, 5]), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_inplace_properties(text, k, mask, kfa, restart, on_end):
     kfa = kfa and k == 0
-    out = mf.compress(text, k, style="inplace", mask_delimiters=mask, keep_last_block_for_answer=kfa)
-    assert out == model_inplace(text, k, mask, kfa)
+    sw = {"restart_mode": restart, "compact_on_summary_end": on_end}
+    out = mf.compress(text, k, style="inplace", mask_delimiters=mask, keep_last_block_for_answer=kfa, **sw)
+    assert out == model_inplace(text, k, mask, kfa, **sw)
     assert _is_subsequence(out, text)
     if k == -1:
         assert out == text
@@ -296,13 +286,18 @@ def test_replay_two_blocks_by_hand():
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(traces, st.integers(-1, 2), st.booleans(), st.integers(0, 50))
-def test_replay_equals_model(text, k, mask, prompt):
-    got = mf.replay_batch([text], k, mask_delimiters=mask, prompt_len=prompt).to_pylist()[0]
-    want = model_replay(text, k, mask, prompt=prompt)
-    for key in ("total_len", "peak_len", "final_len", "evicted_blocks"):
+@given(traces, st.sampled_from([-1, 0, 1, 2, 5]), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+       st.integers(0, 50))
+def test_replay_equals_model(text, k, mask, kfa, restart, on_end, prompt):
+    kfa = kfa and k == 0
+    sw = {"restart_mode": restart, "compact_on_summary_end": on_end}
+    got = mf.replay_batch([text], k, mask_delimiters=mask, keep_last_block_for_answer=kfa, prompt_len=prompt,
+                          **sw).to_pylist()[0]
+    want = model_replay(text, k, mask, kfa, prompt=prompt, **sw)
+    for key in want:
         assert got[key] == want[key], key
-    assert got["mean_len"] == pytest.approx(want["mean_len"])
+    n = want["total_len"]
+    assert got["mean_len"] == pytest.approx(want["kv_auc"] / n if n else prompt)
 
 
 def test_replay_batch_generated_and_prompt_lengths(generated):
@@ -311,8 +306,7 @@ def test_replay_batch_generated_and_prompt_lengths(generated):
     out = mf.replay_batch(pa.array(rows), 1, prompt_len=prompts).to_pylist()
     for text, p, got in zip(rows, prompts, out):
         want = model_replay(text, 1, prompt=p)
-        assert (got["total_len"], got["peak_len"], got["final_len"]) == (want["total_len"], want["peak_len"],
-                                                                         want["final_len"])
+        assert {key: got[key] for key in want} == want
     assert mf.replay_batch(pa.array(["a", None]), 0).column("peak_len").to_pylist() == [1, None]
     with pytest.raises(mf.MementoValueError):
         mf.replay_batch(pa.array(["a", "b"]), 0, prompt_len=[1])
@@ -380,3 +374,125 @@ def test_replay_in_real_tokens_with_kv_bytes(real):
     assert curve.column("generated").to_pylist()[-1] == len(tok.encode(rows[0], add_special_tokens=False).ids)
     with pytest.raises(mf.MementoValueError, match="unknown model"):
         mf.replay_batch(pa.array(rows[:1]), 0, tokens=loaded, model="gpt-9")
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlay parity on every kind of row, every switch; the plan; the prompt
+
+
+SWITCHES = [
+    {},
+    {"mask_delimiters": True},
+    {"restart_mode": True},
+    {"compact_on_summary_end": False},
+    {"mask_delimiters": True, "restart_mode": True},
+]
+
+
+def _all_rows(generated, real) -> list[str]:
+    rows = generated[:150] + generated[-30:] + [r["response"] for r in real]
+    rows += [synthetic.adversarial(kind, 3000) for kind in synthetic.ADVERSARIAL_KINDS]
+    rows += [f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}", f"{BS}o {BS}i{BE}{SS}s1{SE} o{BE}{SS}s2{SE}",
+             f"{BS}A{BE}{SS}a{SS}b{SE}{SE}", f"{SS}{SE}{BE}{BS}{BS}{BE}{SS}x{SE}{BE}{SS}y{SE}"]
+    return rows
+
+
+@pytest.mark.parametrize("k", [-1, 0, 1, 2, 5])
+@pytest.mark.parametrize("sw", SWITCHES, ids=lambda d: ",".join(d) or "defaults")
+def test_overlay_parity_everywhere(k, sw, generated, real):
+    rows = _all_rows(generated, real)
+    col = pa.array(rows, pa.large_string())
+    out = mf.compress_batch(col, k, style="inplace", **sw).to_pylist()
+    rep = mf.replay_batch(col, k, **sw).to_pylist()
+    plan = mf.eviction_plan(col, k, **sw).to_pylist()
+    cfg = overlay_model.Config(k, **sw)
+    keys = ("block_start", "block_end", "summary_start", "summary_end", "trigger", "evict_start", "evict_end")
+    for text, got, r, p in zip(rows, out, rep, plan):
+        assert got == overlay_model.inplace(text, cfg)
+        want = overlay_model.replay(text, cfg)
+        assert {key: r[key] for key in want} == want
+        blocks = overlay_model.plan_bytes(text, cfg)
+        assert [{key: p[key][i] for key in keys} for i in range(p["n_blocks"])] == blocks
+
+
+@pytest.mark.parametrize("k", [0])
+def test_overlay_parity_keep_last_block_for_answer(k, generated, real):
+    rows = _all_rows(generated, real)
+    for sw in SWITCHES:
+        out = mf.compress_batch(rows, k, style="inplace", keep_last_block_for_answer=True, **sw).to_pylist()
+        rep = mf.replay_batch(rows, k, keep_last_block_for_answer=True, **sw).to_pylist()
+        cfg = overlay_model.Config(k, keep_last_block_for_answer=True, **sw)
+        for text, got, r in zip(rows, out, rep):
+            assert got == overlay_model.inplace(text, cfg)
+            want = overlay_model.replay(text, cfg)
+            assert {key: r[key] for key in want} == want
+
+
+def test_eviction_plan_columns_and_consumers():
+    text = f"<think>{BS}A{BE}{SS}a{SE}\n{BS}B{BE}{SS}b{SE}</think>x"
+    plan = mf.eviction_plan([text, None], 0)
+    assert plan.num_rows == 2
+    assert plan.schema.metadata[b"keep_last_k"] == b"0"
+    row = plan.to_pylist()[0]
+    assert row["n_blocks"] == 2 and row["n_complete"] == 2 and row["n_evicted"] == 2
+    a_start = text.index(BS)
+    assert row["block_start"][0] == a_start
+    assert row["block_end"][0] == text.index(BE) + len(BE)
+    assert row["evict_start"][0] == a_start + len(BS) and row["evict_end"][0] == text.index(BE)
+    assert row["trigger"][0] == text.index(SE)
+    assert row["rewind_to"] == [None, None]
+    # the in-place rewrite is the row minus the plan's evicted ranges
+    kept = "".join(text[s:e] for s, e in _complement(row, len(text.encode())))
+    assert kept == mf.compress(text, 0, style="inplace")
+    assert plan.to_pylist()[1]["n_blocks"] is None
+    restart = mf.eviction_plan([text], 0, restart_mode=True).to_pylist()[0]
+    assert restart["rewind_to"] == [text.index(SS), text.index(SS, text.index(SS) + 1)]
+    assert restart["evict_start"][0] == a_start
+
+
+def _complement(row, n):
+    pos = 0
+    for s, e in sorted(zip((x for x in row["evict_start"] if x is not None),
+                           (x for x in row["evict_end"] if x is not None))):
+        if s > pos:
+            yield pos, s
+        pos = max(pos, e)
+    yield pos, n
+
+
+def test_prompt_text_is_tracked_like_process_prompt_tokens():
+    unit = lambda b, s: f"{BS}{b}{BE}{SS}{s}{SE}"  # noqa: E731
+    resp = unit("RRRR", "r") + unit("QQQQ", "q")
+    prompt = "<|im_start|>user\nsee " + unit("U", "u") + "<|im_end|>\n<|im_start|>assistant\n" + unit("PPPP", "p")
+    for k in (0, 1):
+        for sw in SWITCHES:
+            cfg = overlay_model.Config(k, require_assistant_section=True, **sw)
+            got = mf.replay_batch([resp], k, prompt=[prompt], **sw).to_pylist()[0]
+            want = overlay_model.replay(resp, cfg, prompt=prompt)
+            assert {key: got[key] for key in want} == want, (k, sw)
+    # k = 0: the prompt's assistant block waits in the queue and is evicted first, by the first
+    # summary end of the response; the user's block is never tracked.
+    got = mf.replay_batch([resp], 0, prompt=[prompt]).to_pylist()[0]
+    assert got["prompt_len"] == len(prompt)
+    assert got["final_len"] == len(prompt) + len(resp) - 4 - 4  # PPPP and RRRR gone, QQQQ waits
+    # without the header requirement the user's block is tracked too (and evicted first)
+    free = mf.replay_batch([resp], 0, prompt=[prompt], require_assistant_section=False).to_pylist()[0]
+    assert free["final_len"] == len(prompt) + len(resp) - 1 - 4
+    # a prompt without a chat header: the header is taken to follow it, so nothing in it counts
+    raw = mf.replay_batch([resp], 0, prompt=[unit("PPPP", "p")]).to_pylist()[0]
+    assert raw["final_len"] == len(unit("PPPP", "p")) + len(resp) - 8
+    # prompt_len adds to the prompt text
+    assert mf.replay_batch([resp], 0, prompt=[prompt], prompt_len=7).to_pylist()[0]["prompt_len"] == len(prompt) + 7
+    with pytest.raises(mf.MementoValueError, match="prompt"):
+        mf.replay_batch([resp, resp], 0, prompt=[prompt])
+
+
+def test_kv_auc_and_restart_by_hand():
+    text = f"<think>{BS}AAAA{BE}{SS}s{SE}</think>x"
+    b = mf.replay_batch([text], 0, prompt_len=10).to_pylist()[0]
+    area = sum(10 + i for i in range(1, 73)) + sum(78 + i for i in range(1, 10))
+    assert b["kv_auc"] == area
+    assert b["full_kv_auc"] == sum(10 + i for i in range(1, 82))
+    r = mf.replay_batch([text], 0, restart_mode=True).to_pylist()[0]
+    assert r["recomputed_len"] == len(SS) + 1 + len(SE)
+    assert r["final_len"] == len(text) - len(BS) - 4 - len(BE)

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from mementos_fast import _core
 from mementos_fast._arrow import as_arrow_strings
-from mementos_fast.compaction import MODELS, KVShape, compress, compress_batch, replay_batch, replay_curve
+from mementos_fast.compaction import MODELS, KVShape, compress, compress_batch, eviction_plan, replay_batch, replay_curve
 from mementos_fast.errors import (
     MementoError,
     MementoFormatError,
@@ -47,6 +47,7 @@ __all__ = [
     "compress",
     "compress_batch",
     "count_tokens",
+    "eviction_plan",
     "export_sft",
     "load",
     "load_tokenizer",

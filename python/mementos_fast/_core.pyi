@@ -39,6 +39,8 @@ def compress_batch(
     style: str = "tutorial",
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
     threads: int | None = None,
 ) -> pa.Array: ...
 def compress(
@@ -48,6 +50,8 @@ def compress(
     style: str = "tutorial",
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
 ) -> str: ...
 def replay_batch(
     column: Any,
@@ -55,8 +59,12 @@ def replay_batch(
     *,
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
     prompt_len: int = 0,
     prompt_lens: list[int] | None = None,
+    prompt: Any = None,
+    require_assistant_section: bool = True,
     counter: TokenCounter | None = None,
     threads: int | None = None,
 ) -> pa.RecordBatch: ...
@@ -66,9 +74,21 @@ def replay_curve(
     *,
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
     prompt_len: int = 0,
     counter: TokenCounter | None = None,
 ) -> list[tuple[int, int, bool]]: ...
+def eviction_plan(
+    column: Any,
+    keep_last_k: int = 0,
+    *,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
+    threads: int | None = None,
+) -> pa.RecordBatch: ...
 def align_full_batch(
     response: Any, sentences: Any, blocks: Any, block_summaries: Any, *, threads: int | None = None
 ) -> pa.RecordBatch: ...

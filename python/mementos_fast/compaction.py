@@ -2,14 +2,18 @@
 
 - :func:`compress_batch` / :func:`compress`: the tutorial's ``compress_trace`` (``style="tutorial"``)
   or the text left in the KV cache at the end of generation (``style="inplace"``).
-- :func:`replay_batch` / :func:`replay_curve`: total, peak and mean visible length per row (and KV
-  bytes for a model), in characters or real tokens.
+- :func:`replay_batch` / :func:`replay_curve`: total, peak, mean and AUC of the visible length per
+  row (and KV bytes for a model), in characters or real tokens.
+- :func:`eviction_plan`: the engine's plan itself (blocks, mementos, triggers, evicted ranges).
 
-The engine's rules (FORMAT.md section 5, docs/COMPACTION.md): only complete blocks (block end
-plus a summary bound to it) are evicted; ``keep_last_k=-1`` keeps everything, ``0`` evicts each
-block at its own ``<|summary_end|>``, ``k > 0`` keeps the last k complete blocks;
-``mask_delimiters`` also removes ``<|block_start|>``/``<|block_end|>``;
-``keep_last_block_for_answer`` (k = 0 only) delays each eviction to the next ``<|block_start|>``.
+One engine computes all of them, in Rust: the rules of the Memento vLLM overlay
+(``vllm/vllm/v1/core/block_masking/tracker.py`` and ``processor.py`` in microsoft/memento;
+FORMAT.md section 5; docs/COMPACTION.md). Only complete blocks (closed, and a memento bound to
+them ended) are evicted; a memento binds to the most recently opened closed block without one;
+each ``<|summary_end|>`` evicts at most the oldest waiting block, when more than ``keep_last_k``
+wait (``-1``: never). The switches, with the overlay's defaults: ``mask_delimiters`` (False),
+``keep_last_block_for_answer`` (False; k = 0 only), ``restart_mode`` (False),
+``compact_on_summary_end`` (True).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "KVShape",
     "compress",
     "compress_batch",
+    "eviction_plan",
     "replay_batch",
     "replay_curve",
 ]
@@ -78,20 +83,27 @@ def compress_batch(
     style: str = "tutorial",
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
     threads: int | None = None,
 ) -> pa.Array:
     """Rewrite every trace of a column; returns a ``large_string`` array (nulls stay null).
 
-    ``style="tutorial"``: byte-identical to the tutorial's ``compress_trace(response, k)`` (the
-    reference) for ``k >= 0``: ``<think>``, then per block ``block`` + memento (the last ``k``) or
-    the memento alone, re-emitted with one space inside each delimiter pair and joined by
-    newlines, ``</think>``, then the text after the last ``</think>``. Rows the tutorial leaves
-    unchanged (no blocks, or block and summary counts differ) are unchanged. **Deviation**: a row
-    without ``</think>`` is returned unchanged, where the tutorial appends the whole response a
-    second time (a bug). ``keep_last_k=-1`` keeps every block.
+    ``style="tutorial"``: byte for byte the tutorial's ``compress_trace(response, k)``
+    (:func:`mementos_fast.reference.compress_trace`, FORMAT.md section 7) wherever the tutorial is
+    well defined (blocks found, as many blocks as mementos, a ``</think>``), for every ``k >= 0``:
+    the parts ``<think>``, per block either ``<|block_start|>b<|block_end|>`` and
+    ``<|summary_start|>s<|summary_end|>`` (the last ``k`` blocks) or the memento part alone,
+    ``</think>``, and the text after the last ``</think>``, joined by ``"\n"``, where ``b`` and
+    ``s`` are the regexes' raw captures (not stripped). Rows the tutorial leaves unchanged (no
+    blocks, or different counts) are unchanged. Two documented choices where it is not well
+    defined: a row **without** ``</think>`` is returned unchanged (the tutorial appends the whole
+    response a second time), and ``keep_last_k=-1`` keeps every block (the tutorial's arithmetic
+    ``i >= n + 1`` would keep none). The engine's switches do not apply to this style.
 
     ``style="inplace"``: what the inference engine leaves in the KV cache at the end of
-    generation: every byte except the content of evicted blocks (see the module doc).
+    generation: every byte except the ranges its plan evicted (see the module doc and
+    :func:`eviction_plan`).
 
     The output is written into one exactly sized buffer, with the GIL released, in linear time.
     """
@@ -101,6 +113,8 @@ def compress_batch(
         style=style,
         mask_delimiters=mask_delimiters,
         keep_last_block_for_answer=keep_last_block_for_answer,
+        restart_mode=restart_mode,
+        compact_on_summary_end=compact_on_summary_end,
         threads=threads,
     )
 
@@ -112,6 +126,8 @@ def compress(
     style: str = "tutorial",
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
 ) -> str:
     """:func:`compress_batch` for one trace."""
     return _core.compress(
@@ -120,7 +136,49 @@ def compress(
         style=style,
         mask_delimiters=mask_delimiters,
         keep_last_block_for_answer=keep_last_block_for_answer,
+        restart_mode=restart_mode,
+        compact_on_summary_end=compact_on_summary_end,
     )
+
+
+def eviction_plan(
+    column: Any,
+    keep_last_k: int = 0,
+    *,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
+    threads: int | None = None,
+) -> pa.RecordBatch:
+    """The inference engine's eviction plan of every trace, as Arrow: one row per input row (null
+    rows null), one list element per block the engine tracks, in the order of its
+    ``<|block_start|>``. The same plan drives ``compress(style="inplace")``, :func:`replay_batch`,
+    ``show --keep-last-k`` and the tokenized export's ``evict_at``.
+
+    Columns: ``n_blocks``, ``n_complete``, ``n_evicted`` (int32), and list<int64> columns of UTF-8
+    **byte** offsets into the row, null where there is none: ``block_start`` (its
+    ``<|block_start|>``), ``block_end`` (just after its ``<|block_end|>``; null: never closed),
+    ``summary_start`` / ``summary_end`` (its memento: start of the bound ``<|summary_start|>``,
+    just after the ``<|summary_end|>`` that completed it), ``trigger`` (start of the token right
+    after which the block leaves the cache: a ``<|summary_end|>``, or a ``<|block_start|>`` with
+    ``keep_last_block_for_answer``), ``evict_start`` / ``evict_end`` (the byte range removed),
+    ``rewind_to`` (``restart_mode``: start of the ``<|summary_start|>`` prefill restarts at).
+    See docs/COMPACTION.md.
+    """
+    batch = _core.eviction_plan(
+        as_arrow_strings(column),
+        keep_last_k,
+        mask_delimiters=mask_delimiters,
+        keep_last_block_for_answer=keep_last_block_for_answer,
+        restart_mode=restart_mode,
+        compact_on_summary_end=compact_on_summary_end,
+        threads=threads,
+    )
+    opts = {"keep_last_k": keep_last_k, "mask_delimiters": mask_delimiters,
+            "keep_last_block_for_answer": keep_last_block_for_answer, "restart_mode": restart_mode,
+            "compact_on_summary_end": compact_on_summary_end}
+    return batch.replace_schema_metadata({k: str(v).lower() for k, v in opts.items()})
 
 
 def _prompt_lens(prompt_len: Any) -> tuple[int, list[int] | None]:
@@ -142,7 +200,11 @@ def replay_batch(
     *,
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
     prompt_len: int | Any = 0,
+    prompt: Any = None,
+    require_assistant_section: bool = True,
     tokens: Any = None,
     model: str | KVShape | dict[str, int] | None = None,
     backend: str = "auto",
@@ -150,23 +212,36 @@ def replay_batch(
 ) -> pa.RecordBatch:
     """Replay each trace as generation proceeds under the engine's rules.
 
-    Columns (lengths in characters; ``prompt_len`` is counted in every visible length):
-    ``total_len`` (generated), ``peak_len`` (largest visible length, taken just before each
-    eviction), ``mean_len`` (area under the visible-length curve / ``total_len``), ``final_len``,
-    ``full_peak_len`` and ``full_mean_len`` (the same without compaction), ``peak_ratio`` and
-    ``mean_ratio`` (compacted / uncompacted), ``complete_blocks``, ``evicted_blocks``.
+    Columns (lengths in characters unless ``tokens`` is given): ``prompt_len`` (in the cache from
+    the start), ``total_len`` (generated), ``peak_len`` (largest visible length, taken just before
+    each eviction), ``mean_len`` (``kv_auc / total_len``), ``final_len``, ``kv_auc`` (KV AUC: the
+    sum over generated units of the visible length after each), ``full_peak_len``,
+    ``full_mean_len`` and ``full_kv_auc`` (the same without compaction), ``peak_ratio`` and
+    ``mean_ratio`` (compacted / uncompacted), ``recomputed_len`` (``restart_mode``: units whose KV is
+    computed a second time, prefill restarting at a memento's ``<|summary_start|>``),
+    ``complete_blocks``, ``evicted_blocks``.
 
     ``tokens``: lengths in real tokens instead of characters: anything
     :func:`mementos_fast.load_tokenizer` accepts (a ``tokenizers.Tokenizer``, a ``tokenizer.json``
-    path, a hub id, a ``transformers`` tokenizer) or a counter from
+    path, ``"qwen3"``, a hub id, a ``transformers`` tokenizer) or a counter from
     :func:`mementos_fast.tokens.token_counter`. Each delimiter is one token; every segment between
     delimiters is counted in Rust exactly as Hugging Face ``tokenizers`` counts it (``backend``
-    as in :func:`mementos_fast.count_tokens`). The column metadata says which unit was used.
-    ``prompt_len``: an int for every row, or one value per row (array-like), in the same unit
-    (``count_tokens(..., problem=...)`` gives ``prompt_tokens``).
+    as in :func:`mementos_fast.count_tokens`). The schema metadata says which unit was used.
+
+    The prompt: ``prompt_len``, an int for every row or one value per row (array-like), in the same
+    unit; and/or ``prompt``, a column of prompt **texts** (one per row; its units are added to
+    ``prompt_len``). Delimiters in a prompt text are tracked as the overlay's
+    ``process_prompt_tokens`` does: a complete block there joins the queue of waiting blocks (and
+    is evicted by a later ``<|summary_end|>`` of the response), but nothing is evicted while the
+    prompt is read. ``require_assistant_section`` (the overlay's default, True): only delimiters
+    after the first ``<|im_start|>assistant`` of the prompt count; a prompt without that header is
+    taken as not yet rendered with the chat template (the header would follow it), so none of its
+    delimiters count. The response itself is always tracked.
+
     ``model``: a preset name (``qwen3-8b``, ``qwen3-32b``, ``phi-4``), a :class:`KVShape` or a dict;
-    adds ``peak_kv_bytes``, ``mean_kv_bytes`` and ``full_peak_kv_bytes``. KV bytes are meaningful
-    for token lengths only, so a model requires ``tokens``.
+    adds ``peak_kv_bytes``, ``mean_kv_bytes``, ``full_peak_kv_bytes``, ``kv_auc_bytes`` and
+    ``full_kv_auc_bytes``. KV bytes are meaningful for token lengths only, so a model requires
+    ``tokens``.
     """
     if model is not None and tokens is None:
         raise MementoValueError("model= converts tokens to KV bytes: pass tokens= (a tokenizer) as well")
@@ -178,8 +253,12 @@ def replay_batch(
         keep_last_k,
         mask_delimiters=mask_delimiters,
         keep_last_block_for_answer=keep_last_block_for_answer,
+        restart_mode=restart_mode,
+        compact_on_summary_end=compact_on_summary_end,
         prompt_len=same,
         prompt_lens=per_row,
+        prompt=as_arrow_strings(prompt) if prompt is not None else None,
+        require_assistant_section=require_assistant_section,
         counter=counter,
         threads=threads,
     )
@@ -198,12 +277,16 @@ def _counter(tokens: Any, backend: str) -> _core.TokenCounter:
 
 
 def add_kv_bytes(batch: pa.RecordBatch, model: str | KVShape | dict[str, int]) -> pa.RecordBatch:
-    """Add ``peak_kv_bytes``, ``mean_kv_bytes``, ``full_peak_kv_bytes`` to a token-unit replay."""
+    """Add ``peak_kv_bytes``, ``mean_kv_bytes``, ``full_peak_kv_bytes``, ``kv_auc_bytes`` and
+    ``full_kv_auc_bytes`` (float64: an AUC in bytes overflows int64 on long rows) to a token-unit
+    replay."""
     per_token = _kv_shape(model).bytes_per_token
     cols = {
         "peak_kv_bytes": pc.multiply(batch.column("peak_len"), per_token),
         "mean_kv_bytes": pc.multiply(batch.column("mean_len"), float(per_token)),
         "full_peak_kv_bytes": pc.multiply(batch.column("full_peak_len"), per_token),
+        "kv_auc_bytes": pc.multiply(pc.cast(batch.column("kv_auc"), pa.float64()), float(per_token)),
+        "full_kv_auc_bytes": pc.multiply(pc.cast(batch.column("full_kv_auc"), pa.float64()), float(per_token)),
     }
     for name, col in cols.items():
         batch = batch.append_column(name, col)
@@ -216,6 +299,8 @@ def replay_curve(
     *,
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
     prompt_len: int = 0,
     tokens: Any = None,
     backend: str = "auto",
@@ -232,6 +317,8 @@ def replay_curve(
         keep_last_k,
         mask_delimiters=mask_delimiters,
         keep_last_block_for_answer=keep_last_block_for_answer,
+        restart_mode=restart_mode,
+        compact_on_summary_end=compact_on_summary_end,
         prompt_len=prompt_len,
         counter=_counter(tokens, backend) if tokens is not None else None,
     )

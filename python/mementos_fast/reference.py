@@ -13,11 +13,13 @@ Behaviour reproduced (``FORMAT.md`` section 7), with the decisions the tutorial 
 - ``analyze_row`` skips (returns ``None``) rows with no blocks or with different block and summary
   counts; ratios are totals (summary chars / block chars), ``None`` when the block side is 0
   (decision: the tutorial would divide by zero).
-- ``compress_trace`` rebuilds ``<think>``, the last ``keep_last_k`` blocks with their memento and
-  only the memento for the others (one space inside each delimiter pair: decision), joined by
-  newlines, ``</think>``, then the text after the last ``</think>``. Without ``</think>`` that text
-  is the whole response, which gets appended again: **a bug of the tutorial, kept on purpose** so
-  the oracle stays faithful (``compress_batch`` documents its own behaviour there).
+- ``compress_trace`` is the tutorial's function exactly (FORMAT.md section 7): the parts
+  ``<think>``, the last ``keep_last_k`` blocks with their memento and only the memento for the
+  others, each re-emitted from the regexes' **raw** captures (not stripped, no space added),
+  ``</think>``, then the text after the last ``</think>`` (not stripped), all joined by ``"\n"``.
+  Without ``</think>`` that text is the whole response, which gets appended again: **a bug of the
+  tutorial, kept on purpose** so the oracle stays faithful (``compress_batch`` documents its own
+  behaviour there).
 """
 
 from __future__ import annotations
@@ -107,17 +109,18 @@ def domain_medians(stats: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, fl
 
 def compress_trace(response: str, keep_last_k: int = 1) -> str:
     """The tutorial's compaction: keep the last ``keep_last_k`` blocks, mementos for the rest."""
-    p = parse_trace(response)
-    blocks, summaries = p["blocks"], p["summaries"]
+    blocks = BLOCK_RE.findall(response)
+    summaries = SUMMARY_RE.findall(response)
     if not blocks or len(blocks) != len(summaries):
         return response
     parts = ["<think>"]
     for i, (b, s) in enumerate(zip(blocks, summaries)):
         if i >= len(blocks) - keep_last_k:
-            parts.append(f"<|block_start|> {b} <|block_end|>")
-        parts.append(f"<|summary_start|> {s} <|summary_end|>")
+            parts.append("<|block_start|>" + b + "<|block_end|>")
+        parts.append("<|summary_start|>" + s + "<|summary_end|>")
     parts.append("</think>")
-    return "\n".join(parts) + response.split("</think>")[-1]
+    parts.append(response.split("</think>")[-1])
+    return "\n".join(parts)
 
 
 def to_messages(problem: str, response: str) -> dict[str, list[dict[str, str]]]:

@@ -13,15 +13,31 @@ import mementos_fast as mf
 
 def evicted_blocks(response: str, keep_last_k: int) -> set[int]:
     """Indexes (in the tutorial's ``blocks`` list) of the blocks whose content the inference engine
-    has evicted at the end of generation (FORMAT.md section 5, :func:`mementos_fast.compress` with
-    ``style="inplace"``): complete blocks except the last ``keep_last_k``; ``-1`` keeps everything.
-    Malformed rows whose block list does not follow the structure (not ``ok``) evict nothing."""
-    p = mf.parse(response)
-    if keep_last_k < 0 or p.status not in ("ok", "delimiter_in_content"):
+    has evicted by the end of generation. Read from the engine's plan
+    (:func:`mementos_fast.eviction_plan`, FORMAT.md section 5), never recomputed here: a block is
+    shown as evicted when one of the plan's evicted byte ranges covers its content."""
+    if keep_last_k < 0:
         return set()
-    kept = mf.parse(mf.compress(response, keep_last_k, style="inplace")).blocks
-    # Evicted blocks come back empty, in place; the others keep their text.
-    return {i for i, b in enumerate(kept) if b == "" and p.blocks[i] != ""}
+    plan = mf.eviction_plan([response], keep_last_k).to_pylist()[0]
+    ranges = [(s, e) for s, e in zip(plan["evict_start"], plan["evict_end"]) if s is not None and e is not None]
+    if not ranges:
+        return set()
+    raw = response.encode("utf-8")
+    out: set[int] = set()
+    # The tutorial's blocks are the non-greedy <|block_start|>...<|block_end|> pairs, in order.
+    pos, i = 0, 0
+    while True:
+        a = raw.find(b"<|block_start|>", pos)
+        if a < 0:
+            break
+        a += len(b"<|block_start|>")
+        z = raw.find(b"<|block_end|>", a)
+        if z < 0:
+            break
+        if z > a and any(s <= a and z <= e for s, e in ranges):
+            out.add(i)
+        pos, i = z + len(b"<|block_end|>"), i + 1
+    return out
 
 
 def render_text(response: str, *, width: int | None = None, max_block_chars: int | None = 1200,

@@ -240,7 +240,7 @@ fn align_row(inp: &Inputs<'_>, i: usize, tokens: &mut Vec<Token>, items: &mut Tu
     // 5: counts against the response.
     let text = inp.response.bytes(i);
     scan_into(text, tokens);
-    items.fill(text, tokens);
+    items.fill_stripped(text, tokens);
     r.n_response_blocks = items.blocks.len() as i32;
     r.n_response_summaries = items.summaries.len() as i32;
     if !(r.n_blocks == r.n_block_summaries && r.n_blocks == r.n_response_blocks && r.n_blocks == r.n_response_summaries) {

@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, LargeStringArray, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, Int32Array, Int64Array, LargeStringArray, ListArray, RecordBatch,
+};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 
 use crate::batch::{column_rows, Rows};
-use crate::compact::{inplace_plan, replay, tutorial_plan, write_pieces, EngineOptions, Piece, ReplayStats, Scratch, TutorialItems, Units};
+use crate::compact::{
+    engine, evicted_bytes, inplace_plan, replay, tutorial_plan, write_pieces, EngineOptions, Piece,
+    Plan, ReplayStats, Scratch, Stream, Tracking, TutorialItems, Units,
+};
 use crate::error::CoreError;
 use crate::par::{map_chunks, with_threads};
 use crate::scan::{scan_into, Token};
@@ -29,7 +34,9 @@ impl std::str::FromStr for Style {
         match s {
             "tutorial" => Ok(Style::Tutorial),
             "inplace" => Ok(Style::Inplace),
-            other => Err(CoreError::InvalidArgument(format!("style must be 'tutorial' or 'inplace', got {other:?}"))),
+            other => Err(CoreError::InvalidArgument(format!(
+                "style must be 'tutorial' or 'inplace', got {other:?}"
+            ))),
         }
     }
 }
@@ -45,24 +52,37 @@ pub struct CompressOptions {
 /// Check option combinations shared by compress and replay.
 pub fn check_engine_options(o: &EngineOptions) -> Result<(), CoreError> {
     if o.keep_last_k < -1 {
-        return Err(CoreError::InvalidArgument(format!("keep_last_k must be -1 (keep all) or >= 0, got {}", o.keep_last_k)));
+        return Err(CoreError::InvalidArgument(format!(
+            "keep_last_k must be -1 (keep all) or >= 0, got {}",
+            o.keep_last_k
+        )));
     }
     if o.keep_last_block_for_answer && o.keep_last_k != 0 {
-        return Err(CoreError::InvalidArgument("keep_last_block_for_answer applies only with keep_last_k=0".into()));
+        return Err(CoreError::InvalidArgument(
+            "keep_last_block_for_answer applies only with keep_last_k=0".into(),
+        ));
     }
     Ok(())
 }
 
 /// The rewrite plan of a run of rows: pieces, and for each row its end in `pieces` and its
 /// output length (`None` for a null row).
-struct Plan {
+struct RewritePlan {
     pieces: Vec<Piece>,
     row_end: Vec<usize>,
     lens: Vec<Option<usize>>,
 }
 
-fn plan_rows(rows: &dyn Rows, range: std::ops::Range<usize>, opts: &CompressOptions) -> Plan {
-    let mut plan = Plan { pieces: Vec::new(), row_end: Vec::with_capacity(range.len()), lens: Vec::with_capacity(range.len()) };
+fn plan_rows(
+    rows: &dyn Rows,
+    range: std::ops::Range<usize>,
+    opts: &CompressOptions,
+) -> RewritePlan {
+    let mut plan = RewritePlan {
+        pieces: Vec::new(),
+        row_end: Vec::with_capacity(range.len()),
+        lens: Vec::with_capacity(range.len()),
+    };
     let mut tokens: Vec<Token> = Vec::new();
     let mut items = TutorialItems::default();
     let mut sc = Scratch::default();
@@ -77,13 +97,20 @@ fn plan_rows(rows: &dyn Rows, range: std::ops::Range<usize>, opts: &CompressOpti
         scan_into(text, &mut tokens);
         match opts.style {
             Style::Tutorial => {
-                tutorial_plan(text, &tokens, &mut items, opts.engine.keep_last_k, &mut row_pieces);
+                tutorial_plan(
+                    text,
+                    &tokens,
+                    &mut items,
+                    opts.engine.keep_last_k,
+                    &mut row_pieces,
+                );
             }
             Style::Inplace => {
                 inplace_plan(text, &tokens, &opts.engine, &mut sc, &mut row_pieces);
             }
         }
-        plan.lens.push(Some(row_pieces.iter().map(Piece::len).sum()));
+        plan.lens
+            .push(Some(row_pieces.iter().map(Piece::len).sum()));
         plan.pieces.append(&mut row_pieces);
         plan.row_end.push(plan.pieces.len());
     }
@@ -92,7 +119,10 @@ fn plan_rows(rows: &dyn Rows, range: std::ops::Range<usize>, opts: &CompressOpti
 
 /// Rewrite every row. The output is a `LargeUtf8` array written into one exactly sized values
 /// buffer (plans first, then a parallel fill of disjoint slices). Null rows stay null.
-pub fn compress_arrays(arrays: &[&dyn Array], opts: &CompressOptions) -> Result<LargeStringArray, CoreError> {
+pub fn compress_arrays(
+    arrays: &[&dyn Array],
+    opts: &CompressOptions,
+) -> Result<LargeStringArray, CoreError> {
     check_engine_options(&opts.engine)?;
     let rows = column_rows(arrays)?;
     let rows = rows.as_ref();
@@ -122,12 +152,16 @@ pub fn compress_arrays(arrays: &[&dyn Array], opts: &CompressOptions) -> Result<
         slices.push(a);
         rest = b;
     }
-    let fill = |((start, plan), out): (&(usize, Plan), &mut [u8])| {
+    let fill = |((start, plan), out): (&(usize, RewritePlan), &mut [u8])| {
         let mut pos = 0;
         let mut from = 0;
         for (j, &end) in plan.row_end.iter().enumerate() {
             if plan.lens[j].is_some() {
-                pos += write_pieces(rows.bytes(start + j), &plan.pieces[from..end], &mut out[pos..]);
+                pos += write_pieces(
+                    rows.bytes(start + j),
+                    &plan.pieces[from..end],
+                    &mut out[pos..],
+                );
             }
             from = end;
         }
@@ -135,9 +169,15 @@ pub fn compress_arrays(arrays: &[&dyn Array], opts: &CompressOptions) -> Result<
     if plans.len() == 1 {
         plans.iter().zip(slices).for_each(fill);
     } else {
-        with_threads(opts.threads, || plans.par_iter().zip(slices.into_par_iter()).for_each(fill))?;
+        with_threads(opts.threads, || {
+            plans.par_iter().zip(slices.into_par_iter()).for_each(fill)
+        })?;
     }
-    let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
+    let nulls = if valid.iter().all(|&v| v) {
+        None
+    } else {
+        Some(NullBuffer::from(valid))
+    };
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: every row is a concatenation of whole UTF-8 sequences: sub-slices of a valid row cut
     // at delimiter boundaries (ASCII) or at the ends of a `str.strip()` (whole characters), and
@@ -162,20 +202,106 @@ impl PromptLen<'_> {
     }
 }
 
+/// The prompt of each row as text: its delimiters are tracked as the overlay's
+/// `process_prompt_tokens` does (a complete block there joins the queue; nothing is evicted while
+/// the prompt is read).
+#[derive(Clone, Copy)]
+pub struct PromptText<'a> {
+    pub rows: &'a dyn Rows,
+    /// The overlay's `require_assistant_section`: delimiters count only after the first
+    /// `<|im_start|>assistant` (optional whitespace between). A prompt without that header is
+    /// taken as not rendered yet: the header is assumed at its end, so none of its delimiters count.
+    pub require_assistant_section: bool,
+}
+
+const IM_START: &[u8] = b"<|im_start|>";
+
+/// End of the first `<|im_start|>` + optional ASCII whitespace + `assistant` in `text`.
+pub fn assistant_header_end(text: &[u8]) -> Option<usize> {
+    let finder = memchr::memmem::Finder::new(IM_START);
+    for at in finder.find_iter(text) {
+        let mut j = at + IM_START.len();
+        while j < text.len() && text[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if text[j..].starts_with(b"assistant") {
+            return Some(j + b"assistant".len());
+        }
+    }
+    None
+}
+
 /// Output schema of [`replay_arrays`].
 pub fn replay_schema() -> Schema {
+    let i64f = |n: &str| Field::new(n, DataType::Int64, true);
+    let f64f = |n: &str| Field::new(n, DataType::Float64, true);
+    let i32f = |n: &str| Field::new(n, DataType::Int32, true);
     Schema::new(vec![
-        Field::new("total_len", DataType::Int64, true),
-        Field::new("peak_len", DataType::Int64, true),
-        Field::new("mean_len", DataType::Float64, true),
-        Field::new("final_len", DataType::Int64, true),
-        Field::new("full_peak_len", DataType::Int64, true),
-        Field::new("full_mean_len", DataType::Float64, true),
-        Field::new("peak_ratio", DataType::Float64, true),
-        Field::new("mean_ratio", DataType::Float64, true),
-        Field::new("complete_blocks", DataType::Int32, true),
-        Field::new("evicted_blocks", DataType::Int32, true),
+        i64f("prompt_len"),
+        i64f("total_len"),
+        i64f("peak_len"),
+        f64f("mean_len"),
+        i64f("final_len"),
+        i64f("kv_auc"),
+        i64f("full_peak_len"),
+        f64f("full_mean_len"),
+        i64f("full_kv_auc"),
+        f64f("peak_ratio"),
+        f64f("mean_ratio"),
+        i64f("recomputed_len"),
+        i32f("complete_blocks"),
+        i32f("evicted_blocks"),
     ])
+}
+
+fn replay_row(
+    rows: &dyn Rows,
+    prompt_text: Option<&PromptText<'_>>,
+    i: usize,
+    opts: &EngineOptions,
+    prompt_len: u64,
+    units: &dyn Units,
+    tokens: &mut Vec<Token>,
+    resp_tokens: &mut Vec<Token>,
+    sc: &mut Scratch,
+    prefix: &mut Vec<u64>,
+) -> ReplayStats {
+    let text = rows.bytes(i);
+    let Some(p) = prompt_text.filter(|p| p.rows.is_valid(i)) else {
+        scan_into(text, tokens);
+        return replay(
+            Stream::response(text, tokens),
+            opts,
+            prompt_len,
+            units,
+            sc,
+            prefix,
+            None,
+        );
+    };
+    let prompt = p.rows.bytes(i);
+    scan_into(prompt, tokens);
+    let np = tokens.len();
+    let first_tracked = if p.require_assistant_section {
+        match assistant_header_end(prompt) {
+            Some(end) => tokens.iter().take_while(|t| t.start < end).count(),
+            None => np,
+        }
+    } else {
+        0
+    };
+    scan_into(text, resp_tokens);
+    tokens.extend_from_slice(resp_tokens);
+    let row = Stream {
+        prompt,
+        text,
+        tokens,
+        tracking: Tracking {
+            first_tracked,
+            first_generated: np,
+        },
+    };
+    replay(row, opts, prompt_len, units, sc, prefix, None)
 }
 
 /// Replay every row under the engine's rules; one row of figures per input row (null rows null).
@@ -184,6 +310,7 @@ pub fn replay_arrays(
     arrays: &[&dyn Array],
     opts: &EngineOptions,
     prompt: PromptLen<'_>,
+    prompt_text: Option<(&[&dyn Array], bool)>,
     units: &dyn Units,
     threads: Option<usize>,
 ) -> Result<RecordBatch, CoreError> {
@@ -192,51 +319,230 @@ pub fn replay_arrays(
     let rows = rows.as_ref();
     if let PromptLen::PerRow(v) = prompt {
         if v.len() != rows.len() {
-            return Err(CoreError::InvalidArgument(format!("prompt_len has {} values for {} rows", v.len(), rows.len())));
+            return Err(CoreError::InvalidArgument(format!(
+                "prompt_len has {} values for {} rows",
+                v.len(),
+                rows.len()
+            )));
         }
     }
+    let prompt_rows = match prompt_text {
+        Some((a, _)) => Some(column_rows(a)?),
+        None => None,
+    };
+    let prompt_text = match (&prompt_rows, prompt_text) {
+        (Some(r), Some((_, require))) => {
+            if r.len() != rows.len() {
+                return Err(CoreError::InvalidArgument(format!(
+                    "prompt has {} rows for {} responses",
+                    r.len(),
+                    rows.len()
+                )));
+            }
+            Some(PromptText {
+                rows: r.as_ref(),
+                require_assistant_section: require,
+            })
+        }
+        _ => None,
+    };
     let parts = map_chunks(rows, threads, |r| {
-        let mut tokens = Vec::new();
+        let (mut tokens, mut resp_tokens) = (Vec::new(), Vec::new());
         let mut sc = Scratch::default();
         let mut prefix = Vec::new();
         r.map(|i| {
             rows.is_valid(i).then(|| {
-                let text = rows.bytes(i);
-                scan_into(text, &mut tokens);
-                (replay(text, &tokens, opts, prompt.get(i), units, &mut sc, &mut prefix, None), prompt.get(i))
+                replay_row(
+                    rows,
+                    prompt_text.as_ref(),
+                    i,
+                    opts,
+                    prompt.get(i),
+                    units,
+                    &mut tokens,
+                    &mut resp_tokens,
+                    &mut sc,
+                    &mut prefix,
+                )
             })
         })
-        .collect::<Vec<Option<(ReplayStats, u64)>>>()
+        .collect::<Vec<Option<ReplayStats>>>()
     })?;
-    let all: Vec<Option<(ReplayStats, u64)>> = parts.into_iter().flatten().collect();
+    let all: Vec<Option<ReplayStats>> = parts.into_iter().flatten().collect();
     let valid: Vec<bool> = all.iter().map(Option::is_some).collect();
-    let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
-    let i64s = |f: &dyn Fn(&ReplayStats, u64) -> u64| -> ArrayRef {
-        Arc::new(Int64Array::new(all.iter().map(|o| o.map_or(0, |(s, p)| f(&s, p) as i64)).collect(), nulls.clone()))
+    let nulls = if valid.iter().all(|&v| v) {
+        None
+    } else {
+        Some(NullBuffer::from(valid))
     };
-    let f64s = |f: &dyn Fn(&ReplayStats, u64) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::new(all.iter().map(|o| o.map_or(0.0, |(s, p)| f(&s, p))).collect(), nulls.clone()))
+    let sat = |x: u128| x.min(i64::MAX as u128) as i64;
+    let i64s = |f: &dyn Fn(&ReplayStats) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::new(
+            all.iter().map(|o| o.as_ref().map_or(0, f)).collect(),
+            nulls.clone(),
+        ))
+    };
+    let f64s = |f: &dyn Fn(&ReplayStats) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::new(
+            all.iter().map(|o| o.as_ref().map_or(0.0, f)).collect(),
+            nulls.clone(),
+        ))
     };
     let ratio = |num: f64, den: f64| if den > 0.0 { Some(num / den) } else { None };
-    let ratios = |f: &dyn Fn(&ReplayStats, u64) -> Option<f64>| -> ArrayRef {
-        Arc::new(Float64Array::from(all.iter().map(|o| o.and_then(|(s, p)| f(&s, p))).collect::<Vec<_>>()))
+    let ratios = |f: &dyn Fn(&ReplayStats) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from(
+            all.iter()
+                .map(|o| o.as_ref().and_then(f))
+                .collect::<Vec<_>>(),
+        ))
     };
     let i32s = |f: &dyn Fn(&ReplayStats) -> u32| -> ArrayRef {
-        Arc::new(Int32Array::new(all.iter().map(|o| o.map_or(0, |(s, _)| f(&s) as i32)).collect(), nulls.clone()))
+        Arc::new(Int32Array::new(
+            all.iter()
+                .map(|o| o.as_ref().map_or(0, |s| f(s) as i32))
+                .collect(),
+            nulls.clone(),
+        ))
     };
     let columns: Vec<ArrayRef> = vec![
-        i64s(&|s, _| s.total_len),
-        i64s(&|s, _| s.peak_len),
-        f64s(&|s, _| s.mean_len),
-        i64s(&|s, _| s.final_len),
-        i64s(&|s, p| s.full_peak(p)),
-        f64s(&|s, p| s.full_mean(p)),
-        ratios(&|s, p| ratio(s.peak_len as f64, s.full_peak(p) as f64)),
-        ratios(&|s, p| ratio(s.mean_len, s.full_mean(p))),
+        i64s(&|s| s.prompt_len as i64),
+        i64s(&|s| s.total_len as i64),
+        i64s(&|s| s.peak_len as i64),
+        f64s(&|s| s.mean_len),
+        i64s(&|s| s.final_len as i64),
+        i64s(&|s| sat(s.kv_auc)),
+        i64s(&|s| s.full_peak() as i64),
+        f64s(&|s| s.full_mean()),
+        i64s(&|s| sat(s.full_auc())),
+        ratios(&|s| ratio(s.peak_len as f64, s.full_peak() as f64)),
+        ratios(&|s| ratio(s.mean_len, s.full_mean())),
+        i64s(&|s| s.recomputed_len as i64),
         i32s(&|s| s.complete_blocks),
         i32s(&|s| s.evicted_blocks),
     ];
     Ok(RecordBatch::try_new(Arc::new(replay_schema()), columns)?)
+}
+
+/// Output schema of [`plan_arrays`]: one row per input row, one list element per block the
+/// engine tracks (in the order of its `<|block_start|>`). Offsets are UTF-8 byte offsets into the
+/// row; a null element means "none" (never closed, no memento, never evicted).
+pub fn plan_schema() -> Schema {
+    let list = |n: &str| {
+        Field::new(
+            n,
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            true,
+        )
+    };
+    Schema::new(vec![
+        Field::new("n_blocks", DataType::Int32, true),
+        Field::new("n_complete", DataType::Int32, true),
+        Field::new("n_evicted", DataType::Int32, true),
+        list("block_start"),
+        list("block_end"),
+        list("summary_start"),
+        list("summary_end"),
+        list("trigger"),
+        list("evict_start"),
+        list("evict_end"),
+        list("rewind_to"),
+    ])
+}
+
+/// The engine's eviction plan of every row, as Arrow (see [`plan_schema`] and docs/COMPACTION.md):
+/// `block_start` (offset of the block's `<|block_start|>`), `block_end` (end of its
+/// `<|block_end|>`), `summary_start` / `summary_end` (its memento's delimiters: start of the
+/// first, end of the second), `trigger` (start of the token after which the block leaves the
+/// cache), `evict_start` / `evict_end` (the byte range removed), `rewind_to` (`restart_mode`: start
+/// of the `<|summary_start|>` prefill restarts at).
+pub fn plan_arrays(
+    arrays: &[&dyn Array],
+    opts: &EngineOptions,
+    threads: Option<usize>,
+) -> Result<RecordBatch, CoreError> {
+    check_engine_options(opts)?;
+    let rows = column_rows(arrays)?;
+    let rows = rows.as_ref();
+    #[derive(Default)]
+    struct Part {
+        counts: Vec<Option<[i32; 3]>>,
+        values: [Vec<Option<i64>>; 8],
+    }
+    let parts = map_chunks(rows, threads, |r| {
+        let mut part = Part {
+            counts: Vec::with_capacity(r.len()),
+            ..Default::default()
+        };
+        let mut tokens = Vec::new();
+        let mut plan = Plan::default();
+        for i in r {
+            if !rows.is_valid(i) {
+                part.counts.push(None);
+                continue;
+            }
+            let text = rows.bytes(i);
+            scan_into(text, &mut tokens);
+            engine(&tokens, opts, &mut plan);
+            let n_complete = plan.blocks.iter().filter(|b| b.is_complete()).count();
+            part.counts.push(Some([
+                plan.blocks.len() as i32,
+                n_complete as i32,
+                plan.evictions.len() as i32,
+            ]));
+            for b in &plan.blocks {
+                let ev = b.eviction.map(|e| &plan.evictions[e]);
+                let range = ev.map(|_| evicted_bytes(&tokens, b, opts));
+                let values = [
+                    Some(tokens[b.open].start),
+                    b.close.map(|c| tokens[c].end()),
+                    b.summary_open.map(|s| tokens[s].start),
+                    b.summary_close.map(|s| tokens[s].end()),
+                    ev.map(|e| tokens[e.at].start),
+                    range.as_ref().map(|r| r.start),
+                    range.as_ref().map(|r| r.end),
+                    ev.and_then(|e| e.rewind_to).map(|s| tokens[s].start),
+                ];
+                for (col, v) in part.values.iter_mut().zip(values) {
+                    col.push(v.map(|x| x as i64));
+                }
+            }
+        }
+        part
+    })?;
+    let mut counts: Vec<Option<[i32; 3]>> = Vec::with_capacity(rows.len());
+    let mut values: [Vec<Option<i64>>; 8] = Default::default();
+    for mut p in parts {
+        counts.append(&mut p.counts);
+        for (all, mut part) in values.iter_mut().zip(p.values) {
+            all.append(&mut part);
+        }
+    }
+    let count = |j: usize| -> ArrayRef {
+        Arc::new(Int32Array::from(
+            counts.iter().map(|c| c.map(|c| c[j])).collect::<Vec<_>>(),
+        ))
+    };
+    let offsets =
+        OffsetBuffer::<i32>::from_lengths(counts.iter().map(|c| c.map_or(0, |c| c[0] as usize)));
+    let row_nulls = if counts.iter().all(Option::is_some) {
+        None
+    } else {
+        Some(NullBuffer::from(
+            counts.iter().map(Option::is_some).collect::<Vec<_>>(),
+        ))
+    };
+    let item = Arc::new(Field::new("item", DataType::Int64, true));
+    let mut columns: Vec<ArrayRef> = vec![count(0), count(1), count(2)];
+    for v in values {
+        let list = ListArray::try_new(
+            item.clone(),
+            offsets.clone(),
+            Arc::new(Int64Array::from(v)),
+            row_nulls.clone(),
+        )?;
+        columns.push(Arc::new(list));
+    }
+    Ok(RecordBatch::try_new(Arc::new(plan_schema()), columns)?)
 }
 
 #[cfg(test)]
@@ -267,14 +573,25 @@ mod tests {
         let a = StringArray::from(data.clone());
         let v = StringViewArray::from(data.iter().map(|r| r.as_deref()).collect::<Vec<_>>());
         for style in [Style::Tutorial, Style::Inplace] {
-            let o = |threads| CompressOptions { style, engine: EngineOptions { keep_last_k: 1, ..Default::default() }, threads };
+            let o = |threads| CompressOptions {
+                style,
+                engine: EngineOptions {
+                    keep_last_k: 1,
+                    ..Default::default()
+                },
+                threads,
+            };
             let one = compress_arrays(&[&a], &o(Some(1))).unwrap();
             let two = compress_arrays(&[&a], &o(Some(2))).unwrap();
-            let chunks = compress_arrays(&[&a.slice(0, 1000), &v.slice(1000, 2000)], &o(Some(2))).unwrap();
+            let chunks =
+                compress_arrays(&[&a.slice(0, 1000), &v.slice(1000, 2000)], &o(Some(2))).unwrap();
             assert_eq!(one, two);
             assert_eq!(one, chunks);
             assert!(one.is_null(5));
-            assert_eq!(one.value_offsets().last().copied().unwrap() as usize, one.values().len());
+            assert_eq!(
+                one.value_offsets().last().copied().unwrap() as usize,
+                one.values().len()
+            );
         }
     }
 
@@ -282,13 +599,36 @@ mod tests {
     fn replay_columns() {
         let data = rows(200);
         let a = StringArray::from(data);
-        let b = replay_arrays(&[&a], &EngineOptions::default(), PromptLen::Same(5), &Chars, Some(1)).unwrap();
+        let b = replay_arrays(
+            &[&a],
+            &EngineOptions::default(),
+            PromptLen::Same(5),
+            None,
+            &Chars,
+            Some(1),
+        )
+        .unwrap();
         assert_eq!(b.num_rows(), 200);
-        assert!(b.column(0).is_null(5));
-        let keep_all = EngineOptions { keep_last_k: -1, ..Default::default() };
-        let full = replay_arrays(&[&a], &keep_all, PromptLen::Same(5), &Chars, Some(1)).unwrap();
-        assert_eq!(full.column(1), full.column(4));
-        let bad = EngineOptions { keep_last_k: 2, keep_last_block_for_answer: true, ..Default::default() };
-        assert!(replay_arrays(&[&a], &bad, PromptLen::Same(0), &Chars, None).is_err());
+        assert!(b.column_by_name("total_len").unwrap().is_null(5));
+        let keep_all = EngineOptions {
+            keep_last_k: -1,
+            ..Default::default()
+        };
+        let full =
+            replay_arrays(&[&a], &keep_all, PromptLen::Same(5), None, &Chars, Some(1)).unwrap();
+        assert_eq!(
+            full.column_by_name("peak_len"),
+            full.column_by_name("full_peak_len")
+        );
+        assert_eq!(
+            full.column_by_name("kv_auc"),
+            full.column_by_name("full_kv_auc")
+        );
+        let bad = EngineOptions {
+            keep_last_k: 2,
+            keep_last_block_for_answer: true,
+            ..Default::default()
+        };
+        assert!(replay_arrays(&[&a], &bad, PromptLen::Same(0), None, &Chars, None).is_err());
     }
 }

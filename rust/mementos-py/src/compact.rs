@@ -3,8 +3,11 @@
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, LargeStringArray};
-use mementos_core::compact::{replay, Chars, CurvePoint, EngineOptions, Scratch};
-use mementos_core::ops::{check_engine_options, compress_arrays, replay_arrays, CompressOptions, PromptLen, Style};
+use mementos_core::compact::{replay, Chars, CurvePoint, EngineOptions, Scratch, Stream};
+use mementos_core::ops::{
+    check_engine_options, compress_arrays, plan_arrays, replay_arrays, CompressOptions, PromptLen,
+    Style,
+};
 use mementos_core::scan::scan;
 use mementos_core::CoreError;
 use pyo3::prelude::*;
@@ -29,15 +32,33 @@ impl Units for TokenUnits<'_> {
             return 0;
         }
         // Segments are cut at ASCII delimiters out of valid UTF-8, so they are valid UTF-8.
-        self.0.count(std::str::from_utf8(s).expect("segment of a valid UTF-8 row")) as u64
+        self.0
+            .count(std::str::from_utf8(s).expect("segment of a valid UTF-8 row")) as u64
     }
     fn delim(&self, _: Delim) -> u64 {
         1
     }
 }
 
-fn engine_options(keep_last_k: i64, mask_delimiters: bool, keep_last_block_for_answer: bool) -> EngineOptions {
-    EngineOptions { keep_last_k, mask_delimiters, keep_last_block_for_answer }
+/// The engine's switches, as every binding takes them (keyword arguments of the same names).
+#[derive(Clone, Copy)]
+struct Switches {
+    mask_delimiters: bool,
+    keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
+}
+
+impl Switches {
+    fn engine(self, keep_last_k: i64) -> EngineOptions {
+        EngineOptions {
+            keep_last_k,
+            mask_delimiters: self.mask_delimiters,
+            keep_last_block_for_answer: self.keep_last_block_for_answer,
+            restart_mode: self.restart_mode,
+            compact_on_summary_end: self.compact_on_summary_end,
+        }
+    }
 }
 
 fn refs(arrays: &[ArrayRef]) -> Vec<&dyn Array> {
@@ -46,7 +67,7 @@ fn refs(arrays: &[ArrayRef]) -> Vec<&dyn Array> {
 
 /// Rewrite a column of traces. See `mementos_fast.compress_batch`.
 #[pyfunction]
-#[pyo3(signature = (column, keep_last_k=1, *, style="tutorial", mask_delimiters=false, keep_last_block_for_answer=false, threads=None))]
+#[pyo3(signature = (column, keep_last_k=1, *, style="tutorial", mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn compress_batch<'py>(
     py: Python<'py>,
@@ -55,14 +76,22 @@ fn compress_batch<'py>(
     style: &str,
     mask_delimiters: bool,
     keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let arrays = collect_arrays(column)?;
     let style: Result<Style, CoreError> = style.parse();
+    let sw = Switches {
+        mask_delimiters,
+        keep_last_block_for_answer,
+        restart_mode,
+        compact_on_summary_end,
+    };
     let out = run(py, || {
         let opts = CompressOptions {
             style: style?,
-            engine: engine_options(keep_last_k, mask_delimiters, keep_last_block_for_answer),
+            engine: sw.engine(keep_last_k),
             threads,
         };
         compress_arrays(&refs(&arrays), &opts)
@@ -74,13 +103,29 @@ fn compress_batch<'py>(
 
 /// Rewrite one trace. See `mementos_fast.compress`.
 #[pyfunction]
-#[pyo3(signature = (text, keep_last_k=1, *, style="tutorial", mask_delimiters=false, keep_last_block_for_answer=false))]
-fn compress(py: Python<'_>, text: &str, keep_last_k: i64, style: &str, mask_delimiters: bool, keep_last_block_for_answer: bool) -> PyResult<String> {
+#[pyo3(signature = (text, keep_last_k=1, *, style="tutorial", mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true))]
+#[allow(clippy::too_many_arguments)]
+fn compress(
+    py: Python<'_>,
+    text: &str,
+    keep_last_k: i64,
+    style: &str,
+    mask_delimiters: bool,
+    keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
+) -> PyResult<String> {
     let style: Result<Style, CoreError> = style.parse();
+    let sw = Switches {
+        mask_delimiters,
+        keep_last_block_for_answer,
+        restart_mode,
+        compact_on_summary_end,
+    };
     run(py, || {
         let opts = CompressOptions {
             style: style?,
-            engine: engine_options(keep_last_k, mask_delimiters, keep_last_block_for_answer),
+            engine: sw.engine(keep_last_k),
             threads: Some(1),
         };
         let out: LargeStringArray = compress_arrays(&[&LargeStringArray::from(vec![text])], &opts)?;
@@ -88,9 +133,9 @@ fn compress(py: Python<'_>, text: &str, keep_last_k: i64, style: &str, mask_deli
     })
 }
 
-/// Replay a column under the engine's rules, lengths in characters. See `mementos_fast.replay_batch`.
+/// Replay a column under the engine's rules. See `mementos_fast.replay_batch`.
 #[pyfunction]
-#[pyo3(signature = (column, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, prompt_len=0, prompt_lens=None, counter=None, threads=None))]
+#[pyo3(signature = (column, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, prompt_len=0, prompt_lens=None, prompt=None, require_assistant_section=true, counter=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn replay_batch<'py>(
     py: Python<'py>,
@@ -98,42 +143,73 @@ fn replay_batch<'py>(
     keep_last_k: i64,
     mask_delimiters: bool,
     keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
     prompt_len: u64,
     prompt_lens: Option<Vec<u64>>,
+    prompt: Option<AnyArray>,
+    require_assistant_section: bool,
     counter: Option<PyRef<'py, TokenCounter>>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let arrays = collect_arrays(column)?;
+    let prompt_arrays = prompt.map(collect_arrays).transpose()?;
     let inner = counter.map(|c| c.inner.clone());
+    let sw = Switches {
+        mask_delimiters,
+        keep_last_block_for_answer,
+        restart_mode,
+        compact_on_summary_end,
+    };
     let batch = run(py, || {
-        let opts = engine_options(keep_last_k, mask_delimiters, keep_last_block_for_answer);
-        let prompt = match &prompt_lens {
+        let opts = sw.engine(keep_last_k);
+        let lens = match &prompt_lens {
             Some(v) => PromptLen::PerRow(v),
             None => PromptLen::Same(prompt_len),
         };
+        let prompt_refs = prompt_arrays.as_ref().map(|a| refs(a));
+        let prompt_text = prompt_refs
+            .as_deref()
+            .map(|r| (r, require_assistant_section));
         match &inner {
-            Some(c) => replay_arrays(&refs(&arrays), &opts, prompt, &TokenUnits(c.as_ref()), threads),
-            None => replay_arrays(&refs(&arrays), &opts, prompt, &Chars, threads),
+            Some(c) => replay_arrays(
+                &refs(&arrays),
+                &opts,
+                lens,
+                prompt_text,
+                &TokenUnits(c.as_ref()),
+                threads,
+            ),
+            None => replay_arrays(&refs(&arrays), &opts, lens, prompt_text, &Chars, threads),
         }
     })?;
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
-/// The visible-length curve of one trace in characters: `(generated, visible, eviction)` points.
+/// The visible-length curve of one trace: `(generated, visible, eviction)` points.
 #[pyfunction]
-#[pyo3(signature = (text, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, prompt_len=0, counter=None))]
+#[pyo3(signature = (text, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, prompt_len=0, counter=None))]
+#[allow(clippy::too_many_arguments)]
 fn replay_curve(
     py: Python<'_>,
     text: &str,
     keep_last_k: i64,
     mask_delimiters: bool,
     keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
     prompt_len: u64,
     counter: Option<PyRef<'_, TokenCounter>>,
 ) -> PyResult<Vec<(u64, u64, bool)>> {
     let inner = counter.map(|c| c.inner.clone());
+    let sw = Switches {
+        mask_delimiters,
+        keep_last_block_for_answer,
+        restart_mode,
+        compact_on_summary_end,
+    };
     run(py, || {
-        let opts = engine_options(keep_last_k, mask_delimiters, keep_last_block_for_answer);
+        let opts = sw.engine(keep_last_k);
         check_engine_options(&opts)?;
         let tokens = scan(text.as_bytes());
         let mut curve: Vec<CurvePoint> = Vec::new();
@@ -141,9 +217,48 @@ fn replay_curve(
             Some(c) => &TokenUnits(c.as_ref()),
             None => &Chars,
         };
-        replay(text.as_bytes(), &tokens, &opts, prompt_len, units, &mut Scratch::default(), &mut Vec::new(), Some(&mut curve));
-        Ok(curve.iter().map(|p| (p.generated, p.visible, p.eviction)).collect())
+        let row = Stream::response(text.as_bytes(), &tokens);
+        replay(
+            row,
+            &opts,
+            prompt_len,
+            units,
+            &mut Scratch::default(),
+            &mut Vec::new(),
+            Some(&mut curve),
+        );
+        Ok(curve
+            .iter()
+            .map(|p| (p.generated, p.visible, p.eviction))
+            .collect())
     })
+}
+
+/// The engine's eviction plan of every row. See `mementos_fast.eviction_plan`.
+#[pyfunction]
+#[pyo3(signature = (column, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn eviction_plan<'py>(
+    py: Python<'py>,
+    column: AnyArray,
+    keep_last_k: i64,
+    mask_delimiters: bool,
+    keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let arrays = collect_arrays(column)?;
+    let sw = Switches {
+        mask_delimiters,
+        keep_last_block_for_answer,
+        restart_mode,
+        compact_on_summary_end,
+    };
+    let batch = run(py, || {
+        plan_arrays(&refs(&arrays), &sw.engine(keep_last_k), threads)
+    })?;
+    PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
 /// Align `full`-config fields with `response`. See `mementos_fast.align_full_batch`.
@@ -161,12 +276,27 @@ fn align_full_batch<'py>(
         let parts = collect_arrays(a)?;
         match parts.len() {
             1 => Ok(parts.into_iter().next().expect("one")),
-            0 => Err(crate::package_error(py, "MementoValueError", format!("{name}: empty input"))),
-            n => Err(crate::package_error(py, "MementoValueError", format!("{name}: {n} chunks; pass one RecordBatch at a time"))),
+            0 => Err(crate::package_error(
+                py,
+                "MementoValueError",
+                format!("{name}: empty input"),
+            )),
+            n => Err(crate::package_error(
+                py,
+                "MementoValueError",
+                format!("{name}: {n} chunks; pass one RecordBatch at a time"),
+            )),
         }
     };
-    let (r, s, b, m) = (one(response, "response")?, one(sentences, "sentences")?, one(blocks, "blocks")?, one(block_summaries, "block_summaries")?);
-    let batch = run(py, || mementos_core::align::align_full(r.as_ref(), s.as_ref(), b.as_ref(), m.as_ref(), threads))?;
+    let (r, s, b, m) = (
+        one(response, "response")?,
+        one(sentences, "sentences")?,
+        one(blocks, "blocks")?,
+        one(block_summaries, "block_summaries")?,
+    );
+    let batch = run(py, || {
+        mementos_core::align::align_full(r.as_ref(), s.as_ref(), b.as_ref(), m.as_ref(), threads)
+    })?;
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
@@ -175,6 +305,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compress, m)?)?;
     m.add_function(wrap_pyfunction!(replay_batch, m)?)?;
     m.add_function(wrap_pyfunction!(replay_curve, m)?)?;
+    m.add_function(wrap_pyfunction!(eviction_plan, m)?)?;
     m.add_function(wrap_pyfunction!(align_full_batch, m)?)?;
     Ok(())
 }
