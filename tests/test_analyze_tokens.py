@@ -63,6 +63,7 @@ def check(loaded: mf.LoadedTokenizer, texts: list[str | None], problems: list[st
     replay = mf.replay_batch(texts, tokens=loaded, model="qwen3-8b", prompt_len=prompt_len, **engine)
     assert got.column("replay_peak_tokens").equals(replay.column("peak_len"))
     assert got.column("replay_full_peak_tokens").equals(replay.column("full_peak_len"))
+    assert got.column("kv_auc_tokens").equals(replay.column("kv_auc"))
     assert got.column("peak_kv_bytes").equals(replay.column("peak_kv_bytes"))
     assert got.column("full_peak_kv_bytes").equals(replay.column("full_peak_kv_bytes"))
     np.testing.assert_allclose(got.column("replay_mean_tokens").to_numpy(zero_copy_only=False),
@@ -74,7 +75,8 @@ def test_real_rows_equal_hf_and_replay(qwen3, real):
     texts = [r["response"] for r in real]
     problems = [r["problem"] for r in real]
     for engine in ({}, {"keep_last_k": 1}, {"keep_last_k": -1}, {"mask_delimiters": True},
-                   {"keep_last_block_for_answer": True}):
+                   {"keep_last_block_for_answer": True}, {"restart_mode": True},
+                   {"compact_on_summary_end": False, "keep_last_block_for_answer": True}):
         check(qwen3, texts, problems, **engine)
 
 
@@ -175,7 +177,7 @@ def test_cli_analyze_tokenizer_qwen3(qwen3, real, real_dir, tmp_path, capsys):
     assert "The paper's figures beside the measured ones" in report and "~1,150" in report
     rows = pq.read_table(out / "rows.parquet")
     for name in ("block_tokens", "summary_tokens", "token_ratio", "response_tokens", "replay_peak_tokens",
-                 "replay_mean_tokens", "peak_kv_bytes", "prompt_tokens", "mean_block_tokens"):
+                 "replay_mean_tokens", "kv_auc_tokens", "peak_kv_bytes", "prompt_tokens", "mean_block_tokens"):
         assert name in rows.column_names, name
     texts = [r["response"] for r in real]
     for i, text in enumerate(texts):

@@ -234,6 +234,8 @@ def analyze_tokens(
     keep_last_k: int = 0,
     mask_delimiters: bool = False,
     keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
     model: Any = None,
     backend: str = "auto",
     threads: int | None = None,
@@ -251,9 +253,11 @@ def analyze_tokens(
     - ``block_tokens`` / ``summary_tokens``: the tutorial's ``tlen`` (``len(encode(x))``) summed
       over its stripped blocks / mementos; ``token_ratio`` = summary_tokens / block_tokens (null
       when there are no block tokens);
-    - ``replay_peak_tokens``, ``replay_mean_tokens``: largest and mean visible context during
-      generation with ``keep_last_k`` (and the other engine switches), ``replay_full_peak_tokens``
-      the same peak without compaction;
+    - ``replay_peak_tokens``, ``replay_mean_tokens``, ``kv_auc_tokens``: largest and mean visible
+      context during generation, and the KV AUC (sum over generated tokens of the visible length),
+      with ``keep_last_k`` and the other engine switches (as :func:`mementos_fast.replay_batch`'s
+      ``peak_len``, ``mean_len``, ``kv_auc``); ``replay_full_peak_tokens`` the peak without
+      compaction;
     - with ``model`` (a preset name of :data:`mementos_fast.compaction.MODELS`, a ``KVShape`` or a
       dict): ``peak_kv_bytes`` and ``full_peak_kv_bytes`` (peaks times the model's KV bytes per
       token, as ``replay_batch(..., model=)``).
@@ -280,6 +284,8 @@ def analyze_tokens(
         keep_last_k=keep_last_k,
         mask_delimiters=mask_delimiters,
         keep_last_block_for_answer=keep_last_block_for_answer,
+        restart_mode=restart_mode,
+        compact_on_summary_end=compact_on_summary_end,
         threads=threads,
     )
     if model is not None:

@@ -102,7 +102,7 @@ fn count_totals<'py>(py: Python<'py>, column: AnyArray, counter: &TokenCounter, 
 /// Token figures and the token replay of a column, from one scan per row. See
 /// `mementos_fast.tokens.analyze_tokens`.
 #[pyfunction]
-#[pyo3(signature = (column, counter, *, prompts=None, keep_last_k=0, mask_delimiters=false, keep_last_block_for_answer=false, threads=None))]
+#[pyo3(signature = (column, counter, *, prompts=None, keep_last_k=0, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn analyze_tokens<'py>(
     py: Python<'py>,
@@ -112,6 +112,8 @@ fn analyze_tokens<'py>(
     keep_last_k: i64,
     mask_delimiters: bool,
     keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     check_threads(py, threads)?;
@@ -119,7 +121,7 @@ fn analyze_tokens<'py>(
     let prompt_arrays = prompts.map(collect_arrays).transpose()?;
     // `..Default::default()`: switches the engine may gain keep their defaults.
     #[allow(clippy::needless_update)]
-    let engine = EngineOptions { keep_last_k, mask_delimiters, keep_last_block_for_answer, ..Default::default() };
+    let engine = EngineOptions { keep_last_k, mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end, ..Default::default() };
     let opts = AnalyzeOptions { engine, threads };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();

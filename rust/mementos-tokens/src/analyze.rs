@@ -10,7 +10,8 @@ use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_core::batch::{column_rows, Rows};
-use mementos_core::compact::{replay, EngineOptions, Scratch as ReplayScratch, TutorialItems, Units};
+use mementos_core::compact::{replay, EngineOptions, Scratch as ReplayScratch, Stream, Units};
+use mementos_core::text::strip_range;
 use mementos_core::ops::check_engine_options;
 use mementos_core::scan::scan_into;
 use mementos_core::{CoreError, Delim, Token};
@@ -73,13 +74,14 @@ struct Chunk {
     summaries: Vec<i64>,
     peak: Vec<i64>,
     mean: Vec<f64>,
+    auc: Vec<i64>,
     full_peak: Vec<i64>,
 }
 
 impl Chunk {
     fn push_null(&mut self) {
         self.valid.push(false);
-        for v in [&mut self.response, &mut self.blocks, &mut self.summaries, &mut self.peak, &mut self.full_peak] {
+        for v in [&mut self.response, &mut self.blocks, &mut self.summaries, &mut self.peak, &mut self.auc, &mut self.full_peak] {
             v.push(0);
         }
         self.mean.push(0.0);
@@ -90,18 +92,22 @@ impl Chunk {
 #[derive(Default)]
 struct RowScratch {
     count: Scratch,
-    items: TutorialItems,
     replay: ReplayScratch,
     prefix: Vec<u64>,
 }
 
-/// The sum of the tutorial's stripped items between pairs `open`/`close` (`ranges`, the same
-/// pairing), each counted as `len(tok.encode(item.strip()))`.
-fn stripped_sum(s: &mut Scratch, text: &str, counter: &dyn SegmentCounter, open: Delim, close: Delim, ranges: &[Range<usize>]) -> u64 {
+/// The sum over the tutorial's items between `open` and `close` (its non-greedy pairing) of
+/// `len(tok.encode(item.strip()))`.
+fn stripped_sum(s: &mut Scratch, text: &str, counter: &dyn SegmentCounter, open: Delim, close: Delim) -> u64 {
     let mut buf = std::mem::take(&mut s.pairs);
     pairs(&s.tokens, open, close, &mut buf);
-    debug_assert_eq!(buf.len(), ranges.len());
-    let sum = buf.iter().zip(ranges).map(|(&(a, b), r)| s.stripped_tokens(text, counter, a, b, r.clone())).sum();
+    let sum = buf
+        .iter()
+        .map(|&(a, b)| {
+            let r: Range<usize> = strip_range(text.as_bytes(), s.tokens[a].end()..s.tokens[b].start);
+            s.stripped_tokens(text, counter, a, b, r)
+        })
+        .sum();
     s.pairs = buf;
     sum
 }
@@ -110,13 +116,12 @@ fn analyze_row(text: &str, prompt: u64, counter: &dyn SegmentCounter, opts: &Ana
     let bytes = text.as_bytes();
     scan_into(bytes, &mut s.count.tokens);
     s.count.count_gaps(text, counter);
-    s.items.fill(bytes, &s.count.tokens);
     let n = s.count.tokens.len();
     let total = s.count.prefix[n + 1] + n as u64;
-    let blocks = stripped_sum(&mut s.count, text, counter, Delim::BlockStart, Delim::BlockEnd, &s.items.blocks);
-    let summaries = stripped_sum(&mut s.count, text, counter, Delim::SummaryStart, Delim::SummaryEnd, &s.items.summaries);
+    let blocks = stripped_sum(&mut s.count, text, counter, Delim::BlockStart, Delim::BlockEnd);
+    let summaries = stripped_sum(&mut s.count, text, counter, Delim::SummaryStart, Delim::SummaryEnd);
     let units = PieceUnits { base: bytes.as_ptr() as usize, tokens: &s.count.tokens, gaps: &s.count.gaps, counter };
-    let st = replay(bytes, &s.count.tokens, &opts.engine, prompt, &units, &mut s.replay, &mut s.prefix, None);
+    let st = replay(Stream::response(bytes, &s.count.tokens), &opts.engine, prompt, &units, &mut s.replay, &mut s.prefix, None);
     debug_assert_eq!(st.total_len, total);
     c.valid.push(true);
     c.response.push(total as i64);
@@ -124,9 +129,8 @@ fn analyze_row(text: &str, prompt: u64, counter: &dyn SegmentCounter, opts: &Ana
     c.summaries.push(summaries as i64);
     c.peak.push(st.peak_len as i64);
     c.mean.push(st.mean_len);
-    c.full_peak.push(st.full_peak(prompt) as i64);
-    // kv_auc_tokens: the engine's area under the visible-length curve is not in ReplayStats yet
-    // (an engine change adds it); until then it is not computed here (see output_schema).
+    c.auc.push(st.kv_auc.min(i64::MAX as u128) as i64);
+    c.full_peak.push(st.full_peak() as i64);
 }
 
 /// Output schema of [`analyze_arrays`] (`prompt_tokens` only when prompts are given).
@@ -141,9 +145,8 @@ pub fn analyze_schema(backend: &str, with_prompts: bool) -> Schema {
         Field::new("token_ratio", DataType::Float64, true),
         Field::new("replay_peak_tokens", DataType::Int64, true),
         Field::new("replay_mean_tokens", DataType::Float64, true),
+        Field::new("kv_auc_tokens", DataType::Int64, true),
         Field::new("replay_full_peak_tokens", DataType::Int64, true),
-        // TODO(kv_auc): `kv_auc_tokens` (sum over generated tokens of the visible length) goes
-        // here once mementos-core's replay reports its area under the curve.
     ]);
     Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
 }
@@ -184,6 +187,7 @@ pub fn analyze_rows(
         c.summaries.extend(p.summaries);
         c.peak.extend(p.peak);
         c.mean.extend(p.mean);
+        c.auc.extend(p.auc);
         c.full_peak.extend(p.full_peak);
     }
     let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
@@ -204,6 +208,7 @@ pub fn analyze_rows(
         Arc::new(ratio) as ArrayRef,
         i64s(c.peak),
         Arc::new(Float64Array::new(ScalarBuffer::from(c.mean), nulls.clone())) as ArrayRef,
+        i64s(c.auc),
         i64s(c.full_peak),
     ]);
     Ok(RecordBatch::try_new(Arc::new(analyze_schema(counter.name(), prompts.is_some())), columns)?)
@@ -216,7 +221,8 @@ pub fn analyze_rows(
 ///   the prompt, which the replay counts in every visible length;
 /// - `block_tokens`, `summary_tokens`: the tutorial's token length summed over its stripped
 ///   blocks / mementos; `token_ratio` = summary / block (null without block tokens);
-/// - `replay_peak_tokens`, `replay_mean_tokens`: the largest and the mean visible context of the
+/// - `replay_peak_tokens`, `replay_mean_tokens`, `kv_auc_tokens`: the largest and the mean
+///   visible context and the KV AUC (sum over generated tokens of the visible length) of the
 ///   replay under `opts.engine` (as `replay_arrays` in tokens), `replay_full_peak_tokens` the
 ///   peak without compaction (prompt + response).
 ///
