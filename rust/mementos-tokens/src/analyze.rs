@@ -11,9 +11,9 @@ use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_core::batch::{column_rows, Rows};
 use mementos_core::compact::{replay, EngineOptions, Scratch as ReplayScratch, Stream, Units};
-use mementos_core::text::strip_range;
 use mementos_core::ops::check_engine_options;
 use mementos_core::scan::scan_into;
+use mementos_core::text::strip_range;
 use mementos_core::{CoreError, Delim, Token};
 
 use crate::count::{pairs, parallel, row_str, Scratch};
@@ -57,7 +57,8 @@ impl Units for PieceUnits<'_> {
         if s.is_empty() {
             return 0;
         }
-        self.piece(s).unwrap_or_else(|| self.counter.count(row_str(s)) as u64)
+        self.piece(s)
+            .unwrap_or_else(|| self.counter.count(row_str(s)) as u64)
     }
     fn delim(&self, _: Delim) -> u64 {
         1
@@ -81,7 +82,14 @@ struct Chunk {
 impl Chunk {
     fn push_null(&mut self) {
         self.valid.push(false);
-        for v in [&mut self.response, &mut self.blocks, &mut self.summaries, &mut self.peak, &mut self.auc, &mut self.full_peak] {
+        for v in [
+            &mut self.response,
+            &mut self.blocks,
+            &mut self.summaries,
+            &mut self.peak,
+            &mut self.auc,
+            &mut self.full_peak,
+        ] {
             v.push(0);
         }
         self.mean.push(0.0);
@@ -98,13 +106,20 @@ struct RowScratch {
 
 /// The sum over the tutorial's items between `open` and `close` (its non-greedy pairing) of
 /// `len(tok.encode(item.strip()))`.
-fn stripped_sum(s: &mut Scratch, text: &str, counter: &dyn SegmentCounter, open: Delim, close: Delim) -> u64 {
+fn stripped_sum(
+    s: &mut Scratch,
+    text: &str,
+    counter: &dyn SegmentCounter,
+    open: Delim,
+    close: Delim,
+) -> u64 {
     let mut buf = std::mem::take(&mut s.pairs);
     pairs(&s.tokens, open, close, &mut buf);
     let sum = buf
         .iter()
         .map(|&(a, b)| {
-            let r: Range<usize> = strip_range(text.as_bytes(), s.tokens[a].end()..s.tokens[b].start);
+            let r: Range<usize> =
+                strip_range(text.as_bytes(), s.tokens[a].end()..s.tokens[b].start);
             s.stripped_tokens(text, counter, a, b, r)
         })
         .sum();
@@ -112,16 +127,48 @@ fn stripped_sum(s: &mut Scratch, text: &str, counter: &dyn SegmentCounter, open:
     sum
 }
 
-fn analyze_row(text: &str, prompt: u64, counter: &dyn SegmentCounter, opts: &AnalyzeOptions, s: &mut RowScratch, c: &mut Chunk) {
+fn analyze_row(
+    text: &str,
+    prompt: u64,
+    counter: &dyn SegmentCounter,
+    opts: &AnalyzeOptions,
+    s: &mut RowScratch,
+    c: &mut Chunk,
+) {
     let bytes = text.as_bytes();
     scan_into(bytes, &mut s.count.tokens);
     s.count.count_gaps(text, counter);
     let n = s.count.tokens.len();
     let total = s.count.prefix[n + 1] + n as u64;
-    let blocks = stripped_sum(&mut s.count, text, counter, Delim::BlockStart, Delim::BlockEnd);
-    let summaries = stripped_sum(&mut s.count, text, counter, Delim::SummaryStart, Delim::SummaryEnd);
-    let units = PieceUnits { base: bytes.as_ptr() as usize, tokens: &s.count.tokens, gaps: &s.count.gaps, counter };
-    let st = replay(Stream::response(bytes, &s.count.tokens), &opts.engine, prompt, &units, &mut s.replay, &mut s.prefix, None);
+    let blocks = stripped_sum(
+        &mut s.count,
+        text,
+        counter,
+        Delim::BlockStart,
+        Delim::BlockEnd,
+    );
+    let summaries = stripped_sum(
+        &mut s.count,
+        text,
+        counter,
+        Delim::SummaryStart,
+        Delim::SummaryEnd,
+    );
+    let units = PieceUnits {
+        base: bytes.as_ptr() as usize,
+        tokens: &s.count.tokens,
+        gaps: &s.count.gaps,
+        counter,
+    };
+    let st = replay(
+        Stream::response(bytes, &s.count.tokens),
+        &opts.engine,
+        prompt,
+        &units,
+        &mut s.replay,
+        &mut s.prefix,
+        None,
+    );
     debug_assert_eq!(st.total_len, total);
     c.valid.push(true);
     c.response.push(total as i64);
@@ -148,7 +195,10 @@ pub fn analyze_schema(backend: &str, with_prompts: bool) -> Schema {
         Field::new("kv_auc_tokens", DataType::Int64, true),
         Field::new("replay_full_peak_tokens", DataType::Int64, true),
     ]);
-    Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
+    Schema::new_with_metadata(
+        fields,
+        HashMap::from([("backend".to_string(), backend.to_string())]),
+    )
 }
 
 /// Token figures and the token replay of every row of `rows` (see [`analyze_arrays`]).
@@ -161,16 +211,30 @@ pub fn analyze_rows(
     check_engine_options(&opts.engine)?;
     if let Some(p) = prompts {
         if p.len() != rows.len() {
-            return Err(CoreError::InvalidArgument(format!("{} prompts for {} responses", p.len(), rows.len())));
+            return Err(CoreError::InvalidArgument(format!(
+                "{} prompts for {} responses",
+                p.len(),
+                rows.len()
+            )));
         }
     }
     let parts = parallel(rows, opts.threads, |range| {
         let mut c = Chunk::default();
         let mut s = RowScratch::default();
         for i in range {
-            let prompt = prompts.and_then(|p| p.is_valid(i).then(|| count_text(row_str(p.bytes(i)), counter)));
+            let prompt = prompts.and_then(|p| {
+                p.is_valid(i)
+                    .then(|| count_text(row_str(p.bytes(i)), counter))
+            });
             if rows.is_valid(i) {
-                analyze_row(row_str(rows.bytes(i)), prompt.unwrap_or(0), counter, opts, &mut s, &mut c);
+                analyze_row(
+                    row_str(rows.bytes(i)),
+                    prompt.unwrap_or(0),
+                    counter,
+                    opts,
+                    &mut s,
+                    &mut c,
+                );
             } else {
                 c.push_null();
             }
@@ -190,8 +254,14 @@ pub fn analyze_rows(
         c.auc.extend(p.auc);
         c.full_peak.extend(p.full_peak);
     }
-    let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
-    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone())) };
+    let nulls = if c.valid.iter().all(|&v| v) {
+        None
+    } else {
+        Some(NullBuffer::from(c.valid.clone()))
+    };
+    let i64s = |v: Vec<i64>| -> ArrayRef {
+        Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone()))
+    };
     let ratio: Float64Array = c
         .valid
         .iter()
@@ -211,7 +281,10 @@ pub fn analyze_rows(
         i64s(c.auc),
         i64s(c.full_peak),
     ]);
-    Ok(RecordBatch::try_new(Arc::new(analyze_schema(counter.name(), prompts.is_some())), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(analyze_schema(counter.name(), prompts.is_some())),
+        columns,
+    )?)
 }
 
 /// Per row of a column of responses, from one scan and one count of each text piece:
