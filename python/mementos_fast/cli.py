@@ -24,7 +24,7 @@ import mementos_fast as mf
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
 from mementos_fast.compaction import MODELS
-from mementos_fast.tokens import analyze_tokens
+from mementos_fast.tokens import analyze_tokens, token_counter
 
 
 def _progress(enabled: bool):
@@ -55,8 +55,6 @@ def _analyze_tokenizer(args):
         if args.model is not None:
             raise mf.MementoValueError("--model converts token counts to KV bytes: add --tokenizer (e.g. qwen3)")
         return None, None
-    from mementos_fast.tokens import token_counter
-
     return token_counter(args.tokenizer), args.model or "qwen3-8b"
 
 

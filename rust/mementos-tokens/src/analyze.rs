@@ -33,6 +33,7 @@ pub struct AnalyzeOptions {
 /// A slice that is not one of the row's pieces (never, with the current engine) is counted.
 struct PieceUnits<'a> {
     base: usize,
+    len: usize,
     tokens: &'a [Token],
     gaps: &'a [u32],
     counter: &'a dyn SegmentCounter,
@@ -44,10 +45,11 @@ impl PieceUnits<'_> {
         // Piece k starts where token k-1 ends (piece 0 at 0) and ends where token k starts.
         let k = self.tokens.partition_point(|t| t.end() <= off);
         let start = if k == 0 { 0 } else { self.tokens[k - 1].end() };
-        let end_ok = match self.tokens.get(k) {
-            Some(t) => t.start == off + s.len(),
-            None => true, // the tail: any slice of the row ending at its end
+        let end = match self.tokens.get(k) {
+            Some(t) => t.start,
+            None => self.len, // the tail
         };
+        let end_ok = off + s.len() == end;
         (start == off && end_ok).then(|| self.gaps[k] as u64)
     }
 }
@@ -156,6 +158,7 @@ fn analyze_row(
     );
     let units = PieceUnits {
         base: bytes.as_ptr() as usize,
+        len: bytes.len(),
         tokens: &s.count.tokens,
         gaps: &s.count.gaps,
         counter,
@@ -309,4 +312,65 @@ pub fn analyze_arrays(
     let rows = column_rows(arrays)?;
     let prompt_rows = prompts.map(column_rows).transpose()?;
     analyze_rows(rows.as_ref(), prompt_rows.as_deref(), counter, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::StringArray;
+
+    use super::*;
+
+    /// Counts bytes, and how often it is asked.
+    #[derive(Default)]
+    struct Calls(AtomicUsize);
+    impl SegmentCounter for Calls {
+        fn count(&self, text: &str) -> usize {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            text.len()
+        }
+        fn name(&self) -> &str {
+            "calls"
+        }
+    }
+
+    #[test]
+    fn the_replay_reuses_the_piece_counts() {
+        // Items without outer whitespace: the stripped items need no count either.
+        let row = "pre<think><|block_start|>abc<|block_end|><|summary_start|>s<|summary_end|>mid<|block_start|>de<|block_end|><|summary_start|>t<|summary_end|></think>";
+        let n_tokens = mementos_core::scan(row.as_bytes()).len();
+        let counter = Calls::default();
+        let opts = AnalyzeOptions {
+            threads: Some(1),
+            ..Default::default()
+        };
+        let got = analyze_arrays(&[&StringArray::from(vec![row])], None, &counter, &opts).unwrap();
+        assert_eq!(
+            counter.0.load(Ordering::Relaxed),
+            n_tokens + 1,
+            "one count per piece, none for the replay"
+        );
+        let col = |n: &str| {
+            got.column_by_name(n)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .value(0)
+        };
+        assert_eq!(col("block_tokens"), 5);
+        assert_eq!(col("summary_tokens"), 2);
+        // k = 0: "abc" leaves at the first <|summary_end|>, "de" at the second; the peak is just
+        // before the second eviction (nothing but `</think>` follows it): everything generated up
+        // to there minus "abc".
+        let before_second = row.find("</think>").unwrap();
+        let delims = mementos_core::scan(&row.as_bytes()[..before_second]).len();
+        let text_units = before_second
+            - mementos_core::scan(&row.as_bytes()[..before_second])
+                .iter()
+                .map(|t| t.delim.len())
+                .sum::<usize>();
+        assert_eq!(col("replay_peak_tokens") as usize, text_units + delims - 3);
+    }
 }
