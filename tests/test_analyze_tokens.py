@@ -126,7 +126,9 @@ def test_cache_serves_once_and_never_stale(tmp_path):
     small_bpe().save(str(path))
     text = ["<think>zqxjv zqxjv zqxjv</think>"]
     first = mf.load_tokenizer(path)
-    assert mf.load_tokenizer(str(path)) is first and mf.load_tokenizer(tmp_path) is first
+    assert mf.load_tokenizer(str(path)) is first
+    folder = mf.load_tokenizer(tmp_path)  # another name for the same file: shared, named as asked
+    assert folder.tokenizer is first.tokenizer and folder.name == str(tmp_path)
     before = mf.count_tokens(text, str(path)).column("total_tokens")[0].as_py()
     assert token_counter(str(path)) is token_counter(first)  # one counter, one self-check
     # Rewritten in place: the new content is loaded, not the cached one.
@@ -159,6 +161,9 @@ def test_qwen3_name_everywhere_without_the_hub(qwen3, monkeypatch):
     loaded = mf.load_tokenizer("qwen3")
     assert loaded.name == "qwen3" and loaded.ids == qwen3.ids
     assert mf.load_tokenizer("Qwen3") is loaded
+    by_path = mf.load_tokenizer(str(mf.qwen3_tokenizer_path()))
+    assert by_path.name == str(mf.qwen3_tokenizer_path()) and by_path.tokenizer is loaded.tokenizer
+    assert token_counter(by_path) is token_counter(loaded)
     texts = [r["response"] for r in synthetic.generate_rows(5, seed=2)]
     want = [hf_len(qwen3.tokenizer, t) for t in texts]
     assert mf.count_tokens(texts, "qwen3").column("total_tokens").to_pylist() == want

@@ -267,7 +267,7 @@ def load_tokenizer(spec: Any) -> LoadedTokenizer:
             hit = _CACHE.get(key)
             if hit is not None:
                 _CACHE.move_to_end(key)
-                return hit
+                return _named(hit, spec)
     loaded = _load(spec)
     if key is not None:
         with _CACHE_LOCK:
@@ -275,7 +275,23 @@ def load_tokenizer(spec: Any) -> LoadedTokenizer:
             _CACHE.move_to_end(key)
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
-    return loaded
+    return _named(loaded, spec)
+
+
+def _named(loaded: LoadedTokenizer, spec: Any) -> LoadedTokenizer:
+    """``loaded`` under the name ``spec`` gives (one file can be named ``qwen3``, a path or a folder):
+    the same tokenizer and the same compiled counters, so nothing is loaded or checked again."""
+    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+        name = QWEN3
+    elif isinstance(spec, (str, os.PathLike)):
+        name = str(spec)
+    else:
+        return loaded
+    if loaded.name == name:
+        return loaded
+    view = LoadedTokenizer(tokenizer=loaded.tokenizer, added=loaded.added, ids=loaded.ids, name=name)
+    view.__dict__["_counters"] = loaded.__dict__.setdefault("_counters", {})
+    return view
 
 
 def _load(spec: Any) -> LoadedTokenizer:
