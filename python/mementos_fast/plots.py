@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +33,13 @@ def visible_curve(text: str, keep_last_k: int = 0) -> tuple[np.ndarray, np.ndarr
 
 
 def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | None = None,
-             keep_last_k: int = 0) -> list[Path]:
-    """Write every plot into ``out``; returns the paths written."""
+             keep_last_k: int = 0, tokens: Any = None, model: str | None = None) -> list[Path]:
+    """Write every plot into ``out``; returns the paths written.
+
+    With token columns in ``stats`` (``analyze --tokenizer``): the token ratio by domain; with
+    ``tokens`` (a tokenizer or counter) and an ``example``: the KV curve of that trace in tokens
+    and, for ``model`` (a preset), in GB.
+    """
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -111,4 +117,36 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
         ax.set(xlabel="generated chars", ylabel="visible chars", title="Visible context over one trace")
         ax.legend()
         save(fig, "visible_context.png")
+
+    if "token_ratio" in kept.column_names:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.boxplot([x[~np.isnan(x)] for x in by_domain("token_ratio", kept, dom)],
+                   tick_labels=[str(d) for d in domains])
+        ax.set(title="Memento / block size (tokens) by domain", ylabel="summary_tokens / block_tokens")
+        save(fig, "token_ratio_by_domain.png")
+
+    if example and tokens is not None:
+        fig = kv_curve_figure(example, tokens, keep_last_k=keep_last_k, model=model)
+        save(fig, "kv_curve.png")
     return written
+
+
+def kv_curve_figure(text: str, tokens: Any, *, keep_last_k: int = 0, model: str | None = None):
+    """The visible context of one trace in tokens, without compaction and under the engine's rules
+    (:func:`mementos_fast.replay_curve`), with a second axis in GB of KV cache for ``model``."""
+    plt = _plt()
+    curve = mf.replay_curve(text, keep_last_k, tokens=tokens)
+    x = curve.column("generated").to_numpy()
+    y = curve.column("visible").to_numpy()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, x, label="no compaction")
+    ax.plot(x, y, label=f"keep last {keep_last_k} block(s)")
+    ax.set(xlabel="generated tokens", ylabel="tokens in the KV cache", title="KV cache over one trace")
+    ax.legend(loc="upper left")
+    if model is not None:
+        from mementos_fast.compaction import _kv_shape
+
+        per_token = _kv_shape(model).bytes_per_token / 1e9
+        right = ax.secondary_yaxis("right", functions=(lambda t: t * per_token, lambda g: g / per_token))
+        right.set_ylabel(f"GB ({model}, bf16)")
+    return fig
