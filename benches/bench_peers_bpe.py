@@ -28,8 +28,9 @@ start cold. The group's baseline is fastokens on one core (the fastest peer when
 
 The standalone mode runs all implementations interleaved, round after round in shuffled order, so
 that load from other jobs on a shared machine hits them alike, and prints per corpus the median
-MB/s of each implementation and the range over rounds of FastBpe one core / best peer one core
-(ratio of the same round) and of FastBpe two cores / one core.
+MB/s of each implementation (wall time, and bytes per second of process CPU time, which on a loaded
+machine is the steadier measure of one-core work) and the range over rounds of FastBpe one core /
+fastest exact peer one core (ratio within the same round) and of FastBpe two cores / one core.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ def prose_docs() -> Iterator[str]:
         text = _read(path)
         if text:
             yield text
-    site = Path(sysconfig.get_paths()["purelib"])
-    for path in sorted(site.glob("*.dist-info/METADATA")):
+    # The base interpreter's packages (a virtual environment holds few), then the environment's.
+    sites = dict.fromkeys([sysconfig.get_paths(vars={"base": sys.base_prefix})["purelib"], sysconfig.get_paths()["purelib"]])
+    for path in [p for site in sites for p in sorted(Path(site).glob("*.dist-info/METADATA"))]:
         text = _read(path)
         if text and "\n\n" in text:
             yield text.split("\n\n", 1)[1]  # the description, after the header block
@@ -282,12 +284,23 @@ def test_bpe_peers(benchmark, peer_setup, impl, fixture):
     def setup():
         return (load(text, path),), {}
 
+    cpu: list[float] = []
+
     def timed(count):
         with cores(n_cores, full):
-            return count(column, texts)
+            c = time.process_time()
+            out = count(column, texts)
+            cpu.append(time.process_time() - c)
+            return out
 
     got = benchmark.pedantic(timed, setup=setup, rounds=5, iterations=1)
-    assert got == want[fixture], f"{impl} differs from HF tokenizers on {fixture}"
+    differ = sum(a != b for a, b in zip(got, want[fixture])) + abs(len(got) - len(want[fixture]))
+    benchmark.extra_info["documents_differing_from_hf"] = differ
+    benchmark.extra_info["cpu_seconds_mean"] = sum(cpu) / len(cpu)
+    if module == "mementos_fast":
+        assert differ == 0, f"{impl} differs from HF tokenizers on {differ} {fixture} documents"
+    elif differ:  # a peer's inexactness is recorded (and excluded from "fastest exact peer"), not a failure
+        benchmark.extra_info["impl"] = f"{impl} (inexact: {differ} documents)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,30 +332,39 @@ def interleaved(rounds: int, target: int, only: list[str] | None, seed: int) -> 
         want = hf_counts(text, texts)
         print(f"\n{name}: {len(texts):,} documents, {nbytes / 1e6:.2f} MB, {sum(want):,} tokens (HF)")
         times: dict[str, list[float]] = {i[0]: [] for i in impls}
+        cpu: dict[str, list[float]] = {i[0]: [] for i in impls}
+        inexact: dict[str, int] = {}
         for _ in range(rounds):
             order = impls[:]
             rng.shuffle(order)
             for impl, _, load, n_cores in order:
                 count = load(text, path)
                 with cores(n_cores, full):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     got = count(column, texts)
                     times[impl].append(time.perf_counter() - t)
+                    cpu[impl].append(time.process_time() - c)
                 if got != want:
-                    bad = sum(a != b for a, b in zip(got, want))
-                    sys.exit(f"{impl} differs from HF tokenizers on {bad} {name} documents")
+                    bad = sum(a != b for a, b in zip(got, want)) + abs(len(got) - len(want))
+                    if impl.startswith("fast_bpe"):
+                        sys.exit(f"{impl} differs from HF tokenizers on {bad} {name} documents")
+                    inexact[impl] = bad
         for impl, ts in times.items():
-            print(f"  {impl:18s} median {nbytes / statistics.median(ts) / 1e6:7.1f} MB/s "
-                  f"(best {nbytes / min(ts) / 1e6:7.1f})")
-        peers = [i for i in times if i.endswith("_1core") and i.split("_")[0] in PEERS]
+            note = f"  INEXACT: {inexact[impl]} documents differ from HF" if impl in inexact else ""
+            print(f"  {impl:18s} median {nbytes / statistics.median(ts) / 1e6:7.1f} MB/s (best "
+                  f"{nbytes / min(ts) / 1e6:7.1f}), {nbytes / statistics.median(cpu[impl]) / 1e6:7.1f} MB per CPU "
+                  f"second{note}")
+        peers = [i for i in times if i.endswith("_1core") and i.split("_")[0] in PEERS and i not in inexact]
         if "fast_bpe_1core" in times and peers:
-            ratios = [min(times[p][r] for p in peers) / times["fast_bpe_1core"][r] for r in range(rounds)]
-            best = min(peers, key=lambda p: statistics.median(times[p]))
-            print(f"  fast_bpe_1core / best peer 1 core (same round): {min(ratios):.2f}x to {max(ratios):.2f}x, "
-                  f"median {statistics.median(ratios):.2f}x (best peer by median: {best})")
+            for label, t in (("wall time", times), ("CPU time", cpu)):
+                ratios = [min(t[p][r] for p in peers) / t["fast_bpe_1core"][r] for r in range(rounds)]
+                best = min(peers, key=lambda p: statistics.median(t[p]))
+                print(f"  fast_bpe_1core / fastest exact peer, 1 core, same round, {label}: {min(ratios):.2f}x to "
+                      f"{max(ratios):.2f}x, median {statistics.median(ratios):.2f}x (fastest by median: {best})")
         if "fast_bpe_2cores" in times:
             s = [a / b for a, b in zip(times["fast_bpe_1core"], times["fast_bpe_2cores"])]
-            print(f"  fast_bpe 2 cores / 1 core: {min(s):.2f}x to {max(s):.2f}x, median {statistics.median(s):.2f}x")
+            print(f"  fast_bpe 2 cores / 1 core, wall time: {min(s):.2f}x to {max(s):.2f}x, median "
+                  f"{statistics.median(s):.2f}x")
 
 
 def main() -> None:

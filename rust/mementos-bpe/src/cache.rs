@@ -192,6 +192,60 @@ impl PieceTable {
     }
 }
 
+/// Merge table: pair of ids -> (rank, new id), one probe of 16 bytes per lookup (key and value
+/// side by side; open addressing with linear probing, at most 60% full).
+pub struct MergeTable {
+    slots: Vec<(u64, u32, u32)>,
+}
+
+const EMPTY_PAIR: u64 = u64::MAX;
+
+#[inline(always)]
+fn pair_key(a: u32, b: u32) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+impl MergeTable {
+    /// The table of `merges` (pair key `a << 32 | b` -> (rank, new id)).
+    pub fn new(merges: &rustc_hash::FxHashMap<u64, (u32, u32)>) -> MergeTable {
+        let size = (merges.len() * 5 / 3 + 2).next_power_of_two();
+        let mut t = MergeTable {
+            slots: vec![(EMPTY_PAIR, 0, 0); size],
+        };
+        for (&k, &(rank, new)) in merges {
+            debug_assert_ne!(k, EMPTY_PAIR);
+            let i = t.slot(k);
+            t.slots[i] = (k, rank, new);
+        }
+        t
+    }
+
+    #[inline(always)]
+    fn slot(&self, k: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = slot_of(k.wrapping_mul(MUL), self.slots.len());
+        loop {
+            let s = self.slots[i].0;
+            if s == k || s == EMPTY_PAIR {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// (rank, new id) of merging `a` and `b`, or (`u32::MAX`, `u32::MAX`) when they do not merge.
+    #[inline(always)]
+    pub fn get(&self, a: u32, b: u32) -> (u32, u32) {
+        let k = pair_key(a, b);
+        let s = self.slots[self.slot(k)];
+        if s.0 == k {
+            (s.1, s.2)
+        } else {
+            (u32::MAX, u32::MAX)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +287,30 @@ mod tests {
         }
         for (p, c) in &want {
             assert_eq!(t.get(p), Some(*c), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn merge_table_agrees_with_its_map() {
+        let mut m = rustc_hash::FxHashMap::default();
+        for i in 0..50_000u32 {
+            m.insert(
+                pair_key(i % 700, i.wrapping_mul(2_654_435_761) % 90_000),
+                (i, i + 7),
+            );
+        }
+        let t = MergeTable::new(&m);
+        for a in 0..700u32 {
+            for b in (0..90_000u32).step_by(97) {
+                let want = m
+                    .get(&pair_key(a, b))
+                    .copied()
+                    .unwrap_or((u32::MAX, u32::MAX));
+                assert_eq!(t.get(a, b), want);
+            }
+        }
+        for (&k, &v) in &m {
+            assert_eq!(t.get((k >> 32) as u32, k as u32), v);
         }
     }
 

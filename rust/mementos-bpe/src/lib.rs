@@ -23,7 +23,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use cache::PieceTable;
+use cache::{MergeTable, PieceTable};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use thread_local::ThreadLocal;
@@ -116,7 +116,7 @@ pub struct FastBpe {
     raw_added: Option<Added>,
     norm_added: Option<Added>,
     byte_ids: [u32; 256],
-    merges: FxHashMap<u64, (u32, u32)>,
+    merges: MergeTable,
     /// (rank, new id) of the merge of two bytes, by `first << 8 | second` (rank `NONE`: no merge).
     byte_pairs: Box<[(u32, u32)]>,
     /// Token count of every vocabulary entry of 2 to 16 bytes, computed at load time by the same
@@ -404,7 +404,7 @@ impl FastBpe {
             raw_added: Added::new(raw)?,
             norm_added: Added::new(norm)?,
             byte_ids,
-            merges,
+            merges: MergeTable::new(&merges),
             byte_pairs,
             known: PieceTable::with_room_for(0, 0),
             vocab: if ignore_merges {
@@ -544,10 +544,7 @@ impl FastBpe {
 
     #[inline(always)]
     fn merge_of(&self, a: u32, b: u32) -> (u32, u32) {
-        self.merges
-            .get(&(((a as u64) << 32) | b as u64))
-            .copied()
-            .unwrap_or((NONE, NONE))
+        self.merges.get(a, b)
     }
 
     /// HF's BPE on a piece of 2 to `MAX_CACHED_PIECE - 1` bytes, counting only: symbols in stack
@@ -621,7 +618,7 @@ impl FastBpe {
                 next: if i + 1 == n { NONE } else { i as u32 + 1 },
             });
         }
-        let rank = |a: u32, b: u32| self.merges.get(&(((a as u64) << 32) | b as u64)).copied();
+        let rank = |a: u32, b: u32| Some(self.merges.get(a, b)).filter(|m| m.0 != NONE);
         for i in 0..n.saturating_sub(1) {
             if let Some((r, new)) = rank(syms[i].id, syms[i + 1].id) {
                 heap.push(Reverse((r, i as u32, new)));
