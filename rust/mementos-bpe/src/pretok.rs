@@ -237,12 +237,22 @@ fn whitespace_end(b: &[u8], i: usize, crlf_alt: bool) -> usize {
     // The maximal run of whitespace [i, j), remembering its last char's start and last CR/LF.
     let (mut j, mut last_start, mut last_crlf) = (i, i, None);
     while j < b.len() {
+        let x = b[j];
+        if x < 0x80 {
+            // ASCII (indentation, newlines): no decoding.
+            if ASCII[x as usize] != Class::S {
+                break;
+            }
+            if x == b'\r' || x == b'\n' {
+                last_crlf = Some(j);
+            }
+            last_start = j;
+            j += 1;
+            continue;
+        }
         let (c, l) = decode(b, j);
         if class(c) != Class::S {
             break;
-        }
-        if c == b'\r' as u32 || c == b'\n' as u32 {
-            last_crlf = Some(j);
         }
         last_start = j;
         j += l;
