@@ -172,8 +172,12 @@ def test_cli_show_html(tmp_path: Path, capsys) -> None:
     data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S)[1])
     assert data["k"] == 4 and 4 in data["ks"]
     assert "wrote" in capsys.readouterr().out
-    assert cli.main(["show", "--row", "3", "--html", str(out), "--keep-last-k", "-5"]) == 2
-    assert "keep_last_k must be -1" in capsys.readouterr().err
+    # A user's mistake: one line naming it, exit status 2, no page written.
+    bad = tmp_path / "bad.html"
+    assert cli.main(["show", "--row", "3", "--html", str(bad), "--tokenizer", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no tokenizer.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()
 
 
 @pytest.fixture(scope="module")
