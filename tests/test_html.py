@@ -176,6 +176,12 @@ def test_cli_show_html(tmp_path: Path, capsys) -> None:
         cli.main(["show", "--row", "3", "--html", str(out), "--keep-last-k", "-5"])
     assert e.value.code == 2
     assert "must be at least -1" in capsys.readouterr().err
+    # A user's mistake: one line naming it, exit status 2, no page written.
+    bad = tmp_path / "bad.html"
+    assert cli.main(["show", "--row", "3", "--html", str(bad), "--tokenizer", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no tokenizer.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()
 
 
 @pytest.fixture(scope="module")
