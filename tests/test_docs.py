@@ -137,7 +137,9 @@ def test_blocks_are_found():
     assert len([b for b in found if b.lang == "bash" and not b.skip]) >= 2
     # The list of blocks not run stays short and says why.
     skipped = [b for doc in DOCS for b in blocks(doc) if b.skip and b.lang in ("python", "bash")]
-    assert len(skipped) <= 6, [(b.doc.name, b.line, b.skip) for b in skipped]
+    # 7: the README's viewer screenshot command needs the workspace's real traces and Chromium
+    # (tests/test_html.py runs that block as written instead).
+    assert len(skipped) <= 7, [(b.doc.name, b.line, b.skip) for b in skipped]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=_id)

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -361,3 +362,31 @@ def test_browser_report_pages(report_dir: Path, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browse(out / "report.html", screenshot=ARTIFACTS / "report.png", tmp=tmp_path)
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="the README's screenshot command calls `chromium`: "
+                                                             "`apt-get install -y chromium` to run it")
+def test_readme_screenshot_command_runs_as_written(tmp_path: Path) -> None:
+    """The README's command for docs/viewer.png (not run by test_docs: it needs the workspace's real
+    traces beside the checkout) runs here as written, from a checkout-like folder beside them."""
+    if not REAL.exists():
+        pytest.skip(f"no real traces ({REAL})")
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(mementos-fast show \.\./shared/data/real/.*?)```", readme, re.S)
+    assert block, "the README's viewer screenshot command is gone"
+    ws = tmp_path / "ws"
+    (ws / "repo" / "docs").mkdir(parents=True)
+    (ws / "shared").symlink_to(REAL.parents[2], target_is_directory=True)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block[1]], cwd=ws / "repo", env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    made = (ws / "repo" / "docs" / "viewer.png").read_bytes()
+    assert _png_size(made) == _png_size((ROOT / "docs" / "viewer.png").read_bytes())
+    page = (ws / "repo" / "viewer.html").read_text()
+    assert "memento_model_outputs.jsonl, row 0" in page and "tokens" in page
