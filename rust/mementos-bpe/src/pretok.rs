@@ -85,7 +85,7 @@ pub fn class(c: u32) -> Class {
 }
 
 /// Decode the char starting at byte `i` of valid UTF-8: (code point, byte length).
-#[inline]
+#[inline(always)]
 fn decode(b: &[u8], i: usize) -> (u32, usize) {
     let b0 = b[i] as u32;
     if b0 < 0x80 {
@@ -109,7 +109,7 @@ fn decode(b: &[u8], i: usize) -> (u32, usize) {
 }
 
 /// Class of the char at `i` (`None` at the end) and its byte length.
-#[inline]
+#[inline(always)]
 fn class_at(b: &[u8], i: usize) -> Option<(Class, u32, usize)> {
     if i >= b.len() {
         return None;
@@ -119,7 +119,7 @@ fn class_at(b: &[u8], i: usize) -> Option<(Class, u32, usize)> {
 }
 
 /// End of the run of chars of class `k` starting at `i`.
-#[inline]
+#[inline(always)]
 fn run_of(b: &[u8], mut i: usize, k: Class) -> usize {
     loop {
         if k == Class::L {
@@ -275,7 +275,7 @@ fn whitespace_end(b: &[u8], i: usize, crlf_alt: bool) -> usize {
 
 impl Pattern {
     /// End of the match starting at byte `i` (`i < text.len()`, on a char boundary).
-    #[inline]
+    #[inline(always)]
     pub fn match_end(self, b: &[u8], i: usize) -> usize {
         let (c, l) = decode(b, i);
         let k = if c < 0x80 {
@@ -366,7 +366,7 @@ impl<'a> Pieces<'a> {
 
 impl<'a> Iterator for Pieces<'a> {
     type Item = &'a [u8];
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<&'a [u8]> {
         if self.pos >= self.text.len() {
             return None;

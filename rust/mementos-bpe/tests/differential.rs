@@ -214,6 +214,27 @@ const FRAGMENTS: &[&str] = &[
     "<|summary_end|>",
     "<tool_call>",
     "<|fim_prefix|>",
+    // the ASCII fast paths: letter runs longer than 8 bytes, ending at every neighbour of the
+    // letter ranges ('@', '[', '`', '{', DEL) or at a non-ASCII letter, mark or digit; whitespace
+    // runs (indentation, blank lines with trailing spaces, mixed with non-ASCII spaces)
+    "abcdefghijklmnopqrstuvwxyz",
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "Internationalization",
+    "supercalifragilisticé",
+    "abcdefgh\u{301}ijk",
+    "abcdefgh@x",
+    "ABCDEFGHZ[",
+    "abcdefghijklmnop`",
+    "abcdefghijklmnopqrstuvwxyz{",
+    "abcdefghi\u{7F}",
+    "abcdefghij٣",
+    "        ",
+    "\t\t\t\t",
+    "\n    \n    @",
+    "\n \n ",
+    "\r\n\r\n        ",
+    "    \u{A0}   \u{3000}  ",
+    "0123456789012345678901234567890",
     // unusual but valid UTF-8
     "\u{0}",
     "\u{7F}",
