@@ -45,7 +45,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-pub use pack::{pack_ffd, Packing};
+pub use pack::{pack_columns, pack_ffd, packed_schema, Packing};
 
 /// `evict_at` of a token no later token loses sight of (2**31 - 1).
 pub const NEVER: i32 = i32::MAX;
@@ -68,9 +68,9 @@ pub mod seg {
     /// Content of the memento bound to a block.
     pub const MEMENTO: i8 = 7;
     pub const SUMMARY_END: i8 = 8;
-    /// Response text outside any unit, before `</think>`.
+    /// Response text outside any unit, before the last `</think>`.
     pub const BETWEEN: i8 = 9;
-    /// Response text after `</think>`.
+    /// Response text after the last `</think>`.
     pub const ANSWER: i8 = 10;
     pub const NAMES: [&str; 11] = [
         "chat",
@@ -514,6 +514,7 @@ fn export_row(
     stack.clear();
     let mut memento = -1i32;
     let mut answer = false;
+    let last_think_end = delims.iter().rposition(|d| d.delim == Delim::ThinkEnd);
     let mut t = first;
     let state = |stack: &Vec<i32>, memento: i32, answer: bool| -> (i8, i32) {
         if let Some(&b) = stack.last() {
@@ -540,12 +541,10 @@ fn export_row(
         let b = delim_block[i];
         let blk = (b >= 0).then(|| &plan.blocks[b as usize]);
         let (code, owner) = match d.delim {
-            Delim::ThinkStart => {
-                answer = false;
-                (seg::THINK, -1)
-            }
+            Delim::ThinkStart => (seg::THINK, -1),
             Delim::ThinkEnd => {
-                answer = true;
+                // The answer is the text after the last `</think>` (the tutorial's final answer).
+                answer = Some(i) == last_think_end;
                 (seg::THINK, -1)
             }
             Delim::BlockStart => {
@@ -800,6 +799,33 @@ pub fn export_arrays(
         kept,
         fates,
     })
+}
+
+/// The tokenized export packed into sequences of at most `capacity` tokens (rows longer than
+/// `capacity` should have been truncated or dropped with `max_length == capacity`; any left get a
+/// sequence of their own). `batch` holds one row per sequence; the [`Packing`]'s row indexes are
+/// indexes of the kept rows.
+pub fn export_packed(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problem: &[&dyn Array],
+    response: &[&dyn Array],
+    capacity: u32,
+) -> Result<(Exported, Packing), CoreError> {
+    let p = column_rows(problem)?;
+    let r = column_rows(response)?;
+    let mut cols = export_columns(enc, opts, p.as_ref(), r.as_ref())?;
+    let fates = std::mem::take(&mut cols.fates);
+    let kept = BooleanArray::from(
+        fates
+            .iter()
+            .map(|f| matches!(f, RowFate::Kept | RowFate::Truncated))
+            .collect::<Vec<_>>(),
+    );
+    let lengths: Vec<u32> = cols.lengths.iter().map(|&l| l as u32).collect();
+    let packing = pack_ffd(&lengths, capacity);
+    let batch = pack_columns(&cols, &packing)?;
+    Ok((Exported { batch, kept, fates }, packing))
 }
 
 #[cfg(test)]
