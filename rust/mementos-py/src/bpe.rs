@@ -24,12 +24,9 @@ fn row_text(rows: &dyn Rows, i: usize) -> Result<Option<&str>, CoreError> {
     if !rows.is_valid(i) {
         return Ok(None);
     }
-    std::str::from_utf8(rows.bytes(i)).map(Some).map_err(|e| {
-        CoreError::InvalidArgument(format!(
-            "row {i}: invalid UTF-8 at byte {}",
-            e.valid_up_to()
-        ))
-    })
+    std::str::from_utf8(rows.bytes(i))
+        .map(Some)
+        .map_err(|e| CoreError::InvalidArgument(format!("row {i}: invalid UTF-8 at byte {}", e.valid_up_to())))
 }
 
 fn count_rows(bpe: &Bpe, rows: &dyn Rows, parallel: bool) -> Result<Vec<Option<i64>>, CoreError> {
@@ -42,11 +39,7 @@ fn count_rows(bpe: &Bpe, rows: &dyn Rows, parallel: bool) -> Result<Vec<Option<i
     let mut ranges = Vec::new();
     let (mut start, mut acc) = (0, 0usize);
     for i in 0..rows.len() {
-        acc += if rows.is_valid(i) {
-            rows.bytes(i).len()
-        } else {
-            0
-        } + 64;
+        acc += if rows.is_valid(i) { rows.bytes(i).len() } else { 0 } + 64;
         if acc >= 64 << 10 {
             ranges.push(start..i + 1);
             (start, acc) = (i + 1, 0);
@@ -55,10 +48,8 @@ fn count_rows(bpe: &Bpe, rows: &dyn Rows, parallel: bool) -> Result<Vec<Option<i
     if start < rows.len() {
         ranges.push(start..rows.len());
     }
-    let parts: Vec<Vec<Option<i64>>> = ranges
-        .into_par_iter()
-        .map(|r| r.map(one).collect::<Result<Vec<_>, _>>())
-        .collect::<Result<_, _>>()?;
+    let parts: Vec<Vec<Option<i64>>> =
+        ranges.into_par_iter().map(|r| r.map(one).collect::<Result<Vec<_>, _>>()).collect::<Result<_, _>>()?;
     Ok(parts.into_iter().flatten().collect())
 }
 
@@ -70,11 +61,7 @@ impl FastBpe {
     fn new(py: Python<'_>, json: &str) -> PyResult<Self> {
         match run(py, || Ok(Bpe::from_json(json)))? {
             Ok(b) => Ok(FastBpe { inner: Arc::new(b) }),
-            Err(e @ BpeError::Unsupported(_)) => Err(package_error(
-                py,
-                "MementoUnsupportedTokenizer",
-                e.to_string(),
-            )),
+            Err(e @ BpeError::Unsupported(_)) => Err(package_error(py, "MementoUnsupportedTokenizer", e.to_string())),
             Err(e) => Err(package_error(py, "MementoValueError", e.to_string())),
         }
     }
@@ -93,18 +80,9 @@ impl FastBpe {
 
     /// Token count of every row of an Arrow string column (nulls stay null), in parallel.
     #[pyo3(signature = (column, threads=None))]
-    fn count_batch<'py>(
-        &self,
-        py: Python<'py>,
-        column: AnyArray,
-        threads: Option<usize>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn count_batch<'py>(&self, py: Python<'py>, column: AnyArray, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
         if threads == Some(0) {
-            return Err(package_error(
-                py,
-                "MementoValueError",
-                "threads must be at least 1".into(),
-            ));
+            return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
         }
         let arrays = collect_arrays(column)?;
         let bpe = &self.inner;
@@ -112,11 +90,7 @@ impl FastBpe {
             let work = || -> Result<Vec<Option<i64>>, CoreError> {
                 let mut out = Vec::new();
                 for a in &arrays {
-                    out.extend(count_rows(
-                        bpe,
-                        rows_of(a.as_ref())?.as_ref(),
-                        threads != Some(1),
-                    )?);
+                    out.extend(count_rows(bpe, rows_of(a.as_ref())?.as_ref(), threads != Some(1))?);
                 }
                 Ok(out)
             };
@@ -125,9 +99,7 @@ impl FastBpe {
                 Some(n) => rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
                     .build()
-                    .map_err(|e| {
-                        CoreError::InvalidArgument(format!("cannot start {n} threads: {e}"))
-                    })?
+                    .map_err(|e| CoreError::InvalidArgument(format!("cannot start {n} threads: {e}")))?
                     .install(work),
             }
         })?;

@@ -30,12 +30,8 @@ impl TokenCounter {
     #[new]
     #[pyo3(signature = (tokenizer_json, backend = "hf"))]
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
-        let inner = run(py, || {
-            counter_for(backend, tokenizer_json).map_err(CoreError::from)
-        })?;
-        Ok(TokenCounter {
-            inner: Arc::from(inner),
-        })
+        let inner = run(py, || counter_for(backend, tokenizer_json).map_err(CoreError::from))?;
+        Ok(TokenCounter { inner: Arc::from(inner) })
     }
 
     /// The backend's name.
@@ -46,9 +42,7 @@ impl TokenCounter {
 
     /// Tokens of one whole text (each delimiter one token).
     fn count(&self, py: Python<'_>, text: &str) -> PyResult<u64> {
-        run(py, || {
-            Ok(mementos_tokens::count_text(text, self.inner.as_ref()))
-        })
+        run(py, || Ok(mementos_tokens::count_text(text, self.inner.as_ref())))
     }
 
     /// Tokens of one piece without delimiters, as the backend counts it.
@@ -63,11 +57,7 @@ impl TokenCounter {
 
 fn check_threads(py: Python<'_>, threads: Option<usize>) -> PyResult<()> {
     if threads == Some(0) {
-        return Err(package_error(
-            py,
-            "MementoValueError",
-            "threads must be at least 1".into(),
-        ));
+        return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
     }
     Ok(())
 }
@@ -95,18 +85,10 @@ fn count_tokens<'py>(
 /// Whole-text token counts of a column, as a one-column (`tokens`, int64) RecordBatch.
 #[pyfunction]
 #[pyo3(signature = (column, counter, *, threads=None))]
-fn count_totals<'py>(
-    py: Python<'py>,
-    column: AnyArray,
-    counter: &TokenCounter,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn count_totals<'py>(py: Python<'py>, column: AnyArray, counter: &TokenCounter, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
     check_threads(py, threads)?;
     let arrays = collect_arrays(column)?;
-    let opts = CountOptions {
-        threads,
-        stripped: false,
-    };
+    let opts = CountOptions { threads, stripped: false };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         let totals: ArrayRef = Arc::new(total_arrays(&refs, counter.inner.as_ref(), &opts)?);
