@@ -20,12 +20,7 @@ mod compact;
 mod export;
 mod tokens;
 
-create_exception!(
-    _core,
-    MementoError,
-    PyException,
-    "Base class of every mementos_fast error."
-);
+create_exception!(_core, MementoError, PyException, "Base class of every mementos_fast error.");
 create_exception!(
     _core,
     MementoInternalError,
@@ -35,10 +30,7 @@ create_exception!(
 
 /// Raise a Python exception class defined in `mementos_fast.errors`.
 pub(crate) fn package_error(py: Python<'_>, class: &str, msg: String) -> PyErr {
-    match py
-        .import("mementos_fast.errors")
-        .and_then(|m| m.getattr(class))
-    {
+    match py.import("mementos_fast.errors").and_then(|m| m.getattr(class)) {
         Ok(cls) => PyErr::from_type(cls.cast_into().expect("exception class"), msg),
         Err(e) => e,
     }
@@ -67,35 +59,22 @@ where
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(MementoInternalError::new_err(format!(
-                "internal error (Rust panic): {msg}"
-            )))
+            Err(MementoInternalError::new_err(format!("internal error (Rust panic): {msg}")))
         }
     }
 }
 
 pub(crate) fn collect_arrays(column: AnyArray) -> PyResult<Vec<ArrayRef>> {
     let reader = column.into_reader()?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| MementoError::new_err(e.to_string()))
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| MementoError::new_err(e.to_string()))
 }
 
 /// Parse a column of traces. See `mementos_fast.parse_batch` for the documentation.
 #[pyfunction]
 #[pyo3(signature = (column, *, spans=false, threads=None))]
-fn parse_batch<'py>(
-    py: Python<'py>,
-    column: AnyArray,
-    spans: bool,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn parse_batch<'py>(py: Python<'py>, column: AnyArray, spans: bool, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
     if threads == Some(0) {
-        return Err(package_error(
-            py,
-            "MementoValueError",
-            "threads must be at least 1".into(),
-        ));
+        return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
     }
     let arrays = collect_arrays(column)?;
     let opts = ParseOptions { spans, threads };
@@ -155,11 +134,7 @@ fn parse(py: Python<'_>, text: &str) -> PyResult<Parsed> {
             final_answer: p.final_answer.as_ref().map(s).unwrap_or_default(),
             status: p.status.name(),
             error_offset: p.error_offset,
-            spans: p
-                .spans
-                .iter()
-                .map(|sp| (sp.kind.name(), sp.start, sp.end))
-                .collect(),
+            spans: p.spans.iter().map(|sp| (sp.kind.name(), sp.start, sp.end)).collect(),
         })
     })
 }
@@ -167,18 +142,13 @@ fn parse(py: Python<'_>, text: &str) -> PyResult<Parsed> {
 /// `(name, description)` of every row status, in dictionary order.
 #[pyfunction]
 fn statuses() -> Vec<(&'static str, &'static str)> {
-    mementos_core::Status::ALL
-        .iter()
-        .map(|s| (s.name(), s.description()))
-        .collect()
+    mementos_core::Status::ALL.iter().map(|s| (s.name(), s.description())).collect()
 }
 
 /// Deliberately panic inside the core (tests check that it arrives as MementoInternalError).
 #[pyfunction]
 fn _debug_panic(py: Python<'_>) -> PyResult<()> {
-    run(py, || -> Result<(), CoreError> {
-        panic!("deliberate panic for testing")
-    })
+    run(py, || -> Result<(), CoreError> { panic!("deliberate panic for testing") })
 }
 
 #[pymodule]
@@ -195,18 +165,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     export::register(m)?;
     bpe::register(m)?;
     m.add("MementoError", py.get_type::<MementoError>())?;
-    m.add(
-        "MementoInternalError",
-        py.get_type::<MementoInternalError>(),
-    )?;
-    m.add(
-        "BUILD_PROFILE",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
-    )?;
+    m.add("MementoInternalError", py.get_type::<MementoInternalError>())?;
+    m.add("BUILD_PROFILE", if cfg!(debug_assertions) { "debug" } else { "release" })?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
