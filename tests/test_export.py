@@ -242,9 +242,9 @@ def _check_alignment(tok, r: dict, row: dict) -> None:
     by_kind: dict[str, list[bytes]] = {}
     for kind, a, b in parsed.spans:
         by_kind.setdefault(kind, []).append(raw[a:b])
-    assert dec(seg == S["answer"]) == b"".join(by_kind.get("answer", [])).decode()
     assert dec(seg == S["think"]).replace("<think>", "").replace("</think>", "") == ""
-    if parsed.status == "ok":
+    if parsed.status == "ok":  # (segments follow the engine's plan; on malformed rows the parser's walk differs)
+        assert dec(seg == S["answer"]) == b"".join(by_kind.get("answer", [])).decode()
         blocks = [raw[a:b].decode() for k, a, b in parsed.spans if k == "block"]
         mementos = [raw[a:b].decode() for k, a, b in parsed.spans if k == "summary"]
         assert blk.max() == len(blocks) - 1

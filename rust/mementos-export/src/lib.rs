@@ -25,6 +25,7 @@
 //! [`pack`] bin-packs rows into sequences of at most `L` tokens (first-fit decreasing).
 
 pub mod pack;
+mod pieces;
 
 use std::ops::Range;
 use std::str::FromStr;
@@ -68,9 +69,9 @@ pub mod seg {
     /// Content of the memento bound to a block.
     pub const MEMENTO: i8 = 7;
     pub const SUMMARY_END: i8 = 8;
-    /// Response text outside any unit, before the last `</think>`.
+    /// Response text outside any unit, before the first `</think>`.
     pub const BETWEEN: i8 = 9;
-    /// Response text after the last `</think>`.
+    /// Response text after the first `</think>`.
     pub const ANSWER: i8 = 10;
     pub const NAMES: [&str; 11] = [
         "chat",
@@ -154,6 +155,8 @@ pub struct Encoder {
     im_end: u32,
     /// Why the fast BPE is not used (None when it is).
     fast_refused: Option<String>,
+    /// The fast BPE with a per-thread piece cache (None: plain `FastBpe::encode`).
+    pieces: Option<pieces::PieceCache>,
 }
 
 /// GPT-2's byte-level alphabet: the set of characters that stand for one byte each.
@@ -201,12 +204,21 @@ impl Encoder {
         } else {
             Vec::new()
         };
+        let pieces = match &fast {
+            Some(f) => {
+                let root: Value = serde_json::from_str(json)
+                    .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+                pieces::PieceCache::new(&root, f)
+            }
+            None => None,
+        };
         Ok(Encoder {
             fast,
             hf,
             token_len,
             im_end,
             fast_refused,
+            pieces,
         })
     }
 
@@ -229,6 +241,16 @@ impl Encoder {
         ids.clear();
         starts.clear();
         ends.clear();
+        if let (Some(fast), Some(cache)) = (&self.fast, &self.pieces) {
+            if cache.encode(fast, &self.token_len, text, ids, starts, ends)
+                && ends.last().is_none_or(|&e| e as usize == text.len())
+            {
+                return;
+            }
+            ids.clear();
+            starts.clear();
+            ends.clear();
+        }
         if let Some(fast) = &self.fast {
             *ids = fast.encode(text);
             let mut pos = 0u64;
@@ -514,7 +536,6 @@ fn export_row(
     stack.clear();
     let mut memento = -1i32;
     let mut answer = false;
-    let last_think_end = delims.iter().rposition(|d| d.delim == Delim::ThinkEnd);
     let mut t = first;
     let state = |stack: &Vec<i32>, memento: i32, answer: bool| -> (i8, i32) {
         if let Some(&b) = stack.last() {
@@ -543,8 +564,8 @@ fn export_row(
         let (code, owner) = match d.delim {
             Delim::ThinkStart => (seg::THINK, -1),
             Delim::ThinkEnd => {
-                // The answer is the text after the last `</think>` (the tutorial's final answer).
-                answer = Some(i) == last_think_end;
+                // The answer is the text after the first `</think>` (as the parser's walk).
+                answer = true;
                 (seg::THINK, -1)
             }
             Delim::BlockStart => {
