@@ -126,7 +126,10 @@ _PEAK_SCRIPT = textwrap.dedent("""
     t0 = time.perf_counter()
     m = export_sft(sys.argv[1], sys.argv[2], "tokenized", tokenizer="qwen3", stage2_keep_last_k=1,
                    pack=True, max_length=32768, batch_size=1024)
-    print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    # VmHWM: this process image's peak (ru_maxrss would include the forking parent's size).
+    hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) if sys.platform == "linux" \
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_kib": hwm,
                       "seconds": time.perf_counter() - t0, "rows": m["rows_read"],
                       "bytes": m["response_bytes_read"], "efficiency": m["packing_efficiency"]}))
 """)
