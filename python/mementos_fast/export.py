@@ -639,6 +639,31 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 # The whole export
 # --------------------------------------------------------------------------------------------
 
+_TOKENIZED_SLICE_BYTES = 16 << 20
+
+
+def _sliced(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    """Each batch cut into consecutive slices of at most ``limit`` bytes of problem + response
+    (at least one row each)."""
+    for batch in batches:
+        if batch.num_rows <= 1 or "response" not in batch.schema.names:
+            yield batch
+            continue
+        size = np.asarray(pc.fill_null(pc.binary_length(batch.column("response")), 0), dtype=np.int64)
+        if "problem" in batch.schema.names:
+            size = size + np.asarray(pc.fill_null(pc.binary_length(batch.column("problem")), 0), dtype=np.int64)
+        if size.sum() <= limit:
+            yield batch
+            continue
+        ends = np.cumsum(size)
+        start = 0
+        while start < batch.num_rows:
+            base = ends[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, base + limit, side="right")))
+            yield batch.slice(start, stop - start)
+            start = stop
+
+
 def export_sft(
     source: Any = None,
     out: str | os.PathLike = "sft.jsonl",
@@ -696,6 +721,10 @@ def export_sft(
     tokens_written = sequences = 0
     if batches is None:
         batches = mf.load(source, config, sample=sample, limit=limit, seed=seed, batch_size=batch_size)
+    if format == "tokenized":
+        # Token columns take ~20 bytes per token: cut batches into slices of bounded text so
+        # memory stays bounded whatever the batch size (packing works within a slice).
+        batches = _sliced(batches, _TOKENIZED_SLICE_BYTES)
     drops: Counter = Counter()
     rows_read = bytes_read = 0
     t0 = time.perf_counter()
