@@ -242,9 +242,9 @@ def _check_alignment(tok, r: dict, row: dict) -> None:
     by_kind: dict[str, list[bytes]] = {}
     for kind, a, b in parsed.spans:
         by_kind.setdefault(kind, []).append(raw[a:b])
-    assert dec(seg == S["answer"]) == b"".join(by_kind.get("answer", [])).decode()
     assert dec(seg == S["think"]).replace("<think>", "").replace("</think>", "") == ""
-    if parsed.status == "ok":
+    if parsed.status == "ok":  # (segments follow the engine's plan; on malformed rows the parser's walk differs)
+        assert dec(seg == S["answer"]) == b"".join(by_kind.get("answer", [])).decode()
         blocks = [raw[a:b].decode() for k, a, b in parsed.spans if k == "block"]
         mementos = [raw[a:b].decode() for k, a, b in parsed.spans if k == "summary"]
         assert blk.max() == len(blocks) - 1
@@ -286,101 +286,181 @@ def test_plain_tokenizer_gets_the_delimiters(qwen):
 
 
 # ------------------------------------------------------------------------------------------------
-# Stage-2 mask
+# Stage 2: evict_at against an independent model of the overlay, per token
 # ------------------------------------------------------------------------------------------------
 
-def _replay_mask(ids: list[int], tok) -> np.ndarray:
-    """The oracle: replay the token stream as the vLLM overlay does (FORMAT.md section 5, k = 0,
-    mask_delimiters=False) and record what each token sees when it is computed."""
-    bs, be, ss, se = (tok.token_to_id(t) for t in MEMENTO_TOKENS)
-    t = len(ids)
-    visible = np.zeros(t, dtype=bool)
-    mask = np.zeros((t, t), dtype=bool)
-    stack: list[int] = []  # content start of open blocks
-    closed: list[tuple[int, int]] = []  # closed blocks without a memento: content range
-    target: tuple[int, int] | None = None
-    for q, tid in enumerate(ids):
-        visible[q] = True
-        mask[q] = visible
-        if tid == bs:
-            stack.append(q + 1)
-        elif tid == be and stack:
-            closed.append((stack.pop(), q))
-        elif tid == ss and closed:
-            target = closed.pop()
-        elif tid == se and target is not None:
-            visible[target[0]:target[1]] = False  # evicted after the summary_end is computed
-            target = None
-    return mask
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import overlay_model as om  # noqa: E402  (tests/overlay_model.py: the overlay's rules, independently)
+
+NEVER = ex.EVICT_NEVER
+STAGE2_CONFIGS = [
+    {"stage2_keep_last_k": k, "mask_delimiters": m, "keep_last_block_for_answer": a, "restart_mode": r}
+    for k in (-1, 0, 1, 2) for m in (False, True) for a in (False, True) for r in (False, True)
+    if not (a and k != 0)
+]
 
 
-def _check_mask_rules(mask: np.ndarray, row: dict) -> None:
-    seg = np.asarray(row["segment"])
-    blk = np.asarray(row["block_index"])
-    t = len(seg)
-    assert mask.shape == (t, t) and mask.dtype == bool
-    assert not np.triu(mask, 1).any()  # causal
-    assert mask.diagonal().all()
-    S = ex.SEG
-    never_hidden = seg != S["block"]
-    assert np.array_equal(mask[:, never_hidden], np.tril(np.ones((t, t), bool))[:, never_hidden])
-    for j in range(blk.max() + 1 if t else 0):
-        content = np.flatnonzero((seg == S["block"]) & (blk == j))
-        mem = np.flatnonzero(np.isin(seg, [S["summary_start"], S["memento"], S["summary_end"]]) & (blk == j))
-        ends = np.flatnonzero((seg == S["summary_end"]) & (blk == j))
-        if len(content) == 0:
-            continue
-        if len(mem):
-            assert mask[np.ix_(mem, content)].all()  # the memento sees its block
-        if len(ends):
-            assert not mask[ends[-1] + 1:, content].any()  # nothing after the memento does
-        else:
-            assert mask[content[-1]:, content].all()  # an incomplete block is never hidden
+def _oracle_evict_at(ids: list[int], labels: list[int], tok, cfg: dict) -> np.ndarray:
+    """``evict_at`` from the overlay model run over the real token ids of the response (each id a
+    token, the delimiter ids the specials; the prompt is never tracked)."""
+    names = {tok.token_to_id(d): d for d in om.DELIMS}
+    trained = np.flatnonzero(np.asarray(labels) != ex.IGNORE_INDEX)
+    first, last = (int(trained[0]), int(trained[-1])) if len(trained) else (len(ids), len(ids))
+    response = [names.get(i, f"t{i}") for i in ids[first:last]]  # up to the closing <|im_end|>
+    config = om.Config(keep_last_k=cfg["stage2_keep_last_k"], mask_delimiters=cfg["mask_delimiters"],
+                       keep_last_block_for_answer=cfg["keep_last_block_for_answer"],
+                       restart_mode=cfg["restart_mode"])
+    _, comps = om.run([], response, config)
+    out = np.full(len(ids), NEVER, dtype=np.int64)
+    for at, s, e in comps:  # in time order: the earliest eviction wins
+        seg = out[first + s:first + e]
+        seg[seg == NEVER] = first + at + 1
+    return out
 
 
-def test_stage2_mask_on_every_real_trace(real, qwen):
-    out = ex.transform_table(_table(real), "tokenized", tokenizer=qwen)
-    hidden_any = False
-    for r, row in zip(real, out.to_pylist()):
-        mask = ex.stage2_mask(row)
-        _check_mask_rules(mask, row)
-        assert np.array_equal(mask, _replay_mask(row["input_ids"], qwen))
-        if mf.parse(r["response"]).status == "ok":
-            hidden_any = True
-            assert (~mask & np.tril(np.ones(mask.shape, bool))).any()
-        else:
-            assert np.array_equal(mask, np.tril(np.ones(mask.shape, bool)))
-    assert hidden_any
+@pytest.mark.parametrize("cfg", STAGE2_CONFIGS, ids=lambda c: "-".join(f"{k[:6]}{int(v)}" for k, v in c.items()))
+def test_evict_at_equals_the_overlay_model(corpus, qwen, cfg):
+    table = _table(corpus)
+    out = ex.transform_table(table, "tokenized", tokenizer=qwen, **cfg)
+    evicted_any = 0
+    for row in out.select(["input_ids", "labels", "evict_at"]).to_pylist():
+        want = _oracle_evict_at(row["input_ids"], row["labels"], qwen, cfg)
+        got = np.asarray(row["evict_at"])
+        assert np.array_equal(got, want)
+        evicted_any += int((got != NEVER).any())
+    if cfg["stage2_keep_last_k"] >= 0:
+        assert evicted_any > 10
 
 
-def test_stage2_mask_on_sample_and_generated(corpus, qwen):
-    rows = corpus[2:]
-    out = ex.transform_table(_table(rows), "tokenized", tokenizer=qwen)
+def test_evict_at_matches_the_engine_plan_bytes(real, qwen):
+    """Token-level evict_at agrees with mementos_fast.eviction_plan's byte ranges (one plan)."""
+    rows = real[:20]
+    out = ex.transform_table(_table(rows), "tokenized", tokenizer=qwen, stage2_keep_last_k=1)
+    plan = mf.eviction_plan(pa.array([r["response"] for r in rows]), 1).to_pylist()
+    for r, row, p in zip(rows, out.to_pylist(), plan):
+        ids = row["input_ids"]
+        head = f"<|im_start|>user\n{r['problem']}<|im_end|>\n<|im_start|>assistant\n".encode()
+        # byte start of each token in the ChatML text (delimiters are whole tokens)
+        lens = [len(qwen.decode([i], skip_special_tokens=False).encode()) for i in ids]
+        starts = np.concatenate([[0], np.cumsum(lens)])
+        if starts[-1] != len(ex.render_chatml(r["problem"], r["response"]).encode()):
+            continue  # a token not decoding to its own bytes alone (split UTF-8): skip the row
+        by_start = {int(s): t for t, s in enumerate(starts[:-1])}
+        ev = np.asarray(row["evict_at"])
+        for s, e, trig in zip(p["evict_start"], p["evict_end"], p["trigger"]):
+            if trig is None:
+                continue
+            t0, t1, tt = by_start[len(head) + s], by_start[len(head) + e], by_start[len(head) + trig]
+            assert (ev[t0:t1] <= tt + 1).all() and (ev[t0:t1] != NEVER).all()
+
+
+def test_dense_mask_from_evict_at(corpus, qwen):
+    out = ex.transform_table(_table(corpus[:12]), "tokenized", tokenizer=qwen, stage2_keep_last_k=0)
     checked = 0
-    for r, row in zip(rows, out.to_pylist()):
-        if row["n_tokens"] > 4000:  # dense T x T masks: keep the test fast
+    for r, row in zip(corpus[:12], out.to_pylist()):
+        if row["n_tokens"] > 3000:
             continue
+        m = ex.stage2_mask(row)
+        ev = np.asarray(row["evict_at"])
+        t = len(ev)
+        assert m.shape == (t, t) and not np.triu(m, 1).any() and m.diagonal().all()
+        q, k = np.nonzero(np.tril(np.ones((t, t), bool)) & ~m)
+        assert (q >= ev[k]).all()  # hidden exactly from evict_at on
+        seg = np.asarray(row["segment"])
+        hidden = ev != NEVER
+        if mf.parse(r["response"]).status == "ok":  # k=0, mask_delimiters=False: block content only
+            assert (seg[hidden] == ex.SEG["block"]).all()
+            assert hidden[seg == ex.SEG["block"]].all()
         checked += 1
-        mask = ex.stage2_mask(row)
-        _check_mask_rules(mask, row)
-        if mf.parse(r["response"]).status == "ok":
-            assert np.array_equal(mask, _replay_mask(row["input_ids"], qwen))
-    assert checked >= 25
+    assert checked >= 5
+    with pytest.raises(mf.MementoValueError, match="mask_mod"):
+        ex.dense_mask(np.full(20000, NEVER))
+    # packed: two rows never see each other
+    m = ex.dense_mask([NEVER] * 5, seq_lens=[2, 3])
+    assert m[1, 0] and not m[2, 1] and m[4, 2]
 
 
-def test_stage2_mask_by_hand():
+def test_segments_by_hand(qwen):
+    resp = ("<think>a<|block_start|>b<|block_end|><|summary_start|>s<|summary_end|>"
+            "<|block_end|>x<|block_start|>c<|block_end|><|summary_start|>t<|summary_end|></think>ans")
+    row = ex.transform_table(_table([{"problem": "p", "response": resp}]), "tokenized", tokenizer=qwen).to_pylist()[0]
     S = ex.SEG
-    # prompt | <think> | bs b b be | ss m se | bs b be | ss m se | </think> a
-    seg = [S["prompt"], S["think"], S["block_start"], S["block"], S["block"], S["block_end"], S["summary_start"],
-           S["memento"], S["summary_end"], S["block_start"], S["block"], S["block_end"], S["summary_start"],
-           S["memento"], S["summary_end"], S["think"], S["answer"]]
-    blk = [-1, -1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1, -1]
-    m = ex.stage2_mask({"segment": seg, "block_index": blk})
-    assert m[8, 3] and m[8, 4]  # block 0's summary_end sees block 0
-    assert not m[9, 3] and not m[16, 4]  # everything after it does not
-    assert m[9, 2] and m[16, 5] and m[16, 7]  # delimiters and mementos stay visible
-    assert m[14, 10] and not m[15, 10]
-    assert m.sum() == np.tril(np.ones((17, 17))).sum() - 2 * (17 - 9) - (17 - 15)
+    names = [qwen.decode([i], skip_special_tokens=False) for i in row["input_ids"]]
+    got = list(zip(names, [ex.SEGMENTS[s] for s in row["segment"]], row["block_index"]))
+    resp_part = got[got.index(("<think>", "think", -1)):-2]
+    assert resp_part == [
+        ("<think>", "think", -1), ("a", "between", -1), ("<|block_start|>", "block_start", 0), ("b", "block", 0),
+        ("<|block_end|>", "block_end", 0), ("<|summary_start|>", "summary_start", 0), ("s", "memento", 0),
+        ("<|summary_end|>", "summary_end", 0), ("<|block_end|>", "block_end", -1), ("x", "between", -1),
+        ("<|block_start|>", "block_start", 1), ("c", "block", 1), ("<|block_end|>", "block_end", 1),
+        ("<|summary_start|>", "summary_start", 1), ("t", "memento", 1), ("<|summary_end|>", "summary_end", 1),
+        ("</think>", "think", -1), ("ans", "answer", -1)]
+    assert got[-2:] == [("<|im_end|>", "chat", -1), ("\n", "chat", -1)]
+    assert S["block"] == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# Packing
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("limit", [64, 700, 4096])
+def test_packed_rows_split_by_seq_lens_equal_the_unpacked_rows(corpus, qwen, limit):
+    table = _table(corpus)
+    kw = {"tokenizer": qwen, "max_length": limit, "stage2_keep_last_k": 1}
+    rows = ex.transform_table(table, "tokenized", **kw).to_pylist()
+    drops: Counter = Counter()
+    packed = ex.transform_table(table, "tokenized", pack=True, drops=drops, **kw)
+    assert drops["prompt_too_long"] == len(corpus) - len(rows)
+    seen = []
+    for seq in packed.to_pylist():
+        n = seq["n_tokens"]
+        assert n <= limit and sum(seq["seq_lens"]) == n == len(seq["input_ids"]) == len(seq["position_ids"])
+        start = 0
+        for j, length in enumerate(seq["seq_lens"]):
+            sl = slice(start, start + length)
+            ev = [v if v == NEVER else v - start for v in seq["evict_at"][sl]]
+            piece = (seq["input_ids"][sl], seq["labels"][sl], seq["segment"][sl], seq["block_index"][sl], ev)
+            assert seq["position_ids"][sl] == list(range(length))
+            assert all(v == NEVER or start < v + start <= start + length for v in ev)
+            seen.append((piece, seq["domain"][j]))
+            start += length
+    want = [((r["input_ids"], r["labels"], r["segment"], r["block_index"], r["evict_at"]), r["domain"]) for r in rows]
+    assert len(seen) == len(want)
+    key = lambda x: (x[0][0], x[1] or "")  # noqa: E731
+    assert sorted(seen, key=key) == sorted(want, key=key)
+    total = sum(r["n_tokens"] for r in rows)
+    assert packed.num_rows >= -(-total // limit)
+
+
+def test_export_sft_pack_reports_efficiency(tmp_path, qwen):
+    table = synthetic.generate_table(120, seed=3)
+    m = ex.export_sft(table, tmp_path / "p", "tokenized", tokenizer=qwen, pack=True, max_length=8192,
+                      stage2_keep_last_k=1, batch_size=120)
+    assert m["packed"] and m["rows_packed"] + m["rows_dropped"] == 120
+    assert 0.5 < m["packing_efficiency"] <= 1.0
+    back = pq.read_table(tmp_path / "p")
+    assert back.num_rows == m["sequences"] == m["rows_written"]
+    assert sum(back.column("n_tokens").to_pylist()) == m["tokens_written"]
+    assert back.schema.field("seq_lens").type == pa.large_list(pa.int32())
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "p" / "*.parquet"), split="train")
+    assert len(ds) == back.num_rows
+
+
+def test_pack_needs_max_length(qwen):
+    with pytest.raises(mf.MementoValueError, match="max_length"):
+        ex.transform_table(_table(_sample_rows()), "tokenized", tokenizer=qwen, pack=True)
+    with pytest.raises(mf.MementoValueError, match="stage2_keep_last_k"):
+        ex.transform_table(_table(_sample_rows()), "tokenized", tokenizer=qwen, stage2_keep_last_k=-2)
+
+
+def test_backends_agree(corpus, qwen):
+    table = _table(corpus)
+    fast = ex.exporter(qwen, "fast")
+    hf = ex.exporter(qwen, "hf")
+    assert (fast.backend, hf.backend) == ("fast", "hf")
+    a = ex.transform_table(table, "tokenized", tokenizer=fast, stage2_keep_last_k=1)
+    b = ex.transform_table(table, "tokenized", tokenizer=hf, stage2_keep_last_k=1)
+    assert a.equals(b)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -126,3 +126,27 @@ class FastBpe:
     def count(self, text: str) -> int: ...
     def encode(self, text: str) -> list[int]: ...
     def count_batch(self, column: Any, threads: int | None = None) -> pa.Int64Array: ...
+@final
+class Exporter:
+    def __new__(cls, tokenizer_json: str, backend: str = "auto") -> Exporter: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def fast_refused(self) -> str | None: ...
+
+def export_tokenized(
+    problem: Any,
+    response: Any,
+    exporter: Exporter,
+    *,
+    keep_last_k: int = 0,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
+    system_prompt: str | None = None,
+    max_length: int | None = None,
+    overflow: str = "truncate",
+    pack: int | None = None,
+    threads: int | None = None,
+) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch | None]: ...

@@ -289,7 +289,10 @@ def cmd_export_sft(args) -> int:
                               max_length=args.max_length, overflow=args.overflow, system_prompt=args.system_prompt,
                               only_ok=args.only_ok, shard_bytes=int(args.shard_mb * (1 << 20)),
                               overwrite=args.overwrite, config=args.config, sample=args.sample, limit=args.limit,
-                              seed=args.seed, batch_size=args.batch_size, batches=batches, progress=tick)
+                              seed=args.seed, batch_size=args.batch_size, batches=batches, progress=tick,
+                              stage2_keep_last_k=args.stage2_keep_last_k, mask_delimiters=args.mask_delimiters,
+                              keep_last_block_for_answer=args.keep_last_block_for_answer,
+                              restart_mode=args.restart_mode, pack=args.pack)
     finally:
         if progress:
             progress.stop()
@@ -297,6 +300,9 @@ def cmd_export_sft(args) -> int:
     print(f"{manifest['rows_read']:,} rows read, {manifest['rows_written']:,} written, "
           f"{manifest['rows_dropped']:,} dropped ({dropped}), {manifest['rows_truncated']:,} truncated "
           f"in {manifest['seconds']:.2f} s -> {args.out}", file=sys.stderr)
+    if manifest.get("packed"):
+        print(f"packed into {manifest['sequences']:,} sequences of <= {args.max_length:,} tokens, "
+              f"efficiency {manifest['packing_efficiency']:.1%}", file=sys.stderr)
     return 0
 
 
@@ -405,6 +411,13 @@ def validate_export(args) -> None:
             raise UsageError(f"--tokenizer applies to --format tokenized only (--format {args.format} writes text)")
         if args.max_length is not None:
             raise UsageError(f"--max-length applies to --format tokenized only (--format {args.format} writes text)")
+        for opt in ("stage2_keep_last_k", "mask_delimiters", "keep_last_block_for_answer", "restart_mode", "pack"):
+            if getattr(args, opt) not in (0, False):
+                raise UsageError(f"--{opt.replace('_', '-')} applies to --format tokenized only")
+    if args.pack and args.max_length is None:
+        raise UsageError("--pack needs --max-length L (the length of each packed sequence)")
+    if args.keep_last_block_for_answer and args.stage2_keep_last_k != 0:
+        raise UsageError("--keep-last-block-for-answer applies only with --stage2-keep-last-k 0")
     if args.variant != "compressed":
         for opt, default in (("keep_last_k", 1), ("style", "tutorial")):
             if getattr(args, opt) != default:
@@ -607,6 +620,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-length", type=_int_at_least(1), metavar="N", help="tokenized: token limit per row")
     e.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
                    help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)")
+    e.add_argument("--stage2-keep-last-k", type=_int_at_least(-1, " (-1: never evict)"), default=0, metavar="K",
+                   help="tokenized: evict_at follows the engine with this k (0: each block at its own "
+                        "<|summary_end|>; -1: never)")
+    e.add_argument("--mask-delimiters", action="store_true",
+                   help="tokenized: evicting a block hides its <|block_start|>/<|block_end|> too (Phi-4)")
+    e.add_argument("--keep-last-block-for-answer", action="store_true",
+                   help="tokenized, k=0: a block is evicted at the next <|block_start|>")
+    e.add_argument("--restart-mode", action="store_true",
+                   help="tokenized: the engine's restart mode (whole blocks, delimiters included, are evicted)")
+    e.add_argument("--pack", action="store_true",
+                   help="tokenized: pack rows into sequences of at most --max-length tokens (first-fit decreasing)")
     e.add_argument("--system-prompt", help="an optional system message")
     e.add_argument("--only-ok", action="store_true", help="drop malformed traces (counted by status)")
     e.add_argument("--shard-mb", type=_positive_float, default=256, metavar="MIB",

@@ -2,7 +2,7 @@
 
 Everything works on Arrow: a source is read as ``pyarrow.RecordBatch`` es by
 :func:`mementos_fast.load`, each batch is turned into an output table by :func:`transform_table`
-(Arrow compute for the text formats; one ``tokenizers`` batch call plus numpy per row for the
+(Arrow compute for the text formats; one call into the Rust crate ``mementos-export`` for the
 tokenized format) and written by a sink that never leaves a final-looking file behind when it is
 interrupted (temporary name in the destination's directory, fsync, rename). See docs/EXPORT.md.
 
@@ -13,10 +13,11 @@ Formats
                system prompt becomes a first ``system`` message).
 ``chatml``     ``{"text": ...}``: ``<|im_start|>user\\n{problem}<|im_end|>\\n<|im_start|>assistant\\n
                {response}<|im_end|>\\n`` byte for byte (:data:`MEMENTO_CHAT_TEMPLATE`).
-``tokenized``  ``input_ids``, ``labels`` (-100 outside the assistant turn), ``block_index`` and
-               ``segment`` per token (codes in :data:`SEGMENTS`), ``n_tokens``; the ids are the
-               tokenizer's encoding of the ``chatml`` text. :func:`stage2_mask` builds the
-               Memento stage-2 attention mask of one row.
+``tokenized``  ``input_ids``, ``labels`` (-100 outside the assistant turn), ``block_index``,
+               ``segment`` (codes in :data:`SEGMENTS`) and ``evict_at`` per token, ``n_tokens``;
+               the ids are the tokenizer's encoding of the ``chatml`` text; blocks and evictions
+               come from the engine's plan. Stage-2 mask: ``t <= q < evict_at[t]``
+               (:func:`dense_mask` for short rows). ``pack`` adds ``position_ids`` and ``seq_lens``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ __all__ = [
     "ExportSink",
     "export_sft",
     "render_chatml",
+    "dense_mask",
+    "exporter",
     "stage2_mask",
     "transform_table",
 ]
@@ -74,14 +77,10 @@ MEMENTO_CHAT_TEMPLATE = (
 SEGMENTS = ("chat", "prompt", "think", "block_start", "block", "block_end", "summary_start", "memento",
             "summary_end", "between", "answer")
 SEG = {name: i for i, name in enumerate(SEGMENTS)}
-_SPAN_SEGMENT = {
-    "preamble": SEG["between"], "think_start": SEG["think"], "between": SEG["between"],
-    "block_start": SEG["block_start"], "block": SEG["block"], "block_end": SEG["block_end"],
-    "summary_start": SEG["summary_start"], "summary": SEG["memento"], "summary_end": SEG["summary_end"],
-    "think_end": SEG["think"], "answer": SEG["answer"],
-}
 DELIMITERS = ("<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>")
 IGNORE_INDEX = -100
+#: ``evict_at`` of a token no later token loses sight of (2**31 - 1).
+EVICT_NEVER = 2**31 - 1
 
 _USER_OPEN = "<|im_start|>user\n"
 _TURN_CLOSE = "<|im_end|>\n"
@@ -175,176 +174,88 @@ def _as_tokenizer(tokenizer: Any) -> Any:
     return _loaded(tokenizer).tokenizer
 
 
-def _char_to_byte(text: str) -> np.ndarray | None:
-    """Byte offset of every character boundary of ``text`` (None when ASCII: offsets agree)."""
-    if text.isascii():
-        return None
-    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    lens = 1 + (cps >= 0x80).astype(np.int64) + (cps >= 0x800) + (cps >= 0x10000)
-    out = np.empty(len(cps) + 1, dtype=np.int64)
-    out[0] = 0
-    np.cumsum(lens, out=out[1:])
-    return out
+_EXPORTERS: dict[tuple[int, str], tuple[Any, Any]] = {}
 
 
-def _row_segments(spans: list[dict], resp_at: int, head: list[tuple[int, int]], tail_at: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Starts (bytes of the chat text), segment codes and block indices of one row's pieces.
+def exporter(tokenizer: Any, backend: str = "auto") -> Any:
+    """The compiled exporter (``_core.Exporter``) of ``tokenizer`` (anything :func:`_loaded`
+    takes), cached per object.
 
-    ``head``: (start, segment) pieces before the response; the response's spans follow from
-    ``resp_at``; the closing ``<|im_end|>\\n`` starts at ``tail_at``.
+    ``backend``: ``"auto"`` (the package's exact fast BPE when it supports the tokenizer, else the
+    ``tokenizers`` crate), ``"fast"`` or ``"hf"``. Ids equal ``tokenizers``' encoding either way.
     """
-    starts = [s for s, _ in head]
-    segs = [g for _, g in head]
-    blocks = [-1] * len(head)
-    n_blocks = -1
-    current = -1  # block of the open / last closed block unit
-    pending = -1  # newest closed block still waiting for its memento
-    target = -1  # block the memento being read belongs to
-    for sp in spans:
-        kind = sp["kind"]
-        if kind == "block_start":
-            n_blocks += 1
-            current = n_blocks
-            b = current
-        elif kind == "block":
-            b = current
-        elif kind == "block_end":
-            b = current
-            pending = current
-        elif kind == "summary_start":
-            target, pending = pending, -1
-            b = target
-        elif kind in ("summary", "summary_end"):
-            b = target
-            if kind == "summary_end":
-                target = -1
-        else:
-            b = -1
-        starts.append(resp_at + sp["start"])
-        segs.append(_SPAN_SEGMENT[kind])
-        blocks.append(b)
-    starts.append(tail_at)
-    segs.append(SEG["chat"])
-    blocks.append(-1)
-    return np.asarray(starts, np.int64), np.asarray(segs, np.int8), np.asarray(blocks, np.int32)
+    from mementos_fast import _core
+
+    if isinstance(tokenizer, _core.Exporter):
+        return tokenizer
+    loaded = _loaded(tokenizer)
+    key = (id(loaded), backend)
+    hit = _EXPORTERS.get(key)
+    if hit is not None and hit[0] is loaded:
+        return hit[1]
+    exp = _core.Exporter(loaded.to_json(), backend)
+    if len(_EXPORTERS) >= 8:
+        _EXPORTERS.pop(next(iter(_EXPORTERS)))
+    _EXPORTERS[key] = (loaded, exp)
+    return exp
 
 
-_ENCODE_GROUP = 64
-
-
-def _encode_groups(tokenizer: Any, texts: list[str], group: int) -> Iterator[Any]:
-    for start in range(0, len(texts), group):
-        yield from tokenizer.encode_batch(texts[start:start + group], add_special_tokens=False)
+#: Fate codes the compiled export returns per input row (index = code).
+_FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long")
+#: The stage-2 options (FORMAT.md section 5), with their defaults.
+STAGE2_DEFAULTS = {"keep_last_k": 0, "mask_delimiters": False, "keep_last_block_for_answer": False,
+                   "restart_mode": False, "compact_on_summary_end": True}
 
 
 def _tokenized(problem: pa.Array, response: pa.Array, system_prompt: str | None, tokenizer: Any,
-               max_length: int | None, overflow: str, drops: Counter) -> tuple[dict[str, pa.Array], np.ndarray]:
-    """Token columns and the kept-row mask for one batch (rows already non-null)."""
-    import mementos_fast as mf
+               max_length: int | None, overflow: str, drops: Counter, stage2: Mapping[str, Any],
+               pack: bool = False, threads: int | None = None,
+               ) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray | None]:
+    """Token columns of one batch, computed end to end in Rust (crate ``mementos-export``).
 
-    texts = _chatml_column(problem, response, system_prompt)
-    text_list = texts.to_pylist()
-    problems = problem.to_pylist()
-    parsed = mf.parse_batch(response, spans=True)
-    spans_col = parsed.column("spans").to_pylist()
-    # Encodings hold about 100 bytes per token (tokens, offsets, masks): encode in small groups so
-    # memory stays bounded whatever the batch size (each group is still encoded in parallel).
-    encodings = _encode_groups(tokenizer, text_list, _ENCODE_GROUP)
-    sys_head = f"<|im_start|>system\n{system_prompt}{_TURN_CLOSE}" if system_prompt is not None else ""
-    sys_bytes = len(sys_head.encode())
-    ids_parts, lab_parts, blk_parts, seg_parts, lengths = [], [], [], [], []
-    keep = np.zeros(len(text_list), dtype=bool)
-    for i, (text, enc) in enumerate(zip(text_list, encodings)):
-        c2b = _char_to_byte(text)
-        offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-        if c2b is not None:
-            offs = c2b[offs]
-        # The piece a token belongs to is the one holding its last byte.
-        last = np.maximum(offs[:, 1] - 1, offs[:, 0])
-        head: list[tuple[int, int]] = []
-        if system_prompt is not None:
-            sp_start = len("<|im_start|>system\n")
-            head += [(0, SEG["chat"]), (sp_start, SEG["prompt"]), (sys_bytes - len(_TURN_CLOSE), SEG["chat"])]
-        prob_at = sys_bytes + len(_USER_OPEN)
-        prob_end = prob_at + len(problems[i].encode())
-        resp_at = prob_end + len(_TURN_CLOSE) + len(_ASSISTANT_OPEN)
-        tail_at = len(text.encode()) - len(_TURN_CLOSE) if c2b is None else int(c2b[-1]) - len(_TURN_CLOSE)
-        head += [(sys_bytes, SEG["chat"]), (prob_at, SEG["prompt"]), (prob_end, SEG["chat"])]
-        starts, segs, blks = _row_segments(spans_col[i], resp_at, head, tail_at)
-        piece = np.searchsorted(starts, last, side="right") - 1
-        seg = segs[piece]
-        blk = blks[piece]
-        ids = np.asarray(enc.ids, dtype=np.int32)
-        # Loss on the response and the closing <|im_end|> (what the model generates).
-        trained = (last >= resp_at) & (last < tail_at + len(_IM_END))
-        labels = np.where(trained, ids, IGNORE_INDEX).astype(np.int32)
-        n = len(ids)
-        if max_length is not None:
-            prompt_tokens = int(np.argmax(trained)) if trained.any() else n
-            if prompt_tokens >= max_length:
-                drops["prompt_too_long"] += 1
-                continue
-            if n > max_length:
-                if overflow == "drop":
-                    drops["too_long"] += 1
-                    continue
-                ids, labels, seg, blk = ids[:max_length], labels[:max_length], seg[:max_length], blk[:max_length]
-                drops["truncated_rows"] += 1
-                n = max_length
-        keep[i] = True
-        ids_parts.append(ids)
-        lab_parts.append(labels)
-        seg_parts.append(seg)
-        blk_parts.append(blk)
-        lengths.append(n)
-
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-                       if lengths else np.zeros(1, np.int64))
-
-    def lst(parts: list[np.ndarray], dtype: Any) -> pa.Array:
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
-        return pa.LargeListArray.from_arrays(offsets, pa.array(flat.astype(dtype, copy=False)))
-
-    cols = {
-        "input_ids": lst(ids_parts, np.int32),
-        "labels": lst(lab_parts, np.int32),
-        "block_index": lst(blk_parts, np.int32),
-        "segment": lst(seg_parts, np.int8),
-        "n_tokens": pa.array(np.asarray(lengths, dtype=np.int32)),
-    }
-    return cols, keep
-
-
-def stage2_mask(row: Mapping[str, Any]) -> np.ndarray:
-    """The dense Memento stage-2 attention mask of one tokenized row: ``bool [T, T]``,
-    ``mask[q, k]`` True when query token ``q`` may attend to key token ``k``.
-
-    Causal attention, except that once block ``j`` is complete (its memento's ``<|summary_end|>``
-    token has been seen), every later token loses sight of block ``j``'s content (segment
-    ``block``). The memento's own tokens, the closing ``<|summary_end|>`` included, still see the
-    block; delimiters, ``<think>`` tags, text between units, the prompt and the answer are never
-    hidden (``mask_delimiters=False``, the Qwen3 / OLMo 3 setting). A block without a closed
-    memento is never hidden. ``row`` needs ``segment`` and ``block_index`` (lists or arrays).
+    Returns the columns, the kept-row mask over the input rows and, when packing, the index (among
+    kept rows) of each packed row, in sequence order.
     """
-    seg = np.asarray(row["segment"], dtype=np.int8)
-    blk = np.asarray(row["block_index"], dtype=np.int64)
-    t = len(seg)
-    mask = np.tril(np.ones((t, t), dtype=bool))
-    ends = np.flatnonzero(seg == SEG["summary_end"])
-    if len(ends) == 0:
-        return mask
-    # Position of the last summary_end token of each block that has one.
-    closed: dict[int, int] = {}
-    for p in ends:
-        if blk[p] >= 0:
-            closed[int(blk[p])] = int(p)
-    content = seg == SEG["block"]
-    for j, p in closed.items():
-        keys = np.flatnonzero(content & (blk == j))
-        if len(keys):
-            mask[p + 1:, keys] = False
+    from mementos_fast import _core
+
+    batch, fates, rows = _core.export_tokenized(
+        problem, response, exporter(tokenizer), system_prompt=system_prompt, max_length=max_length,
+        overflow=overflow, pack=max_length if pack else None, threads=threads, **stage2)
+    codes = fates.column(0).to_numpy(zero_copy_only=False)
+    counts = np.bincount(codes, minlength=len(_FATES))
+    for name, c in zip(_FATES[1:], counts[1:]):
+        if c:
+            drops[name] += int(c)
+    keep = codes <= 1
+    cols = {name: batch.column(name) for name in batch.schema.names}
+    order = rows.column(0).to_numpy() if rows is not None else None
+    return cols, keep, order
+
+
+def dense_mask(evict_at: Any, seq_lens: Any = None, *, max_tokens: int = 16384) -> np.ndarray:
+    """The dense stage-2 attention mask of one (possibly packed) tokenized row: ``bool [T, T]``,
+    ``mask[q, t]`` True when query token ``q`` may attend to key token ``t``:
+    ``t <= q < evict_at[t]``, and with ``seq_lens`` (a packed row) ``q`` and ``t`` in the same
+    original row. Short rows only (``T <= max_tokens``; a 32K-token row would take 1 GiB): the
+    FlexAttention ``mask_mod`` of docs/EXPORT.md needs no dense matrix.
+    """
+    ev = np.asarray(evict_at, dtype=np.int64)
+    t = len(ev)
+    if t > max_tokens:
+        raise MementoValueError(f"a dense mask of {t} tokens takes {t * t / 2**30:.1f} GiB: use the "
+                                "FlexAttention mask_mod of docs/EXPORT.md, or raise max_tokens")
+    pos = np.arange(t)
+    mask = (pos[None, :] <= pos[:, None]) & (pos[:, None] < ev[None, :])
+    if seq_lens is not None:
+        doc = np.repeat(np.arange(len(seq_lens)), np.asarray(seq_lens, dtype=np.int64))
+        mask &= doc[:, None] == doc[None, :]
     return mask
+
+
+def stage2_mask(row: Mapping[str, Any], *, max_tokens: int = 16384) -> np.ndarray:
+    """:func:`dense_mask` of one tokenized row (a mapping with ``evict_at`` and, when packed,
+    ``seq_lens``)."""
+    return dense_mask(row["evict_at"], row.get("seq_lens"), max_tokens=max_tokens)
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,6 +275,13 @@ def transform_table(
     system_prompt: str | None = None,
     only_ok: bool = False,
     drops: Counter | None = None,
+    stage2_keep_last_k: int = 0,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
+    pack: bool = False,
+    threads: int | None = None,
 ) -> pa.Table:
     """Turn one table of OpenMementos rows (``problem``, ``response`` and optional metadata)
     into export rows of ``format``. Dropped rows are counted by reason in ``drops``.
@@ -372,11 +290,18 @@ def transform_table(
     malformed trace), ``prompt_too_long`` (the prompt alone reaches ``max_length``: every label
     would be masked), ``too_long`` (``overflow="drop"``). ``truncated_rows`` counts kept rows cut
     to ``max_length``.
+
+    Tokenized format only: ``stage2_keep_last_k`` (``-1``: never evict), ``mask_delimiters``,
+    ``keep_last_block_for_answer``, ``restart_mode`` and ``compact_on_summary_end`` are the
+    engine's block-masking options (FORMAT.md section 5) the per-token ``evict_at`` follows;
+    ``pack`` (with ``max_length``) bin-packs the rows into sequences of at most ``max_length``
+    tokens (adds ``position_ids`` and ``seq_lens``; metadata columns become lists, one value per
+    packed row); ``threads``: worker threads (None: all cores).
     """
     import mementos_fast as mf
 
     drops = Counter() if drops is None else drops
-    _check(format, variant, style, overflow, max_length)
+    _check(format, variant, style, overflow, max_length, stage2_keep_last_k, pack)
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     for col in ("problem", "response"):
@@ -406,18 +331,24 @@ def transform_table(
     elif format == "chatml":
         cols = {"text": _chatml_column(problem, response, system_prompt)}
     else:
-        tok = _as_tokenizer(tokenizer)
-        if max_length is not None and format != "tokenized":  # pragma: no cover - guarded by _check
-            raise MementoValueError("max_length")
-        cols, keep = _tokenized(problem, response, system_prompt, tok, max_length, overflow, drops)
+        stage2 = {"keep_last_k": stage2_keep_last_k, "mask_delimiters": mask_delimiters,
+                  "keep_last_block_for_answer": keep_last_block_for_answer, "restart_mode": restart_mode,
+                  "compact_on_summary_end": compact_on_summary_end}
+        cols, keep, order = _tokenized(problem, response, system_prompt, tokenizer, max_length, overflow,
+                                       drops, stage2, pack=pack, threads=threads)
         if not keep.all():
             mask = pa.array(keep)
             meta = {c: a.filter(mask) for c, a in meta.items()}
+        if order is not None:
+            # One list per packed sequence: the metadata of its rows, in its order.
+            offsets = cols["seq_lens"].offsets
+            meta = {c: pa.LargeListArray.from_arrays(offsets, a.take(pa.array(order))) for c, a in meta.items()}
     cols.update(meta)
     return pa.table(cols)
 
 
-def _check(format: str, variant: str, style: str, overflow: str, max_length: int | None) -> None:
+def _check(format: str, variant: str, style: str, overflow: str, max_length: int | None,
+           stage2_keep_last_k: int = 0, pack: bool = False) -> None:
     if format not in FORMATS:
         raise MementoValueError(f"format must be one of {FORMATS}, got {format!r}")
     if variant not in ("full", "compressed"):
@@ -431,6 +362,10 @@ def _check(format: str, variant: str, style: str, overflow: str, max_length: int
             raise MementoValueError("max_length must be >= 1")
         if format != "tokenized":
             raise MementoValueError("max_length applies to the tokenized format (token counts need a tokenizer)")
+    if pack and (format != "tokenized" or max_length is None):
+        raise MementoValueError("packing needs the tokenized format and a max_length (--pack --max-length L)")
+    if isinstance(stage2_keep_last_k, bool) or not isinstance(stage2_keep_last_k, int) or stage2_keep_last_k < -1:
+        raise MementoValueError(f"stage2_keep_last_k must be -1 (never evict) or >= 0, got {stage2_keep_last_k!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,6 +639,31 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 # The whole export
 # --------------------------------------------------------------------------------------------
 
+_TOKENIZED_SLICE_BYTES = 16 << 20
+
+
+def _sliced(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    """Each batch cut into consecutive slices of at most ``limit`` bytes of problem + response
+    (at least one row each)."""
+    for batch in batches:
+        if batch.num_rows <= 1 or "response" not in batch.schema.names:
+            yield batch
+            continue
+        size = np.asarray(pc.fill_null(pc.binary_length(batch.column("response")), 0), dtype=np.int64)
+        if "problem" in batch.schema.names:
+            size = size + np.asarray(pc.fill_null(pc.binary_length(batch.column("problem")), 0), dtype=np.int64)
+        if size.sum() <= limit:
+            yield batch
+            continue
+        ends = np.cumsum(size)
+        start = 0
+        while start < batch.num_rows:
+            base = ends[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, base + limit, side="right")))
+            yield batch.slice(start, stop - start)
+            start = stop
+
+
 def export_sft(
     source: Any = None,
     out: str | os.PathLike = "sft.jsonl",
@@ -727,6 +687,13 @@ def export_sft(
     batch_size: int = 1024,
     batches: Iterable[pa.RecordBatch] | None = None,
     progress: Any = None,
+    stage2_keep_last_k: int = 0,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
+    pack: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Export ``source`` (anything :func:`mementos_fast.load` takes; the built-in sample by
     default) as SFT rows of ``format`` to ``out`` and return the manifest.
@@ -737,14 +704,27 @@ def export_sft(
     JSONL, otherwise Parquet). The manifest (``_manifest.json`` inside a directory, ignored by Parquet readers,
     ``OUT.manifest.json`` beside a JSONL file) records rows read, written and dropped by reason.
     ``batches``: already loaded ``RecordBatch`` es (then ``source`` is ignored).
+
+    Tokenized format: ``stage2_keep_last_k``, ``mask_delimiters``, ``keep_last_block_for_answer``,
+    ``restart_mode``, ``compact_on_summary_end`` set the engine rules ``evict_at`` follows;
+    ``pack=True`` with ``max_length`` packs rows into sequences (first-fit decreasing within each
+    batch; the manifest reports ``packing_efficiency`` = tokens / (sequences x max_length)).
     """
     import mementos_fast as mf
 
-    _check(format, variant, style, overflow, max_length)
+    _check(format, variant, style, overflow, max_length, stage2_keep_last_k, pack)
     loaded = _loaded(tokenizer) if format == "tokenized" else None
-    tok = loaded.tokenizer if loaded is not None else None
+    tok = exporter(loaded) if loaded is not None else None
+    stage2 = {"stage2_keep_last_k": stage2_keep_last_k, "mask_delimiters": mask_delimiters,
+              "keep_last_block_for_answer": keep_last_block_for_answer, "restart_mode": restart_mode,
+              "compact_on_summary_end": compact_on_summary_end} if format == "tokenized" else {}
+    tokens_written = sequences = 0
     if batches is None:
         batches = mf.load(source, config, sample=sample, limit=limit, seed=seed, batch_size=batch_size)
+    if format == "tokenized":
+        # Token columns take ~20 bytes per token: cut batches into slices of bounded text so
+        # memory stays bounded whatever the batch size (packing works within a slice).
+        batches = _sliced(batches, _TOKENIZED_SLICE_BYTES)
     drops: Counter = Counter()
     rows_read = bytes_read = 0
     t0 = time.perf_counter()
@@ -755,7 +735,11 @@ def export_sft(
                 bytes_read += pc.sum(pc.binary_length(batch.column("response"))).as_py() or 0
             table = transform_table(batch, format, variant=variant, keep_last_k=keep_last_k, style=style,
                                     tokenizer=tok, max_length=max_length, overflow=overflow,
-                                    system_prompt=system_prompt, only_ok=only_ok, drops=drops)
+                                    system_prompt=system_prompt, only_ok=only_ok, drops=drops,
+                                    pack=pack, threads=threads, **stage2)
+            if format == "tokenized":
+                tokens_written += pc.sum(table.column("n_tokens")).as_py() or 0
+                sequences += table.num_rows
             sink.write(table)
             del table, batch
             pa.default_memory_pool().release_unused()
@@ -770,8 +754,13 @@ def export_sft(
             "variant": variant,
             **({"keep_last_k": keep_last_k, "style": style} if variant == "compressed" else {}),
             **({"max_length": max_length, "overflow": overflow} if max_length is not None else {}),
-            **({"tokenizer": loaded.name, "delimiter_ids": loaded.ids, "segments": list(SEGMENTS),
-                "ignore_index": IGNORE_INDEX} if loaded is not None else {}),
+            **({"tokenizer": loaded.name, "tokenizer_backend": tok.backend, "delimiter_ids": loaded.ids,
+                "segments": list(SEGMENTS), "ignore_index": IGNORE_INDEX, "evict_never": EVICT_NEVER,
+                "stage2": {k.removeprefix("stage2_"): v for k, v in stage2.items()},
+                "tokens_written": tokens_written} if loaded is not None else {}),
+            **({"packed": True, "sequences": sequences, "rows_packed": None,
+                "packing_efficiency": round(tokens_written / (sequences * max_length), 4) if sequences else None}
+               if pack else {}),
             "system_prompt": system_prompt,
             "only_ok": only_ok,
             "rows_read": rows_read,
@@ -782,7 +771,10 @@ def export_sft(
             "seconds": round(elapsed, 3),
             "mementos_fast": mf.__version__,
         }
+        if pack:
+            manifest["rows_packed"] = rows_read - manifest["rows_dropped"]
         manifest = sink.close(manifest)
-    if manifest["rows_written"] + manifest["rows_dropped"] != rows_read:  # pragma: no cover - invariant
+    written = manifest["rows_packed"] if pack else manifest["rows_written"]
+    if written + manifest["rows_dropped"] != rows_read:  # pragma: no cover - invariant
         raise MementoValueError(f"row accounting is off: {manifest}")
     return manifest

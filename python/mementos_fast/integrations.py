@@ -123,7 +123,8 @@ def export_table(batch: pa.Table | pa.RecordBatch, *, format: str = "messages", 
                  **options: Any) -> pa.Table:
     """SFT rows of ``format`` for one table (``mementos_fast.export.transform_table``; options:
     ``variant``, ``keep_last_k``, ``style``, ``max_length``, ``overflow``, ``system_prompt``,
-    ``only_ok``). Dropped rows are left out, so the output can be shorter than the input: pass
+    ``only_ok``; tokenized: ``stage2_keep_last_k``, ``mask_delimiters``, ``keep_last_block_for_answer``,
+    ``restart_mode``, ``pack``). Dropped rows are left out, so the output can be shorter than the input: pass
     ``remove_columns=ds.column_names`` to ``datasets.Dataset.map``."""
     from mementos_fast.export import transform_table
 
@@ -139,10 +140,11 @@ class SFTExporter:
     """
 
     def __init__(self, format: str = "messages", tokenizer: Any = None, **options: Any) -> None:
-        from mementos_fast.export import _as_tokenizer
+        from mementos_fast.export import exporter
 
         self.format = format
-        self.tokenizer = _as_tokenizer(tokenizer) if format == "tokenized" else None
+        # The compiled exporter (tokenizer loaded once per worker, fast BPE when supported).
+        self.tokenizer = exporter(tokenizer) if format == "tokenized" else None
         self.options = options
         self.drops: Counter = Counter()
 

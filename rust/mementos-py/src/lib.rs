@@ -18,6 +18,7 @@ use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
 mod compact;
+mod export;
 mod tokens;
 
 create_exception!(_core, MementoError, PyException, "Base class of every mementos_fast error.");
@@ -192,6 +193,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Parsed>()?;
     compact::register(m)?;
     tokens::register(m)?;
+    export::register(m)?;
     bpe::register(m)?;
     m.add("MementoError", py.get_type::<MementoError>())?;
     m.add("MementoInternalError", py.get_type::<MementoInternalError>())?;

@@ -1,0 +1,168 @@
+"""The tokenized export against Hugging Face ``encode_batch_fast`` of the same ChatML texts, in
+the same run, plus its peak memory in a fresh process.
+
+Run: pytest benches/bench_export_tokenized.py --benchmark-only
+     (MEMENTOS_BENCH_TOKENIZED_MB=40 of realistic traces for the speed groups;
+      MEMENTOS_BENCH_TOKENIZED_PEAK_MB=250 for the peak-RSS run; plain ``pytest`` runs tiny sizes)
+
+Implementations (group ``export/tokenized``):
+- ``hf_encode_batch_fast``: ``tokenizers.Tokenizer.encode_batch_fast`` of the ChatML texts (built
+  with Arrow beforehand, not timed) on all cores: ids only, no labels, no stage-2 metadata;
+- ``mementos_fast_1t`` / ``mementos_fast_2t``: ``export.transform_table(format="tokenized")``, Arrow
+  columns in, every output column out (ids, labels, segment, block_index, evict_at with k=1),
+  on one thread / two;
+- ``mementos_fast_packed_2t``: the same plus packing into 32,768-token sequences;
+- ``mementos_fast_parquet_2t``: ``export_sft`` to zstd Parquet shards (the CLI's path).
+Ids are checked against HF on a sample of rows inside the benchmark. ``extra_info`` has MB/s of
+ChatML text and, for the peak run, ``peak_rss_mib`` of a fresh process exporting
+MEMENTOS_BENCH_TOKENIZED_PEAK_MB of traces from Parquet to Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from mementos_fast import export as ex
+from mementos_fast import synthetic
+
+_cache: dict[str, object] = {}
+
+
+def _qwen():
+    if "qwen" not in _cache:
+        try:
+            _cache["qwen"] = ex._loaded("qwen3")
+        except Exception as e:  # pragma: no cover - depends on the environment
+            pytest.skip(f"the Qwen3 tokenizer is not available: {e}")
+    return _cache["qwen"]
+
+
+def _corpus(mb: float) -> pa.Table:
+    key = f"c{mb}"
+    if key not in _cache:
+        parts, total, i = [], 0, 0
+        while total < mb * (1 << 20):
+            t = synthetic.generate_table(400, seed=777 + i, malformed_rate=0.02)
+            total += pc.sum(pc.binary_length(t.column("response"))).as_py()
+            parts.append(t)
+            i += 1
+        _cache[key] = pa.concat_tables(parts).combine_chunks()
+    return _cache[key]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def tok_corpus(bench_big) -> pa.Table:
+    return _corpus(float(os.environ.get("MEMENTOS_BENCH_TOKENIZED_MB", 40)) if bench_big else 1)
+
+
+STAGE2 = {"stage2_keep_last_k": 1}
+IMPLS = ["hf_encode_batch_fast", "mementos_fast_1t", "mementos_fast_2t", "mementos_fast_packed_2t",
+         "mementos_fast_parquet_2t"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
+    loaded = _qwen()
+    table = tok_corpus
+    texts_arrow = ex._chatml_column(ex._large(table.column("problem")), ex._large(table.column("response")), None)
+    nbytes = pc.sum(pc.binary_length(texts_arrow)).as_py()
+    benchmark.group = "export/tokenized"
+    benchmark.extra_info.update(rows=table.num_rows, chatml_bytes=nbytes, impl=impl)
+    exp = ex.exporter(loaded)
+    result: dict[str, object] = {}
+    if impl == "hf_encode_batch_fast":
+        texts = texts_arrow.to_pylist()
+        tok = loaded.tokenizer
+
+        def run():
+            # Slices of 512 texts (all cores each): Encoding objects take ~100 bytes per token.
+            for start in range(0, len(texts), 512):
+                encs = tok.encode_batch_fast(texts[start:start + 512], add_special_tokens=False)
+                if start == 0:
+                    result["ids"] = [e.ids for e in encs[:200]]
+                del encs
+    elif impl == "mementos_fast_parquet_2t":
+        out = tmp_path / "sft"
+
+        def run():
+            ex.export_sft(table, out, "tokenized", tokenizer=loaded, overwrite=True, batch_size=2048, **STAGE2)
+            result["ids"] = pq.read_table(out, columns=["input_ids"]).column(0)[:200].to_pylist()
+    else:
+        threads = 1 if impl == "mementos_fast_1t" else None
+        packed = "packed" in impl
+
+        def run():
+            kw = {"max_length": 32768, "pack": True} if packed else {}
+            got = ex.transform_table(table, "tokenized", tokenizer=exp, threads=threads, **STAGE2, **kw)
+            if not packed:
+                result["ids"] = got.column("input_ids")[:200].to_pylist()
+            else:
+                result["eff"] = pc.sum(got.column("n_tokens")).as_py() / (got.num_rows * 32768)
+
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    mean = benchmark.stats.stats.mean if benchmark.stats else None
+    if mean:
+        benchmark.extra_info.update(mb_per_s=nbytes / mean / 1e6, rows_per_s=table.num_rows / mean)
+    if "eff" in result:
+        benchmark.extra_info["packing_efficiency"] = result["eff"]
+        assert result["eff"] > 0.5
+    else:
+        want = [e.ids for e in loaded.tokenizer.encode_batch(texts_arrow[:200].to_pylist(), add_special_tokens=False)]
+        assert result["ids"] == want
+
+
+_PEAK_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, time
+    from mementos_fast.export import export_sft
+    t0 = time.perf_counter()
+    m = export_sft(sys.argv[1], sys.argv[2], "tokenized", tokenizer="qwen3", stage2_keep_last_k=1,
+                   pack=True, max_length=32768, batch_size=1024)
+    # VmHWM: this process image's peak (ru_maxrss would include the forking parent's size).
+    hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) if sys.platform == "linux" \
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_kib": hwm,
+                      "seconds": time.perf_counter() - t0, "rows": m["rows_read"],
+                      "bytes": m["response_bytes_read"], "efficiency": m["packing_efficiency"]}))
+""")
+
+
+def test_export_tokenized_peak_rss(benchmark, bench_big, tmp_path):
+    """Peak RSS of a fresh process exporting Parquet -> packed tokenized Parquet (bounded by the
+    batch, not the input)."""
+    _qwen()
+    mb = float(os.environ.get("MEMENTOS_BENCH_TOKENIZED_PEAK_MB", 250)) if bench_big else 2
+    src = tmp_path / "src.parquet"
+    with pq.ParquetWriter(src, synthetic.generate_table(1, seed=0).schema) as w:
+        total, i = 0, 0
+        while total < mb * (1 << 20):
+            t = synthetic.generate_table(400, seed=991 + i, malformed_rate=0.02)
+            total += pc.sum(pc.binary_length(t.column("response"))).as_py()
+            w.write_table(t, row_group_size=400)
+            i += 1
+    benchmark.group = "export/tokenized/peak"
+    result = {}
+
+    def run():
+        out = tmp_path / "out"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        proc = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(src), str(out)], capture_output=True,
+                              text=True, check=True)
+        result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    peak_mib = result["peak_rss_kib"] / 1024
+    benchmark.extra_info.update(input_mb=total / 1e6, peak_rss_mib=peak_mib, seconds=result["seconds"],
+                                packing_efficiency=result["efficiency"])
+    assert peak_mib < 1024

@@ -1,0 +1,853 @@
+//! `mementos-export`: the tokenized SFT export of MEMENTO traces, one Rust pipeline over Arrow.
+//!
+//! For each row of two string columns (`problem`, `response`):
+//!
+//! 1. the Memento ChatML text (FORMAT.md section 6), built in a reused buffer:
+//!    `[<|im_start|>system\n{system}<|im_end|>\n]<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n{response}<|im_end|>\n`;
+//! 2. its token ids, exactly Hugging Face `tokenizers`' `encode(text, add_special_tokens=False)`:
+//!    with `mementos-bpe` ([`FastBpe`]) when it supports the tokenizer, else with the
+//!    `tokenizers` crate itself; each token's byte range in the text (byte-level BPE tokens are
+//!    byte strings, so the ranges are prefix sums of their lengths; a row whose normalization
+//!    changes its bytes takes the ranges from `tokenizers`);
+//! 3. per token: `labels` (the id on the assistant's response and its closing `<|im_end|>`, -100
+//!    elsewhere), `segment` and `block_index`, and `evict_at` (the index of the first token that
+//!    may no longer attend to this one, [`NEVER`] when none);
+//! 4. Arrow list columns (`input_ids`, `labels`, `segment`, `block_index`, `evict_at`) and
+//!    `n_tokens`, built in parallel over byte-balanced chunks of rows with rayon.
+//!
+//! **Blocks and evictions come from the engine's plan** ([`mementos_core::compact::engine`]) run
+//! over the response's delimiter occurrences (the prompt is never tracked): nothing about blocks
+//! is recomputed here. Each delimiter is one special token, so a delimiter occurrence starts a
+//! token; the plan's delimiter indexes become token indexes through that map, and
+//! `evict_at[t] = trigger + 1` for every token of an evicted range (the earliest eviction wins when
+//! ranges nest), in `O(T)` with a union-find "next unset token" pointer.
+//!
+//! [`pack`] bin-packs rows into sequences of at most `L` tokens (first-fit decreasing).
+
+pub mod pack;
+mod pieces;
+
+use std::ops::Range;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int8Array, LargeListArray, RecordBatch,
+};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema};
+use mementos_bpe::FastBpe;
+use mementos_core::batch::{chunk_ranges, column_rows, Rows};
+use mementos_core::compact::{engine, EngineOptions, Plan};
+use mementos_core::par::with_threads;
+use mementos_core::scan::{scan_into, Delim, Token};
+use mementos_core::CoreError;
+use rayon::prelude::*;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+pub use pack::{pack_columns, pack_ffd, packed_schema, Packing};
+
+/// `evict_at` of a token no later token loses sight of (2**31 - 1).
+pub const NEVER: i32 = i32::MAX;
+/// The label of a token without loss.
+pub const IGNORE_INDEX: i32 = -100;
+
+/// Segment codes of the `segment` column (the value is the index; Python's `export.SEGMENTS`).
+pub mod seg {
+    /// Template tokens: `<|im_start|>`, role names, `<|im_end|>`, template newlines.
+    pub const CHAT: i8 = 0;
+    /// System prompt and problem text.
+    pub const PROMPT: i8 = 1;
+    /// `<think>` / `</think>`.
+    pub const THINK: i8 = 2;
+    pub const BLOCK_START: i8 = 3;
+    /// Content of a block (innermost open block).
+    pub const BLOCK: i8 = 4;
+    pub const BLOCK_END: i8 = 5;
+    pub const SUMMARY_START: i8 = 6;
+    /// Content of the memento bound to a block.
+    pub const MEMENTO: i8 = 7;
+    pub const SUMMARY_END: i8 = 8;
+    /// Response text outside any unit, before the first `</think>`.
+    pub const BETWEEN: i8 = 9;
+    /// Response text after the first `</think>`.
+    pub const ANSWER: i8 = 10;
+    pub const NAMES: [&str; 11] = [
+        "chat",
+        "prompt",
+        "think",
+        "block_start",
+        "block",
+        "block_end",
+        "summary_start",
+        "memento",
+        "summary_end",
+        "between",
+        "answer",
+    ];
+}
+
+/// Errors of loading a tokenizer for the export.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("the tokenizer does not encode {0:?} as one added token")]
+    NotOneToken(String),
+}
+
+impl From<ExportError> for CoreError {
+    fn from(e: ExportError) -> Self {
+        CoreError::InvalidArgument(e.to_string())
+    }
+}
+
+/// What happens to a row longer than `max_length` tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    Truncate,
+    Drop,
+}
+
+/// Options of the tokenized export.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// The engine's block masking (keep_last_k, mask_delimiters, ...): what `evict_at` follows.
+    pub engine: EngineOptions,
+    /// A system turn before the user's.
+    pub system_prompt: Option<String>,
+    pub max_length: Option<usize>,
+    pub overflow: Overflow,
+    /// `None`: rayon's global pool; `Some(1)`: the calling thread.
+    pub threads: Option<usize>,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            engine: EngineOptions::default(),
+            system_prompt: None,
+            max_length: None,
+            overflow: Overflow::Truncate,
+            threads: None,
+        }
+    }
+}
+
+/// What happened to one input row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFate {
+    Kept,
+    Truncated,
+    NullText,
+    PromptTooLong,
+    TooLong,
+}
+
+/// A tokenizer loaded for the export: the exact fast BPE when it supports the tokenizer, and
+/// always the `tokenizers` crate (the fallback for rows whose normalization changes bytes).
+pub struct Encoder {
+    fast: Option<FastBpe>,
+    hf: Tokenizer,
+    /// Byte length of each id's token (byte-level BPE), `u32::MAX` when unknown.
+    token_len: Vec<u32>,
+    im_end: u32,
+    /// Why the fast BPE is not used (None when it is).
+    fast_refused: Option<String>,
+    /// The fast BPE with a per-thread piece cache (None: plain `FastBpe::encode`).
+    pieces: Option<pieces::PieceCache>,
+}
+
+/// GPT-2's byte-level alphabet: the set of characters that stand for one byte each.
+fn byte_level_char(c: char) -> bool {
+    let b = c as u32;
+    (0x21..=0x7E).contains(&b)
+        || (0xA1..=0xAC).contains(&b)
+        || (0xAE..=0xFF).contains(&b)
+        || (0x100..0x100 + 68).contains(&b)
+}
+
+impl Encoder {
+    /// Load from a `tokenizer.json` string (the delimiters already registered as added tokens,
+    /// as `mementos_fast.load_tokenizer` does). `use_fast=false` forces the `tokenizers` crate.
+    pub fn from_json(json: &str, use_fast: bool) -> Result<Encoder, ExportError> {
+        let mut hf =
+            Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+        hf.with_truncation(None)
+            .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+        hf.with_padding(None);
+        let one = |s: &str| -> Result<u32, ExportError> {
+            let enc = hf
+                .encode(s, false)
+                .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+            match enc.get_ids() {
+                [id] if hf.get_added_tokens_decoder().contains_key(id) => Ok(*id),
+                _ => Err(ExportError::NotOneToken(s.to_string())),
+            }
+        };
+        for d in Delim::ALL {
+            one(d.text())?;
+        }
+        one("<|im_start|>")?;
+        let im_end = one("<|im_end|>")?;
+        let (fast, fast_refused) = if use_fast {
+            match FastBpe::from_json(json) {
+                Ok(f) => (Some(f), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        } else {
+            (None, Some("the hf backend was requested".to_string()))
+        };
+        let token_len = if fast.is_some() {
+            token_lengths(json)?
+        } else {
+            Vec::new()
+        };
+        let pieces = match &fast {
+            Some(f) => {
+                let root: Value = serde_json::from_str(json)
+                    .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+                pieces::PieceCache::new(&root, f)
+            }
+            None => None,
+        };
+        Ok(Encoder {
+            fast,
+            hf,
+            token_len,
+            im_end,
+            fast_refused,
+            pieces,
+        })
+    }
+
+    /// `"fast"` (mementos-bpe) or `"hf"` (the tokenizers crate).
+    pub fn backend(&self) -> &'static str {
+        if self.fast.is_some() {
+            "fast"
+        } else {
+            "hf"
+        }
+    }
+
+    /// Why the fast BPE is not in use.
+    pub fn fast_refused(&self) -> Option<&str> {
+        self.fast_refused.as_deref()
+    }
+
+    /// Ids of `text` and the byte range of each token (`starts[t]..ends[t]`).
+    fn encode(&self, text: &str, ids: &mut Vec<u32>, starts: &mut Vec<u32>, ends: &mut Vec<u32>) {
+        ids.clear();
+        starts.clear();
+        ends.clear();
+        if let (Some(fast), Some(cache)) = (&self.fast, &self.pieces) {
+            if cache.encode(fast, &self.token_len, text, ids, starts, ends)
+                && ends.last().is_none_or(|&e| e as usize == text.len())
+            {
+                return;
+            }
+            ids.clear();
+            starts.clear();
+            ends.clear();
+        }
+        if let Some(fast) = &self.fast {
+            *ids = fast.encode(text);
+            let mut pos = 0u64;
+            let mut ok = true;
+            for &id in ids.iter() {
+                let l = self.token_len.get(id as usize).copied().unwrap_or(u32::MAX);
+                if l == u32::MAX {
+                    ok = false;
+                    break;
+                }
+                starts.push(pos as u32);
+                pos += l as u64;
+                ends.push(pos as u32);
+            }
+            if ok && pos == text.len() as u64 {
+                return;
+            }
+            ids.clear();
+            starts.clear();
+            ends.clear();
+        }
+        let enc = match self.hf.encode(text, false) {
+            Ok(e) => e,
+            Err(e) => panic!(
+                "tokenizers failed to encode a text of {} bytes: {e}",
+                text.len()
+            ),
+        };
+        ids.extend_from_slice(enc.get_ids());
+        for &(s, e) in enc.get_offsets() {
+            starts.push(s as u32);
+            ends.push(e as u32);
+        }
+    }
+}
+
+/// Byte length of every id of a byte-level BPE `tokenizer.json` (vocabulary strings over GPT-2's
+/// byte alphabet; added tokens by their UTF-8 content).
+fn token_lengths(json: &str) -> Result<Vec<u32>, ExportError> {
+    let root: Value =
+        serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+    let mut lens: Vec<u32> = Vec::new();
+    let mut set = |id: u64, len: u32| {
+        let id = id as usize;
+        if id >= lens.len() {
+            lens.resize(id + 1, u32::MAX);
+        }
+        lens[id] = len;
+    };
+    if let Some(vocab) = root
+        .get("model")
+        .and_then(|m| m.get("vocab"))
+        .and_then(Value::as_object)
+    {
+        for (tok, id) in vocab {
+            if let Some(id) = id.as_u64() {
+                let len = if tok.chars().all(byte_level_char) {
+                    tok.chars().count() as u32
+                } else {
+                    u32::MAX
+                };
+                set(id, len);
+            }
+        }
+    }
+    for t in root
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(c), Some(id)) = (
+            t.get("content").and_then(Value::as_str),
+            t.get("id").and_then(Value::as_u64),
+        ) {
+            set(id, c.len() as u32);
+        }
+    }
+    Ok(lens)
+}
+
+const USER_OPEN: &str = "<|im_start|>user\n";
+const TURN_CLOSE: &str = "<|im_end|>\n";
+const ASSISTANT_OPEN: &str = "<|im_start|>assistant\n";
+const IM_END: &str = "<|im_end|>";
+const SYSTEM_OPEN: &str = "<|im_start|>system\n";
+
+/// Per-thread scratch, reused across rows.
+#[derive(Default)]
+struct Scratch {
+    text: String,
+    ids: Vec<u32>,
+    starts: Vec<u32>,
+    ends: Vec<u32>,
+    delims: Vec<Token>,
+    plan: Plan,
+    delim_token: Vec<u32>,
+    delim_block: Vec<i32>,
+    stack: Vec<i32>,
+    next: Vec<u32>,
+}
+
+/// Output columns of a chunk of rows (flat values plus per-row lengths).
+#[derive(Default)]
+pub struct Columns {
+    pub input_ids: Vec<i32>,
+    pub labels: Vec<i32>,
+    pub segment: Vec<i8>,
+    pub block_index: Vec<i32>,
+    pub evict_at: Vec<i32>,
+    pub lengths: Vec<i32>,
+    pub fates: Vec<RowFate>,
+}
+
+impl Columns {
+    fn extend(&mut self, o: Columns) {
+        self.input_ids.extend(o.input_ids);
+        self.labels.extend(o.labels);
+        self.segment.extend(o.segment);
+        self.block_index.extend(o.block_index);
+        self.evict_at.extend(o.evict_at);
+        self.lengths.extend(o.lengths);
+        self.fates.extend(o.fates);
+    }
+}
+
+/// Byte positions of the parts of one row's chat text.
+struct Layout {
+    sys: Range<usize>,
+    problem: Range<usize>,
+    /// The response, then `<|im_end|>` at `response.end`.
+    response: Range<usize>,
+}
+
+fn build_text(buf: &mut String, system: Option<&str>, problem: &str, response: &str) -> Layout {
+    buf.clear();
+    let mut sys = 0..0;
+    if let Some(s) = system {
+        buf.push_str(SYSTEM_OPEN);
+        sys = buf.len()..buf.len() + s.len();
+        buf.push_str(s);
+        buf.push_str(TURN_CLOSE);
+    }
+    buf.push_str(USER_OPEN);
+    let p0 = buf.len();
+    buf.push_str(problem);
+    let p1 = buf.len();
+    buf.push_str(TURN_CLOSE);
+    buf.push_str(ASSISTANT_OPEN);
+    let r0 = buf.len();
+    buf.push_str(response);
+    let r1 = buf.len();
+    buf.push_str(TURN_CLOSE);
+    Layout {
+        sys,
+        problem: p0..p1,
+        response: r0..r1,
+    }
+}
+
+/// Union-find "next token whose `evict_at` is unset" (with path halving).
+fn find(next: &mut [u32], mut i: u32) -> u32 {
+    while next[i as usize] != i {
+        let up = next[next[i as usize] as usize];
+        next[i as usize] = up;
+        i = up;
+    }
+    i
+}
+
+/// Tokenize one row and append its columns to `out`.
+fn export_row(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problem: &str,
+    response: &str,
+    sc: &mut Scratch,
+    out: &mut Columns,
+) -> RowFate {
+    let lay = build_text(
+        &mut sc.text,
+        opts.system_prompt.as_deref(),
+        problem,
+        response,
+    );
+    let Scratch {
+        text,
+        ids,
+        starts,
+        ends,
+        delims,
+        plan,
+        delim_token,
+        delim_block,
+        stack,
+        next,
+    } = sc;
+    enc.encode(text, ids, starts, ends);
+    let n = ids.len();
+    let resp_at = lay.response.start as u32;
+    let trained_end = (lay.response.end + IM_END.len()) as u32;
+
+    // The first token holding a byte of the response (the prompt is everything before it).
+    let first = ends.partition_point(|&e| e <= resp_at);
+    // The first token at or after the closing <|im_end|> (the response is first..tail).
+    let tail = starts
+        .partition_point(|&s| s < lay.response.end as u32)
+        .max(first);
+
+    if let Some(limit) = opts.max_length {
+        if first >= limit {
+            return RowFate::PromptTooLong;
+        }
+        if n > limit && opts.overflow == Overflow::Drop {
+            return RowFate::TooLong;
+        }
+    }
+    let base = out.input_ids.len();
+    out.input_ids.extend(ids.iter().map(|&i| i as i32));
+
+    // labels: the response and the closing <|im_end|> (a token's last byte decides).
+    out.labels.extend(
+        ids.iter()
+            .zip(starts.iter().zip(ends.iter()))
+            .map(|(&id, (&s, &e))| {
+                let last = e.saturating_sub(1).max(s);
+                if last >= resp_at && last < trained_end {
+                    id as i32
+                } else {
+                    IGNORE_INDEX
+                }
+            }),
+    );
+
+    // Prompt segments: system prompt / problem text or template.
+    let in_prompt = |last: u32| {
+        let l = last as usize;
+        lay.problem.contains(&l) || lay.sys.contains(&l)
+    };
+    for t in 0..first {
+        let last = ends[t].saturating_sub(1).max(starts[t]);
+        out.segment.push(if in_prompt(last) {
+            seg::PROMPT
+        } else {
+            seg::CHAT
+        });
+    }
+    out.block_index.extend(std::iter::repeat_n(-1, n));
+    out.evict_at.extend(std::iter::repeat_n(NEVER, n));
+
+    // The response: the engine's plan over its delimiter occurrences.
+    scan_into(response.as_bytes(), delims);
+    engine(delims, &opts.engine, plan);
+    // Token index of each delimiter occurrence (the token starting at its byte).
+    delim_token.clear();
+    let mut t = first;
+    for d in delims.iter() {
+        let p = resp_at + d.start as u32;
+        while t < n && ends[t] <= p {
+            t += 1;
+        }
+        delim_token.push(t.min(n.saturating_sub(1)) as u32);
+    }
+    delim_block.clear();
+    delim_block.resize(delims.len(), -1);
+    for (b, blk) in plan.blocks.iter().enumerate() {
+        for i in [
+            Some(blk.open),
+            blk.close,
+            blk.summary_open,
+            blk.summary_close,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            delim_block[i] = b as i32;
+        }
+    }
+    // One sweep: each delimiter token gets its own segment, the tokens between two delimiters
+    // the state's (innermost open block, else memento in progress, else between / answer).
+    let segs = &mut out.segment;
+    let blks = &mut out.block_index[base..];
+    stack.clear();
+    let mut memento = -1i32;
+    let mut answer = false;
+    let mut t = first;
+    let state = |stack: &Vec<i32>, memento: i32, answer: bool| -> (i8, i32) {
+        if let Some(&b) = stack.last() {
+            (seg::BLOCK, b)
+        } else if memento >= 0 {
+            (seg::MEMENTO, memento)
+        } else if answer {
+            (seg::ANSWER, -1)
+        } else {
+            (seg::BETWEEN, -1)
+        }
+    };
+    for (i, d) in delims.iter().enumerate() {
+        let dt = (delim_token[i] as usize).max(t);
+        let (s, b) = state(stack, memento, answer);
+        while t < dt && t < tail {
+            segs.push(s);
+            blks[t] = b;
+            t += 1;
+        }
+        if t >= tail {
+            break;
+        }
+        let b = delim_block[i];
+        let blk = (b >= 0).then(|| &plan.blocks[b as usize]);
+        let (code, owner) = match d.delim {
+            Delim::ThinkStart => (seg::THINK, -1),
+            Delim::ThinkEnd => {
+                // The answer is the text after the first `</think>` (as the parser's walk).
+                answer = true;
+                (seg::THINK, -1)
+            }
+            Delim::BlockStart => {
+                stack.push(b);
+                (seg::BLOCK_START, b)
+            }
+            Delim::BlockEnd => match blk {
+                Some(k) if k.close == Some(i) => {
+                    stack.pop();
+                    (seg::BLOCK_END, b)
+                }
+                _ => (seg::BLOCK_END, -1),
+            },
+            Delim::SummaryStart => match blk {
+                Some(k) if k.summary_open == Some(i) => {
+                    memento = b;
+                    (seg::SUMMARY_START, b)
+                }
+                _ => (seg::SUMMARY_START, -1),
+            },
+            Delim::SummaryEnd => match blk {
+                Some(k) if k.summary_close == Some(i) => {
+                    memento = -1;
+                    (seg::SUMMARY_END, b)
+                }
+                _ => (seg::SUMMARY_END, -1),
+            },
+        };
+        segs.push(code);
+        blks[t] = owner;
+        t += 1;
+    }
+    let (s, b) = state(stack, memento, answer);
+    while t < tail {
+        segs.push(s);
+        blks[t] = b;
+        t += 1;
+    }
+    segs.extend(std::iter::repeat_n(seg::CHAT, n - t));
+
+    // evict_at: trigger + 1 over each evicted token range, the earliest eviction winning.
+    if !plan.evictions.is_empty() {
+        let ev_out = &mut out.evict_at[base..];
+        next.clear();
+        next.extend(0..=n as u32);
+        let whole = opts.engine.evicts_delimiters();
+        for ev in &plan.evictions {
+            let blk = &plan.blocks[ev.block];
+            let Some(close) = blk.close else { continue };
+            let (o, c) = (delim_token[blk.open], delim_token[close]);
+            let range = if whole { o..c + 1 } else { o + 1..c };
+            let at = delim_token[ev.at] as i32 + 1;
+            let mut i = find(next, range.start.min(n as u32));
+            while i < range.end {
+                ev_out[i as usize] = at;
+                next[i as usize] = i + 1;
+                i = find(next, i + 1);
+            }
+        }
+    }
+
+    let mut len = n;
+    let mut fate = RowFate::Kept;
+    if let Some(limit) = opts.max_length {
+        if n > limit {
+            len = limit;
+            fate = RowFate::Truncated;
+            let keep = base + limit;
+            out.input_ids.truncate(keep);
+            out.labels.truncate(keep);
+            out.segment.truncate(keep);
+            out.block_index.truncate(keep);
+            out.evict_at.truncate(keep);
+            for v in &mut out.evict_at[base..] {
+                if *v != NEVER && *v as usize >= limit {
+                    *v = NEVER;
+                }
+            }
+        }
+    }
+    debug_assert_eq!(out.segment.len(), base + len);
+    debug_assert!(ids.last() != Some(&enc.im_end) || n >= 1);
+    out.lengths.push(len as i32);
+    fate
+}
+
+fn export_chunk(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problems: &dyn Rows,
+    responses: &dyn Rows,
+    rows: Range<usize>,
+) -> Columns {
+    let mut sc = Scratch::default();
+    let mut out = Columns::default();
+    for i in rows {
+        if !problems.is_valid(i) || !responses.is_valid(i) {
+            out.fates.push(RowFate::NullText);
+            continue;
+        }
+        // Arrow string arrays hold UTF-8 (validated when they were built).
+        let p = std::str::from_utf8(problems.bytes(i)).unwrap_or("");
+        let r = std::str::from_utf8(responses.bytes(i)).unwrap_or("");
+        let fate = export_row(enc, opts, p, r, &mut sc, &mut out);
+        out.fates.push(fate);
+    }
+    out
+}
+
+/// The columns of every row (rows in order), computed in parallel.
+pub fn export_columns(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problems: &dyn Rows,
+    responses: &dyn Rows,
+) -> Result<Columns, CoreError> {
+    if problems.len() != responses.len() {
+        return Err(CoreError::InvalidArgument(format!(
+            "problem and response columns differ in length ({} and {})",
+            problems.len(),
+            responses.len()
+        )));
+    }
+    let total: usize = (0..responses.len())
+        .map(|i| {
+            if responses.is_valid(i) {
+                responses.bytes(i).len()
+            } else {
+                0
+            }
+        })
+        .sum();
+    let n = opts
+        .threads
+        .unwrap_or_else(rayon::current_num_threads)
+        .max(1);
+    if n == 1 || total < (256 << 10) {
+        return Ok(export_chunk(
+            enc,
+            opts,
+            problems,
+            responses,
+            0..responses.len(),
+        ));
+    }
+    // Small chunks (a few per thread) keep the threads busy and each chunk's buffers small.
+    let target = (total / (n * 8)).clamp(64 << 10, 4 << 20);
+    let ranges = chunk_ranges(responses, target);
+    let parts: Vec<Columns> = with_threads(opts.threads, || {
+        ranges
+            .par_iter()
+            .map(|r| export_chunk(enc, opts, problems, responses, r.clone()))
+            .collect()
+    })?;
+    let mut all = Columns::default();
+    let tokens: usize = parts.iter().map(|p| p.input_ids.len()).sum();
+    all.input_ids.reserve_exact(tokens);
+    all.labels.reserve_exact(tokens);
+    all.segment.reserve_exact(tokens);
+    all.block_index.reserve_exact(tokens);
+    all.evict_at.reserve_exact(tokens);
+    for p in parts {
+        all.extend(p);
+    }
+    Ok(all)
+}
+
+/// The output schema (`LargeList` columns, as the Python side writes them).
+pub fn output_schema() -> Schema {
+    let list = |name: &str, t: DataType| {
+        Field::new(
+            name,
+            DataType::LargeList(Arc::new(Field::new("item", t, true))),
+            false,
+        )
+    };
+    Schema::new(vec![
+        list("input_ids", DataType::Int32),
+        list("labels", DataType::Int32),
+        list("segment", DataType::Int8),
+        list("block_index", DataType::Int32),
+        list("evict_at", DataType::Int32),
+        Field::new("n_tokens", DataType::Int32, false),
+    ])
+}
+
+/// Result of [`export_arrays`]: the kept rows, and each input row's fate.
+pub struct Exported {
+    pub batch: RecordBatch,
+    /// One per input row, true when the row is in `batch`.
+    pub kept: BooleanArray,
+    pub fates: Vec<RowFate>,
+}
+
+/// Arrow columns from [`Columns`].
+pub fn columns_batch(c: Columns) -> Result<RecordBatch, CoreError> {
+    let offsets = OffsetBuffer::<i64>::from_lengths(c.lengths.iter().map(|&l| l as usize));
+    let field = |t: DataType| Arc::new(Field::new("item", t, true));
+    let list = |t: DataType, values: ArrayRef| -> Result<ArrayRef, CoreError> {
+        Ok(Arc::new(LargeListArray::try_new(
+            field(t),
+            offsets.clone(),
+            values,
+            None,
+        )?))
+    };
+    let cols: Vec<ArrayRef> = vec![
+        list(
+            DataType::Int32,
+            Arc::new(Int32Array::new(ScalarBuffer::from(c.input_ids), None)),
+        )?,
+        list(
+            DataType::Int32,
+            Arc::new(Int32Array::new(ScalarBuffer::from(c.labels), None)),
+        )?,
+        list(
+            DataType::Int8,
+            Arc::new(Int8Array::new(ScalarBuffer::from(c.segment), None)),
+        )?,
+        list(
+            DataType::Int32,
+            Arc::new(Int32Array::new(ScalarBuffer::from(c.block_index), None)),
+        )?,
+        list(
+            DataType::Int32,
+            Arc::new(Int32Array::new(ScalarBuffer::from(c.evict_at), None)),
+        )?,
+        Arc::new(Int32Array::new(ScalarBuffer::from(c.lengths), None)),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(output_schema()), cols)?)
+}
+
+/// The tokenized export of two string columns (each possibly in several chunks).
+pub fn export_arrays(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problem: &[&dyn Array],
+    response: &[&dyn Array],
+) -> Result<Exported, CoreError> {
+    let p = column_rows(problem)?;
+    let r = column_rows(response)?;
+    let mut cols = export_columns(enc, opts, p.as_ref(), r.as_ref())?;
+    let fates = std::mem::take(&mut cols.fates);
+    let kept = BooleanArray::from(
+        fates
+            .iter()
+            .map(|f| matches!(f, RowFate::Kept | RowFate::Truncated))
+            .collect::<Vec<_>>(),
+    );
+    Ok(Exported {
+        batch: columns_batch(cols)?,
+        kept,
+        fates,
+    })
+}
+
+/// The tokenized export packed into sequences of at most `capacity` tokens (rows longer than
+/// `capacity` should have been truncated or dropped with `max_length == capacity`; any left get a
+/// sequence of their own). `batch` holds one row per sequence; the [`Packing`]'s row indexes are
+/// indexes of the kept rows.
+pub fn export_packed(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problem: &[&dyn Array],
+    response: &[&dyn Array],
+    capacity: u32,
+) -> Result<(Exported, Packing), CoreError> {
+    let p = column_rows(problem)?;
+    let r = column_rows(response)?;
+    let mut cols = export_columns(enc, opts, p.as_ref(), r.as_ref())?;
+    let fates = std::mem::take(&mut cols.fates);
+    let kept = BooleanArray::from(
+        fates
+            .iter()
+            .map(|f| matches!(f, RowFate::Kept | RowFate::Truncated))
+            .collect::<Vec<_>>(),
+    );
+    let lengths: Vec<u32> = cols.lengths.iter().map(|&l| l as u32).collect();
+    let packing = pack_ffd(&lengths, capacity);
+    let batch = pack_columns(&cols, &packing)?;
+    Ok((Exported { batch, kept, fates }, packing))
+}
+
+#[cfg(test)]
+mod tests;

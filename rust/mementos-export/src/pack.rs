@@ -1,0 +1,189 @@
+//! Packing tokenized rows into training sequences of at most `L` tokens.
+//!
+//! [`pack_ffd`]: first-fit decreasing (rows by length, longest first, each into the first
+//! sequence with room), `O(n log n)` with a max segment tree over the sequences' free room.
+//! [`pack_columns`] lays the rows out: each sequence holds its rows in input order, `seq_lens`
+//! (row lengths), `position_ids` restarting at 0 per row, and `evict_at` shifted into the
+//! sequence's coordinates ([`crate::NEVER`] stays). A row never sees another: the trainer's
+//! mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int32Array, Int8Array, LargeListArray, RecordBatch};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema};
+use mementos_core::CoreError;
+
+use crate::{Columns, NEVER};
+
+/// Rows grouped into sequences: `rows[offsets[s]..offsets[s + 1]]` are sequence `s`'s rows, in
+/// input order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Packing {
+    pub rows: Vec<u32>,
+    pub offsets: Vec<u32>,
+    /// Tokens of each sequence.
+    pub tokens: Vec<u64>,
+}
+
+impl Packing {
+    pub fn sequences(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+}
+
+/// First-fit decreasing of `lengths` into bins of `capacity` (every length must be at most
+/// `capacity`; longer ones get a sequence of their own).
+pub fn pack_ffd(lengths: &[u32], capacity: u32) -> Packing {
+    let n = lengths.len();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    // Longest first; ties in input order (a stable sort).
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i as usize]));
+    // Max segment tree over the free room of bins 0..n (unopened bins have `capacity`).
+    let size = n.next_power_of_two().max(1);
+    let mut tree = vec![0u64; 2 * size];
+    for i in 0..n {
+        tree[size + i] = capacity as u64;
+    }
+    for i in (1..size).rev() {
+        tree[i] = tree[2 * i].max(tree[2 * i + 1]);
+    }
+    let mut bin_of = vec![0u32; n];
+    let mut used = 0usize;
+    for &r in &order {
+        let len = lengths[r as usize] as u64;
+        let b = if tree[1] >= len {
+            let mut i = 1;
+            while i < size {
+                i = if tree[2 * i] >= len { 2 * i } else { 2 * i + 1 };
+            }
+            i - size
+        } else {
+            // Longer than the capacity: a bin of its own (the next unopened one).
+            used
+        };
+        let leaf = size + b;
+        tree[leaf] = tree[leaf].saturating_sub(len);
+        let mut i = leaf / 2;
+        while i >= 1 {
+            tree[i] = tree[2 * i].max(tree[2 * i + 1]);
+            i /= 2;
+        }
+        bin_of[r as usize] = b as u32;
+        used = used.max(b + 1);
+    }
+    // Bins are opened left to right, so bins 0..used are exactly the used ones.
+    let mut counts = vec![0u32; used + 1];
+    let mut tokens = vec![0u64; used];
+    for (r, &b) in bin_of.iter().enumerate() {
+        counts[b as usize + 1] += 1;
+        tokens[b as usize] += lengths[r] as u64;
+    }
+    for b in 0..used {
+        counts[b + 1] += counts[b];
+    }
+    let offsets = counts.clone();
+    let mut fill = counts;
+    let mut rows = vec![0u32; n];
+    for (r, &b) in bin_of.iter().enumerate() {
+        rows[fill[b as usize] as usize] = r as u32;
+        fill[b as usize] += 1;
+    }
+    Packing {
+        rows,
+        offsets,
+        tokens,
+    }
+}
+
+/// The packed schema: the row columns plus `position_ids`, `seq_lens` and `n_tokens` per sequence.
+pub fn packed_schema() -> Schema {
+    let list = |name: &str, t: DataType| {
+        Field::new(
+            name,
+            DataType::LargeList(Arc::new(Field::new("item", t, true))),
+            false,
+        )
+    };
+    Schema::new(vec![
+        list("input_ids", DataType::Int32),
+        list("labels", DataType::Int32),
+        list("segment", DataType::Int8),
+        list("block_index", DataType::Int32),
+        list("evict_at", DataType::Int32),
+        list("position_ids", DataType::Int32),
+        list("seq_lens", DataType::Int32),
+        Field::new("n_tokens", DataType::Int32, false),
+    ])
+}
+
+/// Lay the rows of `c` out as the sequences of `p` (see the module documentation).
+pub fn pack_columns(c: &Columns, p: &Packing) -> Result<RecordBatch, CoreError> {
+    let mut row_start = Vec::with_capacity(c.lengths.len() + 1);
+    row_start.push(0usize);
+    for &l in &c.lengths {
+        row_start.push(row_start.last().unwrap() + l as usize);
+    }
+    let total = *row_start.last().unwrap();
+    let mut ids = Vec::with_capacity(total);
+    let mut labels = Vec::with_capacity(total);
+    let mut segment = Vec::with_capacity(total);
+    let mut block = Vec::with_capacity(total);
+    let mut evict = Vec::with_capacity(total);
+    let mut pos = Vec::with_capacity(total);
+    let mut seq_lens = Vec::with_capacity(c.lengths.len());
+    let mut seq_tokens = Vec::with_capacity(p.sequences());
+    for s in 0..p.sequences() {
+        let mut shift = 0i32;
+        for &r in &p.rows[p.offsets[s] as usize..p.offsets[s + 1] as usize] {
+            let range = row_start[r as usize]..row_start[r as usize + 1];
+            ids.extend_from_slice(&c.input_ids[range.clone()]);
+            labels.extend_from_slice(&c.labels[range.clone()]);
+            segment.extend_from_slice(&c.segment[range.clone()]);
+            block.extend_from_slice(&c.block_index[range.clone()]);
+            evict.extend(c.evict_at[range.clone()].iter().map(|&v| {
+                if v == NEVER {
+                    NEVER
+                } else {
+                    v + shift
+                }
+            }));
+            pos.extend(0..range.len() as i32);
+            seq_lens.push(range.len() as i32);
+            shift += range.len() as i32;
+        }
+        seq_tokens.push(shift);
+    }
+    let tok_offsets = OffsetBuffer::<i64>::from_lengths(seq_tokens.iter().map(|&l| l as usize));
+    let row_offsets = OffsetBuffer::<i64>::from_lengths(
+        (0..p.sequences()).map(|s| (p.offsets[s + 1] - p.offsets[s]) as usize),
+    );
+    let field = |t: DataType| Arc::new(Field::new("item", t, true));
+    let list = |t: DataType,
+                offsets: &OffsetBuffer<i64>,
+                values: ArrayRef|
+     -> Result<ArrayRef, CoreError> {
+        Ok(Arc::new(LargeListArray::try_new(
+            field(t),
+            offsets.clone(),
+            values,
+            None,
+        )?))
+    };
+    let i32s = |v: Vec<i32>| -> ArrayRef { Arc::new(Int32Array::new(ScalarBuffer::from(v), None)) };
+    let cols: Vec<ArrayRef> = vec![
+        list(DataType::Int32, &tok_offsets, i32s(ids))?,
+        list(DataType::Int32, &tok_offsets, i32s(labels))?,
+        list(
+            DataType::Int8,
+            &tok_offsets,
+            Arc::new(Int8Array::new(ScalarBuffer::from(segment), None)),
+        )?,
+        list(DataType::Int32, &tok_offsets, i32s(block))?,
+        list(DataType::Int32, &tok_offsets, i32s(evict))?,
+        list(DataType::Int32, &tok_offsets, i32s(pos))?,
+        list(DataType::Int32, &row_offsets, i32s(seq_lens))?,
+        i32s(seq_tokens),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(packed_schema()), cols)?)
+}
