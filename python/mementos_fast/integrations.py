@@ -23,6 +23,7 @@ so that each worker loads its tokenizer once. See docs/EXPORT.md.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,20 @@ __all__ = [
 ]
 
 
-def _table(batch: pa.Table | pa.RecordBatch) -> pa.Table:
-    return pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+def _table(batch: Any) -> pa.Table:
+    """A ``pyarrow.Table`` of ``batch``: a Table, a RecordBatch, a ``datasets`` batch (the
+    ``LazyBatch`` that ``Dataset.map(batched=True)`` passes without Arrow formatting: its Arrow
+    table is used as is, no Python rows) or any mapping of column name to values."""
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    arrow = getattr(batch, "pa_table", None)  # datasets.formatting.LazyBatch
+    if isinstance(arrow, pa.Table) and isinstance(batch, Mapping) and list(batch.keys()) == arrow.column_names:
+        return arrow
+    if isinstance(batch, Mapping):
+        return pa.table({k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v) for k, v in batch.items()})
+    raise MementoValueError(f"expected a pyarrow Table or RecordBatch (or a datasets batch), got {type(batch).__name__}")
 
 
 def _own(arr: Any) -> pa.Array:
@@ -168,16 +181,24 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
 
     _check(format, options.get("variant", "full"), options.get("style", "tutorial"),
            options.get("overflow", "truncate"), options.get("max_length"))
+    if concurrency is not None and concurrency < 1:
+        raise MementoValueError(f"concurrency must be >= 1, got {concurrency}")
     if not ray.is_initialized():
         ray.init()
     t0 = time.perf_counter()
-    ds = ray.data.read_parquet(source)
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    actors = concurrency or max(1, int(cpus) - 1)
+    # The actor pool must leave room for the read and write tasks, or they wait forever for a CPU
+    # (2 actors on a 2-CPU machine used to hang): each of the actors + 2 gets an equal share.
+    share = min(1.0, cpus / (actors + 2)) if format == "tokenized" else 1.0
+    remote = {"num_cpus": share} if share < 1.0 else {}
+    ds = ray.data.read_parquet(source, ray_remote_args=remote or None)
     rows_read = ds.count()  # from the Parquet footers
     if format == "tokenized":
         if tokenizer is None:
             tokenizer = "qwen3"
-        mapped = ds.map_batches(SFTExporter, batch_format="pyarrow", batch_size=batch_size,
-                                concurrency=concurrency or max(1, int(ray.cluster_resources().get("CPU", 1))),
+        mapped = ds.map_batches(SFTExporter, batch_format="pyarrow", batch_size=batch_size, concurrency=actors,
+                                num_cpus=share,
                                 fn_constructor_kwargs={"format": format, "tokenizer": tokenizer, **options})
     else:
         mapped = ds.map_batches(export_table, batch_format="pyarrow", batch_size=batch_size,
@@ -190,7 +211,7 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
             raise MementoValueError(f"{dest} exists")
         dest.parent.mkdir(parents=True, exist_ok=True)
         target = str(dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    mapped.write_parquet(target)
+    mapped.write_parquet(target, ray_remote_args=remote or None)
     rows_written = 0
     files: list[str] = []
     if local:
@@ -217,35 +238,44 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m mementos_fast.integrations",
-                                 description="SFT export on a Ray cluster (docs/EXPORT.md)")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    from mementos_fast.cli import _int_at_least, _Parser, run
+
+    ap = _Parser(prog="python -m mementos_fast.integrations", description="SFT export on a Ray cluster (docs/EXPORT.md)")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("ray-export", help="Parquet in, Parquet SFT rows out, on Ray Data")
     r.add_argument("source", help="Parquet path, directory or glob readable by every node")
     r.add_argument("out", help="output directory (local/NFS: atomic) or s3:// / gs:// prefix")
-    r.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"])
+    r.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"],
+                   help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks")
     r.add_argument("--tokenizer", help="tokenized: tokenizer.json path (on every node), hub id, or qwen3")
-    r.add_argument("--max-length", type=int)
-    r.add_argument("--overflow", default="truncate", choices=["truncate", "drop"])
-    r.add_argument("--variant", default="full", choices=["full", "compressed"])
-    r.add_argument("--keep-last-k", type=int, default=1)
-    r.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"])
-    r.add_argument("--only-ok", action="store_true")
-    r.add_argument("--system-prompt")
-    r.add_argument("--concurrency", type=int, help="tokenized: number of tokenizer actors (default: CPUs)")
-    r.add_argument("--batch-size", type=int, default=256)
+    r.add_argument("--max-length", type=_int_at_least(1), help="tokenized: token limit per row")
+    r.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
+                   help="rows longer than --max-length: truncate or drop them")
+    r.add_argument("--variant", default="full", choices=["full", "compressed"],
+                   help="full traces, or compressed: evicted blocks replaced by their mementos")
+    r.add_argument("--keep-last-k", type=_int_at_least(0), default=1, help="compressed variant: blocks kept in full")
+    r.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
+    r.add_argument("--only-ok", action="store_true", help="drop malformed traces")
+    r.add_argument("--system-prompt", help="an optional system message")
+    r.add_argument("--concurrency", type=_int_at_least(1),
+                   help="tokenized: number of tokenizer actors (default: the cluster's CPUs minus one)")
+    r.add_argument("--batch-size", type=_int_at_least(1), default=256, help="rows per Ray Data batch (default: 256)")
     args = ap.parse_args(argv)
-    opts: dict[str, Any] = {"variant": args.variant, "only_ok": args.only_ok}
-    if args.variant == "compressed":
-        opts.update(keep_last_k=args.keep_last_k, style=args.style)
-    if args.max_length is not None:
-        opts.update(max_length=args.max_length, overflow=args.overflow)
-    if args.system_prompt is not None:
-        opts["system_prompt"] = args.system_prompt
-    m = ray_export(args.source, args.out, args.format, tokenizer=args.tokenizer, concurrency=args.concurrency,
-                   batch_size=args.batch_size, **opts)
-    print(json.dumps(m, indent=2))
-    return 0
+
+    def export(args) -> int:
+        opts: dict[str, Any] = {"variant": args.variant, "only_ok": args.only_ok}
+        if args.variant == "compressed":
+            opts.update(keep_last_k=args.keep_last_k, style=args.style)
+        if args.max_length is not None:
+            opts.update(max_length=args.max_length, overflow=args.overflow)
+        if args.system_prompt is not None:
+            opts["system_prompt"] = args.system_prompt
+        m = ray_export(args.source, args.out, args.format, tokenizer=args.tokenizer, concurrency=args.concurrency,
+                       batch_size=args.batch_size, **opts)
+        print(json.dumps(m, indent=2))
+        return 0
+
+    return run(export, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,7 @@
 """Loading OpenMementos-style data as ``pyarrow.RecordBatch`` es, never as Python row dicts.
 
 Sources: ``None`` (the built-in sample), a hub id such as ``microsoft/OpenMementos`` (through
-``datasets``, Arrow-formatted), local Parquet or JSONL files, globs, directories laid out like the
+``datasets``, Arrow-formatted), local Parquet or JSONL files (one path or a list), globs, directories laid out like the
 hub repository (``data/train-*.parquet`` for ``default``, ``full/train-*.parquet`` for ``full``),
 a ``datasets.Dataset`` / ``IterableDataset``, or a pyarrow Table / RecordBatch.
 
@@ -37,36 +37,108 @@ def sample_path() -> Path:
 
 
 def resolve_files(source: str | os.PathLike, config: str = "default", split: str = "train") -> list[Path]:
-    """Local files for ``source``: a file, a glob, or a directory (hub layout or flat)."""
-    s = str(source)
+    """Local files for ``source``: a file, a glob, or a directory (hub layout or flat).
+
+    Raises :class:`MementoValueError` naming ``source`` when nothing readable is there."""
+    s = os.path.expanduser(str(source))
     if any(ch in s for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(s))
-    else:
-        p = Path(s)
-        if p.is_file():
-            files = [p]
-        elif p.is_dir():
-            sub = p / CONFIG_DIRS.get(config, config)
-            base = sub if sub.is_dir() else p
-            files = sorted(base.glob(f"{split}-*.parquet")) or sorted(base.glob("*.parquet")) \
-                or sorted(base.glob("*.jsonl"))
-        else:
-            files = []
+        files = sorted(Path(p) for p in glob.glob(s) if os.path.isfile(p))
+        if not files:
+            raise MementoValueError(f"{source}: no file matches this pattern")
+        return files
+    p = Path(s)
+    if p.is_file():
+        return [p]
+    if not p.exists():
+        raise MementoValueError(f"{source}: no such file or directory (a hub dataset is named like owner/name)")
+    if not p.is_dir():
+        raise MementoValueError(f"{source}: not a regular file or directory")
+    sub = p / CONFIG_DIRS.get(config, config)
+    base = sub if sub.is_dir() else p
+    files = sorted(base.glob(f"{split}-*.parquet")) or sorted(base.glob("*.parquet")) \
+        or sorted(base.glob("*.jsonl"))
     if not files:
-        raise MementoValueError(f"no Parquet or JSONL files found for {s!r} (config {config!r})")
+        raise MementoValueError(f"{source}: no Parquet or JSONL files in this directory (looked for "
+                                f"{CONFIG_DIRS.get(config, config)}/{split}-*.parquet, *.parquet, *.jsonl)")
     return files
 
 
+def _looks_like_path(source: str) -> bool:
+    """A string meant as a local path rather than a hub id (``owner/name`` or ``name``)."""
+    return (source.startswith(("/", "./", "../", "~", ".")) or source.count("/") > 1 or "\\" in source
+            or source.endswith("/"))
+
+
 def _is_local(source: str) -> bool:
-    return os.path.exists(source) or any(ch in source for ch in "*?[") or source.endswith(
-        (".parquet", ".jsonl", ".json"))
+    return os.path.exists(os.path.expanduser(source)) or any(ch in source for ch in "*?[") or source.endswith(
+        (".parquet", ".jsonl", ".json")) or _looks_like_path(source)
 
 
-def _read_file(path: Path, columns: list[str] | None, batch_size: int) -> Iterator[pa.RecordBatch]:
+def _reason(e: BaseException) -> str:
+    """The first line of a pyarrow error, without pyarrow's own hints."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
+        raise KeyboardInterrupt from None
+    except (pa.ArrowException, OSError) as e:
+        if path.stat().st_size == 0:
+            raise MementoValueError(f"{path}: empty file (0 bytes), not a Parquet file") from None
+        raise MementoValueError(f"{path}: not a readable Parquet file ({_reason(e)}); "
+                                "is it truncated or still being written?") from None
+
+
+def _read_json(path: Path) -> pa.Table:
+    """A JSON Lines file as one table. pyarrow reads JSON in blocks that must each hold whole
+    rows; rows of several MB exist (long traces), so the block grows until the longest row fits."""
+    size = path.stat().st_size
+    if size == 0:
+        raise MementoValueError(f"{path}: empty file (0 bytes): no rows to read")
+    block = 1 << 20
+    while True:
+        try:
+            table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block))
+            break
+        except pa.ArrowInvalid as e:
+            if "straddl" in str(e) and block <= size:
+                block = min(block * 4, size + 1, (1 << 31) - 1)
+                continue
+            raise MementoValueError(f"{path}: not valid JSON Lines ({_reason(e)}); each line must be one "
+                                    "JSON object such as {\"response\": \"...\"}") from None
+        except OSError as e:
+            raise MementoValueError(f"{path}: cannot read ({_reason(e)})") from None
+    if table.num_rows == 0:
+        raise MementoValueError(f"{path}: no rows (the file holds only blank lines)")
+    return table
+
+
+def _check_columns(path: Path, names: list[str], require: list[str] | None) -> None:
+    missing = [c for c in require or () if c not in names]
+    if missing:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise MementoValueError(f"{path}: no {', '.join(repr(c) for c in missing)} column "
+                                f"(its columns: {shown or 'none'}); point at OpenMementos-style data")
+
+
+def _read_file(path: Path, columns: list[str] | None, batch_size: int,
+               require: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     if path.suffix == ".parquet":
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+        pf = _parquet(path)
+        _check_columns(path, pf.schema_arrow.names, require)
+        if columns:
+            columns = [c for c in columns if c in pf.schema_arrow.names]
+        try:
+            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+        except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
+            raise KeyboardInterrupt from None
+        except (pa.ArrowException, OSError) as e:
+            raise MementoValueError(f"{path}: cannot read ({_reason(e)}); is it truncated or corrupt?") from None
     else:
-        table = pajson.read_json(path)
+        table = _read_json(path)
+        _check_columns(path, table.column_names, require)
         if columns:
             table = table.select([c for c in columns if c in table.column_names])
         yield from table.to_batches(max_chunksize=batch_size)
@@ -74,11 +146,12 @@ def _read_file(path: Path, columns: list[str] | None, batch_size: int) -> Iterat
 
 def _file_rows(path: Path) -> int:
     if path.suffix == ".parquet":
-        return pq.ParquetFile(path).metadata.num_rows
-    return pajson.read_json(path).num_rows
+        return _parquet(path).metadata.num_rows
+    return _read_json(path).num_rows
 
 
-def _sample_files(files: list[Path], n: int, seed: int, columns, batch_size: int) -> Iterator[pa.RecordBatch]:
+def _sample_files(files: list[Path], n: int, seed: int, columns, batch_size: int,
+                  require: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     counts = [_file_rows(f) for f in files]
     total = sum(counts)
     picks = sorted(random.Random(seed).sample(range(total), min(n, total)))
@@ -88,9 +161,20 @@ def _sample_files(files: list[Path], n: int, seed: int, columns, batch_size: int
         start += c
         if not local:
             continue
-        table = pq.read_table(f, columns=columns) if f.suffix == ".parquet" else pajson.read_json(f)
-        if columns and f.suffix != ".parquet":
-            table = table.select([c for c in columns if c in table.column_names])
+        if f.suffix == ".parquet":
+            pf = _parquet(f)
+            _check_columns(f, pf.schema_arrow.names, require)
+            try:
+                table = pf.read(columns=[c for c in columns if c in pf.schema_arrow.names] if columns else None)
+            except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
+                raise KeyboardInterrupt from None
+            except (pa.ArrowException, OSError) as e:
+                raise MementoValueError(f"{f}: cannot read ({_reason(e)}); is it truncated or corrupt?") from None
+        else:
+            table = _read_json(f)
+            _check_columns(f, table.column_names, require)
+            if columns:
+                table = table.select([c for c in columns if c in table.column_names])
         yield from table.take(pa.array(local)).to_batches(max_chunksize=batch_size)
 
 
@@ -148,16 +232,28 @@ def load(
     limit: int | None = None,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    require: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield ``pyarrow.RecordBatch`` es of ``source`` (see the module docstring)."""
+    """Yield ``pyarrow.RecordBatch`` es of ``source`` (see the module docstring).
+
+    ``sample`` (a deterministic sample of N rows over every shard) and ``limit`` (the first N
+    rows) exclude each other. ``require``: columns every local file must have; a file without
+    one raises :class:`MementoValueError` naming it. Unreadable, empty or truncated files and
+    missing paths raise :class:`MementoValueError` naming the file."""
     if (sample is not None and sample < 0) or (limit is not None and limit < 0):
         raise MementoValueError("sample and limit must be >= 0")
+    if sample is not None and limit is not None:
+        raise MementoValueError("pass either sample (N rows spread over every shard) or limit (the first N rows), "
+                                "not both")
+    if batch_size < 1:
+        raise MementoValueError(f"batch_size must be >= 1, got {batch_size}")
     n = sample if sample is not None else limit
     if source is None:
         source = str(sample_path())
     if isinstance(source, pa.RecordBatch):
         source = pa.Table.from_batches([source])
     if isinstance(source, pa.Table):
+        _check_columns(Path("the table"), source.column_names, require)
         table = source.select(columns) if columns else source
         if sample is not None:
             idx = sorted(random.Random(seed).sample(range(table.num_rows), min(sample, table.num_rows)))
@@ -165,13 +261,19 @@ def load(
         return _limit(iter(table.to_batches(max_chunksize=batch_size)), n)
     if hasattr(source, "with_format") and hasattr(source, "column_names"):  # datasets objects
         return _limit(_from_datasets(source, columns, sample, seed, batch_size), n)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(x, (str, os.PathLike)) for x in source):
+        # Several local paths (a shell expands `data/train-*.parquet` into one argument per file).
+        files = [f for x in source for f in resolve_files(x, config, split)]
+        if sample is not None:
+            return _limit(_sample_files(files, sample, seed, columns, batch_size, require), n)
+        return _limit((b for f in files for b in _read_file(f, columns, batch_size, require)), n)
     if isinstance(source, (str, os.PathLike)):
         s = str(source)
         if _is_local(s):
             files = resolve_files(s, config, split)
             if sample is not None:
-                return _limit(_sample_files(files, sample, seed, columns, batch_size), n)
-            return _limit((b for f in files for b in _read_file(f, columns, batch_size)), n)
+                return _limit(_sample_files(files, sample, seed, columns, batch_size, require), n)
+            return _limit((b for f in files for b in _read_file(f, columns, batch_size, require)), n)
         return _limit(_from_hub(s, config, split, streaming, columns, sample, seed, batch_size), n)
     raise MementoValueError(f"cannot load from {type(source).__name__}")
 
@@ -181,5 +283,9 @@ def _from_hub(repo: str, config, split, streaming, columns, sample, seed, batch_
         import datasets
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MementoValueError("loading from the hub needs `pip install mementos-fast[hub]`") from e
-    ds = datasets.load_dataset(repo, config, split=split, streaming=True if streaming is None else streaming)
+    try:
+        ds = datasets.load_dataset(repo, config, split=split, streaming=True if streaming is None else streaming)
+    except Exception as e:  # offline, unknown id, bad config: one line naming the source
+        raise MementoValueError(f"{repo}: not a local path, and loading it from the Hugging Face hub failed "
+                                f"({type(e).__name__}: {_reason(e)})") from e
     yield from _from_datasets(ds, columns, sample, seed, batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +33,13 @@ def visible_curve(text: str, keep_last_k: int = 0) -> tuple[np.ndarray, np.ndarr
 
 
 def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | None = None,
-             keep_last_k: int = 0) -> list[Path]:
-    """Write every plot into ``out``; returns the paths written."""
+             keep_last_k: int = 0, tokens: Any = None, model: str | None = None) -> list[Path]:
+    """Write every plot into ``out``; returns the paths written.
+
+    With token columns in ``stats`` (``analyze --tokenizer``): the token ratio by domain; with
+    ``tokens`` (a tokenizer or counter) and an ``example``: the KV curve of that trace in tokens
+    and, for ``model`` (a preset), in GB.
+    """
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -46,6 +52,12 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
         v = table.column(col).to_numpy(zero_copy_only=False).astype(float)
         return [v[(d_arr == d) if d_arr is not None else slice(None)] for d in domains]
 
+    def no_data(ax, what: str) -> None:
+        """An empty plot says why instead of failing (e.g. raw traces: no row has blocks)."""
+        ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
     def save(fig, name: str) -> None:
         path = out / name
         fig.tight_layout()
@@ -54,12 +66,19 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
         written.append(path)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.boxplot(by_domain("n_blocks", kept, dom), tick_labels=[str(d) for d in domains])
+    if kept.num_rows:
+        ax.boxplot(by_domain("n_blocks", kept, dom), tick_labels=[str(d) for d in domains])
+    else:
+        no_data(ax, "no row has blocks with a memento each")
     ax.set(title="Blocks per trace by domain", ylabel="blocks")
     save(fig, "blocks_per_trace.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.boxplot([x[~np.isnan(x)] for x in by_domain("char_ratio", kept, dom)], tick_labels=[str(d) for d in domains])
+    if kept.num_rows:
+        ax.boxplot([x[~np.isnan(x)] for x in by_domain("char_ratio", kept, dom)],
+                   tick_labels=[str(d) for d in domains])
+    else:
+        no_data(ax, "no row has blocks with a memento each")
     ax.set(title="Memento / block size (chars) by domain", ylabel="ratio")
     save(fig, "ratio_by_domain.png")
 
@@ -67,11 +86,15 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
     fig, ax = plt.subplots(figsize=(6, 5))
     bc = blocks.column("block_chars").to_numpy(zero_copy_only=False)
     sc = blocks.column("summary_chars").to_numpy(zero_copy_only=False)
-    for d in domains:
-        m = (bdom == d) if bdom is not None else slice(None)
-        ax.scatter(np.maximum(bc[m], 1), np.maximum(sc[m], 1), s=4, alpha=0.4, label=str(d))
-    ax.set(xscale="log", yscale="log", xlabel="block chars", ylabel="memento chars", title="Block vs memento size")
-    ax.legend()
+    if len(bc):
+        for d in domains:
+            m = (bdom == d) if bdom is not None else slice(None)
+            ax.scatter(np.maximum(bc[m], 1), np.maximum(sc[m], 1), s=4, alpha=0.4, label=str(d))
+        ax.set(xscale="log", yscale="log")
+        ax.legend()
+    else:
+        no_data(ax, "no blocks")
+    ax.set(xlabel="block chars", ylabel="memento chars", title="Block vs memento size")
     save(fig, "block_vs_memento.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -79,7 +102,10 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
     ratio = blocks.column("ratio").to_numpy(zero_copy_only=False).astype(float)
     top = int(min(pos.max(initial=0), 30)) + 1
     med = [np.nanmedian(ratio[pos == i]) if np.any(pos == i) else np.nan for i in range(top)]
-    ax.plot(range(1, top + 1), med, marker="o")
+    if len(pos):
+        ax.plot(range(1, top + 1), med, marker="o")
+    else:
+        no_data(ax, "no blocks")
     ax.set(xlabel="block position", ylabel="median memento/block ratio", title="Ratio by block position")
     save(fig, "ratio_by_position.png")
 
@@ -91,4 +117,36 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
         ax.set(xlabel="generated chars", ylabel="visible chars", title="Visible context over one trace")
         ax.legend()
         save(fig, "visible_context.png")
+
+    if "token_ratio" in kept.column_names:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.boxplot([x[~np.isnan(x)] for x in by_domain("token_ratio", kept, dom)],
+                   tick_labels=[str(d) for d in domains])
+        ax.set(title="Memento / block size (tokens) by domain", ylabel="summary_tokens / block_tokens")
+        save(fig, "token_ratio_by_domain.png")
+
+    if example and tokens is not None:
+        fig = kv_curve_figure(example, tokens, keep_last_k=keep_last_k, model=model)
+        save(fig, "kv_curve.png")
     return written
+
+
+def kv_curve_figure(text: str, tokens: Any, *, keep_last_k: int = 0, model: str | None = None):
+    """The visible context of one trace in tokens, without compaction and under the engine's rules
+    (:func:`mementos_fast.replay_curve`), with a second axis in GB of KV cache for ``model``."""
+    plt = _plt()
+    curve = mf.replay_curve(text, keep_last_k, tokens=tokens)
+    x = curve.column("generated").to_numpy()
+    y = curve.column("visible").to_numpy()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, x, label="no compaction")
+    ax.plot(x, y, label=f"keep last {keep_last_k} block(s)")
+    ax.set(xlabel="generated tokens", ylabel="tokens in the KV cache", title="KV cache over one trace")
+    ax.legend(loc="upper left")
+    if model is not None:
+        from mementos_fast.compaction import _kv_shape
+
+        per_token = _kv_shape(model).bytes_per_token / 1e9
+        right = ax.secondary_yaxis("right", functions=(lambda t: t * per_token, lambda g: g / per_token))
+        right.set_ylabel(f"GB ({model}, bf16)")
+    return fig

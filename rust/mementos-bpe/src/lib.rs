@@ -14,6 +14,7 @@
 //! between threads, and most pieces of natural text repeat. Anything the crate cannot reproduce
 //! exactly is refused at load time with [`BpeError::Unsupported`], never approximated.
 
+mod cache;
 pub mod pretok;
 pub mod tables;
 
@@ -22,6 +23,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use cache::{MergeTable, PieceTable};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use thread_local::ThreadLocal;
@@ -61,7 +63,10 @@ impl Added {
             .match_kind(MatchKind::LeftmostLongest)
             .build(tokens.iter().map(|t| t.0.as_str()))
             .map_err(|e| BpeError::Invalid(format!("added tokens: {e}")))?;
-        Ok(Some(Added { ac, ids: tokens.into_iter().map(|t| t.1).collect() }))
+        Ok(Some(Added {
+            ac,
+            ids: tokens.into_iter().map(|t| t.1).collect(),
+        }))
     }
 }
 
@@ -73,12 +78,25 @@ enum PrefixSpace {
     BeforeSplit,
 }
 
-/// Per-thread state: piece -> count cache and BPE scratch buffers.
-#[derive(Default)]
+/// Per-thread state: piece -> count caches and BPE scratch buffers.
 struct Local {
-    cache: FxHashMap<Box<[u8]>, u32>,
+    /// Pieces of 2..=16 bytes that are not vocabulary entries, keyed inline.
+    short: PieceTable,
+    /// Longer pieces, under `MAX_CACHED_PIECE` bytes.
+    long: FxHashMap<Box<[u8]>, u32>,
     syms: Vec<Sym>,
     heap: BinaryHeap<Reverse<(u32, u32, u32)>>,
+}
+
+impl Default for Local {
+    fn default() -> Local {
+        Local {
+            short: PieceTable::new(CACHE_CAPACITY),
+            long: FxHashMap::default(),
+            syms: Vec::new(),
+            heap: BinaryHeap::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -98,7 +116,12 @@ pub struct FastBpe {
     raw_added: Option<Added>,
     norm_added: Option<Added>,
     byte_ids: [u32; 256],
-    merges: FxHashMap<u64, (u32, u32)>,
+    merges: MergeTable,
+    /// (rank, new id) of the merge of two bytes, by `first << 8 | second` (rank `NONE`: no merge).
+    byte_pairs: Box<[(u32, u32)]>,
+    /// Token count of every vocabulary entry of 2 to 16 bytes, computed at load time by the same
+    /// BPE (a read-only cache shared by all threads: most pieces of text are vocabulary entries).
+    known: PieceTable,
     /// Byte string -> id; consulted only with `ignore_merges`.
     vocab: FxHashMap<Box<[u8]>, u32>,
     ignore_merges: bool,
@@ -110,7 +133,8 @@ fn byte_level_chars() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable =
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         out[b as usize] = if printable {
             char::from_u32(b).expect("latin-1")
         } else {
@@ -144,7 +168,11 @@ fn parse_normalizer(v: &Value) -> Result<bool, BpeError> {
         _ => match type_of(v) {
             "NFC" => Ok(true),
             "Sequence" => {
-                let items = v.get("normalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                let items = v
+                    .get("normalizers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 match items.as_slice() {
                     [] => Ok(false),
                     [one] => parse_normalizer(one),
@@ -163,22 +191,38 @@ fn parse_pre_tokenizer(v: &Value) -> Result<(Pattern, PrefixSpace), BpeError> {
             if !get_bool(v, "use_regex", true) {
                 return Err(unsupported("ByteLevel pre-tokenizer without a split regex"));
             }
-            let prefix = if byte_level_prefix(v) { PrefixSpace::BeforeSplit } else { PrefixSpace::No };
+            let prefix = if byte_level_prefix(v) {
+                PrefixSpace::BeforeSplit
+            } else {
+                PrefixSpace::No
+            };
             Ok((Pattern::Gpt2, prefix))
         }
         "Sequence" => {
-            let items = v.get("pretokenizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let items = v
+                .get("pretokenizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let [split, bl] = items.as_slice() else {
-                return Err(unsupported("a pre-tokenizer Sequence other than [Split, ByteLevel]"));
+                return Err(unsupported(
+                    "a pre-tokenizer Sequence other than [Split, ByteLevel]",
+                ));
             };
             if type_of(split) != "Split" || type_of(bl) != "ByteLevel" {
-                return Err(unsupported(format!("pre-tokenizer Sequence [{}, {}]", type_of(split), type_of(bl))));
+                return Err(unsupported(format!(
+                    "pre-tokenizer Sequence [{}, {}]",
+                    type_of(split),
+                    type_of(bl)
+                )));
             }
             if get_bool(bl, "use_regex", true) {
                 return Err(unsupported("ByteLevel(use_regex=true) after a Split"));
             }
             if byte_level_prefix(bl) {
-                return Err(unsupported("ByteLevel(add_prefix_space=true) after a Split"));
+                return Err(unsupported(
+                    "ByteLevel(add_prefix_space=true) after a Split",
+                ));
             }
             if get_str(split, "behavior") != Some("Isolated") || get_bool(split, "invert", false) {
                 return Err(unsupported(format!(
@@ -187,10 +231,15 @@ fn parse_pre_tokenizer(v: &Value) -> Result<(Pattern, PrefixSpace), BpeError> {
                     get_bool(split, "invert", false)
                 )));
             }
-            let Some(re) = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str) else {
+            let Some(re) = split
+                .get("pattern")
+                .and_then(|p| p.get("Regex"))
+                .and_then(Value::as_str)
+            else {
                 return Err(unsupported("Split with a non-regex pattern"));
             };
-            let pattern = Pattern::recognise(re).ok_or_else(|| unsupported(format!("split pattern {re:?}")))?;
+            let pattern = Pattern::recognise(re)
+                .ok_or_else(|| unsupported(format!("split pattern {re:?}")))?;
             Ok((pattern, PrefixSpace::No))
         }
         t => Err(unsupported(format!("pre-tokenizer {t}"))),
@@ -204,7 +253,9 @@ impl FastBpe {
         let root: Value = serde_json::from_str(json)?;
         for key in ["truncation", "padding"] {
             if !root.get(key).is_none_or(Value::is_null) {
-                return Err(unsupported(format!("{key} (it changes what encode returns)")));
+                return Err(unsupported(format!(
+                    "{key} (it changes what encode returns)"
+                )));
             }
         }
         let nfc = parse_normalizer(root.get("normalizer").unwrap_or(&Value::Null))?;
@@ -214,7 +265,9 @@ impl FastBpe {
         }
         let (pattern, prefix) = parse_pre_tokenizer(pre)?;
 
-        let model = root.get("model").ok_or_else(|| BpeError::Invalid("no model".into()))?;
+        let model = root
+            .get("model")
+            .ok_or_else(|| BpeError::Invalid("no model".into()))?;
         if let Some(t) = get_str(model, "type") {
             if t != "BPE" {
                 return Err(unsupported(format!("model {t}")));
@@ -240,11 +293,17 @@ impl FastBpe {
         for (b, c) in chars.iter().enumerate() {
             char_byte.insert(*c, b as u8);
         }
-        let vocab_json = model.get("vocab").and_then(Value::as_object).ok_or_else(|| BpeError::Invalid("model.vocab".into()))?;
+        let vocab_json = model
+            .get("vocab")
+            .and_then(Value::as_object)
+            .ok_or_else(|| BpeError::Invalid("model.vocab".into()))?;
         let mut str_id: FxHashMap<&str, u32> = FxHashMap::default();
         let mut vocab: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
         for (tok, id) in vocab_json {
-            let id = id.as_u64().and_then(|i| u32::try_from(i).ok()).ok_or_else(|| BpeError::Invalid(format!("id of {tok:?}")))?;
+            let id = id
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| BpeError::Invalid(format!("id of {tok:?}")))?;
             str_id.insert(tok.as_str(), id);
             let bytes: Option<Vec<u8>> = tok.chars().map(|c| char_byte.get(&c).copied()).collect();
             if let Some(bytes) = bytes {
@@ -253,13 +312,16 @@ impl FastBpe {
         }
         let mut byte_ids = [0u32; 256];
         for (b, c) in chars.iter().enumerate() {
-            byte_ids[b] = *str_id
-                .get(c.to_string().as_str())
-                .ok_or_else(|| unsupported(format!("byte {b:#04x} ({c:?}) missing from the vocabulary")))?;
+            byte_ids[b] = *str_id.get(c.to_string().as_str()).ok_or_else(|| {
+                unsupported(format!("byte {b:#04x} ({c:?}) missing from the vocabulary"))
+            })?;
         }
 
         // Merges: pair -> (rank, new id); a later duplicate overrides, as in HF.
-        let merges_json = model.get("merges").and_then(Value::as_array).ok_or_else(|| BpeError::Invalid("model.merges".into()))?;
+        let merges_json = model
+            .get("merges")
+            .and_then(Value::as_array)
+            .ok_or_else(|| BpeError::Invalid("model.merges".into()))?;
         let mut merges: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
         merges.reserve(merges_json.len());
         for (rank, m) in merges_json.iter().enumerate() {
@@ -277,7 +339,11 @@ impl FastBpe {
                 },
                 _ => return Err(BpeError::Invalid(format!("merge {m}"))),
             };
-            let id = |t: &str| str_id.get(t).copied().ok_or_else(|| BpeError::Invalid(format!("merge token {t:?} not in the vocabulary")));
+            let id = |t: &str| {
+                str_id.get(t).copied().ok_or_else(|| {
+                    BpeError::Invalid(format!("merge token {t:?} not in the vocabulary"))
+                })
+            };
             let (ia, ib) = (id(a)?, id(b)?);
             let new = id(&format!("{a}{b}"))?;
             merges.insert(((ia as u64) << 32) | ib as u64, (rank as u32, new));
@@ -286,8 +352,14 @@ impl FastBpe {
         // Added tokens.
         let mut raw = Vec::new();
         let mut norm = Vec::new();
-        for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-            let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
+        for t in root
+            .get("added_tokens")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let content = get_str(t, "content")
+                .ok_or_else(|| BpeError::Invalid("added token content".into()))?;
             let id = t
                 .get("id")
                 .and_then(Value::as_u64)
@@ -304,25 +376,59 @@ impl FastBpe {
             // `special` only matters with HF's `encode_special_tokens` (off by default): every
             // added token, special or not, splits the input.
             if get_bool(t, "normalized", !get_bool(t, "special", false)) {
-                let c = if nfc { content.nfc().map(|(c, _)| c).collect::<String>() } else { content.to_string() };
+                let c = if nfc {
+                    content.nfc().map(|(c, _)| c).collect::<String>()
+                } else {
+                    content.to_string()
+                };
                 norm.push((c, id));
             } else {
                 raw.push((content.to_string(), id));
             }
         }
 
-        Ok(FastBpe {
+        let mut byte_pairs = vec![(NONE, NONE); 1 << 16].into_boxed_slice();
+        for a in 0..256usize {
+            for b in 0..256usize {
+                if let Some(&m) = merges.get(&(((byte_ids[a] as u64) << 32) | byte_ids[b] as u64)) {
+                    byte_pairs[(a << 8) | b] = m;
+                }
+            }
+        }
+        let short = |t: &&Box<[u8]>| (2..=cache::MAX_SHORT).contains(&t.len());
+        let tokens: Vec<Box<[u8]>> = vocab.keys().filter(short).cloned().collect();
+        let mut bpe = FastBpe {
             pattern,
             prefix,
             nfc,
             raw_added: Added::new(raw)?,
             norm_added: Added::new(norm)?,
             byte_ids,
-            merges,
-            vocab: if ignore_merges { vocab } else { FxHashMap::default() },
+            merges: MergeTable::new(&merges),
+            byte_pairs,
+            known: PieceTable::with_room_for(0, 0),
+            vocab: if ignore_merges {
+                vocab
+            } else {
+                FxHashMap::default()
+            },
             ignore_merges,
             local: ThreadLocal::new(),
-        })
+        };
+        let n7 = tokens.iter().filter(|t| t.len() < 8).count();
+        let mut known = PieceTable::with_room_for(n7, tokens.len() - n7);
+        for t in &tokens {
+            if known.get(t).is_none() {
+                known.insert(t, bpe.count_uncached(t) as u32);
+            }
+        }
+        bpe.known = known;
+        Ok(bpe)
+    }
+
+    /// Empty every thread's piece cache (frees its memory; counts are unchanged).
+    pub fn clear_cache(&mut self) {
+        self.local.clear();
     }
 
     /// The split pattern in use.
@@ -333,8 +439,9 @@ impl FastBpe {
     /// Number of tokens HF produces for `text` (`len(encode(text, add_special_tokens=False))`).
     pub fn count(&self, text: &str) -> usize {
         let mut local = self.local.get_or_default().borrow_mut();
+        let local = &mut *local;
         let mut n = 0usize;
-        self.walk(text, &mut local, &mut |_, seg, local| match seg {
+        self.walk(text, &mut |seg| match seg {
             Seg::Added(_) => n += 1,
             Seg::Piece(p) => n += self.count_piece(p, local),
         });
@@ -344,8 +451,9 @@ impl FastBpe {
     /// The ids HF produces for `text` (`encode(text, add_special_tokens=False).ids`).
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut local = self.local.get_or_default().borrow_mut();
+        let local = &mut *local;
         let mut out = Vec::new();
-        self.walk(text, &mut local, &mut |_, seg, local| match seg {
+        self.walk(text, &mut |seg| match seg {
             Seg::Added(id) => out.push(id),
             Seg::Piece(p) => {
                 self.bpe(p, local);
@@ -356,59 +464,134 @@ impl FastBpe {
     }
 
     /// Split `text` into added tokens and BPE pieces, in order.
-    fn walk(&self, text: &str, local: &mut Local, f: &mut dyn FnMut(&Self, Seg<'_>, &mut Local)) {
+    #[inline]
+    fn walk<F: FnMut(Seg<'_>)>(&self, text: &str, f: &mut F) {
         split_added(self.raw_added.as_ref(), text, &mut |seg| match seg {
-            Ok(id) => f(self, Seg::Added(id), local),
+            Ok(id) => f(Seg::Added(id)),
             Err(gap) => {
                 let normalized;
-                let gap = if self.nfc && !gap.is_ascii() && is_nfc_quick(gap.chars()) != IsNormalized::Yes {
+                let gap = if self.nfc && !is_nfc_fast(gap) {
                     normalized = gap.nfc().map(|(c, _)| c).collect::<String>();
                     normalized.as_str()
                 } else {
                     gap
                 };
                 split_added(self.norm_added.as_ref(), gap, &mut |seg| match seg {
-                    Ok(id) => f(self, Seg::Added(id), local),
-                    Err(part) => self.pre_tokenize(part, local, f),
+                    Ok(id) => f(Seg::Added(id)),
+                    Err(part) => self.pre_tokenize(part, f),
                 });
             }
         });
     }
 
-    fn pre_tokenize(&self, part: &str, local: &mut Local, f: &mut dyn FnMut(&Self, Seg<'_>, &mut Local)) {
+    #[inline]
+    fn pre_tokenize<F: FnMut(Seg<'_>)>(&self, part: &str, f: &mut F) {
         if self.prefix == PrefixSpace::BeforeSplit && !part.starts_with(' ') {
             let owned = format!(" {part}");
             for p in pretok::Pieces::new(&owned, self.pattern) {
-                f(self, Seg::Piece(p), local);
+                f(Seg::Piece(p));
             }
         } else {
             for p in pretok::Pieces::new(part, self.pattern) {
-                f(self, Seg::Piece(p), local);
+                f(Seg::Piece(p));
             }
         }
     }
 
     #[inline]
     fn count_piece(&self, piece: &[u8], local: &mut Local) -> usize {
-        if piece.len() == 1 {
+        let len = piece.len();
+        if len == 1 {
             return 1;
+        }
+        if len <= cache::MAX_SHORT {
+            // Most pieces are vocabulary entries (counted at load time); the others are cached.
+            if let Some(n) = self.known.get(piece) {
+                return n as usize;
+            }
+            if let Some(n) = local.short.get(piece) {
+                return n as usize;
+            }
+            let n = self.count_uncached(piece);
+            local.short.insert(piece, n as u32);
+            return n;
+        }
+        if len < MAX_CACHED_PIECE {
+            if let Some(&n) = local.long.get(piece) {
+                return n as usize;
+            }
+            let n = self.count_uncached(piece);
+            if local.long.len() >= CACHE_CAPACITY {
+                local.long.clear();
+            }
+            local.long.insert(piece.into(), n as u32);
+            return n;
         }
         if self.ignore_merges && self.vocab.contains_key(piece) {
             return 1;
         }
-        if piece.len() < MAX_CACHED_PIECE {
-            if let Some(&n) = local.cache.get(piece) {
-                return n as usize;
+        self.bpe(piece, local)
+    }
+
+    /// Token count of a piece of fewer than `MAX_CACHED_PIECE` bytes, without the caches.
+    #[inline(never)]
+    fn count_uncached(&self, piece: &[u8]) -> usize {
+        if self.ignore_merges && self.vocab.contains_key(piece) {
+            return 1;
+        }
+        self.bpe_count_small(piece)
+    }
+
+    #[inline(always)]
+    fn merge_of(&self, a: u32, b: u32) -> (u32, u32) {
+        self.merges.get(a, b)
+    }
+
+    /// HF's BPE on a piece of 2 to `MAX_CACHED_PIECE - 1` bytes, counting only: symbols in stack
+    /// arrays, each step merging the lowest-ranked pair, leftmost on equal rank (the same pair),
+    /// which is the order `Word::merge_all`'s heap pops valid pairs in (see `bpe`).
+    fn bpe_count_small(&self, p: &[u8]) -> usize {
+        const N: usize = MAX_CACHED_PIECE;
+        let mut len = p.len();
+        debug_assert!((2..N).contains(&len));
+        let mut ids = [0u32; N];
+        // ranks[i], news[i]: the merge of symbols i and i + 1.
+        let mut ranks = [NONE; N];
+        let mut news = [NONE; N];
+        for i in 0..len {
+            ids[i] = self.byte_ids[p[i] as usize];
+        }
+        for i in 0..len - 1 {
+            (ranks[i], news[i]) = self.byte_pairs[((p[i] as usize) << 8) | p[i + 1] as usize];
+        }
+        loop {
+            let (mut best, mut at) = (NONE, 0);
+            for (i, &r) in ranks[..len - 1].iter().enumerate() {
+                if r < best {
+                    (best, at) = (r, i);
+                }
+            }
+            if best == NONE {
+                return len;
+            }
+            // Symbol `at` becomes the merge, symbol `at + 1` goes; pairs after it shift left.
+            ids[at] = news[at];
+            ids.copy_within(at + 2..len, at + 1);
+            if at + 2 < len - 1 {
+                ranks.copy_within(at + 2..len - 1, at + 1);
+                news.copy_within(at + 2..len - 1, at + 1);
+            }
+            len -= 1;
+            if len == 1 {
+                return 1;
+            }
+            if at + 1 < len {
+                (ranks[at], news[at]) = self.merge_of(ids[at], ids[at + 1]);
+            }
+            if at > 0 {
+                (ranks[at - 1], news[at - 1]) = self.merge_of(ids[at - 1], ids[at]);
             }
         }
-        let n = self.bpe(piece, local);
-        if piece.len() < MAX_CACHED_PIECE {
-            if local.cache.len() >= CACHE_CAPACITY {
-                local.cache.clear();
-            }
-            local.cache.insert(piece.into(), n as u32);
-        }
-        n
     }
 
     /// HF's BPE on the bytes of one piece, leaving the symbols in `local.syms`; returns their
@@ -419,7 +602,11 @@ impl FastBpe {
         heap.clear();
         if self.ignore_merges {
             if let Some(&id) = self.vocab.get(piece) {
-                syms.push(Sym { id, prev: NONE, next: NONE });
+                syms.push(Sym {
+                    id,
+                    prev: NONE,
+                    next: NONE,
+                });
                 return 1;
             }
         }
@@ -431,7 +618,7 @@ impl FastBpe {
                 next: if i + 1 == n { NONE } else { i as u32 + 1 },
             });
         }
-        let rank = |a: u32, b: u32| self.merges.get(&(((a as u64) << 32) | b as u64)).copied();
+        let rank = |a: u32, b: u32| Some(self.merges.get(a, b)).filter(|m| m.0 != NONE);
         for i in 0..n.saturating_sub(1) {
             if let Some((r, new)) = rank(syms[i].id, syms[i + 1].id) {
                 heap.push(Reverse((r, i as u32, new)));
@@ -492,9 +679,28 @@ enum Seg<'a> {
     Piece(&'a [u8]),
 }
 
+/// Whether `text` is in NFC, by the quick check of the crate HF uses (`Yes` only: `Maybe` and
+/// `No` are normalized). Code points below U+0300 are NFC with combining class 0, so the check
+/// starts at the char before the first byte >= 0xCC (the UTF-8 lead bytes of U+0300 and above):
+/// the quick check's state after such a char is its initial state.
+#[inline]
+fn is_nfc_fast(text: &str) -> bool {
+    let b = text.as_bytes();
+    // 32 bytes at a time (no early exit inside a block, so it vectorises), then byte by byte.
+    let mut i = 0;
+    while i + 32 <= b.len() && !b[i..i + 32].iter().fold(false, |any, &x| any | (x >= 0xCC)) {
+        i += 32;
+    }
+    match b[i..].iter().position(|&x| x >= 0xCC) {
+        None => true,
+        Some(j) => is_nfc_quick(text[i + j..].chars()) == IsNormalized::Yes,
+    }
+}
+
 /// Split `text` on added tokens (leftmost-longest), calling `f` with `Ok(id)` for a token and
 /// `Err(gap)` for each non-empty text between tokens.
-fn split_added(added: Option<&Added>, text: &str, f: &mut dyn FnMut(Result<u32, &str>)) {
+#[inline]
+fn split_added<F: FnMut(Result<u32, &str>)>(added: Option<&Added>, text: &str, f: &mut F) {
     if text.is_empty() {
         return;
     }
@@ -524,6 +730,56 @@ mod tests {
     #[test]
     fn fast_bpe_is_send_and_sync() {
         assert_send_sync::<FastBpe>();
+    }
+
+    /// The counting BPE (stack arrays, linear scan for the lowest rank) and the table of
+    /// vocabulary counts agree with the heap BPE of `encode` on many pieces of every length.
+    #[test]
+    fn small_bpe_and_known_counts_agree_with_heap_bpe() {
+        for name in ["gpt2_style.json", "llama3_style.json"] {
+            let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+            let bpe = FastBpe::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let mut local = Local::default();
+            let words: [&[u8]; 12] = [
+                b"the",
+                b"ing",
+                b" a",
+                b"e",
+                b"th",
+                b"er",
+                b"\xC3\xA9",
+                b"0",
+                b"  ",
+                b"tion",
+                b"\xF0\x9F",
+                b"s",
+            ];
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut piece = Vec::new();
+                let target = 2 + (x % (MAX_CACHED_PIECE as u64 - 2)) as usize;
+                let mut y = x;
+                while piece.len() < target {
+                    piece.extend_from_slice(words[(y % 12) as usize]);
+                    y = y.rotate_right(5).wrapping_mul(0x2545_F491_4F6C_DD1D);
+                }
+                piece.truncate(target);
+                let want = bpe.bpe(&piece, &mut local);
+                if !bpe.ignore_merges || !bpe.vocab.contains_key(piece.as_slice()) {
+                    assert_eq!(bpe.bpe_count_small(&piece), want, "{piece:?}");
+                }
+                assert_eq!(bpe.count_piece(&piece, &mut local), want, "{piece:?}");
+            }
+            for (token, _) in bpe.vocab.iter() {
+                if token.len() >= 2 {
+                    let want = bpe.bpe(token, &mut local);
+                    assert_eq!(bpe.count_piece(token, &mut Local::default()), want);
+                }
+            }
+        }
     }
 
     #[test]

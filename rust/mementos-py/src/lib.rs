@@ -7,6 +7,7 @@
 mod bpe;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 
 use arrow_array::{Array, ArrayRef};
 use mementos_core::{parse_arrays, CoreError, ParseOptions};
@@ -44,13 +45,43 @@ fn map_core_error(py: Python<'_>, e: CoreError) -> PyErr {
     }
 }
 
-/// Run `f` without the GIL; a panic becomes `MementoInternalError`, a core error its Python class.
+/// This process's rayon pool. Rayon's global pool does not survive `fork()` (its threads are
+/// gone in the child, whose first parallel call then waits forever): a forked worker such as
+/// `datasets.map(num_proc=N)` after any call in the parent hung. So every call runs inside a pool
+/// owned by the process that created it; a child makes its own on first use.
+fn process_pool() -> Result<Arc<rayon::ThreadPool>, CoreError> {
+    static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((owner, pool)) = slot.as_ref() {
+        if *owner == pid {
+            return Ok(pool.clone());
+        }
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .build()
+            .map_err(|e| CoreError::InvalidArgument(format!("cannot start the worker threads: {e}")))?,
+    );
+    // The parent's pool has no threads in this process: never drop it (that would talk to them).
+    if let Some(old) = slot.replace((pid, pool.clone())) {
+        std::mem::forget(old);
+    }
+    Ok(pool)
+}
+
+/// Run `f` without the GIL, in this process's pool; a panic becomes `MementoInternalError`, a core
+/// error its Python class.
 pub(crate) fn run<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
     F: FnOnce() -> Result<T, CoreError> + Send,
     T: Send,
 {
-    match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
+    let outcome = py.detach(|| match process_pool() {
+        Ok(pool) => pool.install(|| catch_unwind(AssertUnwindSafe(f))),
+        Err(e) => Ok(Err(e)),
+    });
+    match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(map_core_error(py, e)),
         Err(payload) => {

@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use mementos_core::compact::EngineOptions;
 use mementos_core::CoreError;
-use mementos_tokens::{count_arrays, counter_for, total_arrays, CountOptions, SegmentCounter};
+use mementos_tokens::{
+    analyze_arrays, count_arrays, counter_for, total_arrays, AnalyzeOptions, CountOptions,
+    SegmentCounter,
+};
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
@@ -30,8 +34,12 @@ impl TokenCounter {
     #[new]
     #[pyo3(signature = (tokenizer_json, backend = "hf"))]
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
-        let inner = run(py, || counter_for(backend, tokenizer_json).map_err(CoreError::from))?;
-        Ok(TokenCounter { inner: Arc::from(inner) })
+        let inner = run(py, || {
+            counter_for(backend, tokenizer_json).map_err(CoreError::from)
+        })?;
+        Ok(TokenCounter {
+            inner: Arc::from(inner),
+        })
     }
 
     /// The backend's name.
@@ -42,7 +50,9 @@ impl TokenCounter {
 
     /// Tokens of one whole text (each delimiter one token).
     fn count(&self, py: Python<'_>, text: &str) -> PyResult<u64> {
-        run(py, || Ok(mementos_tokens::count_text(text, self.inner.as_ref())))
+        run(py, || {
+            Ok(mementos_tokens::count_text(text, self.inner.as_ref()))
+        })
     }
 
     /// Tokens of one piece without delimiters, as the backend counts it.
@@ -57,7 +67,11 @@ impl TokenCounter {
 
 fn check_threads(py: Python<'_>, threads: Option<usize>) -> PyResult<()> {
     if threads == Some(0) {
-        return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
+        return Err(package_error(
+            py,
+            "MementoValueError",
+            "threads must be at least 1".into(),
+        ));
     }
     Ok(())
 }
@@ -85,10 +99,18 @@ fn count_tokens<'py>(
 /// Whole-text token counts of a column, as a one-column (`tokens`, int64) RecordBatch.
 #[pyfunction]
 #[pyo3(signature = (column, counter, *, threads=None))]
-fn count_totals<'py>(py: Python<'py>, column: AnyArray, counter: &TokenCounter, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
+fn count_totals<'py>(
+    py: Python<'py>,
+    column: AnyArray,
+    counter: &TokenCounter,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
     check_threads(py, threads)?;
     let arrays = collect_arrays(column)?;
-    let opts = CountOptions { threads, stripped: false };
+    let opts = CountOptions {
+        threads,
+        stripped: false,
+    };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         let totals: ArrayRef = Arc::new(total_arrays(&refs, counter.inner.as_ref(), &opts)?);
@@ -98,11 +120,53 @@ fn count_totals<'py>(py: Python<'py>, column: AnyArray, counter: &TokenCounter, 
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
+/// Token figures and the token replay of a column, from one scan per row. See
+/// `mementos_fast.tokens.analyze_tokens`.
+#[pyfunction]
+#[pyo3(signature = (column, counter, *, prompts=None, keep_last_k=0, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn analyze_tokens<'py>(
+    py: Python<'py>,
+    column: AnyArray,
+    counter: &TokenCounter,
+    prompts: Option<AnyArray>,
+    keep_last_k: i64,
+    mask_delimiters: bool,
+    keep_last_block_for_answer: bool,
+    restart_mode: bool,
+    compact_on_summary_end: bool,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    check_threads(py, threads)?;
+    let arrays = collect_arrays(column)?;
+    let prompt_arrays = prompts.map(collect_arrays).transpose()?;
+    // `..Default::default()`: switches the engine may gain keep their defaults.
+    #[allow(clippy::needless_update)]
+    let engine = EngineOptions {
+        keep_last_k,
+        mask_delimiters,
+        keep_last_block_for_answer,
+        restart_mode,
+        compact_on_summary_end,
+        ..Default::default()
+    };
+    let opts = AnalyzeOptions { engine, threads };
+    let batch = run(py, || {
+        let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+        let prompt_refs: Option<Vec<&dyn Array>> = prompt_arrays
+            .as_ref()
+            .map(|v| v.iter().map(|a| a.as_ref()).collect());
+        analyze_arrays(&refs, prompt_refs.as_deref(), counter.inner.as_ref(), &opts)
+    })?;
+    PyRecordBatch::new(batch).into_pyarrow(py)
+}
+
 /// Register the token counting functions in `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TokenCounter>()?;
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(count_totals, m)?)?;
+    m.add_function(wrap_pyfunction!(analyze_tokens, m)?)?;
     m.add("TOKEN_BACKENDS", mementos_tokens::BACKENDS.to_vec())?;
     Ok(())
 }

@@ -28,21 +28,24 @@ pub struct CountOptions {
 
 impl Default for CountOptions {
     fn default() -> Self {
-        CountOptions { threads: None, stripped: true }
+        CountOptions {
+            threads: None,
+            stripped: true,
+        }
     }
 }
 
 /// Per-row scratch space, reused across rows.
 #[derive(Default)]
-struct Scratch {
-    tokens: Vec<Token>,
+pub(crate) struct Scratch {
+    pub(crate) tokens: Vec<Token>,
     parsed: Parsed,
     /// Count of each piece between delimiters: `gaps[k]` is the text before token `k`
     /// (`gaps[n]` the text after the last one).
-    gaps: Vec<u32>,
+    pub(crate) gaps: Vec<u32>,
     /// `prefix[k]` = sum of `gaps[..k]`.
-    prefix: Vec<u64>,
-    pairs: Vec<(usize, usize)>,
+    pub(crate) prefix: Vec<u64>,
+    pub(crate) pairs: Vec<(usize, usize)>,
 }
 
 /// Columns of one chunk of rows.
@@ -86,7 +89,14 @@ impl Chunk {
 
     fn push_null(&mut self) {
         self.valid.push(false);
-        for v in [&mut self.total, &mut self.block_total, &mut self.summary_total, &mut self.preamble, &mut self.between, &mut self.answer] {
+        for v in [
+            &mut self.total,
+            &mut self.block_total,
+            &mut self.summary_total,
+            &mut self.preamble,
+            &mut self.between,
+            &mut self.answer,
+        ] {
             v.push(0);
         }
         self.block_counts.push(0);
@@ -95,15 +105,34 @@ impl Chunk {
     }
 }
 
-/// Row text as `&str`. Arrow string arrays hold UTF-8; the check is linear and far cheaper than
-/// tokenizing. Invalid bytes (a broken producer) are a bug reported at the boundary.
-fn row_str(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).expect("Arrow string data must be valid UTF-8")
+/// Row text as `&str`, after [`check_utf8`] accepted the rows.
+pub(crate) fn row_str(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("rows were checked by check_utf8")
+}
+
+/// Check that every non-null row is valid UTF-8. Arrow requires it of string arrays, but an
+/// array imported through the C data interface (or built with `pa.Array.from_buffers`) is not
+/// validated by its producer, and the tokenizers take `&str`. One linear pass (far cheaper than
+/// tokenizing); the error names the first bad row and byte.
+pub fn check_utf8(rows: &dyn Rows) -> Result<(), CoreError> {
+    for i in 0..rows.len() {
+        if !rows.is_valid(i) {
+            continue;
+        }
+        if let Err(e) = std::str::from_utf8(rows.bytes(i)) {
+            return Err(CoreError::InvalidArgument(format!(
+                "row {i}: invalid UTF-8 at byte {} of the row; Arrow string data must be UTF-8 (decode or repair \
+                 the bytes before building the array)",
+                e.valid_up_to()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Token indexes `(open, close)` of the tutorial's non-greedy `open(.*?)close` matches (the same
 /// pairing as mementos-core's tutorial fields, so item `i` here is `blocks[i]` there).
-fn pairs(tokens: &[Token], open: Delim, close: Delim, out: &mut Vec<(usize, usize)>) {
+pub(crate) fn pairs(tokens: &[Token], open: Delim, close: Delim, out: &mut Vec<(usize, usize)>) {
     out.clear();
     let mut from = None;
     for (k, t) in tokens.iter().enumerate() {
@@ -120,7 +149,7 @@ fn pairs(tokens: &[Token], open: Delim, close: Delim, out: &mut Vec<(usize, usiz
 
 impl Scratch {
     /// Count every piece of `text` between the delimiters of `self.tokens`.
-    fn count_gaps(&mut self, text: &str, counter: &dyn SegmentCounter) {
+    pub(crate) fn count_gaps(&mut self, text: &str, counter: &dyn SegmentCounter) {
         self.gaps.clear();
         let mut pos = 0;
         for t in &self.tokens {
@@ -138,14 +167,21 @@ impl Scratch {
     }
 
     /// Tokens strictly between tokens `a` and `b` (`a < b`): pieces plus inner delimiters.
-    fn between_tokens(&self, a: usize, b: usize) -> u64 {
+    pub(crate) fn between_tokens(&self, a: usize, b: usize) -> u64 {
         self.prefix[b + 1] - self.prefix[a + 1] + (b - a - 1) as u64
     }
 
     /// Tokens of the stripped item `r`, which lies inside the content between tokens `a`, `b`.
     /// Stripping removes whitespace only, so inner delimiters stay inside `r`: only the first
     /// and last piece can change, the others are reused.
-    fn stripped_tokens(&self, text: &str, counter: &dyn SegmentCounter, a: usize, b: usize, r: Range<usize>) -> u64 {
+    pub(crate) fn stripped_tokens(
+        &self,
+        text: &str,
+        counter: &dyn SegmentCounter,
+        a: usize,
+        b: usize,
+        r: Range<usize>,
+    ) -> u64 {
         let (raw_start, raw_end) = (self.tokens[a].end(), self.tokens[b].start);
         if r.start == raw_start && r.end == raw_end {
             return self.between_tokens(a, b);
@@ -153,19 +189,41 @@ impl Scratch {
         if r.is_empty() {
             return 0;
         }
+        // The pieces next to the delimiters, counted as parts of the pieces already counted.
+        let part = |from: usize, to: usize, sub: Range<usize>, whole: u32| {
+            counter.count_range(
+                &text[from..to],
+                sub.start - from..sub.end - from,
+                whole as usize,
+            ) as u64
+        };
         if b == a + 1 {
-            return counter.count(&text[r]) as u64;
+            return part(raw_start, raw_end, r, self.gaps[a + 1]);
         }
         let first_end = self.tokens[a + 1].start;
         let last_start = self.tokens[b - 1].end();
-        let first = if r.start == raw_start { self.gaps[a + 1] as u64 } else { counter.count(&text[r.start..first_end]) as u64 };
-        let last = if r.end == raw_end { self.gaps[b] as u64 } else { counter.count(&text[last_start..r.end]) as u64 };
+        let first = if r.start == raw_start {
+            self.gaps[a + 1] as u64
+        } else {
+            part(raw_start, first_end, r.start..first_end, self.gaps[a + 1])
+        };
+        let last = if r.end == raw_end {
+            self.gaps[b] as u64
+        } else {
+            part(last_start, raw_end, last_start..r.end, self.gaps[b])
+        };
         // Inner pieces a+2 ..= b-1, plus the b-a-1 inner delimiters.
         first + (self.prefix[b] - self.prefix[a + 2]) + last + (b - a - 1) as u64
     }
 }
 
-fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &mut Scratch, c: &mut Chunk) {
+fn count_row(
+    text: &str,
+    counter: &dyn SegmentCounter,
+    want_stripped: bool,
+    s: &mut Scratch,
+    c: &mut Chunk,
+) {
     parse_row(text.as_bytes(), &mut s.tokens, &mut s.parsed, true);
     s.count_gaps(text, counter);
     let n = s.tokens.len();
@@ -173,7 +231,15 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &
     c.total.push((s.prefix[n + 1] + n as u64) as i64);
 
     for (open, close, stripped, counts, ctx, strip, total) in [
-        (Delim::BlockStart, Delim::BlockEnd, &s.parsed.blocks, &mut c.block_counts, &mut c.block_ctx, &mut c.block_strip, &mut c.block_total),
+        (
+            Delim::BlockStart,
+            Delim::BlockEnd,
+            &s.parsed.blocks,
+            &mut c.block_counts,
+            &mut c.block_ctx,
+            &mut c.block_strip,
+            &mut c.block_total,
+        ),
         (
             Delim::SummaryStart,
             Delim::SummaryEnd,
@@ -239,7 +305,12 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &
     c.answer.push(answer);
 }
 
-fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounter, stripped: bool) -> Chunk {
+fn count_chunk(
+    rows: &dyn Rows,
+    range: Range<usize>,
+    counter: &dyn SegmentCounter,
+    stripped: bool,
+) -> Chunk {
     let mut c = Chunk::default();
     let mut s = Scratch::default();
     for i in range {
@@ -253,8 +324,20 @@ fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounte
 }
 
 /// Run `f` over byte-balanced row chunks on `threads`, results in row order.
-fn parallel<T: Send>(rows: &dyn Rows, threads: Option<usize>, f: impl Fn(Range<usize>) -> T + Sync + Send) -> Result<Vec<T>, CoreError> {
-    let total: usize = (0..rows.len()).map(|i| if rows.is_valid(i) { rows.bytes(i).len() } else { 0 }).sum();
+pub(crate) fn parallel<T: Send>(
+    rows: &dyn Rows,
+    threads: Option<usize>,
+    f: impl Fn(Range<usize>) -> T + Sync + Send,
+) -> Result<Vec<T>, CoreError> {
+    let total: usize = (0..rows.len())
+        .map(|i| {
+            if rows.is_valid(i) {
+                rows.bytes(i).len()
+            } else {
+                0
+            }
+        })
+        .sum();
     let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
     if n == 1 || rows.len() < 2 {
         return Ok(vec![f(0..rows.len())]);
@@ -273,7 +356,10 @@ fn parallel<T: Send>(rows: &dyn Rows, threads: Option<usize>, f: impl Fn(Range<u
 /// fresh pool per call would start every call with cold caches.
 fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>, CoreError> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(p) = pools.get(&n) {
         return Ok(p.clone());
     }
@@ -306,17 +392,25 @@ pub fn output_schema(backend: &str, stripped: bool) -> Schema {
     if !stripped {
         fields.retain(|f| !f.name().ends_with("_stripped"));
     }
-    Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
+    Schema::new_with_metadata(
+        fields,
+        HashMap::from([("backend".to_string(), backend.to_string())]),
+    )
 }
 
 /// Count the rows of `rows` (see the crate docs for the columns).
 pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOptions) -> Result<RecordBatch, CoreError> {
+    check_utf8(rows)?;
     let parts = parallel(rows, opts.threads, |r| count_chunk(rows, r, counter, opts.stripped))?;
     let mut c = Chunk::default();
     for p in parts {
         c.extend(p);
     }
-    let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
+    let nulls = if c.valid.iter().all(|&v| v) {
+        None
+    } else {
+        Some(NullBuffer::from(c.valid.clone()))
+    };
     let item = Arc::new(Field::new("item", DataType::Int32, false));
     let list = |values: Vec<i32>, counts: &[usize]| -> ArrayRef {
         Arc::new(ListArray::new(
@@ -326,7 +420,9 @@ pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOpt
             nulls.clone(),
         ))
     };
-    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone())) };
+    let i64s = |v: Vec<i64>| -> ArrayRef {
+        Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone()))
+    };
     let ratio: Float64Array = c
         .valid
         .iter()
@@ -351,11 +447,18 @@ pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOpt
         i64s(c.answer),
         list(c.span_tok, &c.span_counts),
     ]);
-    Ok(RecordBatch::try_new(Arc::new(output_schema(counter.name(), opts.stripped)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(output_schema(counter.name(), opts.stripped)),
+        columns,
+    )?)
 }
 
 /// Count the chunks of one string column as one batch.
-pub fn count_arrays(arrays: &[&dyn Array], counter: &dyn SegmentCounter, opts: &CountOptions) -> Result<RecordBatch, CoreError> {
+pub fn count_arrays(
+    arrays: &[&dyn Array],
+    counter: &dyn SegmentCounter,
+    opts: &CountOptions,
+) -> Result<RecordBatch, CoreError> {
     count_rows(column_rows(arrays)?.as_ref(), counter, opts)
 }
 
@@ -373,11 +476,20 @@ pub fn count_text(text: &str, counter: &dyn SegmentCounter) -> u64 {
 }
 
 /// Whole-text token counts of every row (null rows stay null), e.g. rendered prompts.
-pub fn total_arrays(arrays: &[&dyn Array], counter: &dyn SegmentCounter, opts: &CountOptions) -> Result<Int64Array, CoreError> {
+pub fn total_arrays(
+    arrays: &[&dyn Array],
+    counter: &dyn SegmentCounter,
+    opts: &CountOptions,
+) -> Result<Int64Array, CoreError> {
     let rows = column_rows(arrays)?;
     let rows = rows.as_ref();
+    check_utf8(rows)?;
     let parts = parallel(rows, opts.threads, |r| {
-        r.map(|i| rows.is_valid(i).then(|| count_text(row_str(rows.bytes(i)), counter) as i64)).collect::<Vec<_>>()
+        r.map(|i| {
+            rows.is_valid(i)
+                .then(|| count_text(row_str(rows.bytes(i)), counter) as i64)
+        })
+        .collect::<Vec<_>>()
     })?;
     Ok(parts.into_iter().flatten().collect())
 }

@@ -1,14 +1,31 @@
 //! The fast byte-level BPE backend (`mementos-bpe`): exact HF counts for GPT-2, Qwen2/Qwen3 and
 //! Llama-3 style tokenizers, refused (never approximated) for anything else.
 
+use std::ops::Range;
+
 use mementos_bpe::FastBpe;
 use mementos_core::Delim;
+use serde::Deserialize;
 
 use crate::{SegmentCounter, TokensError};
 
 /// Counts with [`FastBpe`].
 pub struct FastCounter {
     bpe: FastBpe,
+    /// No added token contains an ASCII letter followed by a space, so no added-token match can
+    /// span a [`cut`] position (see [`FastCounter::count_range`]).
+    cuts_are_safe: bool,
+}
+
+#[derive(Deserialize)]
+struct AddedTokens {
+    #[serde(default)]
+    added_tokens: Vec<AddedToken>,
+}
+
+#[derive(Deserialize)]
+struct AddedToken {
+    content: String,
 }
 
 impl FastCounter {
@@ -16,7 +33,15 @@ impl FastCounter {
     /// [`TokensError::Unsupported`] (the caller falls back to the HF backend).
     pub fn from_json(json: &str) -> Result<Self, TokensError> {
         let bpe = FastBpe::from_json(json).map_err(|e| TokensError::Unsupported(e.to_string()))?;
-        let counter = FastCounter { bpe };
+        let added: AddedTokens =
+            serde_json::from_str(json).map_err(|e| TokensError::Tokenizer(e.to_string()))?;
+        let cuts_are_safe = added.added_tokens.iter().all(|t| {
+            !t.content
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0].is_ascii_alphabetic() && w[1] == b' ')
+        });
+        let counter = FastCounter { bpe, cuts_are_safe };
         for d in Delim::ALL {
             if counter.bpe.count(d.text()) != 1 {
                 return Err(TokensError::MissingDelimiter(d.text()));
@@ -26,11 +51,64 @@ impl FastCounter {
     }
 }
 
+/// Whether byte `p` of `b` is a *cut*: an ASCII space between two ASCII letters.
+///
+/// Every text splits there exactly as its two halves do (`count(t) = count(t[..p]) +
+/// count(t[p..])`) under each pipeline `FastBpe` accepts:
+///
+/// - split patterns (GPT-2, Qwen2/3, Llama-3, see `mementos_bpe::pretok`): the only alternatives
+///   that match a letter are the contractions (`'s`, ..., no space inside) and the letter runs
+///   (`[^\r\n\p{L}\p{N}]?\p{L}+`, ` ?\p{L}+`), which are greedy and end exactly where the letters
+///   end; so a match ends at `p`, and every match before it was decided on characters before `p`
+///   (the look-ahead of `\s+(?!\S)` and of the runs stops at the first letter). A match at `p`
+///   depends only on the text from `p` on (no pattern has a look-behind);
+/// - the NFC normalizer: a space is a starter that composes with nothing, so normalizing the
+///   halves equals normalizing the whole;
+/// - `ByteLevel(add_prefix_space)`: the right half starts with a space, so none is added to it,
+///   and the left half starts as the whole does;
+/// - added tokens: a match spanning `p` would contain the letter and the space at `p - 1`, `p`;
+///   the caller checks that no added token contains a letter followed by a space.
+#[inline]
+fn cut(b: &[u8], p: usize) -> bool {
+    b[p] == b' ' && b[p - 1].is_ascii_alphabetic() && b[p + 1].is_ascii_alphabetic()
+}
+
 impl SegmentCounter for FastCounter {
     #[inline]
     fn count(&self, text: &str) -> usize {
         self.bpe.count(text)
     }
+
+    /// With cuts `p < q` inside `r` (the first and the last), `text` = `text[..p]` + `text[p..q]` +
+    /// `text[q..]` and `text[r]` = `text[r.start..p]` + `text[p..q]` + `text[q..r.end]`, so
+    /// `count(text[r]) = whole - count(text[..p]) - count(text[q..]) + count(text[r.start..p]) +
+    /// count(text[q..r.end])`: only the words at both edges are counted again.
+    fn count_range(&self, text: &str, r: Range<usize>, whole: usize) -> usize {
+        if r.start == 0 && r.end == text.len() {
+            return whole;
+        }
+        let b = text.as_bytes();
+        if !self.cuts_are_safe || r.len() < 5 {
+            return self.count(&text[r]);
+        }
+        let inner = r.start + 1..r.end - 1;
+        let Some(p) = inner.clone().find(|&p| cut(b, p)) else {
+            return self.count(&text[r]);
+        };
+        let Some(q) = inner.rev().find(|&q| cut(b, q)) else {
+            return self.count(&text[r]);
+        };
+        if q <= p {
+            return self.count(&text[r]);
+        }
+        let (outer, edges) = (
+            self.count(&text[..p]) + self.count(&text[q..]),
+            self.count(&text[r.start..p]) + self.count(&text[q..r.end]),
+        );
+        debug_assert!(whole >= outer);
+        (whole + edges).saturating_sub(outer)
+    }
+
     fn name(&self) -> &str {
         "fast"
     }

@@ -15,12 +15,14 @@
 //! `tokenizers` crate, loaded from the same JSON the Python side produced, so both sides run one
 //! configuration. [`counter_for`] picks a backend by name.
 
+pub mod analyze;
 pub mod count;
 pub mod error;
 pub mod fast;
 pub mod hf;
 
-pub use count::{count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
+pub use analyze::{analyze_arrays, analyze_rows, analyze_schema, AnalyzeOptions};
+pub use count::{check_utf8, count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
 pub use error::TokensError;
 pub use fast::FastCounter;
 pub use hf::HfCounter;
@@ -31,6 +33,14 @@ pub use hf::HfCounter;
 /// post-processor special tokens (`encode(text, add_special_tokens=False)` in Python).
 pub trait SegmentCounter: Send + Sync {
     fn count(&self, text: &str) -> usize;
+    /// Tokens of `text[r]` (a delimiter-free piece), given `whole = self.count(text)`. The
+    /// default counts `text[r]`; a backend that can prove where its pipeline splits text (the
+    /// fast byte-level BPE) derives it from `whole` and a few words at the edges instead, which is
+    /// what makes the tutorial's stripped items (the whole block but its outer whitespace) cheap.
+    fn count_range(&self, text: &str, r: std::ops::Range<usize>, whole: usize) -> usize {
+        let _ = whole;
+        self.count(&text[r])
+    }
     /// The backend's name, reported with the results (e.g. `"hf"`).
     fn name(&self) -> &str;
 }
@@ -40,10 +50,16 @@ pub const BACKENDS: &[&str] = &["hf", "fast"];
 
 /// Build the counter called `backend` from a tokenizer JSON (the output of the Python
 /// `Tokenizer.to_str()`, with the delimiters already registered).
-pub fn counter_for(backend: &str, tokenizer_json: &str) -> Result<Box<dyn SegmentCounter>, TokensError> {
+pub fn counter_for(
+    backend: &str,
+    tokenizer_json: &str,
+) -> Result<Box<dyn SegmentCounter>, TokensError> {
     match backend {
         "hf" => Ok(Box::new(HfCounter::from_json(tokenizer_json)?)),
         "fast" => Ok(Box::new(FastCounter::from_json(tokenizer_json)?)),
-        other => Err(TokensError::UnknownBackend(other.to_string(), BACKENDS.join(", "))),
+        other => Err(TokensError::UnknownBackend(
+            other.to_string(),
+            BACKENDS.join(", "),
+        )),
     }
 }

@@ -1,0 +1,226 @@
+"""`analyze --tokenizer`: the per-row token figures (one pass in Rust) against Hugging Face counts of
+the tutorial's items and against `replay_batch`; the tokenizer cache; `qwen3` everywhere."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mementos_fast as mf
+from mementos_fast import cli, reference, stats, synthetic
+from mementos_fast.compaction import MODELS
+from mementos_fast.tokenizer import clear_cache
+from mementos_fast.tokens import MEMENTO_CHAT_TEMPLATE, analyze_tokens, token_counter
+
+tk = pytest.importorskip("tokenizers")
+
+
+@pytest.fixture(scope="module")
+def qwen3() -> mf.LoadedTokenizer:
+    try:
+        return mf.load_tokenizer(mf.qwen3_tokenizer_path())
+    except mf.MementoValueError as e:
+        pytest.skip(str(e))
+
+
+def hf_len(tok, text: str) -> int:
+    return len(tok.encode(text, add_special_tokens=False).ids)
+
+
+def tutorial_figures(tok, text: str | None) -> dict | None:
+    """The tutorial's token figures of one row, with Hugging Face `encode` (the oracle)."""
+    if text is None:
+        return None
+    p = reference.parse_trace(text)
+    blocks = sum(hf_len(tok, b) for b in p["blocks"])
+    summaries = sum(hf_len(tok, s) for s in p["summaries"])
+    return {"response_tokens": hf_len(tok, text), "block_tokens": blocks, "summary_tokens": summaries,
+            "token_ratio": summaries / blocks if blocks else None}
+
+
+def check(loaded: mf.LoadedTokenizer, texts: list[str | None], problems: list[str | None] | None = None,
+          **engine) -> pa.RecordBatch:
+    """analyze_tokens equals the oracle on every row, and its replay equals replay_batch's."""
+    got = analyze_tokens(texts, loaded, problem=problems, model="qwen3-8b", threads=2, **engine)
+    rows = got.to_pylist()
+    prompt_len = 0
+    if problems is not None:
+        want_prompts = [None if p is None else hf_len(loaded.tokenizer, MEMENTO_CHAT_TEMPLATE.format(problem=p))
+                        for p in problems]
+        assert got.column("prompt_tokens").to_pylist() == want_prompts
+        prompt_len = [p or 0 for p in want_prompts]
+    for i, text in enumerate(texts):
+        want = tutorial_figures(loaded.tokenizer, text)
+        if want is None:
+            assert rows[i]["response_tokens"] is None
+            continue
+        assert {k: rows[i][k] for k in want} == pytest.approx(want), f"row {i}: {text[:120]!r}"
+    replay = mf.replay_batch(texts, tokens=loaded, model="qwen3-8b", prompt_len=prompt_len, **engine)
+    assert got.column("replay_peak_tokens").equals(replay.column("peak_len"))
+    assert got.column("replay_full_peak_tokens").equals(replay.column("full_peak_len"))
+    assert got.column("kv_auc_tokens").equals(replay.column("kv_auc"))
+    assert got.column("peak_kv_bytes").equals(replay.column("peak_kv_bytes"))
+    assert got.column("full_peak_kv_bytes").equals(replay.column("full_peak_kv_bytes"))
+    np.testing.assert_allclose(got.column("replay_mean_tokens").to_numpy(zero_copy_only=False),
+                               replay.column("mean_len").to_numpy(zero_copy_only=False), rtol=1e-12)
+    return got
+
+
+def test_real_rows_equal_hf_and_replay(qwen3, real):
+    texts = [r["response"] for r in real]
+    problems = [r["problem"] for r in real]
+    for engine in ({}, {"keep_last_k": 1}, {"keep_last_k": -1}, {"mask_delimiters": True},
+                   {"keep_last_block_for_answer": True}, {"restart_mode": True},
+                   {"compact_on_summary_end": False, "keep_last_block_for_answer": True}):
+        check(qwen3, texts, problems, **engine)
+
+
+def test_generated_malformed_adversarial_rows(qwen3):
+    rows = synthetic.generate_rows(60, seed=31, malformed_rate=0.3)
+    texts = [r["response"] for r in rows] + [synthetic.adversarial(k, 2000) for k in synthetic.ADVERSARIAL_KINDS]
+    texts += [None, "", "   ", "no delimiters at all", "<think>\n<|block_start|>  \n<|block_end|></think>"]
+    problems = [r["problem"] for r in rows] + [None] * (len(texts) - len(rows))
+    got = check(qwen3, texts, problems)
+    assert got.column("response_tokens").null_count == 1
+    check(qwen3, texts, None, keep_last_k=2)
+
+
+def test_layouts_and_threads_agree(qwen3):
+    texts = [r["response"] for r in synthetic.generate_rows(40, seed=5)]
+    base = analyze_tokens(pa.array(texts), qwen3, threads=1)
+    for column in (pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view()),
+                   pa.chunked_array([pa.array(texts[:13]), pa.array(texts[13:])])):
+        for threads in (None, 2):
+            assert analyze_tokens(column, qwen3, threads=threads).equals(base)
+    assert base.schema.metadata[b"backend"] == b"fast"
+    assert analyze_tokens(texts, qwen3, backend="hf").select(base.schema.names).equals(base)
+    with pytest.raises(mf.MementoValueError):
+        analyze_tokens(texts, qwen3, problem=texts[:3])
+    with pytest.raises(mf.MementoValueError):
+        analyze_tokens(texts, qwen3, keep_last_k=2, keep_last_block_for_answer=True)
+
+
+# ---- the tokenizer cache and the name qwen3 ---------------------------------------------
+
+
+def small_bpe(extra: list[str] | None = None) -> tk.Tokenizer:
+    from tokenizers import models, pre_tokenizers, trainers
+
+    tok = tk.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([r["response"] for r in synthetic.generate_rows(20, seed=1)], trainer)
+    if extra:
+        tok.add_tokens(extra)
+    return tok
+
+
+def test_cache_serves_once_and_never_stale(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    small_bpe().save(str(path))
+    text = ["<think>zqxjv zqxjv zqxjv</think>"]
+    first = mf.load_tokenizer(path)
+    assert mf.load_tokenizer(str(path)) is first
+    folder = mf.load_tokenizer(tmp_path)  # another name for the same file: shared, named as asked
+    assert folder.tokenizer is first.tokenizer and folder.name == str(tmp_path)
+    before = mf.count_tokens(text, str(path)).column("total_tokens")[0].as_py()
+    assert token_counter(str(path)) is token_counter(first)  # one counter, one self-check
+    # Rewritten in place: the new content is loaded, not the cached one.
+    small_bpe(["zqxjv"]).save(str(path))
+    second = mf.load_tokenizer(path)
+    assert second is not first and second.tokenizer.token_to_id("zqxjv") is not None
+    after = mf.count_tokens(text, str(path)).column("total_tokens")[0].as_py()
+    assert after == 2 + 3 + 2 < before  # <think>, </think>, three words of one token and two spaces
+    # Replaced by another file (new inode) of the same content as the first: loaded again.
+    other = tmp_path / "other.json"
+    small_bpe().save(str(other))
+    os.replace(other, path)
+    third = mf.load_tokenizer(path)
+    assert third is not second and mf.count_tokens(text, path).column("total_tokens")[0].as_py() == before
+    # A tokenizer object is keyed by its content: the same object is served once, a changed one again.
+    obj = small_bpe()
+    assert mf.load_tokenizer(obj) is mf.load_tokenizer(obj)
+    loaded = mf.load_tokenizer(obj)
+    obj.add_tokens(["zqxjv"])
+    assert mf.load_tokenizer(obj) is not loaded
+
+
+def test_qwen3_name_everywhere_without_the_hub(qwen3, monkeypatch):
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(tk.Tokenizer, "from_pretrained", no_hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clear_cache()
+    loaded = mf.load_tokenizer("qwen3")
+    assert loaded.name == "qwen3" and loaded.ids == qwen3.ids
+    assert mf.load_tokenizer("Qwen3") is loaded
+    by_path = mf.load_tokenizer(str(mf.qwen3_tokenizer_path()))
+    assert by_path.name == str(mf.qwen3_tokenizer_path()) and by_path.tokenizer is loaded.tokenizer
+    assert token_counter(by_path) is token_counter(loaded)
+    texts = [r["response"] for r in synthetic.generate_rows(5, seed=2)]
+    want = [hf_len(qwen3.tokenizer, t) for t in texts]
+    assert mf.count_tokens(texts, "qwen3").column("total_tokens").to_pylist() == want
+    assert mf.replay_batch(texts, -1, tokens="qwen3").column("total_len").to_pylist() == want
+    assert analyze_tokens(texts, "qwen3").column("response_tokens").to_pylist() == want
+
+
+# ---- the command line ---------------------------------------------------------------------
+
+
+def test_cli_analyze_tokenizer_qwen3(qwen3, real, real_dir, tmp_path, capsys):
+    out = tmp_path / "tok"
+    assert cli.main(["analyze", str(real_dir), "--out", str(out), "--quiet", "--tokenizer", "qwen3",
+                     "--model", "qwen3-32b", "--keep-last-k", "1"]) == 0
+    report = capsys.readouterr().out
+    assert "The paper's figures beside the measured ones" in report and "~1,150" in report
+    rows = pq.read_table(out / "rows.parquet")
+    for name in ("block_tokens", "summary_tokens", "token_ratio", "response_tokens", "replay_peak_tokens",
+                 "replay_mean_tokens", "kv_auc_tokens", "peak_kv_bytes", "prompt_tokens", "mean_block_tokens"):
+        assert name in rows.column_names, name
+    texts = [r["response"] for r in real]
+    for i, text in enumerate(texts):
+        want = tutorial_figures(qwen3.tokenizer, text)
+        assert {k: rows.column(k)[i].as_py() for k in want} == pytest.approx(want)
+    replay = mf.replay_batch(texts, 1, tokens=qwen3, model="qwen3-32b",
+                             prompt_len=rows.column("prompt_tokens"))
+    assert rows.column("peak_kv_bytes").to_pylist() == replay.column("peak_kv_bytes").to_pylist()
+    assert rows.column("peak_kv_bytes")[0].as_py() == rows.column("replay_peak_tokens")[0].as_py() * \
+        MODELS["qwen3-32b"].bytes_per_token
+    with open(out / "domains.csv") as f:
+        domains = list(csv.DictReader(f))
+    assert domains and "median_token_ratio" in domains[0] and "mean_token_ratio" in domains[0]
+    for name in ("token_ratio_by_domain.png", "kv_curve.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_cli_analyze_without_tokenizer_is_unchanged(real_dir, tmp_path, capsys):
+    assert cli.main(["analyze", str(real_dir), "--out", str(tmp_path), "--quiet", "--no-plots"]) == 0
+    rows = pq.read_table(tmp_path / "rows.parquet")
+    assert not any("token" in c for c in rows.column_names)
+    assert "Tokens" not in (tmp_path / "report.md").read_text()
+    assert cli.main(["analyze", str(real_dir), "--out", str(tmp_path), "--model", "phi-4"]) == 2
+    assert "--tokenizer" in capsys.readouterr().err
+
+
+def test_token_report_on_generated_domains(qwen3):
+    table = synthetic.generate_table(90, seed=4, malformed_rate=0.1)
+    parsed = mf.parse_batch(table.column("response"))
+    rows = stats.row_stats(table, parsed=parsed)
+    rows = stats.add_token_columns(rows, analyze_tokens(table.column("response"), qwen3,
+                                                        problem=table.column("problem"), model="qwen3-8b"))
+    lines = "\n".join(stats.token_report(rows, tokenizer="qwen3", model="qwen3-8b"))
+    for d in ("code", "math", "science", "all"):
+        assert f"| {d}" in lines or f" {d} |" in lines
+    assert "(paper 9)" in lines and "(paper 0.23)" in lines
+    per_domain = {r["domain"]: r for r in stats.domain_table(rows)}
+    kept = rows.filter(pa.compute.invert(rows.column("skipped")))
+    math = kept.filter(pa.compute.equal(kept.column("domain"), "math"))
+    assert per_domain["math"]["median_token_ratio"] == pytest.approx(
+        float(np.median(math.column("token_ratio").to_numpy(zero_copy_only=False))))
