@@ -138,8 +138,9 @@ def test_blocks_are_found():
     # The list of blocks not run stays short and says why.
     skipped = [b for doc in DOCS for b in blocks(doc) if b.skip and b.lang in ("python", "bash")]
     # 7: the README's viewer screenshot command needs the workspace's real traces and Chromium
-    # (tests/test_html.py runs that block as written instead).
-    assert len(skipped) <= 7, [(b.doc.name, b.line, b.skip) for b in skipped]
+    # (tests/test_html.py runs that block as written instead). 8 and 9: docs/EXPORT.md's
+    # FlexAttention mask_mod and SDPA collator recipes need PyTorch, which is not a dependency.
+    assert len(skipped) <= 9, [(b.doc.name, b.line, b.skip) for b in skipped]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=_id)

@@ -76,7 +76,11 @@ fn ids_equal_hf_both_backends() {
     for fast in [true, false] {
         let enc = encoder(fast);
         assert_eq!(enc.backend(), if fast { "fast" } else { "hf" });
-        assert_eq!(enc.pieces.is_some(), fast, "the piece cache is used with the fast BPE");
+        assert_eq!(
+            enc.pieces.is_some(),
+            fast,
+            "the piece cache is used with the fast BPE"
+        );
         let out = run(ROWS, enc, &ExportOptions::default());
         assert_eq!(out.batch.num_rows(), ROWS.len());
         for (i, (p, r)) in ROWS.iter().enumerate() {
