@@ -395,8 +395,11 @@ impl FastBpe {
                 }
             }
         }
-        let short = |t: &&Box<[u8]>| (2..=cache::MAX_SHORT).contains(&t.len());
-        let tokens: Vec<Box<[u8]>> = vocab.keys().filter(short).cloned().collect();
+        let tokens: Vec<Box<[u8]>> = vocab
+            .keys()
+            .filter(|t| (2..=cache::MAX_SHORT).contains(&t.len()))
+            .cloned()
+            .collect();
         let mut bpe = FastBpe {
             pattern,
             prefix,
