@@ -44,10 +44,8 @@ fn main() {
         times.sort_by(f64::total_cmp);
         cpu.sort_by(f64::total_cmp);
         let mb = text.len() as f64 / 1e6;
-        let per_cpu = cpu
-            .get(cpu.len() / 2)
-            .map(|c| format!(", median {:.1} MB per CPU second", mb / c))
-            .unwrap_or_default();
+        let per_cpu =
+            cpu.get(cpu.len() / 2).map(|c| format!(", median {:.1} MB per CPU second", mb / c)).unwrap_or_default();
         println!(
             "{path}: {} docs, {mb:.2} MB, {tokens} tokens: best {:.1} MB/s, median {:.1} MB/s{per_cpu}",
             docs.len(),

@@ -87,14 +87,8 @@ impl PieceTable {
         PieceTable {
             t7: vec![0; (2 * n7 + 2).next_power_of_two()],
             t16: vec![Entry16::default(); (2 * n16 + 2).next_power_of_two()],
-            room7: Room {
-                len: 0,
-                max_len: n7.max(1),
-            },
-            room16: Room {
-                len: 0,
-                max_len: n16.max(1),
-            },
+            room7: Room { len: 0, max_len: n7.max(1) },
+            room16: Room { len: 0, max_len: n16.max(1) },
         }
     }
 
@@ -182,11 +176,7 @@ impl PieceTable {
             }
             let (lo, hi, n) = (u64_at(p, 0), u64_at(p, p.len() - 8), p.len() as u32);
             let i = self.slot16(lo, hi, n);
-            self.t16[i] = Entry16 {
-                lo,
-                hi,
-                meta: n | count << 8,
-            };
+            self.t16[i] = Entry16 { lo, hi, meta: n | count << 8 };
             self.room16.len += 1;
         }
     }
@@ -209,9 +199,7 @@ impl MergeTable {
     /// The table of `merges` (pair key `a << 32 | b` -> (rank, new id)).
     pub fn new(merges: &rustc_hash::FxHashMap<u64, (u32, u32)>) -> MergeTable {
         let size = (merges.len() * 5 / 3 + 2).next_power_of_two();
-        let mut t = MergeTable {
-            slots: vec![(EMPTY_PAIR, 0, 0); size],
-        };
+        let mut t = MergeTable { slots: vec![(EMPTY_PAIR, 0, 0); size] };
         for (&k, &(rank, new)) in merges {
             debug_assert_ne!(k, EMPTY_PAIR);
             let i = t.slot(k);
@@ -294,18 +282,12 @@ mod tests {
     fn merge_table_agrees_with_its_map() {
         let mut m = rustc_hash::FxHashMap::default();
         for i in 0..50_000u32 {
-            m.insert(
-                pair_key(i % 700, i.wrapping_mul(2_654_435_761) % 90_000),
-                (i, i + 7),
-            );
+            m.insert(pair_key(i % 700, i.wrapping_mul(2_654_435_761) % 90_000), (i, i + 7));
         }
         let t = MergeTable::new(&m);
         for a in 0..700u32 {
             for b in (0..90_000u32).step_by(97) {
-                let want = m
-                    .get(&pair_key(a, b))
-                    .copied()
-                    .unwrap_or((u32::MAX, u32::MAX));
+                let want = m.get(&pair_key(a, b)).copied().unwrap_or((u32::MAX, u32::MAX));
                 assert_eq!(t.get(a, b), want);
             }
         }

@@ -63,10 +63,7 @@ impl Added {
             .match_kind(MatchKind::LeftmostLongest)
             .build(tokens.iter().map(|t| t.0.as_str()))
             .map_err(|e| BpeError::Invalid(format!("added tokens: {e}")))?;
-        Ok(Some(Added {
-            ac,
-            ids: tokens.into_iter().map(|t| t.1).collect(),
-        }))
+        Ok(Some(Added { ac, ids: tokens.into_iter().map(|t| t.1).collect() }))
     }
 }
 
@@ -133,8 +130,7 @@ fn byte_level_chars() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable =
-            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         out[b as usize] = if printable {
             char::from_u32(b).expect("latin-1")
         } else {
@@ -168,11 +164,7 @@ fn parse_normalizer(v: &Value) -> Result<bool, BpeError> {
         _ => match type_of(v) {
             "NFC" => Ok(true),
             "Sequence" => {
-                let items = v
-                    .get("normalizers")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
+                let items = v.get("normalizers").and_then(Value::as_array).cloned().unwrap_or_default();
                 match items.as_slice() {
                     [] => Ok(false),
                     [one] => parse_normalizer(one),
@@ -191,38 +183,22 @@ fn parse_pre_tokenizer(v: &Value) -> Result<(Pattern, PrefixSpace), BpeError> {
             if !get_bool(v, "use_regex", true) {
                 return Err(unsupported("ByteLevel pre-tokenizer without a split regex"));
             }
-            let prefix = if byte_level_prefix(v) {
-                PrefixSpace::BeforeSplit
-            } else {
-                PrefixSpace::No
-            };
+            let prefix = if byte_level_prefix(v) { PrefixSpace::BeforeSplit } else { PrefixSpace::No };
             Ok((Pattern::Gpt2, prefix))
         }
         "Sequence" => {
-            let items = v
-                .get("pretokenizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let items = v.get("pretokenizers").and_then(Value::as_array).cloned().unwrap_or_default();
             let [split, bl] = items.as_slice() else {
-                return Err(unsupported(
-                    "a pre-tokenizer Sequence other than [Split, ByteLevel]",
-                ));
+                return Err(unsupported("a pre-tokenizer Sequence other than [Split, ByteLevel]"));
             };
             if type_of(split) != "Split" || type_of(bl) != "ByteLevel" {
-                return Err(unsupported(format!(
-                    "pre-tokenizer Sequence [{}, {}]",
-                    type_of(split),
-                    type_of(bl)
-                )));
+                return Err(unsupported(format!("pre-tokenizer Sequence [{}, {}]", type_of(split), type_of(bl))));
             }
             if get_bool(bl, "use_regex", true) {
                 return Err(unsupported("ByteLevel(use_regex=true) after a Split"));
             }
             if byte_level_prefix(bl) {
-                return Err(unsupported(
-                    "ByteLevel(add_prefix_space=true) after a Split",
-                ));
+                return Err(unsupported("ByteLevel(add_prefix_space=true) after a Split"));
             }
             if get_str(split, "behavior") != Some("Isolated") || get_bool(split, "invert", false) {
                 return Err(unsupported(format!(
@@ -231,15 +207,10 @@ fn parse_pre_tokenizer(v: &Value) -> Result<(Pattern, PrefixSpace), BpeError> {
                     get_bool(split, "invert", false)
                 )));
             }
-            let Some(re) = split
-                .get("pattern")
-                .and_then(|p| p.get("Regex"))
-                .and_then(Value::as_str)
-            else {
+            let Some(re) = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str) else {
                 return Err(unsupported("Split with a non-regex pattern"));
             };
-            let pattern = Pattern::recognise(re)
-                .ok_or_else(|| unsupported(format!("split pattern {re:?}")))?;
+            let pattern = Pattern::recognise(re).ok_or_else(|| unsupported(format!("split pattern {re:?}")))?;
             Ok((pattern, PrefixSpace::No))
         }
         t => Err(unsupported(format!("pre-tokenizer {t}"))),
@@ -253,9 +224,7 @@ impl FastBpe {
         let root: Value = serde_json::from_str(json)?;
         for key in ["truncation", "padding"] {
             if !root.get(key).is_none_or(Value::is_null) {
-                return Err(unsupported(format!(
-                    "{key} (it changes what encode returns)"
-                )));
+                return Err(unsupported(format!("{key} (it changes what encode returns)")));
             }
         }
         let nfc = parse_normalizer(root.get("normalizer").unwrap_or(&Value::Null))?;
@@ -265,9 +234,7 @@ impl FastBpe {
         }
         let (pattern, prefix) = parse_pre_tokenizer(pre)?;
 
-        let model = root
-            .get("model")
-            .ok_or_else(|| BpeError::Invalid("no model".into()))?;
+        let model = root.get("model").ok_or_else(|| BpeError::Invalid("no model".into()))?;
         if let Some(t) = get_str(model, "type") {
             if t != "BPE" {
                 return Err(unsupported(format!("model {t}")));
@@ -293,10 +260,8 @@ impl FastBpe {
         for (b, c) in chars.iter().enumerate() {
             char_byte.insert(*c, b as u8);
         }
-        let vocab_json = model
-            .get("vocab")
-            .and_then(Value::as_object)
-            .ok_or_else(|| BpeError::Invalid("model.vocab".into()))?;
+        let vocab_json =
+            model.get("vocab").and_then(Value::as_object).ok_or_else(|| BpeError::Invalid("model.vocab".into()))?;
         let mut str_id: FxHashMap<&str, u32> = FxHashMap::default();
         let mut vocab: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
         for (tok, id) in vocab_json {
@@ -312,16 +277,14 @@ impl FastBpe {
         }
         let mut byte_ids = [0u32; 256];
         for (b, c) in chars.iter().enumerate() {
-            byte_ids[b] = *str_id.get(c.to_string().as_str()).ok_or_else(|| {
-                unsupported(format!("byte {b:#04x} ({c:?}) missing from the vocabulary"))
-            })?;
+            byte_ids[b] = *str_id
+                .get(c.to_string().as_str())
+                .ok_or_else(|| unsupported(format!("byte {b:#04x} ({c:?}) missing from the vocabulary")))?;
         }
 
         // Merges: pair -> (rank, new id); a later duplicate overrides, as in HF.
-        let merges_json = model
-            .get("merges")
-            .and_then(Value::as_array)
-            .ok_or_else(|| BpeError::Invalid("model.merges".into()))?;
+        let merges_json =
+            model.get("merges").and_then(Value::as_array).ok_or_else(|| BpeError::Invalid("model.merges".into()))?;
         let mut merges: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
         merges.reserve(merges_json.len());
         for (rank, m) in merges_json.iter().enumerate() {
@@ -340,9 +303,10 @@ impl FastBpe {
                 _ => return Err(BpeError::Invalid(format!("merge {m}"))),
             };
             let id = |t: &str| {
-                str_id.get(t).copied().ok_or_else(|| {
-                    BpeError::Invalid(format!("merge token {t:?} not in the vocabulary"))
-                })
+                str_id
+                    .get(t)
+                    .copied()
+                    .ok_or_else(|| BpeError::Invalid(format!("merge token {t:?} not in the vocabulary")))
             };
             let (ia, ib) = (id(a)?, id(b)?);
             let new = id(&format!("{a}{b}"))?;
@@ -352,14 +316,8 @@ impl FastBpe {
         // Added tokens.
         let mut raw = Vec::new();
         let mut norm = Vec::new();
-        for t in root
-            .get("added_tokens")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let content = get_str(t, "content")
-                .ok_or_else(|| BpeError::Invalid("added token content".into()))?;
+        for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+            let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
             let id = t
                 .get("id")
                 .and_then(Value::as_u64)
@@ -376,11 +334,7 @@ impl FastBpe {
             // `special` only matters with HF's `encode_special_tokens` (off by default): every
             // added token, special or not, splits the input.
             if get_bool(t, "normalized", !get_bool(t, "special", false)) {
-                let c = if nfc {
-                    content.nfc().map(|(c, _)| c).collect::<String>()
-                } else {
-                    content.to_string()
-                };
+                let c = if nfc { content.nfc().map(|(c, _)| c).collect::<String>() } else { content.to_string() };
                 norm.push((c, id));
             } else {
                 raw.push((content.to_string(), id));
@@ -395,11 +349,8 @@ impl FastBpe {
                 }
             }
         }
-        let tokens: Vec<Box<[u8]>> = vocab
-            .keys()
-            .filter(|t| (2..=cache::MAX_SHORT).contains(&t.len()))
-            .cloned()
-            .collect();
+        let tokens: Vec<Box<[u8]>> =
+            vocab.keys().filter(|t| (2..=cache::MAX_SHORT).contains(&t.len())).cloned().collect();
         let mut bpe = FastBpe {
             pattern,
             prefix,
@@ -410,11 +361,7 @@ impl FastBpe {
             merges: MergeTable::new(&merges),
             byte_pairs,
             known: PieceTable::with_room_for(0, 0),
-            vocab: if ignore_merges {
-                vocab
-            } else {
-                FxHashMap::default()
-            },
+            vocab: if ignore_merges { vocab } else { FxHashMap::default() },
             ignore_merges,
             local: ThreadLocal::new(),
         };
@@ -605,11 +552,7 @@ impl FastBpe {
         heap.clear();
         if self.ignore_merges {
             if let Some(&id) = self.vocab.get(piece) {
-                syms.push(Sym {
-                    id,
-                    prev: NONE,
-                    next: NONE,
-                });
+                syms.push(Sym { id, prev: NONE, next: NONE });
                 return 1;
             }
         }
@@ -743,20 +686,8 @@ mod tests {
             let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
             let bpe = FastBpe::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
             let mut local = Local::default();
-            let words: [&[u8]; 12] = [
-                b"the",
-                b"ing",
-                b" a",
-                b"e",
-                b"th",
-                b"er",
-                b"\xC3\xA9",
-                b"0",
-                b"  ",
-                b"tion",
-                b"\xF0\x9F",
-                b"s",
-            ];
+            let words: [&[u8]; 12] =
+                [b"the", b"ing", b" a", b"e", b"th", b"er", b"\xC3\xA9", b"0", b"  ", b"tion", b"\xF0\x9F", b"s"];
             let mut x = 0x9E37_79B9_7F4A_7C15u64;
             for _ in 0..20_000 {
                 x ^= x << 13;

@@ -25,9 +25,9 @@ pub enum Pattern {
     Llama3,
 }
 
-pub const GPT2_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl Pattern {
@@ -93,10 +93,7 @@ fn decode(b: &[u8], i: usize) -> (u32, usize) {
     } else if b0 < 0xE0 {
         (((b0 & 0x1F) << 6) | (b[i + 1] as u32 & 0x3F), 2)
     } else if b0 < 0xF0 {
-        (
-            ((b0 & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F),
-            3,
-        )
+        (((b0 & 0x0F) << 12) | ((b[i + 1] as u32 & 0x3F) << 6) | (b[i + 2] as u32 & 0x3F), 3)
     } else {
         (
             ((b0 & 0x07) << 18)
@@ -278,11 +275,7 @@ impl Pattern {
     #[inline(always)]
     pub fn match_end(self, b: &[u8], i: usize) -> usize {
         let (c, l) = decode(b, i);
-        let k = if c < 0x80 {
-            ASCII[c as usize]
-        } else {
-            class(c)
-        };
+        let k = if c < 0x80 { ASCII[c as usize] } else { class(c) };
         if c == b'\'' as u32 {
             if let Some(n) = contraction(b, i + 1, self != Pattern::Gpt2) {
                 return i + 1 + n;
@@ -356,11 +349,7 @@ pub struct Pieces<'a> {
 
 impl<'a> Pieces<'a> {
     pub fn new(text: &'a str, pattern: Pattern) -> Self {
-        Pieces {
-            text: text.as_bytes(),
-            pos: 0,
-            pattern,
-        }
+        Pieces { text: text.as_bytes(), pos: 0, pattern }
     }
 }
 
@@ -392,19 +381,12 @@ mod tests {
                     want += 1;
                 }
                 let got = ascii_letters(b, start);
-                assert!(
-                    got <= want && (got == want || got + 8 > b.len()),
-                    "{start} {end}: {got} vs {want}"
-                );
+                assert!(got <= want && (got == want || got + 8 > b.len()), "{start} {end}: {got} vs {want}");
             }
         }
         for x in 0..=255u8 {
             let b = [b'a', b'a', b'a', x, b'a', b'a', b'a', b'a'];
-            assert_eq!(
-                ascii_letters(&b, 0),
-                if x.is_ascii_alphabetic() { 8 } else { 3 },
-                "byte {x:#x}"
-            );
+            assert_eq!(ascii_letters(&b, 0), if x.is_ascii_alphabetic() { 8 } else { 3 }, "byte {x:#x}");
         }
     }
 
@@ -416,28 +398,17 @@ mod tests {
     }
 
     fn split(p: Pattern, s: &str) -> Vec<&str> {
-        Pieces::new(s, p)
-            .map(|x| std::str::from_utf8(x).unwrap())
-            .collect()
+        Pieces::new(s, p).map(|x| std::str::from_utf8(x).unwrap()).collect()
     }
 
     #[test]
     fn qwen_examples() {
-        assert_eq!(
-            split(Pattern::Qwen2, "Hello world's 123"),
-            ["Hello", " world", "'s", " ", "1", "2", "3"]
-        );
-        assert_eq!(
-            split(Pattern::Qwen2, "a  \n\n  b"),
-            ["a", "  \n\n", " ", " b"]
-        );
+        assert_eq!(split(Pattern::Qwen2, "Hello world's 123"), ["Hello", " world", "'s", " ", "1", "2", "3"]);
+        assert_eq!(split(Pattern::Qwen2, "a  \n\n  b"), ["a", "  \n\n", " ", " b"]);
         assert_eq!(split(Pattern::Qwen2, "x  "), ["x", "  "]);
         assert_eq!(split(Pattern::Qwen2, "'LL 'ſt"), ["'LL", " '", "ſt"]);
         assert_eq!(split(Pattern::Qwen2, "'ſt"), ["'ſ", "t"]);
         assert_eq!(split(Pattern::Llama3, "12345"), ["123", "45"]);
-        assert_eq!(
-            split(Pattern::Gpt2, "I'll  go!!\n"),
-            ["I", "'ll", " ", " go", "!!", "\n"]
-        );
+        assert_eq!(split(Pattern::Gpt2, "I'll  go!!\n"), ["I", "'ll", " ", " go", "!!", "\n"]);
     }
 }

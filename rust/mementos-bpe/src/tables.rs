@@ -2,7 +2,6 @@
 
 //! Character classes as HF's regex engine sees them: inclusive code point ranges.
 
-
 pub static LETTER: &[(u32, u32)] = &[
     (0x41, 0x5A),
     (0x61, 0x7A),
@@ -843,43 +842,18 @@ pub static SPACE: &[(u32, u32)] = &[
     (0x3000, 0x3000),
 ];
 
-pub static FOLD_S: &[(u32, u32)] = &[
-    (0x53, 0x53),
-    (0x73, 0x73),
-    (0x17F, 0x17F),
-];
+pub static FOLD_S: &[(u32, u32)] = &[(0x53, 0x53), (0x73, 0x73), (0x17F, 0x17F)];
 
-pub static FOLD_T: &[(u32, u32)] = &[
-    (0x54, 0x54),
-    (0x74, 0x74),
-];
+pub static FOLD_T: &[(u32, u32)] = &[(0x54, 0x54), (0x74, 0x74)];
 
-pub static FOLD_R: &[(u32, u32)] = &[
-    (0x52, 0x52),
-    (0x72, 0x72),
-];
+pub static FOLD_R: &[(u32, u32)] = &[(0x52, 0x52), (0x72, 0x72)];
 
-pub static FOLD_E: &[(u32, u32)] = &[
-    (0x45, 0x45),
-    (0x65, 0x65),
-];
+pub static FOLD_E: &[(u32, u32)] = &[(0x45, 0x45), (0x65, 0x65)];
 
-pub static FOLD_M: &[(u32, u32)] = &[
-    (0x4D, 0x4D),
-    (0x6D, 0x6D),
-];
+pub static FOLD_M: &[(u32, u32)] = &[(0x4D, 0x4D), (0x6D, 0x6D)];
 
-pub static FOLD_V: &[(u32, u32)] = &[
-    (0x56, 0x56),
-    (0x76, 0x76),
-];
+pub static FOLD_V: &[(u32, u32)] = &[(0x56, 0x56), (0x76, 0x76)];
 
-pub static FOLD_L: &[(u32, u32)] = &[
-    (0x4C, 0x4C),
-    (0x6C, 0x6C),
-];
+pub static FOLD_L: &[(u32, u32)] = &[(0x4C, 0x4C), (0x6C, 0x6C)];
 
-pub static FOLD_D: &[(u32, u32)] = &[
-    (0x44, 0x44),
-    (0x64, 0x64),
-];
+pub static FOLD_D: &[(u32, u32)] = &[(0x44, 0x44), (0x64, 0x64)];

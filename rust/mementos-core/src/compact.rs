@@ -163,11 +163,7 @@ impl Plan {
             None
         };
         self.blocks[b].eviction = Some(self.evictions.len());
-        self.evictions.push(Eviction {
-            at,
-            block: b,
-            rewind_to,
-        });
+        self.evictions.push(Eviction { at, block: b, rewind_to });
     }
 }
 
@@ -186,12 +182,7 @@ pub fn engine_tracked(tokens: &[Token], tracking: Tracking, opts: &EngineOptions
     plan.waiting.clear();
     let k = opts.keep_last_k;
     let mut current: Option<usize> = None; // the block whose summary is in progress
-    let prompt_rewind = |plan: &Plan| {
-        plan.waiting
-            .iter()
-            .filter_map(|&b| plan.blocks[b].summary_open)
-            .min()
-    };
+    let prompt_rewind = |plan: &Plan| plan.waiting.iter().filter_map(|&b| plan.blocks[b].summary_open).min();
     for (i, t) in tokens.iter().enumerate().skip(tracking.first_tracked) {
         let generated = i >= tracking.first_generated;
         if opts.restart_mode && i == tracking.first_generated && i > 0 {
@@ -229,11 +220,7 @@ pub fn engine_tracked(tokens: &[Token], tracking: Tracking, opts: &EngineOptions
                 let Some(b) = current.take() else { continue };
                 plan.blocks[b].summary_close = Some(i);
                 plan.waiting.push_back(b);
-                if generated
-                    && opts.compact_on_summary_end
-                    && !opts.defers()
-                    && k >= 0
-                    && plan.waiting.len() as i64 > k
+                if generated && opts.compact_on_summary_end && !opts.defers() && k >= 0 && plan.waiting.len() as i64 > k
                 {
                     plan.evict_oldest(i, Some(b), opts);
                 }
@@ -241,8 +228,7 @@ pub fn engine_tracked(tokens: &[Token], tracking: Tracking, opts: &EngineOptions
             Delim::ThinkStart | Delim::ThinkEnd => {}
         }
     }
-    if opts.restart_mode && tracking.first_generated >= tokens.len() && tracking.first_generated > 0
-    {
+    if opts.restart_mode && tracking.first_generated >= tokens.len() && tracking.first_generated > 0 {
         plan.prompt_rewind = prompt_rewind(plan);
     }
 }
@@ -321,13 +307,7 @@ pub struct Scratch {
 
 /// The in-place rewrite of one row: every byte but the content of blocks evicted by the end of
 /// generation. `pieces` is overwritten; the result is its concatenation.
-pub fn inplace_plan(
-    text: &[u8],
-    tokens: &[Token],
-    opts: &EngineOptions,
-    sc: &mut Scratch,
-    pieces: &mut Vec<Piece>,
-) {
+pub fn inplace_plan(text: &[u8], tokens: &[Token], opts: &EngineOptions, sc: &mut Scratch, pieces: &mut Vec<Piece>) {
     pieces.clear();
     engine(tokens, opts, &mut sc.plan);
     sc.evicted.clear();
@@ -361,12 +341,8 @@ impl TutorialItems {
     pub fn fill(&mut self, tokens: &[Token]) {
         self.blocks.clear();
         self.summaries.clear();
-        pairs(tokens, Delim::BlockStart, Delim::BlockEnd, |r| {
-            self.blocks.push(r)
-        });
-        pairs(tokens, Delim::SummaryStart, Delim::SummaryEnd, |r| {
-            self.summaries.push(r)
-        });
+        pairs(tokens, Delim::BlockStart, Delim::BlockEnd, |r| self.blocks.push(r));
+        pairs(tokens, Delim::SummaryStart, Delim::SummaryEnd, |r| self.summaries.push(r));
     }
 
     /// The same, each capture stripped as Python's `str.strip()` (the tutorial's parse).
@@ -528,12 +504,7 @@ pub struct Stream<'a> {
 impl<'a> Stream<'a> {
     /// A response alone, every delimiter tracked and generated.
     pub fn response(text: &'a [u8], tokens: &'a [Token]) -> Self {
-        Stream {
-            prompt: b"",
-            text,
-            tokens,
-            tracking: Tracking::default(),
-        }
+        Stream { prompt: b"", text, tokens, tracking: Tracking::default() }
     }
 }
 
@@ -587,11 +558,7 @@ pub fn replay(
     let prompt_units = prompt_len + prefix[start];
 
     let plan = &sc.plan;
-    let mut st = ReplayStats {
-        prompt_len: prompt_units,
-        total_len: acc - prefix[start],
-        ..Default::default()
-    };
+    let mut st = ReplayStats { prompt_len: prompt_units, total_len: acc - prefix[start], ..Default::default() };
     st.complete_blocks = plan.blocks.iter().filter(|b| b.is_complete()).count() as u32;
     st.evicted_blocks = plan.evictions.len() as u32;
     if let Some(r) = plan.prompt_rewind {
@@ -599,11 +566,7 @@ pub fn replay(
     }
     if let Some(c) = curve.as_deref_mut() {
         c.clear();
-        c.push(CurvePoint {
-            generated: 0,
-            visible: prompt_units,
-            eviction: false,
-        });
+        c.push(CurvePoint { generated: 0, visible: prompt_units, eviction: false });
     }
     sc.evicted.clear();
     let mut visible = prompt_units;
@@ -619,37 +582,19 @@ pub fn replay(
         let generated = prefix[seg + 1] - prefix[start];
         if let Some(c) = curve.as_deref_mut() {
             if n > 0 {
-                c.push(CurvePoint {
-                    generated,
-                    visible,
-                    eviction: false,
-                });
+                c.push(CurvePoint { generated, visible, eviction: false });
             }
         }
-        while let Some(ev) = plan
-            .evictions
-            .get(next_ev)
-            .filter(|ev| after(ev.at) == seg + 1)
-        {
+        while let Some(ev) = plan.evictions.get(next_ev).filter(|ev| after(ev.at) == seg + 1) {
             let b = &plan.blocks[ev.block];
             let close = b.close.expect("evicted blocks are closed");
-            let r = if opts.evicts_delimiters() {
-                before(b.open)..after(close)
-            } else {
-                after(b.open)..before(close)
-            };
+            let r = if opts.evicts_delimiters() { before(b.open)..after(close) } else { after(b.open)..before(close) };
             let mut removed = prefix[r.end] - prefix[r.start];
-            let fresh = sc
-                .evicted
-                .add(r, |g| removed -= prefix[g.end] - prefix[g.start]);
+            let fresh = sc.evicted.add(r, |g| removed -= prefix[g.end] - prefix[g.start]);
             if fresh && removed > 0 {
                 visible -= removed;
                 if let Some(c) = curve.as_deref_mut() {
-                    c.push(CurvePoint {
-                        generated,
-                        visible,
-                        eviction: true,
-                    });
+                    c.push(CurvePoint { generated, visible, eviction: true });
                 }
             }
             if let Some(s) = ev.rewind_to {
@@ -661,11 +606,7 @@ pub fn replay(
     st.peak_len = peak;
     st.final_len = visible;
     st.kv_auc = area;
-    st.mean_len = if st.total_len == 0 {
-        prompt_units as f64
-    } else {
-        area as f64 / st.total_len as f64
-    };
+    st.mean_len = if st.total_len == 0 { prompt_units as f64 } else { area as f64 / st.total_len as f64 };
     st
 }
 
@@ -675,22 +616,13 @@ mod tests {
     use crate::scan::scan;
 
     fn o(k: i64) -> EngineOptions {
-        EngineOptions {
-            keep_last_k: k,
-            ..Default::default()
-        }
+        EngineOptions { keep_last_k: k, ..Default::default() }
     }
 
     fn inplace_with(s: &str, opts: &EngineOptions) -> String {
         let tokens = scan(s.as_bytes());
         let mut pieces = Vec::new();
-        inplace_plan(
-            s.as_bytes(),
-            &tokens,
-            opts,
-            &mut Scratch::default(),
-            &mut pieces,
-        );
+        inplace_plan(s.as_bytes(), &tokens, opts, &mut Scratch::default(), &mut pieces);
         let mut out = vec![0u8; pieces.iter().map(Piece::len).sum()];
         write_pieces(s.as_bytes(), &pieces, &mut out);
         String::from_utf8(out).unwrap()
@@ -711,13 +643,7 @@ mod tests {
     fn tutorial(s: &str, k: i64) -> String {
         let tokens = scan(s.as_bytes());
         let mut pieces = Vec::new();
-        tutorial_plan(
-            s.as_bytes(),
-            &tokens,
-            &mut TutorialItems::default(),
-            k,
-            &mut pieces,
-        );
+        tutorial_plan(s.as_bytes(), &tokens, &mut TutorialItems::default(), k, &mut pieces);
         let mut out = vec![0u8; pieces.iter().map(Piece::len).sum()];
         write_pieces(s.as_bytes(), &pieces, &mut out);
         String::from_utf8(out).unwrap()
@@ -734,12 +660,7 @@ mod tests {
 
     #[test]
     fn inplace_rules() {
-        let t = format!(
-            "<think>{}\n{}\n{}</think>ans",
-            unit("A", "a"),
-            unit("B", "b"),
-            unit("C", "c")
-        );
+        let t = format!("<think>{}\n{}\n{}</think>ans", unit("A", "a"), unit("B", "b"), unit("C", "c"));
         assert_eq!(inplace(&t, -1, false, false), t);
         assert_eq!(
             inplace(&t, 0, false, false),
@@ -747,44 +668,20 @@ mod tests {
         );
         assert_eq!(
             inplace(&t, 1, false, false),
-            format!(
-                "<think>{BS}{BE}{SS}a{SE}\n{BS}{BE}{SS}b{SE}\n{}</think>ans",
-                unit("C", "c")
-            )
+            format!("<think>{BS}{BE}{SS}a{SE}\n{BS}{BE}{SS}b{SE}\n{}</think>ans", unit("C", "c"))
         );
-        assert_eq!(
-            inplace(&t, 0, true, false),
-            format!("<think>{SS}a{SE}\n{SS}b{SE}\n{SS}c{SE}</think>ans")
-        );
+        assert_eq!(inplace(&t, 0, true, false), format!("<think>{SS}a{SE}\n{SS}b{SE}\n{SS}c{SE}</think>ans"));
         assert_eq!(inplace(&t, 3, true, false), t);
         // keep_last_block_for_answer: C stays (no block start after it).
         assert_eq!(
             inplace(&t, 0, false, true),
-            format!(
-                "<think>{BS}{BE}{SS}a{SE}\n{BS}{BE}{SS}b{SE}\n{}</think>ans",
-                unit("C", "c")
-            )
+            format!("<think>{BS}{BE}{SS}a{SE}\n{BS}{BE}{SS}b{SE}\n{}</think>ans", unit("C", "c"))
         );
         // restart_mode evicts the delimiters whatever mask_delimiters says.
-        let restart = EngineOptions {
-            restart_mode: true,
-            ..o(0)
-        };
-        assert_eq!(
-            inplace_with(&t, &restart),
-            format!("<think>{SS}a{SE}\n{SS}b{SE}\n{SS}c{SE}</think>ans")
-        );
+        let restart = EngineOptions { restart_mode: true, ..o(0) };
+        assert_eq!(inplace_with(&t, &restart), format!("<think>{SS}a{SE}\n{SS}b{SE}\n{SS}c{SE}</think>ans"));
         // compact_on_summary_end=false: nothing is evicted.
-        assert_eq!(
-            inplace_with(
-                &t,
-                &EngineOptions {
-                    compact_on_summary_end: false,
-                    ..o(0)
-                }
-            ),
-            t
-        );
+        assert_eq!(inplace_with(&t, &EngineOptions { compact_on_summary_end: false, ..o(0) }), t);
     }
 
     #[test]
@@ -792,125 +689,62 @@ mod tests {
         // Nested: the summary binds to the most recently OPENED closed block (the inner one), as
         // the overlay's `start_summary` walks blocks from the newest start backwards.
         let t = format!("<think>{BS}out {BS}in{BE} more{BE}{SS}s{SE}</think>");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("<think>{BS}out {BS}{BE} more{BE}{SS}s{SE}</think>")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}out {BS}{BE} more{BE}{SS}s{SE}</think>"));
         // Two summaries: the inner block first, then the outer; evicting the outer swallows it.
         let t = format!("<think>{BS}out {BS}in{BE} more{BE}{SS}s1{SE}{SS}s2{SE}</think>");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("<think>{BS}{BE}{SS}s1{SE}{SS}s2{SE}</think>")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}{BE}{SS}s1{SE}{SS}s2{SE}</think>"));
         // Summary inside the outer block binds to the inner one.
         let t = format!("<think>{BS}out {BS}in{BE}{SS}s1{SE} more{BE}</think>");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("<think>{BS}out {BS}{BE}{SS}s1{SE} more{BE}</think>")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}out {BS}{BE}{SS}s1{SE} more{BE}</think>"));
         // The example: <bs>A<be><bs>B<be><ss>b<se><ss>a<se>: b binds B, a binds A; the
         // first summary end evicts B, the second A.
         let t = format!("{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}"));
         // With k = 1 the queue holds B then A: the second summary end evicts B only.
-        assert_eq!(
-            inplace(&t, 1, false, false),
-            format!("{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}")
-        );
+        assert_eq!(inplace(&t, 1, false, false), format!("{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}"));
     }
 
     #[test]
     fn malformed_rules() {
         // A block without summary is never evicted; the summary binds to the newest closed block.
         let t = format!("<think>{BS}A{BE}{BS}B{BE}{SS}b{SE}</think>");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("<think>{BS}A{BE}{BS}{BE}{SS}b{SE}</think>")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}A{BE}{BS}{BE}{SS}b{SE}</think>"));
         // Stray end ignored; unclosed block never evicted.
         let t = format!("<think>{BE}{BS}A{BE}{SS}a{SE}{BS}cut off");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("<think>{BE}{BS}{BE}{SS}a{SE}{BS}cut off")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BE}{BS}{BE}{SS}a{SE}{BS}cut off"));
         // Stray summary (nothing closed) ignored.
         let t = format!("<think>{SS}x{SE}{BS}A{BE}{SS}a{SE}</think>");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("<think>{SS}x{SE}{BS}{BE}{SS}a{SE}</think>")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("<think>{SS}x{SE}{BS}{BE}{SS}a{SE}</think>"));
         // A summary start with nothing to bind leaves the summary in progress bound: the end
         // completes A.
         let t = format!("{BS}A{BE}{SS}a{SS}again{SE}");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("{BS}{BE}{SS}a{SS}again{SE}")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("{BS}{BE}{SS}a{SS}again{SE}"));
         // A second summary start rebinds to the next bindable block; the first one never completes.
         let t = format!("{BS}A{BE}{BS}B{BE}{SS}b{SS}a{SE}{SE}");
-        assert_eq!(
-            inplace(&t, 0, false, false),
-            format!("{BS}{BE}{BS}B{BE}{SS}b{SS}a{SE}{SE}")
-        );
+        assert_eq!(inplace(&t, 0, false, false), format!("{BS}{BE}{BS}B{BE}{SS}b{SS}a{SE}{SE}"));
         assert_eq!(inplace("", 0, false, false), "");
     }
 
     #[test]
     fn deferred_eviction_is_a_queue() {
-        let kfa = EngineOptions {
-            keep_last_block_for_answer: true,
-            ..o(0)
-        };
+        let kfa = EngineOptions { keep_last_block_for_answer: true, ..o(0) };
         // Two blocks complete without a block start between: the next block start flushes only
         // the oldest; the other stays.
         let t = format!("{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}");
-        assert_eq!(
-            inplace_with(&t, &kfa),
-            format!("{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}")
-        );
+        assert_eq!(inplace_with(&t, &kfa), format!("{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}"));
         // The flush happens even with compact_on_summary_end=false (the overlay's processor).
         let t = format!("{}{}", unit("A", "a"), unit("B", "b"));
         assert_eq!(
-            inplace_with(
-                &t,
-                &EngineOptions {
-                    compact_on_summary_end: false,
-                    ..kfa
-                }
-            ),
+            inplace_with(&t, &EngineOptions { compact_on_summary_end: false, ..kfa }),
             format!("{BS}{BE}{SS}a{SE}{}", unit("B", "b"))
         );
         let tokens = scan(t.as_bytes());
         let mut plan = Plan::default();
         engine(&tokens, &kfa, &mut plan);
-        assert_eq!(
-            plan.evictions,
-            vec![Eviction {
-                at: 4,
-                block: 0,
-                rewind_to: None
-            }]
-        );
-        engine(
-            &tokens,
-            &EngineOptions {
-                restart_mode: true,
-                ..kfa
-            },
-            &mut plan,
-        );
+        assert_eq!(plan.evictions, vec![Eviction { at: 4, block: 0, rewind_to: None }]);
+        engine(&tokens, &EngineOptions { restart_mode: true, ..kfa }, &mut plan);
         // Restart: the flushed block's memento is computed again.
-        assert_eq!(
-            plan.evictions,
-            vec![Eviction {
-                at: 4,
-                block: 0,
-                rewind_to: Some(2)
-            }]
-        );
+        assert_eq!(plan.evictions, vec![Eviction { at: 4, block: 0, rewind_to: Some(2) }]);
     }
 
     #[test]
@@ -923,98 +757,42 @@ mod tests {
             prompt: prompt.as_bytes(),
             text: resp.as_bytes(),
             tokens: &tokens,
-            tracking: Tracking {
-                first_tracked: 0,
-                first_generated: 4,
-            },
+            tracking: Tracking { first_tracked: 0, first_generated: 4 },
         };
         let mut sc = Scratch::default();
         let st = replay(row, &o(0), 0, &Chars, &mut sc, &mut Vec::new(), None);
         // The prompt's block waits in the queue; the response's summary end evicts the oldest
         // (the prompt's block), one eviction per summary end.
-        assert_eq!(
-            sc.plan.evictions,
-            vec![Eviction {
-                at: 7,
-                block: 0,
-                rewind_to: None
-            }]
-        );
+        assert_eq!(sc.plan.evictions, vec![Eviction { at: 7, block: 0, rewind_to: None }]);
         assert_eq!(st.prompt_len, prompt.len() as u64);
         assert_eq!(st.total_len, resp.len() as u64);
         assert_eq!(st.final_len, (prompt.len() + resp.len() - 1) as u64);
         // Untracked prompt (before the assistant header): only the response's block goes.
-        let row = Stream {
-            tracking: Tracking {
-                first_tracked: 4,
-                first_generated: 4,
-            },
-            ..row
-        };
+        let row = Stream { tracking: Tracking { first_tracked: 4, first_generated: 4 }, ..row };
         replay(row, &o(0), 0, &Chars, &mut sc, &mut Vec::new(), None);
-        assert_eq!(
-            sc.plan.evictions,
-            vec![Eviction {
-                at: 7,
-                block: 0,
-                rewind_to: None
-            }]
-        );
+        assert_eq!(sc.plan.evictions, vec![Eviction { at: 7, block: 0, rewind_to: None }]);
         assert_eq!(sc.plan.blocks[0].open, 4);
         // Restart mode: the prompt's completed block schedules a rewind to its memento.
-        let row = Stream {
-            tracking: Tracking {
-                first_tracked: 0,
-                first_generated: 4,
-            },
-            ..row
-        };
-        let st = replay(
-            row,
-            &EngineOptions {
-                restart_mode: true,
-                ..o(0)
-            },
-            0,
-            &Chars,
-            &mut sc,
-            &mut Vec::new(),
-            None,
-        );
+        let row = Stream { tracking: Tracking { first_tracked: 0, first_generated: 4 }, ..row };
+        let st = replay(row, &EngineOptions { restart_mode: true, ..o(0) }, 0, &Chars, &mut sc, &mut Vec::new(), None);
         assert_eq!(sc.plan.prompt_rewind, Some(2));
         // Recomputed: from the prompt's summary start to the end of the prompt, then from the
         // response's summary start through its end.
         let p_ss = prompt.find(SS).unwrap();
         let r_ss = resp.find(SS).unwrap();
-        assert_eq!(
-            st.recomputed_len,
-            (prompt.len() - p_ss + resp.len() - r_ss) as u64
-        );
+        assert_eq!(st.recomputed_len, (prompt.len() - p_ss + resp.len() - r_ss) as u64);
     }
 
     #[test]
     fn tutorial_shape() {
         // The contract's example (FORMAT.md section 7), k = 0.
         let t = format!("<think>\n{BS}A{BE}\n{SS}a{SE}\n</think>\nX");
-        assert_eq!(
-            tutorial(&t, 0),
-            format!("<think>\n{SS}a{SE}\n</think>\n\nX")
-        );
-        let t = format!(
-            "<think>\n{}\n{}\n</think>\n\nanswer",
-            unit(" A ", " a "),
-            unit("B", "b")
-        );
-        assert_eq!(
-            tutorial(&t, 1),
-            format!("<think>\n{SS} a {SE}\n{BS}B{BE}\n{SS}b{SE}\n</think>\n\n\nanswer")
-        );
+        assert_eq!(tutorial(&t, 0), format!("<think>\n{SS}a{SE}\n</think>\n\nX"));
+        let t = format!("<think>\n{}\n{}\n</think>\n\nanswer", unit(" A ", " a "), unit("B", "b"));
+        assert_eq!(tutorial(&t, 1), format!("<think>\n{SS} a {SE}\n{BS}B{BE}\n{SS}b{SE}\n</think>\n\n\nanswer"));
         assert_eq!(
             tutorial(&t, 5),
-            format!(
-                "<think>\n{}\n{SS} a {SE}\n{BS}B{BE}\n{SS}b{SE}\n</think>\n\n\nanswer",
-                format!("{BS} A {BE}")
-            )
+            format!("<think>\n{}\n{SS} a {SE}\n{BS}B{BE}\n{SS}b{SE}\n</think>\n\n\nanswer", format!("{BS} A {BE}"))
         );
         assert_eq!(tutorial("no think", 1), "no think");
         let no_end = format!("<think>{}", unit("A", "a"));
@@ -1029,22 +807,12 @@ mod tests {
         let opts = EngineOptions::default();
         let mut curve = Vec::new();
         let row = Stream::response(t.as_bytes(), &tokens);
-        let st = replay(
-            row,
-            &opts,
-            10,
-            &Chars,
-            &mut Scratch::default(),
-            &mut Vec::new(),
-            Some(&mut curve),
-        );
+        let st = replay(row, &opts, 10, &Chars, &mut Scratch::default(), &mut Vec::new(), Some(&mut curve));
         let total = t.chars().count() as u64;
         assert_eq!(st.total_len, total);
         assert_eq!(st.prompt_len, 10);
         assert_eq!(st.peak_len, 10 + total - 4);
-        assert!(curve
-            .iter()
-            .any(|p| !p.eviction && p.visible == 10 + 7 + 15 + 4 + 13 + 17 + 1 + 15));
+        assert!(curve.iter().any(|p| !p.eviction && p.visible == 10 + 7 + 15 + 4 + 13 + 17 + 1 + 15));
         assert_eq!(st.final_len, 10 + total - 4);
         assert_eq!(st.complete_blocks, 1);
         assert_eq!(st.evicted_blocks, 1);
@@ -1061,25 +829,14 @@ mod tests {
         assert_eq!(st.kv_auc, area as u128);
         assert!((st.mean_len - area as f64 / total as f64).abs() < 1e-9);
         assert!(curve.iter().any(|p| p.eviction && p.visible == 82 - 4));
-        let st = replay(
-            row,
-            &o(-1),
-            10,
-            &Chars,
-            &mut Scratch::default(),
-            &mut Vec::new(),
-            None,
-        );
+        let st = replay(row, &o(-1), 10, &Chars, &mut Scratch::default(), &mut Vec::new(), None);
         assert_eq!(st.peak_len, 10 + total);
         assert_eq!(st.kv_auc, st.full_auc());
         assert_eq!(st.evicted_blocks, 0);
         // Restart mode: the memento (summary start through summary end) is computed again.
         let st = replay(
             row,
-            &EngineOptions {
-                restart_mode: true,
-                ..opts
-            },
+            &EngineOptions { restart_mode: true, ..opts },
             10,
             &Chars,
             &mut Scratch::default(),

@@ -3,17 +3,15 @@
 
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, Float64Array, Int32Array, Int64Array, LargeStringArray, ListArray, RecordBatch,
-};
+use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, LargeStringArray, ListArray, RecordBatch};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 
 use crate::batch::{column_rows, Rows};
 use crate::compact::{
-    engine, evicted_bytes, inplace_plan, replay, tutorial_plan, write_pieces, EngineOptions, Piece,
-    Plan, ReplayStats, Scratch, Stream, Tracking, TutorialItems, Units,
+    engine, evicted_bytes, inplace_plan, replay, tutorial_plan, write_pieces, EngineOptions, Piece, Plan, ReplayStats,
+    Scratch, Stream, Tracking, TutorialItems, Units,
 };
 use crate::error::CoreError;
 use crate::par::{map_chunks, with_threads};
@@ -34,9 +32,7 @@ impl std::str::FromStr for Style {
         match s {
             "tutorial" => Ok(Style::Tutorial),
             "inplace" => Ok(Style::Inplace),
-            other => Err(CoreError::InvalidArgument(format!(
-                "style must be 'tutorial' or 'inplace', got {other:?}"
-            ))),
+            other => Err(CoreError::InvalidArgument(format!("style must be 'tutorial' or 'inplace', got {other:?}"))),
         }
     }
 }
@@ -58,9 +54,7 @@ pub fn check_engine_options(o: &EngineOptions) -> Result<(), CoreError> {
         )));
     }
     if o.keep_last_block_for_answer && o.keep_last_k != 0 {
-        return Err(CoreError::InvalidArgument(
-            "keep_last_block_for_answer applies only with keep_last_k=0".into(),
-        ));
+        return Err(CoreError::InvalidArgument("keep_last_block_for_answer applies only with keep_last_k=0".into()));
     }
     Ok(())
 }
@@ -73,11 +67,7 @@ struct RewritePlan {
     lens: Vec<Option<usize>>,
 }
 
-fn plan_rows(
-    rows: &dyn Rows,
-    range: std::ops::Range<usize>,
-    opts: &CompressOptions,
-) -> RewritePlan {
+fn plan_rows(rows: &dyn Rows, range: std::ops::Range<usize>, opts: &CompressOptions) -> RewritePlan {
     let mut plan = RewritePlan {
         pieces: Vec::new(),
         row_end: Vec::with_capacity(range.len()),
@@ -97,20 +87,13 @@ fn plan_rows(
         scan_into(text, &mut tokens);
         match opts.style {
             Style::Tutorial => {
-                tutorial_plan(
-                    text,
-                    &tokens,
-                    &mut items,
-                    opts.engine.keep_last_k,
-                    &mut row_pieces,
-                );
+                tutorial_plan(text, &tokens, &mut items, opts.engine.keep_last_k, &mut row_pieces);
             }
             Style::Inplace => {
                 inplace_plan(text, &tokens, &opts.engine, &mut sc, &mut row_pieces);
             }
         }
-        plan.lens
-            .push(Some(row_pieces.iter().map(Piece::len).sum()));
+        plan.lens.push(Some(row_pieces.iter().map(Piece::len).sum()));
         plan.pieces.append(&mut row_pieces);
         plan.row_end.push(plan.pieces.len());
     }
@@ -119,10 +102,7 @@ fn plan_rows(
 
 /// Rewrite every row. The output is a `LargeUtf8` array written into one exactly sized values
 /// buffer (plans first, then a parallel fill of disjoint slices). Null rows stay null.
-pub fn compress_arrays(
-    arrays: &[&dyn Array],
-    opts: &CompressOptions,
-) -> Result<LargeStringArray, CoreError> {
+pub fn compress_arrays(arrays: &[&dyn Array], opts: &CompressOptions) -> Result<LargeStringArray, CoreError> {
     check_engine_options(&opts.engine)?;
     let rows = column_rows(arrays)?;
     let rows = rows.as_ref();
@@ -157,11 +137,7 @@ pub fn compress_arrays(
         let mut from = 0;
         for (j, &end) in plan.row_end.iter().enumerate() {
             if plan.lens[j].is_some() {
-                pos += write_pieces(
-                    rows.bytes(start + j),
-                    &plan.pieces[from..end],
-                    &mut out[pos..],
-                );
+                pos += write_pieces(rows.bytes(start + j), &plan.pieces[from..end], &mut out[pos..]);
             }
             from = end;
         }
@@ -169,15 +145,9 @@ pub fn compress_arrays(
     if plans.len() == 1 {
         plans.iter().zip(slices).for_each(fill);
     } else {
-        with_threads(opts.threads, || {
-            plans.par_iter().zip(slices.into_par_iter()).for_each(fill)
-        })?;
+        with_threads(opts.threads, || plans.par_iter().zip(slices.into_par_iter()).for_each(fill))?;
     }
-    let nulls = if valid.iter().all(|&v| v) {
-        None
-    } else {
-        Some(NullBuffer::from(valid))
-    };
+    let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: every row is a concatenation of whole UTF-8 sequences: sub-slices of a valid row cut
     // at delimiter boundaries (ASCII) or at the ends of a `str.strip()` (whole characters), and
@@ -269,15 +239,7 @@ fn replay_row(
     let text = rows.bytes(i);
     let Some(p) = prompt_text.filter(|p| p.rows.is_valid(i)) else {
         scan_into(text, tokens);
-        return replay(
-            Stream::response(text, tokens),
-            opts,
-            prompt_len,
-            units,
-            sc,
-            prefix,
-            None,
-        );
+        return replay(Stream::response(text, tokens), opts, prompt_len, units, sc, prefix, None);
     };
     let prompt = p.rows.bytes(i);
     scan_into(prompt, tokens);
@@ -292,15 +254,7 @@ fn replay_row(
     };
     scan_into(text, resp_tokens);
     tokens.extend_from_slice(resp_tokens);
-    let row = Stream {
-        prompt,
-        text,
-        tokens,
-        tracking: Tracking {
-            first_tracked,
-            first_generated: np,
-        },
-    };
+    let row = Stream { prompt, text, tokens, tracking: Tracking { first_tracked, first_generated: np } };
     replay(row, opts, prompt_len, units, sc, prefix, None)
 }
 
@@ -339,10 +293,7 @@ pub fn replay_arrays(
                     rows.len()
                 )));
             }
-            Some(PromptText {
-                rows: r.as_ref(),
-                require_assistant_section: require,
-            })
+            Some(PromptText { rows: r.as_ref(), require_assistant_section: require })
         }
         _ => None,
     };
@@ -370,39 +321,20 @@ pub fn replay_arrays(
     })?;
     let all: Vec<Option<ReplayStats>> = parts.into_iter().flatten().collect();
     let valid: Vec<bool> = all.iter().map(Option::is_some).collect();
-    let nulls = if valid.iter().all(|&v| v) {
-        None
-    } else {
-        Some(NullBuffer::from(valid))
-    };
+    let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
     let sat = |x: u128| x.min(i64::MAX as u128) as i64;
     let i64s = |f: &dyn Fn(&ReplayStats) -> i64| -> ArrayRef {
-        Arc::new(Int64Array::new(
-            all.iter().map(|o| o.as_ref().map_or(0, f)).collect(),
-            nulls.clone(),
-        ))
+        Arc::new(Int64Array::new(all.iter().map(|o| o.as_ref().map_or(0, f)).collect(), nulls.clone()))
     };
     let f64s = |f: &dyn Fn(&ReplayStats) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::new(
-            all.iter().map(|o| o.as_ref().map_or(0.0, f)).collect(),
-            nulls.clone(),
-        ))
+        Arc::new(Float64Array::new(all.iter().map(|o| o.as_ref().map_or(0.0, f)).collect(), nulls.clone()))
     };
     let ratio = |num: f64, den: f64| if den > 0.0 { Some(num / den) } else { None };
     let ratios = |f: &dyn Fn(&ReplayStats) -> Option<f64>| -> ArrayRef {
-        Arc::new(Float64Array::from(
-            all.iter()
-                .map(|o| o.as_ref().and_then(f))
-                .collect::<Vec<_>>(),
-        ))
+        Arc::new(Float64Array::from(all.iter().map(|o| o.as_ref().and_then(f)).collect::<Vec<_>>()))
     };
     let i32s = |f: &dyn Fn(&ReplayStats) -> u32| -> ArrayRef {
-        Arc::new(Int32Array::new(
-            all.iter()
-                .map(|o| o.as_ref().map_or(0, |s| f(s) as i32))
-                .collect(),
-            nulls.clone(),
-        ))
+        Arc::new(Int32Array::new(all.iter().map(|o| o.as_ref().map_or(0, |s| f(s) as i32)).collect(), nulls.clone()))
     };
     let columns: Vec<ArrayRef> = vec![
         i64s(&|s| s.prompt_len as i64),
@@ -427,13 +359,7 @@ pub fn replay_arrays(
 /// engine tracks (in the order of its `<|block_start|>`). Offsets are UTF-8 byte offsets into the
 /// row; a null element means "none" (never closed, no memento, never evicted).
 pub fn plan_schema() -> Schema {
-    let list = |n: &str| {
-        Field::new(
-            n,
-            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
-            true,
-        )
-    };
+    let list = |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Int64, true))), true);
     Schema::new(vec![
         Field::new("n_blocks", DataType::Int32, true),
         Field::new("n_complete", DataType::Int32, true),
@@ -469,10 +395,7 @@ pub fn plan_arrays(
         values: [Vec<Option<i64>>; 8],
     }
     let parts = map_chunks(rows, threads, |r| {
-        let mut part = Part {
-            counts: Vec::with_capacity(r.len()),
-            ..Default::default()
-        };
+        let mut part = Part { counts: Vec::with_capacity(r.len()), ..Default::default() };
         let mut tokens = Vec::new();
         let mut plan = Plan::default();
         for i in r {
@@ -484,11 +407,7 @@ pub fn plan_arrays(
             scan_into(text, &mut tokens);
             engine(&tokens, opts, &mut plan);
             let n_complete = plan.blocks.iter().filter(|b| b.is_complete()).count();
-            part.counts.push(Some([
-                plan.blocks.len() as i32,
-                n_complete as i32,
-                plan.evictions.len() as i32,
-            ]));
+            part.counts.push(Some([plan.blocks.len() as i32, n_complete as i32, plan.evictions.len() as i32]));
             for b in &plan.blocks {
                 let ev = b.eviction.map(|e| &plan.evictions[e]);
                 let range = ev.map(|_| evicted_bytes(&tokens, b, opts));
@@ -518,28 +437,18 @@ pub fn plan_arrays(
         }
     }
     let count = |j: usize| -> ArrayRef {
-        Arc::new(Int32Array::from(
-            counts.iter().map(|c| c.map(|c| c[j])).collect::<Vec<_>>(),
-        ))
+        Arc::new(Int32Array::from(counts.iter().map(|c| c.map(|c| c[j])).collect::<Vec<_>>()))
     };
-    let offsets =
-        OffsetBuffer::<i32>::from_lengths(counts.iter().map(|c| c.map_or(0, |c| c[0] as usize)));
+    let offsets = OffsetBuffer::<i32>::from_lengths(counts.iter().map(|c| c.map_or(0, |c| c[0] as usize)));
     let row_nulls = if counts.iter().all(Option::is_some) {
         None
     } else {
-        Some(NullBuffer::from(
-            counts.iter().map(Option::is_some).collect::<Vec<_>>(),
-        ))
+        Some(NullBuffer::from(counts.iter().map(Option::is_some).collect::<Vec<_>>()))
     };
     let item = Arc::new(Field::new("item", DataType::Int64, true));
     let mut columns: Vec<ArrayRef> = vec![count(0), count(1), count(2)];
     for v in values {
-        let list = ListArray::try_new(
-            item.clone(),
-            offsets.clone(),
-            Arc::new(Int64Array::from(v)),
-            row_nulls.clone(),
-        )?;
+        let list = ListArray::try_new(item.clone(), offsets.clone(), Arc::new(Int64Array::from(v)), row_nulls.clone())?;
         columns.push(Arc::new(list));
     }
     Ok(RecordBatch::try_new(Arc::new(plan_schema()), columns)?)
@@ -559,7 +468,10 @@ mod tests {
                 }
                 let mut s = String::from("<think>\n");
                 for b in 0..(i % 7) {
-                    s += &format!("<|block_start|> block {b} of {i} {} <|block_end|>\n<|summary_start|> s{b} <|summary_end|>\n", "w ".repeat(i % 300));
+                    s += &format!(
+                        "<|block_start|> block {b} of {i} {} <|block_end|>\n<|summary_start|> s{b} <|summary_end|>\n",
+                        "w ".repeat(i % 300)
+                    );
                 }
                 s += "</think>\nanswer";
                 Some(s)
@@ -575,23 +487,16 @@ mod tests {
         for style in [Style::Tutorial, Style::Inplace] {
             let o = |threads| CompressOptions {
                 style,
-                engine: EngineOptions {
-                    keep_last_k: 1,
-                    ..Default::default()
-                },
+                engine: EngineOptions { keep_last_k: 1, ..Default::default() },
                 threads,
             };
             let one = compress_arrays(&[&a], &o(Some(1))).unwrap();
             let two = compress_arrays(&[&a], &o(Some(2))).unwrap();
-            let chunks =
-                compress_arrays(&[&a.slice(0, 1000), &v.slice(1000, 2000)], &o(Some(2))).unwrap();
+            let chunks = compress_arrays(&[&a.slice(0, 1000), &v.slice(1000, 2000)], &o(Some(2))).unwrap();
             assert_eq!(one, two);
             assert_eq!(one, chunks);
             assert!(one.is_null(5));
-            assert_eq!(
-                one.value_offsets().last().copied().unwrap() as usize,
-                one.values().len()
-            );
+            assert_eq!(one.value_offsets().last().copied().unwrap() as usize, one.values().len());
         }
     }
 
@@ -599,36 +504,14 @@ mod tests {
     fn replay_columns() {
         let data = rows(200);
         let a = StringArray::from(data);
-        let b = replay_arrays(
-            &[&a],
-            &EngineOptions::default(),
-            PromptLen::Same(5),
-            None,
-            &Chars,
-            Some(1),
-        )
-        .unwrap();
+        let b = replay_arrays(&[&a], &EngineOptions::default(), PromptLen::Same(5), None, &Chars, Some(1)).unwrap();
         assert_eq!(b.num_rows(), 200);
         assert!(b.column_by_name("total_len").unwrap().is_null(5));
-        let keep_all = EngineOptions {
-            keep_last_k: -1,
-            ..Default::default()
-        };
-        let full =
-            replay_arrays(&[&a], &keep_all, PromptLen::Same(5), None, &Chars, Some(1)).unwrap();
-        assert_eq!(
-            full.column_by_name("peak_len"),
-            full.column_by_name("full_peak_len")
-        );
-        assert_eq!(
-            full.column_by_name("kv_auc"),
-            full.column_by_name("full_kv_auc")
-        );
-        let bad = EngineOptions {
-            keep_last_k: 2,
-            keep_last_block_for_answer: true,
-            ..Default::default()
-        };
+        let keep_all = EngineOptions { keep_last_k: -1, ..Default::default() };
+        let full = replay_arrays(&[&a], &keep_all, PromptLen::Same(5), None, &Chars, Some(1)).unwrap();
+        assert_eq!(full.column_by_name("peak_len"), full.column_by_name("full_peak_len"));
+        assert_eq!(full.column_by_name("kv_auc"), full.column_by_name("full_kv_auc"));
+        let bad = EngineOptions { keep_last_k: 2, keep_last_block_for_answer: true, ..Default::default() };
         assert!(replay_arrays(&[&a], &bad, PromptLen::Same(0), None, &Chars, None).is_err());
     }
 }

@@ -176,11 +176,8 @@ fn tutorial_fields(text: &[u8], tokens: &[Token], out: &mut Parsed) {
         let from = tokens[i].end();
         tokens[i + 1..].iter().find(|t| t.delim == Delim::ThinkEnd).map(|t| from..t.start)
     });
-    out.final_answer = tokens
-        .iter()
-        .rev()
-        .find(|t| t.delim == Delim::ThinkEnd)
-        .map(|t| strip_range(text, t.end()..text.len()));
+    out.final_answer =
+        tokens.iter().rev().find(|t| t.delim == Delim::ThinkEnd).map(|t| strip_range(text, t.end()..text.len()));
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -251,7 +248,8 @@ fn is_placeholder(s: &[u8]) -> bool {
         return false;
     }
     let lower = s.to_ascii_lowercase();
-    memchr::memmem::find(&lower, b"missing summary").is_some() || memchr::memmem::find(&lower, b"summarization failed").is_some()
+    memchr::memmem::find(&lower, b"missing summary").is_some()
+        || memchr::memmem::find(&lower, b"summarization failed").is_some()
 }
 
 fn structure(text: &[u8], tokens: &[Token], out: &mut Parsed, want_spans: bool) {
@@ -405,7 +403,14 @@ mod tests {
 
     #[test]
     fn spans_are_lossless() {
-        for s in [OK, "", "no think", "<think><|block_start|>a", "x</think><|summary_end|>", "<think><|block_start|>a<|summary_start|>b<|block_end|>"] {
+        for s in [
+            OK,
+            "",
+            "no think",
+            "<think><|block_start|>a",
+            "x</think><|summary_end|>",
+            "<think><|block_start|>a<|summary_start|>b<|block_end|>",
+        ] {
             let p = parse(s);
             let mut pos = 0;
             for sp in &p.spans {
@@ -423,20 +428,48 @@ mod tests {
         assert_eq!(status_of("just text"), (Status::NoThink, Some(0)));
         assert_eq!(status_of("<think>raw</think>a").0, Status::NoBlocks);
         assert_eq!(status_of(&format!("x{OK}")), (Status::TextBeforeThink, Some(0)));
-        assert_eq!(status_of("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|></think><|block_start|>").0, Status::UnitOutsideThink);
-        assert_eq!(status_of("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|><|block_end|></think>").0, Status::StrayDelimiter);
-        assert_eq!(status_of("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|>"), (Status::UnclosedThink, Some(0)));
+        assert_eq!(
+            status_of("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|></think><|block_start|>").0,
+            Status::UnitOutsideThink
+        );
+        assert_eq!(
+            status_of("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|><|block_end|></think>").0,
+            Status::StrayDelimiter
+        );
+        assert_eq!(
+            status_of("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|>"),
+            (Status::UnclosedThink, Some(0))
+        );
         assert_eq!(status_of("<think><|block_start|>a"), (Status::UnclosedBlock, Some(7)));
         assert_eq!(status_of("<think><|block_start|>a<|block_start|>"), (Status::NestedBlock, Some(23)));
         assert_eq!(status_of("<think><|block_start|>a<|block_end|></think>"), (Status::BlockWithoutSummary, Some(7)));
         assert_eq!(status_of("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|><|summary_start|>c<|summary_end|></think>").0, Status::SummaryWithoutBlock);
-        assert_eq!(status_of("<think><|block_start|>a<|block_end|><|summary_start|>b</think>").0, Status::UnclosedSummary);
-        assert_eq!(status_of("<think><|block_start|>a<|block_end|> x <|summary_start|>b<|summary_end|></think>"), (Status::TextBetweenUnits, Some(37)));
-        assert_eq!(status_of("<think><|block_start|> <|block_end|><|summary_start|>b<|summary_end|></think>"), (Status::EmptyBlock, Some(7)));
-        assert_eq!(status_of("<think><|block_start|>a<|block_end|><|summary_start|>\n<|summary_end|></think>").0, Status::EmptySummary);
-        assert_eq!(status_of("<think><|block_start|>a<|block_end|><|summary_start|>[Missing summary]<|summary_end|></think>").0, Status::PlaceholderSummary);
+        assert_eq!(
+            status_of("<think><|block_start|>a<|block_end|><|summary_start|>b</think>").0,
+            Status::UnclosedSummary
+        );
+        assert_eq!(
+            status_of("<think><|block_start|>a<|block_end|> x <|summary_start|>b<|summary_end|></think>"),
+            (Status::TextBetweenUnits, Some(37))
+        );
+        assert_eq!(
+            status_of("<think><|block_start|> <|block_end|><|summary_start|>b<|summary_end|></think>"),
+            (Status::EmptyBlock, Some(7))
+        );
+        assert_eq!(
+            status_of("<think><|block_start|>a<|block_end|><|summary_start|>\n<|summary_end|></think>").0,
+            Status::EmptySummary
+        );
+        assert_eq!(
+            status_of("<think><|block_start|>a<|block_end|><|summary_start|>[Missing summary]<|summary_end|></think>")
+                .0,
+            Status::PlaceholderSummary
+        );
         assert_eq!(status_of("<think><|block_start|>a \"<|summary_start|>q<|summary_end|>\"<|block_end|><|summary_start|>b<|summary_end|></think>").0, Status::CountMismatch);
-        assert_eq!(status_of("<think><|block_start|>a \"<think>\"<|block_end|><|summary_start|>b<|summary_end|></think>").0, Status::DelimiterInContent);
+        assert_eq!(
+            status_of("<think><|block_start|>a \"<think>\"<|block_end|><|summary_start|>b<|summary_end|></think>").0,
+            Status::DelimiterInContent
+        );
     }
 
     #[test]

@@ -228,8 +228,22 @@ mod tests {
     /// delimiters that straddle a 64-byte boundary and `<` in the last 63 bytes.
     #[test]
     fn vector_paths_equal_memchr() {
-        let pieces = ["<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>",
-            "<|summary_end|>", "<", "<|", "<|block_", "<thi", "x", "word ", "π≤", "\n"];
+        let pieces = [
+            "<think>",
+            "</think>",
+            "<|block_start|>",
+            "<|block_end|>",
+            "<|summary_start|>",
+            "<|summary_end|>",
+            "<",
+            "<|",
+            "<|block_",
+            "<thi",
+            "x",
+            "word ",
+            "π≤",
+            "\n",
+        ];
         let mut state = 0x9E3779B97F4A7C15u64;
         for _ in 0..2000 {
             let mut s = String::new();

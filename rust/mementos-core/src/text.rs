@@ -118,11 +118,7 @@ impl std::ops::AddAssign for TextStats {
 #[inline]
 fn step(b: &[u8], i: usize, st: &mut TextStats, in_word: &mut bool) -> usize {
     let c = b[i];
-    let (len, space) = if c < 0x80 {
-        (1, ASCII_SPACE[c as usize])
-    } else {
-        (utf8_len(c), space_len_at(b, i) != 0)
-    };
+    let (len, space) = if c < 0x80 { (1, ASCII_SPACE[c as usize]) } else { (utf8_len(c), space_len_at(b, i) != 0) };
     st.chars += 1;
     if !space && !*in_word {
         st.words += 1;
@@ -364,9 +360,8 @@ mod simd {
     pub unsafe fn classify64_avx2(p: *const u8) -> (Class64, __m256i) {
         let v0 = _mm256_loadu_si256(p as *const __m256i);
         let v1 = _mm256_loadu_si256(p.add(32) as *const __m256i);
-        let ascii_sp = |v: __m256i| {
-            _mm256_or_si256(_mm256_or_si256(eq8(v, b' '), in_range8(v, 9, 4)), in_range8(v, 28, 3))
-        };
+        let ascii_sp =
+            |v: __m256i| _mm256_or_si256(_mm256_or_si256(eq8(v, b' '), in_range8(v, 9, 4)), in_range8(v, 28, 3));
         let ascii_space = mask8(ascii_sp(v0)) | mask8(ascii_sp(v1)) << 32;
         // Continuation bytes (0x80..=0xBF) as -1 per byte, both halves added: the caller sums
         // them in a vector accumulator, so `Class64::cont` stays 0 here.
@@ -375,15 +370,14 @@ mod simd {
         let cont = 0;
         let n1_0 = _mm256_loadu_si256(p.add(1) as *const __m256i);
         let n1_1 = _mm256_loadu_si256(p.add(33) as *const __m256i);
-        let two = |v: __m256i, n1: __m256i| _mm256_and_si256(eq8(v, 0xC2), _mm256_or_si256(eq8(n1, 0x85), eq8(n1, 0xA0)));
+        let two =
+            |v: __m256i, n1: __m256i| _mm256_and_si256(eq8(v, 0xC2), _mm256_or_si256(eq8(n1, 0x85), eq8(n1, 0xA0)));
         let three_lead = |v: __m256i, n1: __m256i| {
             _mm256_and_si256(in_range8(v, 0xE1, 2), _mm256_or_si256(in_range8(n1, 0x80, 1), eq8(n1, 0x9A)))
         };
         let (l2_0, l2_1) = (two(v0, n1_0), two(v1, n1_1));
-        let cand = _mm256_or_si256(
-            _mm256_or_si256(l2_0, l2_1),
-            _mm256_or_si256(three_lead(v0, n1_0), three_lead(v1, n1_1)),
-        );
+        let cand =
+            _mm256_or_si256(_mm256_or_si256(l2_0, l2_1), _mm256_or_si256(three_lead(v0, n1_0), three_lead(v1, n1_1)));
         if _mm256_testz_si256(cand, cand) != 0 {
             return (Class64 { space: ascii_space, spill: 0, cont }, contv);
         }
@@ -418,11 +412,8 @@ mod tests {
 
     #[test]
     fn whitespace_set() {
-        let spaces: Vec<u32> = (0..=0x10FFFFu32)
-            .filter_map(char::from_u32)
-            .filter(|&c| is_py_space(c))
-            .map(|c| c as u32)
-            .collect();
+        let spaces: Vec<u32> =
+            (0..=0x10FFFFu32).filter_map(char::from_u32).filter(|&c| is_py_space(c)).map(|c| c as u32).collect();
         let mut expected: Vec<u32> = vec![9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 0x85, 0xA0, 0x1680];
         expected.extend(0x2000..=0x200A);
         expected.extend([0x2028, 0x2029, 0x202F, 0x205F, 0x3000]);
@@ -431,7 +422,16 @@ mod tests {
 
     #[test]
     fn strip_matches_model() {
-        for s in ["", " ", " a ", "\u{3000}x\u{a0}", "\u{85}\u{2028}é\u{1c}", "日本\u{2009}", "\u{200b}a\u{feff}", "a\u{2029}b"] {
+        for s in [
+            "",
+            " ",
+            " a ",
+            "\u{3000}x\u{a0}",
+            "\u{85}\u{2028}é\u{1c}",
+            "日本\u{2009}",
+            "\u{200b}a\u{feff}",
+            "a\u{2029}b",
+        ] {
             let r = strip_range(s.as_bytes(), 0..s.len());
             assert_eq!(&s[r.clone()], py_strip(s), "{s:?}");
             let lo = skip_space(s.as_bytes(), 0..s.len());
@@ -451,8 +451,8 @@ mod tests {
     fn simd_matches_model_on_random_mixes() {
         let pieces = [
             "a", "word", " ", "\n", "\t", "\x1c", "\x0b", "\u{85}", "\u{a0}", "\u{1680}", "\u{2000}", "\u{200a}",
-            "\u{200b}", "\u{2028}", "\u{2029}", "\u{202f}", "\u{205f}", "\u{3000}", "\u{feff}", "\u{180e}",
-            "é", "π", "≤", "—", "\u{2080}", "\u{20ac}", "日本", "🎉", "\u{c2}", "°", "\u{1681}", "\u{3001}",
+            "\u{200b}", "\u{2028}", "\u{2029}", "\u{202f}", "\u{205f}", "\u{3000}", "\u{feff}", "\u{180e}", "é", "π",
+            "≤", "—", "\u{2080}", "\u{20ac}", "日本", "🎉", "\u{c2}", "°", "\u{1681}", "\u{3001}",
         ];
         let mut state = 0x2545F4914F6CDD1Du64;
         for _ in 0..3000 {

@@ -7,8 +7,7 @@ use arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
 use arrow_array::{Array, ArrayRef, LargeStringArray, StringArray};
 use mementos_core::align::align_full;
 use mementos_core::compact::{
-    count_code_points, inplace_plan, replay, write_pieces, Chars, EngineOptions, Piece, Scratch,
-    Stream,
+    count_code_points, inplace_plan, replay, write_pieces, Chars, EngineOptions, Piece, Scratch, Stream,
 };
 use mementos_core::ops::{compress_arrays, CompressOptions, Style};
 use mementos_core::scan::scan;
@@ -34,43 +33,26 @@ const PIECES: &[&str] = &[
 ];
 
 fn trace() -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        prop_oneof![
-            prop::sample::select(PIECES).prop_map(String::from),
-            ".{0,6}"
-        ],
-        0..200,
-    )
-    .prop_map(|v| v.concat())
+    prop::collection::vec(prop_oneof![prop::sample::select(PIECES).prop_map(String::from), ".{0,6}"], 0..200)
+        .prop_map(|v| v.concat())
 }
 
 fn opts() -> impl Strategy<Value = EngineOptions> {
-    (
-        -1i64..4,
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-        prop::bool::weighted(0.8),
-    )
-        .prop_map(|(k, mask, kfa, restart, on_end)| EngineOptions {
+    (-1i64..4, any::<bool>(), any::<bool>(), any::<bool>(), prop::bool::weighted(0.8)).prop_map(
+        |(k, mask, kfa, restart, on_end)| EngineOptions {
             keep_last_k: k,
             mask_delimiters: mask,
             keep_last_block_for_answer: kfa && k == 0,
             restart_mode: restart,
             compact_on_summary_end: on_end,
-        })
+        },
+    )
 }
 
 fn inplace(s: &str, o: &EngineOptions) -> (String, Vec<Piece>) {
     let tokens = scan(s.as_bytes());
     let mut pieces = Vec::new();
-    inplace_plan(
-        s.as_bytes(),
-        &tokens,
-        o,
-        &mut Scratch::default(),
-        &mut pieces,
-    );
+    inplace_plan(s.as_bytes(), &tokens, o, &mut Scratch::default(), &mut pieces);
     let mut out = vec![0u8; pieces.iter().map(Piece::len).sum()];
     write_pieces(s.as_bytes(), &pieces, &mut out);
     (String::from_utf8(out).expect("valid UTF-8"), pieces)

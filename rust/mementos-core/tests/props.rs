@@ -6,9 +6,33 @@ use mementos_core::text::{count_chars_words, is_py_space};
 use proptest::prelude::*;
 
 const PIECES: &[&str] = &[
-    "<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>",
-    "<", "<|", "<|block_", "<thi", "</think", "<|summary", "|>", " ", "\n", "\t", "\u{a0}", "\u{3000}",
-    "\u{2028}", "\u{85}", "\u{1c}", "x", "word", "π≤θ", "🎉", "[Missing summary]", "\u{200b}",
+    "<think>",
+    "</think>",
+    "<|block_start|>",
+    "<|block_end|>",
+    "<|summary_start|>",
+    "<|summary_end|>",
+    "<",
+    "<|",
+    "<|block_",
+    "<thi",
+    "</think",
+    "<|summary",
+    "|>",
+    " ",
+    "\n",
+    "\t",
+    "\u{a0}",
+    "\u{3000}",
+    "\u{2028}",
+    "\u{85}",
+    "\u{1c}",
+    "x",
+    "word",
+    "π≤θ",
+    "🎉",
+    "[Missing summary]",
+    "\u{200b}",
 ];
 
 fn trace() -> impl Strategy<Value = String> {

@@ -31,9 +31,7 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int32Array, Int8Array, LargeListArray, RecordBatch,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int32Array, Int8Array, LargeListArray, RecordBatch};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_bpe::FastBpe;
@@ -172,15 +170,11 @@ impl Encoder {
     /// Load from a `tokenizer.json` string (the delimiters already registered as added tokens,
     /// as `mementos_fast.load_tokenizer` does). `use_fast=false` forces the `tokenizers` crate.
     pub fn from_json(json: &str, use_fast: bool) -> Result<Encoder, ExportError> {
-        let mut hf =
-            Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-        hf.with_truncation(None)
-            .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+        let mut hf = Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+        hf.with_truncation(None).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
         hf.with_padding(None);
         let one = |s: &str| -> Result<u32, ExportError> {
-            let enc = hf
-                .encode(s, false)
-                .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+            let enc = hf.encode(s, false).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
             match enc.get_ids() {
                 [id] if hf.get_added_tokens_decoder().contains_key(id) => Ok(*id),
                 _ => Err(ExportError::NotOneToken(s.to_string())),
@@ -199,27 +193,15 @@ impl Encoder {
         } else {
             (None, Some("the hf backend was requested".to_string()))
         };
-        let token_len = if fast.is_some() {
-            token_lengths(json)?
-        } else {
-            Vec::new()
-        };
+        let token_len = if fast.is_some() { token_lengths(json)? } else { Vec::new() };
         let pieces = match &fast {
             Some(f) => {
-                let root: Value = serde_json::from_str(json)
-                    .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+                let root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
                 pieces::PieceCache::new(&root, f)
             }
             None => None,
         };
-        Ok(Encoder {
-            fast,
-            hf,
-            token_len,
-            im_end,
-            fast_refused,
-            pieces,
-        })
+        Ok(Encoder { fast, hf, token_len, im_end, fast_refused, pieces })
     }
 
     /// `"fast"` (mementos-bpe) or `"hf"` (the tokenizers crate).
@@ -274,10 +256,7 @@ impl Encoder {
         }
         let enc = match self.hf.encode(text, false) {
             Ok(e) => e,
-            Err(e) => panic!(
-                "tokenizers failed to encode a text of {} bytes: {e}",
-                text.len()
-            ),
+            Err(e) => panic!("tokenizers failed to encode a text of {} bytes: {e}", text.len()),
         };
         ids.extend_from_slice(enc.get_ids());
         for &(s, e) in enc.get_offsets() {
@@ -290,8 +269,7 @@ impl Encoder {
 /// Byte length of every id of a byte-level BPE `tokenizer.json` (vocabulary strings over GPT-2's
 /// byte alphabet; added tokens by their UTF-8 content).
 fn token_lengths(json: &str) -> Result<Vec<u32>, ExportError> {
-    let root: Value =
-        serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+    let root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
     let mut lens: Vec<u32> = Vec::new();
     let mut set = |id: u64, len: u32| {
         let id = id as usize;
@@ -300,32 +278,16 @@ fn token_lengths(json: &str) -> Result<Vec<u32>, ExportError> {
         }
         lens[id] = len;
     };
-    if let Some(vocab) = root
-        .get("model")
-        .and_then(|m| m.get("vocab"))
-        .and_then(Value::as_object)
-    {
+    if let Some(vocab) = root.get("model").and_then(|m| m.get("vocab")).and_then(Value::as_object) {
         for (tok, id) in vocab {
             if let Some(id) = id.as_u64() {
-                let len = if tok.chars().all(byte_level_char) {
-                    tok.chars().count() as u32
-                } else {
-                    u32::MAX
-                };
+                let len = if tok.chars().all(byte_level_char) { tok.chars().count() as u32 } else { u32::MAX };
                 set(id, len);
             }
         }
     }
-    for t in root
-        .get("added_tokens")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let (Some(c), Some(id)) = (
-            t.get("content").and_then(Value::as_str),
-            t.get("id").and_then(Value::as_u64),
-        ) {
+    for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+        if let (Some(c), Some(id)) = (t.get("content").and_then(Value::as_str), t.get("id").and_then(Value::as_u64)) {
             set(id, c.len() as u32);
         }
     }
@@ -404,11 +366,7 @@ fn build_text(buf: &mut String, system: Option<&str>, problem: &str, response: &
     buf.push_str(response);
     let r1 = buf.len();
     buf.push_str(TURN_CLOSE);
-    Layout {
-        sys,
-        problem: p0..p1,
-        response: r0..r1,
-    }
+    Layout { sys, problem: p0..p1, response: r0..r1 }
 }
 
 /// Union-find "next token whose `evict_at` is unset" (with path halving).
@@ -430,24 +388,8 @@ fn export_row(
     sc: &mut Scratch,
     out: &mut Columns,
 ) -> RowFate {
-    let lay = build_text(
-        &mut sc.text,
-        opts.system_prompt.as_deref(),
-        problem,
-        response,
-    );
-    let Scratch {
-        text,
-        ids,
-        starts,
-        ends,
-        delims,
-        plan,
-        delim_token,
-        delim_block,
-        stack,
-        next,
-    } = sc;
+    let lay = build_text(&mut sc.text, opts.system_prompt.as_deref(), problem, response);
+    let Scratch { text, ids, starts, ends, delims, plan, delim_token, delim_block, stack, next } = sc;
     enc.encode(text, ids, starts, ends);
     let n = ids.len();
     let resp_at = lay.response.start as u32;
@@ -456,9 +398,7 @@ fn export_row(
     // The first token holding a byte of the response (the prompt is everything before it).
     let first = ends.partition_point(|&e| e <= resp_at);
     // The first token at or after the closing <|im_end|> (the response is first..tail).
-    let tail = starts
-        .partition_point(|&s| s < lay.response.end as u32)
-        .max(first);
+    let tail = starts.partition_point(|&s| s < lay.response.end as u32).max(first);
 
     if let Some(limit) = opts.max_length {
         if first >= limit {
@@ -472,18 +412,14 @@ fn export_row(
     out.input_ids.extend(ids.iter().map(|&i| i as i32));
 
     // labels: the response and the closing <|im_end|> (a token's last byte decides).
-    out.labels.extend(
-        ids.iter()
-            .zip(starts.iter().zip(ends.iter()))
-            .map(|(&id, (&s, &e))| {
-                let last = e.saturating_sub(1).max(s);
-                if last >= resp_at && last < trained_end {
-                    id as i32
-                } else {
-                    IGNORE_INDEX
-                }
-            }),
-    );
+    out.labels.extend(ids.iter().zip(starts.iter().zip(ends.iter())).map(|(&id, (&s, &e))| {
+        let last = e.saturating_sub(1).max(s);
+        if last >= resp_at && last < trained_end {
+            id as i32
+        } else {
+            IGNORE_INDEX
+        }
+    }));
 
     // Prompt segments: system prompt / problem text or template.
     let in_prompt = |last: u32| {
@@ -492,11 +428,7 @@ fn export_row(
     };
     for t in 0..first {
         let last = ends[t].saturating_sub(1).max(starts[t]);
-        out.segment.push(if in_prompt(last) {
-            seg::PROMPT
-        } else {
-            seg::CHAT
-        });
+        out.segment.push(if in_prompt(last) { seg::PROMPT } else { seg::CHAT });
     }
     out.block_index.extend(std::iter::repeat_n(-1, n));
     out.evict_at.extend(std::iter::repeat_n(NEVER, n));
@@ -517,15 +449,7 @@ fn export_row(
     delim_block.clear();
     delim_block.resize(delims.len(), -1);
     for (b, blk) in plan.blocks.iter().enumerate() {
-        for i in [
-            Some(blk.open),
-            blk.close,
-            blk.summary_open,
-            blk.summary_close,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for i in [Some(blk.open), blk.close, blk.summary_open, blk.summary_close].into_iter().flatten() {
             delim_block[i] = b as i32;
         }
     }
@@ -689,36 +613,17 @@ pub fn export_columns(
             responses.len()
         )));
     }
-    let total: usize = (0..responses.len())
-        .map(|i| {
-            if responses.is_valid(i) {
-                responses.bytes(i).len()
-            } else {
-                0
-            }
-        })
-        .sum();
-    let n = opts
-        .threads
-        .unwrap_or_else(rayon::current_num_threads)
-        .max(1);
+    let total: usize =
+        (0..responses.len()).map(|i| if responses.is_valid(i) { responses.bytes(i).len() } else { 0 }).sum();
+    let n = opts.threads.unwrap_or_else(rayon::current_num_threads).max(1);
     if n == 1 || total < (256 << 10) {
-        return Ok(export_chunk(
-            enc,
-            opts,
-            problems,
-            responses,
-            0..responses.len(),
-        ));
+        return Ok(export_chunk(enc, opts, problems, responses, 0..responses.len()));
     }
     // Small chunks (a few per thread) keep the threads busy and each chunk's buffers small.
     let target = (total / (n * 8)).clamp(64 << 10, 4 << 20);
     let ranges = chunk_ranges(responses, target);
     let parts: Vec<Columns> = with_threads(opts.threads, || {
-        ranges
-            .par_iter()
-            .map(|r| export_chunk(enc, opts, problems, responses, r.clone()))
-            .collect()
+        ranges.par_iter().map(|r| export_chunk(enc, opts, problems, responses, r.clone())).collect()
     })?;
     let mut all = Columns::default();
     let tokens: usize = parts.iter().map(|p| p.input_ids.len()).sum();
@@ -735,13 +640,8 @@ pub fn export_columns(
 
 /// The output schema (`LargeList` columns, as the Python side writes them).
 pub fn output_schema() -> Schema {
-    let list = |name: &str, t: DataType| {
-        Field::new(
-            name,
-            DataType::LargeList(Arc::new(Field::new("item", t, true))),
-            false,
-        )
-    };
+    let list =
+        |name: &str, t: DataType| Field::new(name, DataType::LargeList(Arc::new(Field::new("item", t, true))), false);
     Schema::new(vec![
         list("input_ids", DataType::Int32),
         list("labels", DataType::Int32),
@@ -765,34 +665,14 @@ pub fn columns_batch(c: Columns) -> Result<RecordBatch, CoreError> {
     let offsets = OffsetBuffer::<i64>::from_lengths(c.lengths.iter().map(|&l| l as usize));
     let field = |t: DataType| Arc::new(Field::new("item", t, true));
     let list = |t: DataType, values: ArrayRef| -> Result<ArrayRef, CoreError> {
-        Ok(Arc::new(LargeListArray::try_new(
-            field(t),
-            offsets.clone(),
-            values,
-            None,
-        )?))
+        Ok(Arc::new(LargeListArray::try_new(field(t), offsets.clone(), values, None)?))
     };
     let cols: Vec<ArrayRef> = vec![
-        list(
-            DataType::Int32,
-            Arc::new(Int32Array::new(ScalarBuffer::from(c.input_ids), None)),
-        )?,
-        list(
-            DataType::Int32,
-            Arc::new(Int32Array::new(ScalarBuffer::from(c.labels), None)),
-        )?,
-        list(
-            DataType::Int8,
-            Arc::new(Int8Array::new(ScalarBuffer::from(c.segment), None)),
-        )?,
-        list(
-            DataType::Int32,
-            Arc::new(Int32Array::new(ScalarBuffer::from(c.block_index), None)),
-        )?,
-        list(
-            DataType::Int32,
-            Arc::new(Int32Array::new(ScalarBuffer::from(c.evict_at), None)),
-        )?,
+        list(DataType::Int32, Arc::new(Int32Array::new(ScalarBuffer::from(c.input_ids), None)))?,
+        list(DataType::Int32, Arc::new(Int32Array::new(ScalarBuffer::from(c.labels), None)))?,
+        list(DataType::Int8, Arc::new(Int8Array::new(ScalarBuffer::from(c.segment), None)))?,
+        list(DataType::Int32, Arc::new(Int32Array::new(ScalarBuffer::from(c.block_index), None)))?,
+        list(DataType::Int32, Arc::new(Int32Array::new(ScalarBuffer::from(c.evict_at), None)))?,
         Arc::new(Int32Array::new(ScalarBuffer::from(c.lengths), None)),
     ];
     Ok(RecordBatch::try_new(Arc::new(output_schema()), cols)?)
@@ -809,17 +689,9 @@ pub fn export_arrays(
     let r = column_rows(response)?;
     let mut cols = export_columns(enc, opts, p.as_ref(), r.as_ref())?;
     let fates = std::mem::take(&mut cols.fates);
-    let kept = BooleanArray::from(
-        fates
-            .iter()
-            .map(|f| matches!(f, RowFate::Kept | RowFate::Truncated))
-            .collect::<Vec<_>>(),
-    );
-    Ok(Exported {
-        batch: columns_batch(cols)?,
-        kept,
-        fates,
-    })
+    let kept =
+        BooleanArray::from(fates.iter().map(|f| matches!(f, RowFate::Kept | RowFate::Truncated)).collect::<Vec<_>>());
+    Ok(Exported { batch: columns_batch(cols)?, kept, fates })
 }
 
 /// The tokenized export packed into sequences of at most `capacity` tokens (rows longer than
@@ -837,12 +709,8 @@ pub fn export_packed(
     let r = column_rows(response)?;
     let mut cols = export_columns(enc, opts, p.as_ref(), r.as_ref())?;
     let fates = std::mem::take(&mut cols.fates);
-    let kept = BooleanArray::from(
-        fates
-            .iter()
-            .map(|f| matches!(f, RowFate::Kept | RowFate::Truncated))
-            .collect::<Vec<_>>(),
-    );
+    let kept =
+        BooleanArray::from(fates.iter().map(|f| matches!(f, RowFate::Kept | RowFate::Truncated)).collect::<Vec<_>>());
     let lengths: Vec<u32> = cols.lengths.iter().map(|&l| l as u32).collect();
     let packing = pack_ffd(&lengths, capacity);
     let batch = pack_columns(&cols, &packing)?;

@@ -89,22 +89,13 @@ pub fn pack_ffd(lengths: &[u32], capacity: u32) -> Packing {
         rows[fill[b as usize] as usize] = r as u32;
         fill[b as usize] += 1;
     }
-    Packing {
-        rows,
-        offsets,
-        tokens,
-    }
+    Packing { rows, offsets, tokens }
 }
 
 /// The packed schema: the row columns plus `position_ids`, `seq_lens` and `n_tokens` per sequence.
 pub fn packed_schema() -> Schema {
-    let list = |name: &str, t: DataType| {
-        Field::new(
-            name,
-            DataType::LargeList(Arc::new(Field::new("item", t, true))),
-            false,
-        )
-    };
+    let list =
+        |name: &str, t: DataType| Field::new(name, DataType::LargeList(Arc::new(Field::new("item", t, true))), false);
     Schema::new(vec![
         list("input_ids", DataType::Int32),
         list("labels", DataType::Int32),
@@ -141,13 +132,7 @@ pub fn pack_columns(c: &Columns, p: &Packing) -> Result<RecordBatch, CoreError> 
             labels.extend_from_slice(&c.labels[range.clone()]);
             segment.extend_from_slice(&c.segment[range.clone()]);
             block.extend_from_slice(&c.block_index[range.clone()]);
-            evict.extend(c.evict_at[range.clone()].iter().map(|&v| {
-                if v == NEVER {
-                    NEVER
-                } else {
-                    v + shift
-                }
-            }));
+            evict.extend(c.evict_at[range.clone()].iter().map(|&v| if v == NEVER { NEVER } else { v + shift }));
             pos.extend(0..range.len() as i32);
             seq_lens.push(range.len() as i32);
             shift += range.len() as i32;
@@ -155,30 +140,17 @@ pub fn pack_columns(c: &Columns, p: &Packing) -> Result<RecordBatch, CoreError> 
         seq_tokens.push(shift);
     }
     let tok_offsets = OffsetBuffer::<i64>::from_lengths(seq_tokens.iter().map(|&l| l as usize));
-    let row_offsets = OffsetBuffer::<i64>::from_lengths(
-        (0..p.sequences()).map(|s| (p.offsets[s + 1] - p.offsets[s]) as usize),
-    );
+    let row_offsets =
+        OffsetBuffer::<i64>::from_lengths((0..p.sequences()).map(|s| (p.offsets[s + 1] - p.offsets[s]) as usize));
     let field = |t: DataType| Arc::new(Field::new("item", t, true));
-    let list = |t: DataType,
-                offsets: &OffsetBuffer<i64>,
-                values: ArrayRef|
-     -> Result<ArrayRef, CoreError> {
-        Ok(Arc::new(LargeListArray::try_new(
-            field(t),
-            offsets.clone(),
-            values,
-            None,
-        )?))
+    let list = |t: DataType, offsets: &OffsetBuffer<i64>, values: ArrayRef| -> Result<ArrayRef, CoreError> {
+        Ok(Arc::new(LargeListArray::try_new(field(t), offsets.clone(), values, None)?))
     };
     let i32s = |v: Vec<i32>| -> ArrayRef { Arc::new(Int32Array::new(ScalarBuffer::from(v), None)) };
     let cols: Vec<ArrayRef> = vec![
         list(DataType::Int32, &tok_offsets, i32s(ids))?,
         list(DataType::Int32, &tok_offsets, i32s(labels))?,
-        list(
-            DataType::Int8,
-            &tok_offsets,
-            Arc::new(Int8Array::new(ScalarBuffer::from(segment), None)),
-        )?,
+        list(DataType::Int8, &tok_offsets, Arc::new(Int8Array::new(ScalarBuffer::from(segment), None)))?,
         list(DataType::Int32, &tok_offsets, i32s(block))?,
         list(DataType::Int32, &tok_offsets, i32s(evict))?,
         list(DataType::Int32, &tok_offsets, i32s(pos))?,

@@ -46,11 +46,7 @@ impl PieceCache {
             _ => return None,
         };
         let pre = json.get("pre_tokenizer")?;
-        let prefix = |v: &Value| {
-            v.get("add_prefix_space")
-                .and_then(Value::as_bool)
-                .unwrap_or(true)
-        };
+        let prefix = |v: &Value| v.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true);
         match pre.get("type").and_then(Value::as_str)? {
             "ByteLevel" if prefix(pre) => return None,
             "ByteLevel" | "Sequence" => {}
@@ -58,17 +54,9 @@ impl PieceCache {
         }
         let mut contents = Vec::new();
         let mut ids = Vec::new();
-        for t in json
-            .get("added_tokens")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for t in json.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
             let special = t.get("special").and_then(Value::as_bool).unwrap_or(false);
-            if t.get("normalized")
-                .and_then(Value::as_bool)
-                .unwrap_or(!special)
-            {
+            if t.get("normalized").and_then(Value::as_bool).unwrap_or(!special) {
                 return None;
             }
             let c = t.get("content").and_then(Value::as_str)?;
@@ -81,18 +69,10 @@ impl PieceCache {
         let added = if contents.is_empty() {
             None
         } else {
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&contents)
-                .ok()?;
+            let ac = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&contents).ok()?;
             Some((ac, ids))
         };
-        Some(PieceCache {
-            added,
-            pattern: fast.pattern(),
-            nfc,
-            cache: ThreadLocal::new(),
-        })
+        Some(PieceCache { added, pattern: fast.pattern(), nfc, cache: ThreadLocal::new() })
     }
 
     /// Ids of `text` and each token's byte range; false when the row must take the exact
@@ -110,57 +90,51 @@ impl PieceCache {
         if cache.len() >= CAPACITY {
             cache.clear();
         }
-        let mut gap = |from: usize,
-                       to: usize,
-                       ids: &mut Vec<u32>,
-                       starts: &mut Vec<u32>,
-                       ends: &mut Vec<u32>|
-         -> bool {
-            let g = &text[from..to];
-            if self.nfc && !g.is_ascii() && is_nfc_quick(g.chars()) != IsNormalized::Yes {
-                return false;
-            }
-            let base = g.as_ptr() as usize;
-            for piece in Pieces::new(g, self.pattern) {
-                let at = from + (piece.as_ptr() as usize - base);
-                let before = ids.len();
-                match cache.get(piece) {
-                    Some(hit) => ids.extend_from_slice(hit),
-                    None => {
-                        // SAFETY of the cut: pieces are made of whole characters of `g`.
-                        let Ok(s) = std::str::from_utf8(piece) else {
-                            return false;
-                        };
-                        if Pieces::new(s, self.pattern).nth(1).is_some()
-                            || (self.nfc
-                                && !s.is_ascii()
-                                && is_nfc_quick(s.chars()) != IsNormalized::Yes)
-                        {
-                            return false;
-                        }
-                        let got = fast.encode(s);
-                        ids.extend_from_slice(&got);
-                        if piece.len() < MAX_CACHED {
-                            cache.insert(piece.into(), got.into_boxed_slice());
-                        }
-                    }
-                }
-                let mut pos = at as u32;
-                for &id in &ids[before..] {
-                    let l = match token_len.get(id as usize) {
-                        Some(&l) if l != u32::MAX => l,
-                        _ => return false,
-                    };
-                    starts.push(pos);
-                    pos += l;
-                    ends.push(pos);
-                }
-                if pos as usize != at + piece.len() {
+        let mut gap =
+            |from: usize, to: usize, ids: &mut Vec<u32>, starts: &mut Vec<u32>, ends: &mut Vec<u32>| -> bool {
+                let g = &text[from..to];
+                if self.nfc && !g.is_ascii() && is_nfc_quick(g.chars()) != IsNormalized::Yes {
                     return false;
                 }
-            }
-            true
-        };
+                let base = g.as_ptr() as usize;
+                for piece in Pieces::new(g, self.pattern) {
+                    let at = from + (piece.as_ptr() as usize - base);
+                    let before = ids.len();
+                    match cache.get(piece) {
+                        Some(hit) => ids.extend_from_slice(hit),
+                        None => {
+                            // SAFETY of the cut: pieces are made of whole characters of `g`.
+                            let Ok(s) = std::str::from_utf8(piece) else {
+                                return false;
+                            };
+                            if Pieces::new(s, self.pattern).nth(1).is_some()
+                                || (self.nfc && !s.is_ascii() && is_nfc_quick(s.chars()) != IsNormalized::Yes)
+                            {
+                                return false;
+                            }
+                            let got = fast.encode(s);
+                            ids.extend_from_slice(&got);
+                            if piece.len() < MAX_CACHED {
+                                cache.insert(piece.into(), got.into_boxed_slice());
+                            }
+                        }
+                    }
+                    let mut pos = at as u32;
+                    for &id in &ids[before..] {
+                        let l = match token_len.get(id as usize) {
+                            Some(&l) if l != u32::MAX => l,
+                            _ => return false,
+                        };
+                        starts.push(pos);
+                        pos += l;
+                        ends.push(pos);
+                    }
+                    if pos as usize != at + piece.len() {
+                        return false;
+                    }
+                }
+                true
+            };
         let mut pos = 0;
         if let Some((ac, added_ids)) = &self.added {
             for m in ac.find_iter(text) {

@@ -60,14 +60,8 @@ fn chatml(p: &str, r: &str) -> String {
 }
 
 fn list_i32(batch: &RecordBatch, col: &str, row: usize) -> Vec<i32> {
-    let l = batch
-        .column_by_name(col)
-        .unwrap()
-        .as_list::<i64>()
-        .value(row);
-    l.as_primitive::<arrow_array::types::Int32Type>()
-        .values()
-        .to_vec()
+    let l = batch.column_by_name(col).unwrap().as_list::<i64>().value(row);
+    l.as_primitive::<arrow_array::types::Int32Type>().values().to_vec()
 }
 
 #[test]
@@ -76,21 +70,12 @@ fn ids_equal_hf_both_backends() {
     for fast in [true, false] {
         let enc = encoder(fast);
         assert_eq!(enc.backend(), if fast { "fast" } else { "hf" });
-        assert_eq!(
-            enc.pieces.is_some(),
-            fast,
-            "the piece cache is used with the fast BPE"
-        );
+        assert_eq!(enc.pieces.is_some(), fast, "the piece cache is used with the fast BPE");
         let out = run(ROWS, enc, &ExportOptions::default());
         assert_eq!(out.batch.num_rows(), ROWS.len());
         for (i, (p, r)) in ROWS.iter().enumerate() {
-            let want: Vec<i32> = tok
-                .encode(chatml(p, r).as_str(), false)
-                .unwrap()
-                .get_ids()
-                .iter()
-                .map(|&x| x as i32)
-                .collect();
+            let want: Vec<i32> =
+                tok.encode(chatml(p, r).as_str(), false).unwrap().get_ids().iter().map(|&x| x as i32).collect();
             assert_eq!(list_i32(&out.batch, "input_ids", i), want, "row {i}");
             let n = want.len();
             for c in ["labels", "block_index", "evict_at"] {
@@ -107,21 +92,11 @@ fn labels_cover_the_response_and_im_end() {
     let ids = list_i32(&out.batch, "input_ids", 0);
     let labels = list_i32(&out.batch, "labels", 0);
     let tok = hf();
-    let prompt = tok
-        .encode(
-            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
-            false,
-        )
-        .unwrap()
-        .get_ids()
-        .len();
+    let prompt =
+        tok.encode("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", false).unwrap().get_ids().len();
     let n = ids.len();
     for t in 0..n {
-        let want = if t >= prompt && t < n - 1 {
-            ids[t]
-        } else {
-            IGNORE_INDEX
-        };
+        let want = if t >= prompt && t < n - 1 { ids[t] } else { IGNORE_INDEX };
         assert_eq!(labels[t], want, "token {t}");
     }
     // The last two tokens are <|im_end|> (trained) and "\n".
@@ -130,11 +105,7 @@ fn labels_cover_the_response_and_im_end() {
 
 /// Token index of each delimiter id in `ids` after `from`.
 fn positions(ids: &[i32], id: i32) -> Vec<usize> {
-    ids.iter()
-        .enumerate()
-        .filter(|(_, &x)| x == id)
-        .map(|(i, _)| i)
-        .collect()
+    ids.iter().enumerate().filter(|(_, &x)| x == id).map(|(i, _)| i).collect()
 }
 
 #[test]
@@ -146,11 +117,7 @@ fn evict_at_follows_the_plan() {
     for k in [-1i64, 0, 1] {
         for mask in [false, true] {
             let opts = ExportOptions {
-                engine: EngineOptions {
-                    keep_last_k: k,
-                    mask_delimiters: mask,
-                    ..Default::default()
-                },
+                engine: EngineOptions { keep_last_k: k, mask_delimiters: mask, ..Default::default() },
                 ..Default::default()
             };
             let out = run(&rows, encoder(true), &opts);
@@ -167,11 +134,7 @@ fn evict_at_follows_the_plan() {
             };
             for j in 0..2 {
                 if let Some(p) = trig[j] {
-                    let r = if mask {
-                        bs[j]..be[j] + 1
-                    } else {
-                        bs[j] + 1..be[j]
-                    };
+                    let r = if mask { bs[j]..be[j] + 1 } else { bs[j] + 1..be[j] };
                     for t in r {
                         want[t] = p as i32 + 1;
                     }
@@ -188,33 +151,17 @@ fn evict_at_follows_the_plan() {
 #[test]
 fn max_length_drops_and_truncates() {
     let enc = encoder(true);
-    let opts = ExportOptions {
-        max_length: Some(12),
-        ..Default::default()
-    };
+    let opts = ExportOptions { max_length: Some(12), ..Default::default() };
     let rows = [
         ("short", "ok"),
-        (
-            "a long prompt that has more than twelve tokens for sure, yes it does indeed",
-            "r",
-        ),
-        (
-            "q",
-            "a response long enough to need cutting at twelve tokens in total here",
-        ),
+        ("a long prompt that has more than twelve tokens for sure, yes it does indeed", "r"),
+        ("q", "a response long enough to need cutting at twelve tokens in total here"),
     ];
     let out = run(&rows, enc, &opts);
-    assert_eq!(
-        out.fates,
-        vec![RowFate::Kept, RowFate::PromptTooLong, RowFate::Truncated]
-    );
+    assert_eq!(out.fates, vec![RowFate::Kept, RowFate::PromptTooLong, RowFate::Truncated]);
     assert_eq!(out.batch.num_rows(), 2);
     assert_eq!(list_i32(&out.batch, "input_ids", 1).len(), 12);
-    let opts = ExportOptions {
-        max_length: Some(12),
-        overflow: Overflow::Drop,
-        ..Default::default()
-    };
+    let opts = ExportOptions { max_length: Some(12), overflow: Overflow::Drop, ..Default::default() };
     let out = run(&rows, enc, &opts);
     assert_eq!(out.fates[2], RowFate::TooLong);
     assert_eq!(out.kept.len(), 3);
@@ -231,11 +178,7 @@ fn nested_evictions_earliest_wins_linear() {
     for _ in 0..depth {
         resp.push_str("<|block_end|><|summary_start|>s<|summary_end|>");
     }
-    let out = run(
-        &[("q", resp.as_str())],
-        encoder(true),
-        &ExportOptions::default(),
-    );
+    let out = run(&[("q", resp.as_str())], encoder(true), &ExportOptions::default());
     let ev = list_i32(&out.batch, "evict_at", 0);
     assert!(ev.iter().filter(|&&v| v != NEVER).count() > depth);
     // The innermost content token is evicted first: smallest evict_at over all.

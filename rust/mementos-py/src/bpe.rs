@@ -80,7 +80,12 @@ impl FastBpe {
 
     /// Token count of every row of an Arrow string column (nulls stay null), in parallel.
     #[pyo3(signature = (column, threads=None))]
-    fn count_batch<'py>(&self, py: Python<'py>, column: AnyArray, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
+    fn count_batch<'py>(
+        &self,
+        py: Python<'py>,
+        column: AnyArray,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if threads == Some(0) {
             return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
         }

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, LargeStringArray};
 use mementos_core::compact::{replay, Chars, CurvePoint, EngineOptions, Scratch, Stream};
 use mementos_core::ops::{
-    check_engine_options, compress_arrays, plan_arrays, replay_arrays, CompressOptions, PromptLen,
-    Style,
+    check_engine_options, compress_arrays, plan_arrays, replay_arrays, CompressOptions, PromptLen, Style,
 };
 use mementos_core::scan::scan;
 use mementos_core::CoreError;
@@ -81,18 +80,9 @@ fn compress_batch<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let arrays = collect_arrays(column)?;
     let style: Result<Style, CoreError> = style.parse();
-    let sw = Switches {
-        mask_delimiters,
-        keep_last_block_for_answer,
-        restart_mode,
-        compact_on_summary_end,
-    };
+    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
     let out = run(py, || {
-        let opts = CompressOptions {
-            style: style?,
-            engine: sw.engine(keep_last_k),
-            threads,
-        };
+        let opts = CompressOptions { style: style?, engine: sw.engine(keep_last_k), threads };
         compress_arrays(&refs(&arrays), &opts)
     })?;
     let array = PyArray::from_array_ref(Arc::new(out));
@@ -115,18 +105,9 @@ fn compress(
     compact_on_summary_end: bool,
 ) -> PyResult<String> {
     let style: Result<Style, CoreError> = style.parse();
-    let sw = Switches {
-        mask_delimiters,
-        keep_last_block_for_answer,
-        restart_mode,
-        compact_on_summary_end,
-    };
+    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
     run(py, || {
-        let opts = CompressOptions {
-            style: style?,
-            engine: sw.engine(keep_last_k),
-            threads: Some(1),
-        };
+        let opts = CompressOptions { style: style?, engine: sw.engine(keep_last_k), threads: Some(1) };
         let out: LargeStringArray = compress_arrays(&[&LargeStringArray::from(vec![text])], &opts)?;
         Ok(out.value(0).to_string())
     })
@@ -154,12 +135,7 @@ fn replay_batch<'py>(
     let arrays = collect_arrays(column)?;
     let prompt_arrays = prompt.map(collect_arrays).transpose()?;
     let inner = counter.map(|c| c.inner.clone());
-    let sw = Switches {
-        mask_delimiters,
-        keep_last_block_for_answer,
-        restart_mode,
-        compact_on_summary_end,
-    };
+    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
     let batch = run(py, || {
         let opts = sw.engine(keep_last_k);
         let lens = match &prompt_lens {
@@ -167,9 +143,7 @@ fn replay_batch<'py>(
             None => PromptLen::Same(prompt_len),
         };
         let prompt_refs = prompt_arrays.as_ref().map(|a| refs(a));
-        let prompt_text = prompt_refs
-            .as_deref()
-            .map(|r| (r, require_assistant_section));
+        let prompt_text = prompt_refs.as_deref().map(|r| (r, require_assistant_section));
         match &inner {
             Some(c) => {
                 // Token units hand `&str` pieces to the tokenizer: the rows must be UTF-8.
@@ -201,12 +175,7 @@ fn replay_curve(
     counter: Option<PyRef<'_, TokenCounter>>,
 ) -> PyResult<Vec<(u64, u64, bool)>> {
     let inner = counter.map(|c| c.inner.clone());
-    let sw = Switches {
-        mask_delimiters,
-        keep_last_block_for_answer,
-        restart_mode,
-        compact_on_summary_end,
-    };
+    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
     run(py, || {
         let opts = sw.engine(keep_last_k);
         check_engine_options(&opts)?;
@@ -217,19 +186,8 @@ fn replay_curve(
             None => &Chars,
         };
         let row = Stream::response(text.as_bytes(), &tokens);
-        replay(
-            row,
-            &opts,
-            prompt_len,
-            units,
-            &mut Scratch::default(),
-            &mut Vec::new(),
-            Some(&mut curve),
-        );
-        Ok(curve
-            .iter()
-            .map(|p| (p.generated, p.visible, p.eviction))
-            .collect())
+        replay(row, &opts, prompt_len, units, &mut Scratch::default(), &mut Vec::new(), Some(&mut curve));
+        Ok(curve.iter().map(|p| (p.generated, p.visible, p.eviction)).collect())
     })
 }
 
@@ -248,15 +206,8 @@ fn eviction_plan<'py>(
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let arrays = collect_arrays(column)?;
-    let sw = Switches {
-        mask_delimiters,
-        keep_last_block_for_answer,
-        restart_mode,
-        compact_on_summary_end,
-    };
-    let batch = run(py, || {
-        plan_arrays(&refs(&arrays), &sw.engine(keep_last_k), threads)
-    })?;
+    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
+    let batch = run(py, || plan_arrays(&refs(&arrays), &sw.engine(keep_last_k), threads))?;
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
@@ -275,11 +226,7 @@ fn align_full_batch<'py>(
         let parts = collect_arrays(a)?;
         match parts.len() {
             1 => Ok(parts.into_iter().next().expect("one")),
-            0 => Err(crate::package_error(
-                py,
-                "MementoValueError",
-                format!("{name}: empty input"),
-            )),
+            0 => Err(crate::package_error(py, "MementoValueError", format!("{name}: empty input"))),
             n => Err(crate::package_error(
                 py,
                 "MementoValueError",
@@ -293,9 +240,7 @@ fn align_full_batch<'py>(
         one(blocks, "blocks")?,
         one(block_summaries, "block_summaries")?,
     );
-    let batch = run(py, || {
-        mementos_core::align::align_full(r.as_ref(), s.as_ref(), b.as_ref(), m.as_ref(), threads)
-    })?;
+    let batch = run(py, || mementos_core::align::align_full(r.as_ref(), s.as_ref(), b.as_ref(), m.as_ref(), threads))?;
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 

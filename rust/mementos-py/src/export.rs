@@ -34,16 +34,12 @@ impl Exporter {
                 format!("backend must be 'auto', 'fast' or 'hf', got {backend:?}"),
             ));
         }
-        let enc = run(py, || {
-            Encoder::from_json(tokenizer_json, backend != "hf").map_err(CoreError::from)
-        })?;
+        let enc = run(py, || Encoder::from_json(tokenizer_json, backend != "hf").map_err(CoreError::from))?;
         if backend == "fast" && enc.backend() != "fast" {
             let why = enc.fast_refused().unwrap_or("unsupported").to_string();
             return Err(package_error(py, "MementoUnsupportedTokenizer", why));
         }
-        Ok(Exporter {
-            inner: Arc::new(enc),
-        })
+        Ok(Exporter { inner: Arc::new(enc) })
     }
 
     /// `"fast"` or `"hf"`.
@@ -97,19 +93,13 @@ fn export_tokenized<'py>(
     overflow: &str,
     pack: Option<u32>,
     threads: Option<usize>,
-) -> PyResult<(
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-    Option<Bound<'py, PyAny>>,
-)> {
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
     let err = |m: String| package_error(py, "MementoValueError", m);
     if threads == Some(0) {
         return Err(err("threads must be at least 1".into()));
     }
     if keep_last_k < -1 {
-        return Err(err(format!(
-            "keep_last_k must be -1 (never evict) or >= 0, got {keep_last_k}"
-        )));
+        return Err(err(format!("keep_last_k must be -1 (never evict) or >= 0, got {keep_last_k}")));
     }
     if max_length == Some(0) || pack == Some(0) {
         return Err(err("max_length and pack must be >= 1".into()));
@@ -117,11 +107,7 @@ fn export_tokenized<'py>(
     let overflow = match overflow {
         "truncate" => Overflow::Truncate,
         "drop" => Overflow::Drop,
-        o => {
-            return Err(err(format!(
-                "overflow must be 'truncate' or 'drop', got {o:?}"
-            )))
-        }
+        o => return Err(err(format!("overflow must be 'truncate' or 'drop', got {o:?}"))),
     };
     let opts = ExportOptions {
         engine: EngineOptions {
@@ -147,23 +133,15 @@ fn export_tokenized<'py>(
             None => export_arrays(enc, &opts, &pr, &rr).map(|e| (e, None)),
         }
     })?;
-    let fates: ArrayRef = Arc::new(Int8Array::from(
-        out.fates.iter().map(fate_code).collect::<Vec<_>>(),
-    ));
-    let fates = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("fate", DataType::Int8, false)])),
-        vec![fates],
-    )
-    .map_err(|e| err(e.to_string()))?;
+    let fates: ArrayRef = Arc::new(Int8Array::from(out.fates.iter().map(fate_code).collect::<Vec<_>>()));
+    let fates =
+        RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("fate", DataType::Int8, false)])), vec![fates])
+            .map_err(|e| err(e.to_string()))?;
     let rows = match packing {
         Some(pk) => {
             let rows: ArrayRef = Arc::new(UInt32Array::from(pk.rows));
             let b = RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new(
-                    "row",
-                    DataType::UInt32,
-                    false,
-                )])),
+                Arc::new(Schema::new(vec![Field::new("row", DataType::UInt32, false)])),
                 vec![rows],
             )
             .map_err(|e| err(e.to_string()))?;
@@ -171,11 +149,7 @@ fn export_tokenized<'py>(
         }
         None => None,
     };
-    Ok((
-        PyRecordBatch::new(out.batch).into_pyarrow(py)?,
-        PyRecordBatch::new(fates).into_pyarrow(py)?,
-        rows,
-    ))
+    Ok((PyRecordBatch::new(out.batch).into_pyarrow(py)?, PyRecordBatch::new(fates).into_pyarrow(py)?, rows))
 }
 
 /// Register the export in `_core`.

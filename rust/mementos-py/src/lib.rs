@@ -103,7 +103,12 @@ pub(crate) fn collect_arrays(column: AnyArray) -> PyResult<Vec<ArrayRef>> {
 /// Parse a column of traces. See `mementos_fast.parse_batch` for the documentation.
 #[pyfunction]
 #[pyo3(signature = (column, *, spans=false, threads=None))]
-fn parse_batch<'py>(py: Python<'py>, column: AnyArray, spans: bool, threads: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
+fn parse_batch<'py>(
+    py: Python<'py>,
+    column: AnyArray,
+    spans: bool,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
     if threads == Some(0) {
         return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
     }

@@ -8,8 +8,7 @@ use arrow_schema::{DataType, Field, Schema};
 use mementos_core::compact::EngineOptions;
 use mementos_core::CoreError;
 use mementos_tokens::{
-    analyze_arrays, count_arrays, counter_for, total_arrays, AnalyzeOptions, CountOptions,
-    SegmentCounter,
+    analyze_arrays, count_arrays, counter_for, total_arrays, AnalyzeOptions, CountOptions, SegmentCounter,
 };
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
@@ -34,12 +33,8 @@ impl TokenCounter {
     #[new]
     #[pyo3(signature = (tokenizer_json, backend = "hf"))]
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
-        let inner = run(py, || {
-            counter_for(backend, tokenizer_json).map_err(CoreError::from)
-        })?;
-        Ok(TokenCounter {
-            inner: Arc::from(inner),
-        })
+        let inner = run(py, || counter_for(backend, tokenizer_json).map_err(CoreError::from))?;
+        Ok(TokenCounter { inner: Arc::from(inner) })
     }
 
     /// The backend's name.
@@ -50,9 +45,7 @@ impl TokenCounter {
 
     /// Tokens of one whole text (each delimiter one token).
     fn count(&self, py: Python<'_>, text: &str) -> PyResult<u64> {
-        run(py, || {
-            Ok(mementos_tokens::count_text(text, self.inner.as_ref()))
-        })
+        run(py, || Ok(mementos_tokens::count_text(text, self.inner.as_ref())))
     }
 
     /// Tokens of one piece without delimiters, as the backend counts it.
@@ -67,11 +60,7 @@ impl TokenCounter {
 
 fn check_threads(py: Python<'_>, threads: Option<usize>) -> PyResult<()> {
     if threads == Some(0) {
-        return Err(package_error(
-            py,
-            "MementoValueError",
-            "threads must be at least 1".into(),
-        ));
+        return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
     }
     Ok(())
 }
@@ -107,10 +96,7 @@ fn count_totals<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     check_threads(py, threads)?;
     let arrays = collect_arrays(column)?;
-    let opts = CountOptions {
-        threads,
-        stripped: false,
-    };
+    let opts = CountOptions { threads, stripped: false };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         let totals: ArrayRef = Arc::new(total_arrays(&refs, counter.inner.as_ref(), &opts)?);
@@ -153,9 +139,8 @@ fn analyze_tokens<'py>(
     let opts = AnalyzeOptions { engine, threads };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-        let prompt_refs: Option<Vec<&dyn Array>> = prompt_arrays
-            .as_ref()
-            .map(|v| v.iter().map(|a| a.as_ref()).collect());
+        let prompt_refs: Option<Vec<&dyn Array>> =
+            prompt_arrays.as_ref().map(|v| v.iter().map(|a| a.as_ref()).collect());
         analyze_arrays(&refs, prompt_refs.as_deref(), counter.inner.as_ref(), &opts)
     })?;
     PyRecordBatch::new(batch).into_pyarrow(py)

@@ -59,8 +59,7 @@ impl Units for PieceUnits<'_> {
         if s.is_empty() {
             return 0;
         }
-        self.piece(s)
-            .unwrap_or_else(|| self.counter.count(row_str(s)) as u64)
+        self.piece(s).unwrap_or_else(|| self.counter.count(row_str(s)) as u64)
     }
     fn delim(&self, _: Delim) -> u64 {
         1
@@ -108,20 +107,13 @@ struct RowScratch {
 
 /// The sum over the tutorial's items between `open` and `close` (its non-greedy pairing) of
 /// `len(tok.encode(item.strip()))`.
-fn stripped_sum(
-    s: &mut Scratch,
-    text: &str,
-    counter: &dyn SegmentCounter,
-    open: Delim,
-    close: Delim,
-) -> u64 {
+fn stripped_sum(s: &mut Scratch, text: &str, counter: &dyn SegmentCounter, open: Delim, close: Delim) -> u64 {
     let mut buf = std::mem::take(&mut s.pairs);
     pairs(&s.tokens, open, close, &mut buf);
     let sum = buf
         .iter()
         .map(|&(a, b)| {
-            let r: Range<usize> =
-                strip_range(text.as_bytes(), s.tokens[a].end()..s.tokens[b].start);
+            let r: Range<usize> = strip_range(text.as_bytes(), s.tokens[a].end()..s.tokens[b].start);
             s.stripped_tokens(text, counter, a, b, r)
         })
         .sum();
@@ -142,20 +134,8 @@ fn analyze_row(
     s.count.count_gaps(text, counter);
     let n = s.count.tokens.len();
     let total = s.count.prefix[n + 1] + n as u64;
-    let blocks = stripped_sum(
-        &mut s.count,
-        text,
-        counter,
-        Delim::BlockStart,
-        Delim::BlockEnd,
-    );
-    let summaries = stripped_sum(
-        &mut s.count,
-        text,
-        counter,
-        Delim::SummaryStart,
-        Delim::SummaryEnd,
-    );
+    let blocks = stripped_sum(&mut s.count, text, counter, Delim::BlockStart, Delim::BlockEnd);
+    let summaries = stripped_sum(&mut s.count, text, counter, Delim::SummaryStart, Delim::SummaryEnd);
     let units = PieceUnits {
         base: bytes.as_ptr() as usize,
         len: bytes.len(),
@@ -198,10 +178,7 @@ pub fn analyze_schema(backend: &str, with_prompts: bool) -> Schema {
         Field::new("kv_auc_tokens", DataType::Int64, true),
         Field::new("replay_full_peak_tokens", DataType::Int64, true),
     ]);
-    Schema::new_with_metadata(
-        fields,
-        HashMap::from([("backend".to_string(), backend.to_string())]),
-    )
+    Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
 }
 
 /// Token figures and the token replay of every row of `rows` (see [`analyze_arrays`]).
@@ -218,30 +195,16 @@ pub fn analyze_rows(
     }
     if let Some(p) = prompts {
         if p.len() != rows.len() {
-            return Err(CoreError::InvalidArgument(format!(
-                "{} prompts for {} responses",
-                p.len(),
-                rows.len()
-            )));
+            return Err(CoreError::InvalidArgument(format!("{} prompts for {} responses", p.len(), rows.len())));
         }
     }
     let parts = parallel(rows, opts.threads, |range| {
         let mut c = Chunk::default();
         let mut s = RowScratch::default();
         for i in range {
-            let prompt = prompts.and_then(|p| {
-                p.is_valid(i)
-                    .then(|| count_text(row_str(p.bytes(i)), counter))
-            });
+            let prompt = prompts.and_then(|p| p.is_valid(i).then(|| count_text(row_str(p.bytes(i)), counter)));
             if rows.is_valid(i) {
-                analyze_row(
-                    row_str(rows.bytes(i)),
-                    prompt.unwrap_or(0),
-                    counter,
-                    opts,
-                    &mut s,
-                    &mut c,
-                );
+                analyze_row(row_str(rows.bytes(i)), prompt.unwrap_or(0), counter, opts, &mut s, &mut c);
             } else {
                 c.push_null();
             }
@@ -261,14 +224,8 @@ pub fn analyze_rows(
         c.auc.extend(p.auc);
         c.full_peak.extend(p.full_peak);
     }
-    let nulls = if c.valid.iter().all(|&v| v) {
-        None
-    } else {
-        Some(NullBuffer::from(c.valid.clone()))
-    };
-    let i64s = |v: Vec<i64>| -> ArrayRef {
-        Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone()))
-    };
+    let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
+    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone())) };
     let ratio: Float64Array = c
         .valid
         .iter()
@@ -288,10 +245,7 @@ pub fn analyze_rows(
         i64s(c.auc),
         i64s(c.full_peak),
     ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(analyze_schema(counter.name(), prompts.is_some())),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(Arc::new(analyze_schema(counter.name(), prompts.is_some())), columns)?)
 }
 
 /// Per row of a column of responses, from one scan and one count of each text piece:
@@ -347,22 +301,10 @@ mod tests {
         let row = "pre<think><|block_start|>abc<|block_end|><|summary_start|>s<|summary_end|>mid<|block_start|>de<|block_end|><|summary_start|>t<|summary_end|></think>";
         let n_tokens = mementos_core::scan(row.as_bytes()).len();
         let counter = Calls::default();
-        let opts = AnalyzeOptions {
-            threads: Some(1),
-            ..Default::default()
-        };
+        let opts = AnalyzeOptions { threads: Some(1), ..Default::default() };
         let got = analyze_arrays(&[&StringArray::from(vec![row])], None, &counter, &opts).unwrap();
-        assert_eq!(
-            counter.0.load(Ordering::Relaxed),
-            n_tokens + 1,
-            "one count per piece, none for the replay"
-        );
-        let col = |n: &str| {
-            got.column_by_name(n)
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .value(0)
-        };
+        assert_eq!(counter.0.load(Ordering::Relaxed), n_tokens + 1, "one count per piece, none for the replay");
+        let col = |n: &str| got.column_by_name(n).unwrap().as_primitive::<Int64Type>().value(0);
         assert_eq!(col("block_tokens"), 5);
         assert_eq!(col("summary_tokens"), 2);
         // k = 0: "abc" leaves at the first <|summary_end|>, "de" at the second; the peak is just
@@ -371,10 +313,7 @@ mod tests {
         let before_second = row.find("</think>").unwrap();
         let delims = mementos_core::scan(&row.as_bytes()[..before_second]).len();
         let text_units = before_second
-            - mementos_core::scan(&row.as_bytes()[..before_second])
-                .iter()
-                .map(|t| t.delim.len())
-                .sum::<usize>();
+            - mementos_core::scan(&row.as_bytes()[..before_second]).iter().map(|t| t.delim.len()).sum::<usize>();
         assert_eq!(col("replay_peak_tokens") as usize, text_units + delims - 3);
     }
 }

@@ -28,10 +28,7 @@ pub struct CountOptions {
 
 impl Default for CountOptions {
     fn default() -> Self {
-        CountOptions {
-            threads: None,
-            stripped: true,
-        }
+        CountOptions { threads: None, stripped: true }
     }
 }
 
@@ -191,11 +188,7 @@ impl Scratch {
         }
         // The pieces next to the delimiters, counted as parts of the pieces already counted.
         let part = |from: usize, to: usize, sub: Range<usize>, whole: u32| {
-            counter.count_range(
-                &text[from..to],
-                sub.start - from..sub.end - from,
-                whole as usize,
-            ) as u64
+            counter.count_range(&text[from..to], sub.start - from..sub.end - from, whole as usize) as u64
         };
         if b == a + 1 {
             return part(raw_start, raw_end, r, self.gaps[a + 1]);
@@ -217,13 +210,7 @@ impl Scratch {
     }
 }
 
-fn count_row(
-    text: &str,
-    counter: &dyn SegmentCounter,
-    want_stripped: bool,
-    s: &mut Scratch,
-    c: &mut Chunk,
-) {
+fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &mut Scratch, c: &mut Chunk) {
     parse_row(text.as_bytes(), &mut s.tokens, &mut s.parsed, true);
     s.count_gaps(text, counter);
     let n = s.tokens.len();
@@ -305,12 +292,7 @@ fn count_row(
     c.answer.push(answer);
 }
 
-fn count_chunk(
-    rows: &dyn Rows,
-    range: Range<usize>,
-    counter: &dyn SegmentCounter,
-    stripped: bool,
-) -> Chunk {
+fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounter, stripped: bool) -> Chunk {
     let mut c = Chunk::default();
     let mut s = Scratch::default();
     for i in range {
@@ -329,15 +311,7 @@ pub(crate) fn parallel<T: Send>(
     threads: Option<usize>,
     f: impl Fn(Range<usize>) -> T + Sync + Send,
 ) -> Result<Vec<T>, CoreError> {
-    let total: usize = (0..rows.len())
-        .map(|i| {
-            if rows.is_valid(i) {
-                rows.bytes(i).len()
-            } else {
-                0
-            }
-        })
-        .sum();
+    let total: usize = (0..rows.len()).map(|i| if rows.is_valid(i) { rows.bytes(i).len() } else { 0 }).sum();
     let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
     if n == 1 || rows.len() < 2 {
         return Ok(vec![f(0..rows.len())]);
@@ -356,10 +330,7 @@ pub(crate) fn parallel<T: Send>(
 /// fresh pool per call would start every call with cold caches.
 fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>, CoreError> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = pools.get(&n) {
         return Ok(p.clone());
     }
@@ -392,25 +363,22 @@ pub fn output_schema(backend: &str, stripped: bool) -> Schema {
     if !stripped {
         fields.retain(|f| !f.name().ends_with("_stripped"));
     }
-    Schema::new_with_metadata(
-        fields,
-        HashMap::from([("backend".to_string(), backend.to_string())]),
-    )
+    Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
 }
 
 /// Count the rows of `rows` (see the crate docs for the columns).
-pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOptions) -> Result<RecordBatch, CoreError> {
+pub fn count_rows(
+    rows: &dyn Rows,
+    counter: &dyn SegmentCounter,
+    opts: &CountOptions,
+) -> Result<RecordBatch, CoreError> {
     check_utf8(rows)?;
     let parts = parallel(rows, opts.threads, |r| count_chunk(rows, r, counter, opts.stripped))?;
     let mut c = Chunk::default();
     for p in parts {
         c.extend(p);
     }
-    let nulls = if c.valid.iter().all(|&v| v) {
-        None
-    } else {
-        Some(NullBuffer::from(c.valid.clone()))
-    };
+    let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
     let item = Arc::new(Field::new("item", DataType::Int32, false));
     let list = |values: Vec<i32>, counts: &[usize]| -> ArrayRef {
         Arc::new(ListArray::new(
@@ -420,20 +388,15 @@ pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOpt
             nulls.clone(),
         ))
     };
-    let i64s = |v: Vec<i64>| -> ArrayRef {
-        Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone()))
-    };
+    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone())) };
     let ratio: Float64Array = c
         .valid
         .iter()
         .zip(c.block_total.iter().zip(&c.summary_total))
         .map(|(&v, (&b, &s))| (v && s > 0).then(|| b as f64 / s as f64))
         .collect();
-    let mut columns: Vec<ArrayRef> = vec![
-        i64s(c.total),
-        list(c.block_ctx, &c.block_counts),
-        list(c.summary_ctx, &c.summary_counts),
-    ];
+    let mut columns: Vec<ArrayRef> =
+        vec![i64s(c.total), list(c.block_ctx, &c.block_counts), list(c.summary_ctx, &c.summary_counts)];
     if opts.stripped {
         columns.push(list(c.block_strip, &c.block_counts));
         columns.push(list(c.summary_strip, &c.summary_counts));
@@ -447,10 +410,7 @@ pub fn count_rows(rows: &dyn Rows, counter: &dyn SegmentCounter, opts: &CountOpt
         i64s(c.answer),
         list(c.span_tok, &c.span_counts),
     ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(output_schema(counter.name(), opts.stripped)),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(Arc::new(output_schema(counter.name(), opts.stripped)), columns)?)
 }
 
 /// Count the chunks of one string column as one batch.
@@ -485,11 +445,7 @@ pub fn total_arrays(
     let rows = rows.as_ref();
     check_utf8(rows)?;
     let parts = parallel(rows, opts.threads, |r| {
-        r.map(|i| {
-            rows.is_valid(i)
-                .then(|| count_text(row_str(rows.bytes(i)), counter) as i64)
-        })
-        .collect::<Vec<_>>()
+        r.map(|i| rows.is_valid(i).then(|| count_text(row_str(rows.bytes(i)), counter) as i64)).collect::<Vec<_>>()
     })?;
     Ok(parts.into_iter().flatten().collect())
 }

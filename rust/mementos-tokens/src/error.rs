@@ -9,7 +9,9 @@ pub enum TokensError {
     Tokenizer(String),
     #[error("the fast backend cannot reproduce this tokenizer exactly: {0}")]
     Unsupported(String),
-    #[error("the tokenizer does not register {0:?} as a single added token (load it with mementos_fast.load_tokenizer)")]
+    #[error(
+        "the tokenizer does not register {0:?} as a single added token (load it with mementos_fast.load_tokenizer)"
+    )]
     MissingDelimiter(&'static str),
     #[error(transparent)]
     Core(#[from] CoreError),

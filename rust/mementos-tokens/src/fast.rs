@@ -33,14 +33,11 @@ impl FastCounter {
     /// [`TokensError::Unsupported`] (the caller falls back to the HF backend).
     pub fn from_json(json: &str) -> Result<Self, TokensError> {
         let bpe = FastBpe::from_json(json).map_err(|e| TokensError::Unsupported(e.to_string()))?;
-        let added: AddedTokens =
-            serde_json::from_str(json).map_err(|e| TokensError::Tokenizer(e.to_string()))?;
-        let cuts_are_safe = added.added_tokens.iter().all(|t| {
-            !t.content
-                .as_bytes()
-                .windows(2)
-                .any(|w| w[0].is_ascii_alphabetic() && w[1] == b' ')
-        });
+        let added: AddedTokens = serde_json::from_str(json).map_err(|e| TokensError::Tokenizer(e.to_string()))?;
+        let cuts_are_safe = added
+            .added_tokens
+            .iter()
+            .all(|t| !t.content.as_bytes().windows(2).any(|w| w[0].is_ascii_alphabetic() && w[1] == b' '));
         let counter = FastCounter { bpe, cuts_are_safe };
         for d in Delim::ALL {
             if counter.bpe.count(d.text()) != 1 {

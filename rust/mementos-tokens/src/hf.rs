@@ -17,19 +17,12 @@ impl HfCounter {
     /// Load from a `tokenizer.json` string. Truncation and padding are switched off (a count is
     /// of the whole text), and every delimiter must be an added token encoding to one id.
     pub fn from_json(json: &str) -> Result<Self, TokensError> {
-        let mut tokenizer =
-            Tokenizer::from_str(json).map_err(|e| TokensError::Tokenizer(e.to_string()))?;
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| TokensError::Tokenizer(e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_str(json).map_err(|e| TokensError::Tokenizer(e.to_string()))?;
+        tokenizer.with_truncation(None).map_err(|e| TokensError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
         let counter = HfCounter { tokenizer };
         for d in Delim::ALL {
-            let added = counter
-                .tokenizer
-                .get_added_tokens_decoder()
-                .values()
-                .any(|t| t.content == d.text());
+            let added = counter.tokenizer.get_added_tokens_decoder().values().any(|t| t.content == d.text());
             if !added || counter.count(d.text()) != 1 {
                 return Err(TokensError::MissingDelimiter(d.text()));
             }
@@ -52,15 +45,10 @@ impl SegmentCounter for HfCounter {
         // post-processor adds nothing when special tokens are not requested, so the number of
         // ids is the sum over splits. Splits that are added tokens already carry their token.
         let t = &self.tokenizer;
-        let mut pre = t
-            .get_added_vocabulary()
-            .extract_and_normalize(t.get_normalizer(), text);
+        let mut pre = t.get_added_vocabulary().extract_and_normalize(t.get_normalizer(), text);
         if let Some(pt) = t.get_pre_tokenizer() {
             if let Err(e) = pt.pre_tokenize(&mut pre) {
-                panic!(
-                    "tokenizers failed to pre-tokenize a piece of {} bytes: {e}",
-                    text.len()
-                );
+                panic!("tokenizers failed to pre-tokenize a piece of {} bytes: {e}", text.len());
             }
         }
         let model = t.get_model();
@@ -72,10 +60,7 @@ impl SegmentCounter for HfCounter {
                     Ok(tokens) => tokens.len(),
                     // No failure mode for a plain string in practice; a failure is a bug,
                     // caught at the binding boundary as an internal error.
-                    Err(e) => panic!(
-                        "tokenizers failed to tokenize a piece of {} bytes: {e}",
-                        piece.len()
-                    ),
+                    Err(e) => panic!("tokenizers failed to tokenize a piece of {} bytes: {e}", piece.len()),
                 },
             })
             .sum()

@@ -50,16 +50,10 @@ pub const BACKENDS: &[&str] = &["hf", "fast"];
 
 /// Build the counter called `backend` from a tokenizer JSON (the output of the Python
 /// `Tokenizer.to_str()`, with the delimiters already registered).
-pub fn counter_for(
-    backend: &str,
-    tokenizer_json: &str,
-) -> Result<Box<dyn SegmentCounter>, TokensError> {
+pub fn counter_for(backend: &str, tokenizer_json: &str) -> Result<Box<dyn SegmentCounter>, TokensError> {
     match backend {
         "hf" => Ok(Box::new(HfCounter::from_json(tokenizer_json)?)),
         "fast" => Ok(Box::new(FastCounter::from_json(tokenizer_json)?)),
-        other => Err(TokensError::UnknownBackend(
-            other.to_string(),
-            BACKENDS.join(", "),
-        )),
+        other => Err(TokensError::UnknownBackend(other.to_string(), BACKENDS.join(", "))),
     }
 }
