@@ -280,10 +280,20 @@ def test_broken_pipe_is_quiet(tmp_path):
 
 @pytest.fixture(scope="module")
 def slow_source(tmp_path_factory) -> Path:
-    """Enough rows (about 60 MB) that a command is still running when it is interrupted."""
+    """A few dozen batches; with ``SLOW_CLI`` each one takes 0.2 s, so the command is still running
+    when it is interrupted, however fast the machine is."""
     path = tmp_path_factory.mktemp("slow") / "big.parquet"
     pq.write_table(pa.concat_tables([synthetic.generate_table(50, seed=9)] * 40), path)
     return path
+
+
+# The command line with every batch slowed down (0.2 s before the work), so that an interrupt sent
+# once it has started writing always lands mid-run: the test cannot pass because the command won
+# the race and finished first.
+SLOW_CLI = [sys.executable, "-c",
+            "import sys, time; from mementos_fast import cli; f = cli._text_response;"
+            "cli._text_response = lambda b: (time.sleep(0.2), f(b))[1];"
+            "sys.argv[0] = 'mementos-fast'; sys.exit(cli.main())"]
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -293,7 +303,8 @@ def test_interrupt_is_quiet_and_leaves_nothing(tmp_path, slow_source, sig, code)
     work.mkdir()
     for args in (["export-sft", src, "--out", "sft.jsonl", "--batch-size", "64"],
                  ["analyze", src, "--out", "report", "--batch-size", "64", "--no-plots"]):
-        p = subprocess.Popen([*CLI, *map(str, args)], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen([*SLOW_CLI, *map(str, args)], cwd=work, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
         # Wait until the command has started writing (its temporary is there), then interrupt it.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not [n for n in listing(work) if "tmp" in n]:
