@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mementos_fast as mf
+from mementos_fast import _atomic as atomic
 from mementos_fast import html
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
@@ -355,8 +356,8 @@ class OutputDir:
             if "/" not in name and (self.out / name).is_file():
                 (self.out / name).unlink()
         for name in new:
-            os.replace(self.staging / name, self.out / name)
-        (self.out / _OWNED).write_text(json.dumps({"files": new}))
+            atomic.replace(self.staging / name, self.out / name)
+        atomic.write_json(self.out / _OWNED, {"files": new})
 
 
 # --------------------------------------------------------------------------------------------

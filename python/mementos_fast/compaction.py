@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mementos_fast import _core
+import mementos_fast._core as _core
 from mementos_fast._arrow import as_arrow_strings
 from mementos_fast.errors import MementoTypeError, MementoValueError
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mementos_fast import _core
+import mementos_fast._core as _core
 from mementos_fast.errors import MementoValueError
 
 __all__ = ["ALIGN_STATUSES", "ResponseLayout", "align_full_batch", "assemble_response"]
@@ -113,7 +113,7 @@ def assemble_response(
             raise MementoValueError(f"missing column {f!r}")
     if answers is None:
         if "response" in table.schema.names:
-            from mementos_fast import parse_batch
+            from mementos_fast.parsing import parse_batch
 
             answers = pa.concat_arrays(
                 [parse_batch(c).column("final_answer").cast(pa.large_string()) for c in table.column("response").chunks]

@@ -166,8 +166,6 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
     counted in total (``rows_read - rows_written``); per-reason counts need the single-machine
     :func:`mementos_fast.export.export_sft`.
     """
-    import json
-    import os
     import time
     import uuid
     from pathlib import Path
@@ -177,6 +175,7 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
     import ray.data
 
     import mementos_fast as mf
+    from mementos_fast import _atomic as atomic
     from mementos_fast.export import _check
 
     _check(format, options.get("variant", "full"), options.get("style", "tutorial"),
@@ -225,11 +224,9 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
                 "rows_read": rows_read, "rows_written": rows_written, "rows_dropped": rows_read - rows_written,
                 "files": files, "seconds": round(time.perf_counter() - t0, 3), "mementos_fast": mf.__version__}
     if local:
-        with open(Path(target) / "_manifest.json", "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(target, dest)
+        atomic.write_json(Path(target) / "_manifest.json", manifest)
+        atomic.fsync_path(Path(target))
+        atomic.replace(Path(target), dest)
     return manifest
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mementos_fast import parse_batch
+from mementos_fast.parsing import parse_batch
 
 #: Per-row fields whose per-domain median the tutorial reports (plus ``n_rows``).
 MEDIAN_FIELDS = ["n_blocks", "block_chars", "summary_chars", "block_words", "summary_words",
