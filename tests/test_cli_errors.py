@@ -419,3 +419,41 @@ def test_hub_id_that_cannot_be_reached(tmp_path):
     user_error(cli("analyze", "nosuchowner/nosuchdata", "--out", tmp_path / "r", env=env), "nosuchowner/nosuchdata",
                "Hugging Face hub")
     assert listing(tmp_path) == []
+
+
+# --- ray-export: a subcommand of mementos-fast, with the export options declared once ---------
+
+def test_ray_export_help_lists_the_shared_export_options():
+    r = cli("ray-export", "--help")
+    assert r.returncode == 0, r.stderr
+    for opt in ("--format", "--variant", "--keep-last-k", "--style", "--tokenizer", "--max-length", "--overflow",
+                "--stage2-keep-last-k", "--mask-delimiters", "--keep-last-block-for-answer", "--restart-mode",
+                "--pack", "--system-prompt", "--only-ok", "--concurrency", "--batch-size"):
+        assert opt in r.stdout, opt
+    # export-sft declares the same export options (one declaration, two commands).
+    e = cli("export-sft", "--help")
+    for opt in ("--stage2-keep-last-k", "--restart-mode", "--pack", "--only-ok"):
+        assert opt in e.stdout, opt
+
+
+def test_ray_export_user_mistakes_are_one_line(tmp_path):
+    user_error(cli("ray-export", tmp_path / "missing", tmp_path / "out"), "missing", "no such file")
+    user_error(cli("ray-export", tmp_path, tmp_path / "out", "--format", "chatml", "--max-length", "10"),
+               "--max-length", "tokenized")
+    user_error(cli("ray-export", tmp_path, tmp_path / "out", "--keep-last-k", "0"), "--keep-last-k", "compressed")
+    (tmp_path / "taken").mkdir()
+    user_error(cli("ray-export", tmp_path, tmp_path / "taken"), "taken", "exists")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_integrations_ray_export_is_a_deprecated_alias(tmp_path):
+    old = [sys.executable, "-m", "mementos_fast.integrations"]
+    r = subprocess.run([*old, "ray-export", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "usage: mementos-fast ray-export" in r.stdout
+    assert r.stderr.count("\n") == 1 and "deprecated" in r.stderr and "mementos-fast ray-export" in r.stderr
+    r = subprocess.run([*old, "ray-export", str(tmp_path / "missing"), str(tmp_path / "out")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and "deprecated" in lines[0] and "missing" in lines[1], r.stderr

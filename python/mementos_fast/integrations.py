@@ -166,22 +166,31 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
     counted in total (``rows_read - rows_written``); per-reason counts need the single-machine
     :func:`mementos_fast.export.export_sft`.
     """
+    import glob
     import time
     import uuid
     from pathlib import Path
 
     import pyarrow.parquet as pq
-    import ray
-    import ray.data
 
     import mementos_fast as mf
     from mementos_fast import _atomic as atomic
     from mementos_fast.export import _check
 
     _check(format, options.get("variant", "full"), options.get("style", "tutorial"),
-           options.get("overflow", "truncate"), options.get("max_length"))
+           options.get("overflow", "truncate"), options.get("max_length"), options.get("stage2_keep_last_k", 0),
+           options.get("pack", False))
     if concurrency is not None and concurrency < 1:
         raise MementoValueError(f"concurrency must be >= 1, got {concurrency}")
+    if "://" not in source and not glob.glob(source):
+        raise MementoValueError(f"{source}: no such file or directory (and no file matches it as a glob)")
+    if "://" not in out and Path(out).exists():
+        raise MementoValueError(f"{Path(out).resolve()} exists")
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise MementoValueError("ray-export needs Ray Data: pip install 'mementos-fast[ray]'") from None
     if not ray.is_initialized():
         ray.init()
     t0 = time.perf_counter()
@@ -231,48 +240,15 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mementos_fast.integrations ray-export SOURCE OUT --format F [...]``."""
-    import argparse
-    import json
+    """Deprecated: ``python -m mementos_fast.integrations ray-export ...`` is
+    ``mementos-fast ray-export ...`` (same options); kept as an alias for one release."""
+    import sys
 
-    from mementos_fast.cli import _int_at_least, _Parser, run
+    from mementos_fast import cli
 
-    ap = _Parser(prog="python -m mementos_fast.integrations", description="SFT export on a Ray cluster (docs/EXPORT.md)")
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    r = sub.add_parser("ray-export", help="Parquet in, Parquet SFT rows out, on Ray Data")
-    r.add_argument("source", help="Parquet path, directory or glob readable by every node")
-    r.add_argument("out", help="output directory (local/NFS: atomic) or s3:// / gs:// prefix")
-    r.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"],
-                   help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks")
-    r.add_argument("--tokenizer", help="tokenized: tokenizer.json path (on every node), hub id, or qwen3")
-    r.add_argument("--max-length", type=_int_at_least(1), help="tokenized: token limit per row")
-    r.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
-                   help="rows longer than --max-length: truncate or drop them")
-    r.add_argument("--variant", default="full", choices=["full", "compressed"],
-                   help="full traces, or compressed: evicted blocks replaced by their mementos")
-    r.add_argument("--keep-last-k", type=_int_at_least(0), default=1, help="compressed variant: blocks kept in full")
-    r.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
-    r.add_argument("--only-ok", action="store_true", help="drop malformed traces")
-    r.add_argument("--system-prompt", help="an optional system message")
-    r.add_argument("--concurrency", type=_int_at_least(1),
-                   help="tokenized: number of tokenizer actors (default: the cluster's CPUs minus one)")
-    r.add_argument("--batch-size", type=_int_at_least(1), default=256, help="rows per Ray Data batch (default: 256)")
-    args = ap.parse_args(argv)
-
-    def export(args) -> int:
-        opts: dict[str, Any] = {"variant": args.variant, "only_ok": args.only_ok}
-        if args.variant == "compressed":
-            opts.update(keep_last_k=args.keep_last_k, style=args.style)
-        if args.max_length is not None:
-            opts.update(max_length=args.max_length, overflow=args.overflow)
-        if args.system_prompt is not None:
-            opts["system_prompt"] = args.system_prompt
-        m = ray_export(args.source, args.out, args.format, tokenizer=args.tokenizer, concurrency=args.concurrency,
-                       batch_size=args.batch_size, **opts)
-        print(json.dumps(m, indent=2))
-        return 0
-
-    return run(export, args)
+    print("mementos-fast: warning: `python -m mementos_fast.integrations ray-export` is deprecated; "
+          "use `mementos-fast ray-export` (same arguments)", file=sys.stderr)
+    return cli.main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
