@@ -15,7 +15,8 @@ import mementos_fast as mf
 from mementos_fast import cli, reference, stats, synthetic
 from mementos_fast.compaction import MODELS
 from mementos_fast.tokenizer import clear_cache
-from mementos_fast.tokens import MEMENTO_CHAT_TEMPLATE, analyze_tokens, token_counter
+from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
+from mementos_fast.tokens import analyze_tokens, token_counter
 
 tk = pytest.importorskip("tokenizers")
 
@@ -50,7 +51,7 @@ def check(loaded: mf.LoadedTokenizer, texts: list[str | None], problems: list[st
     rows = got.to_pylist()
     prompt_len = 0
     if problems is not None:
-        want_prompts = [None if p is None else hf_len(loaded.tokenizer, MEMENTO_CHAT_TEMPLATE.format(problem=p))
+        want_prompts = [None if p is None else hf_len(loaded.tokenizer, MEMENTO_PROMPT_TEMPLATE.format(problem=p))
                         for p in problems]
         assert got.column("prompt_tokens").to_pylist() == want_prompts
         prompt_len = [p or 0 for p in want_prompts]
@@ -60,7 +61,7 @@ def check(loaded: mf.LoadedTokenizer, texts: list[str | None], problems: list[st
             assert rows[i]["response_tokens"] is None
             continue
         assert {k: rows[i][k] for k in want} == pytest.approx(want), f"row {i}: {text[:120]!r}"
-    replay = mf.replay_batch(texts, tokens=loaded, model="qwen3-8b", prompt_len=prompt_len, **engine)
+    replay = mf.replay_batch(texts, tokenizer=loaded, model="qwen3-8b", prompt_len=prompt_len, **engine)
     assert got.column("replay_peak_tokens").equals(replay.column("peak_len"))
     assert got.column("replay_full_peak_tokens").equals(replay.column("full_peak_len"))
     assert got.column("kv_auc_tokens").equals(replay.column("kv_auc"))
@@ -167,7 +168,7 @@ def test_qwen3_name_everywhere_without_the_hub(qwen3, monkeypatch):
     texts = [r["response"] for r in synthetic.generate_rows(5, seed=2)]
     want = [hf_len(qwen3.tokenizer, t) for t in texts]
     assert mf.count_tokens(texts, "qwen3").column("total_tokens").to_pylist() == want
-    assert mf.replay_batch(texts, -1, tokens="qwen3").column("total_len").to_pylist() == want
+    assert mf.replay_batch(texts, -1, tokenizer="qwen3").column("total_len").to_pylist() == want
     assert analyze_tokens(texts, "qwen3").column("response_tokens").to_pylist() == want
 
 
@@ -188,7 +189,7 @@ def test_cli_analyze_tokenizer_qwen3(qwen3, real, real_dir, tmp_path, capsys):
     for i, text in enumerate(texts):
         want = tutorial_figures(qwen3.tokenizer, text)
         assert {k: rows.column(k)[i].as_py() for k in want} == pytest.approx(want)
-    replay = mf.replay_batch(texts, 1, tokens=qwen3, model="qwen3-32b",
+    replay = mf.replay_batch(texts, 1, tokenizer=qwen3, model="qwen3-32b",
                              prompt_len=rows.column("prompt_tokens"))
     assert rows.column("peak_kv_bytes").to_pylist() == replay.column("peak_kv_bytes").to_pylist()
     assert rows.column("peak_kv_bytes")[0].as_py() == rows.column("replay_peak_tokens")[0].as_py() * \

@@ -378,7 +378,7 @@ def test_invalid_utf8_in_arrow_data_is_a_clear_error():
     offsets = pa.array([0, len(good), len(good) + 4], type=pa.int32()).buffers()[1]
     arr = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(good + b"ab\xff\xfe")])
     tok = mf.load_tokenizer(mf.qwen3_tokenizer_path())
-    for call in (lambda: mf.count_tokens(arr, tok), lambda: mf.replay_batch(arr, 0, tokens=tok),
+    for call in (lambda: mf.count_tokens(arr, tok), lambda: mf.replay_batch(arr, 0, tokenizer=tok),
                  lambda: mf.count_tokens(arr, tok, backend="hf")):
         with pytest.raises(mf.MementoValueError, match="row 1: invalid UTF-8 at byte 2"):
             call()

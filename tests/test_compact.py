@@ -358,7 +358,7 @@ def test_replay_in_real_tokens_with_kv_bytes(real):
         pytest.skip(str(e))
     tok = loaded.tokenizer
     rows = [r["response"] for r in real] + _sample_rows()[:10]
-    out = mf.replay_batch(pa.array(rows), 0, tokens=loaded, model="qwen3-8b", prompt_len=100)
+    out = mf.replay_batch(pa.array(rows), 0, tokenizer=loaded, model="qwen3-8b", prompt_len=100)
     assert out.schema.metadata[b"unit"].startswith(b"tokens")
     for text, r in zip(rows, out.to_pylist()):
         n = len(tok.encode(text, add_special_tokens=False).ids)
@@ -368,12 +368,33 @@ def test_replay_in_real_tokens_with_kv_bytes(real):
         kept = mf.compress(text, 0, style="inplace")
         assert r["final_len"] == 100 + len(tok.encode(kept, add_special_tokens=False).ids)
         assert r["peak_kv_bytes"] == r["peak_len"] * 2 * 36 * 8 * 128 * 2
-    custom = mf.replay_batch(pa.array(rows[:1]), 0, tokens=loaded, model=mf.KVShape(2, 1, 4, 4))
+    custom = mf.replay_batch(pa.array(rows[:1]), 0, tokenizer=loaded, model=mf.KVShape(2, 1, 4, 4))
     assert custom.column("peak_kv_bytes")[0].as_py() == custom.column("peak_len")[0].as_py() * 64
-    curve = mf.replay_curve(rows[0], 0, tokens=loaded)
+    curve = mf.replay_curve(rows[0], 0, tokenizer=loaded)
     assert curve.column("generated").to_pylist()[-1] == len(tok.encode(rows[0], add_special_tokens=False).ids)
     with pytest.raises(mf.MementoValueError, match="unknown model"):
-        mf.replay_batch(pa.array(rows[:1]), 0, tokens=loaded, model="gpt-9")
+        mf.replay_batch(pa.array(rows[:1]), 0, tokenizer=loaded, model="gpt-9")
+
+
+def test_tokens_is_a_deprecated_alias_of_tokenizer():
+    """replay_batch / replay_curve took the tokenizer as ``tokens=`` before: still accepted for one
+    release, with a DeprecationWarning, and gives the same result."""
+    from mementos_fast.tokenizer import load_tokenizer, qwen3_tokenizer_path
+
+    try:
+        loaded = load_tokenizer(qwen3_tokenizer_path())
+    except mf.MementoError as e:  # pragma: no cover - the package is installed by the test command
+        pytest.skip(str(e))
+    rows = _sample_rows()[:5]
+    want = mf.replay_batch(rows, 0, tokenizer=loaded, model="qwen3-8b")
+    with pytest.warns(DeprecationWarning, match="tokenizer="):
+        got = mf.replay_batch(rows, 0, tokens=loaded, model="qwen3-8b")
+    assert got.equals(want, check_metadata=True)
+    with pytest.warns(DeprecationWarning, match="tokenizer="):
+        curve = mf.replay_curve(rows[0], 0, tokens=loaded)
+    assert curve.equals(mf.replay_curve(rows[0], 0, tokenizer=loaded))
+    with pytest.raises(mf.MementoValueError, match="only tokenizer="):
+        mf.replay_batch(rows, 0, tokenizer=loaded, tokens=loaded)
 
 
 # ---------------------------------------------------------------------------------------------

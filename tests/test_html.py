@@ -132,7 +132,7 @@ def test_tokens_equal_the_tokenizer() -> None:
         assert u["tokens"] == len(hf.encode(u["text"], add_special_tokens=False).ids)
         if "memento" in u:
             assert u["memento"]["tokens"] == len(hf.encode(u["memento"]["text"], add_special_tokens=False).ids)
-    curve = mf.replay_curve(text, 0, tokens=mf.load_tokenizer(path))
+    curve = mf.replay_curve(text, 0, tokenizer=mf.load_tokenizer(path))
     assert d["total_units"] == curve.column("generated").to_pylist()[-1]
 
 

@@ -18,7 +18,8 @@ from mementos_fast import _core, synthetic
 from mementos_fast.loading import sample_path
 from mementos_fast.reference import parse_trace
 from mementos_fast.tokenizer import DELIMITERS
-from mementos_fast.tokens import MEMENTO_CHAT_TEMPLATE, render_prompts
+from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
+from mementos_fast.tokens import render_prompts
 
 tk = pytest.importorskip("tokenizers")
 
@@ -359,7 +360,7 @@ def test_prompt_tokens(qwen3, real):
     responses = [r["response"] for r in real]
     problems = [r["problem"] for r in real]
     b = mf.count_tokens(responses, qwen3, problem=problems)
-    want = [qwen3.count(MEMENTO_CHAT_TEMPLATE.format(problem=p)) for p in problems]
+    want = [qwen3.count(MEMENTO_PROMPT_TEMPLATE.format(problem=p)) for p in problems]
     assert b.column("prompt_tokens").to_pylist() == want
     # The same format written as a Jinja chat template renders (and counts) identically.
     jinja = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -394,3 +395,26 @@ def test_fast_equals_hf_on_a_generated_corpus(qwen3, gpt2_bpe):
         hf = mf.count_tokens(rows, lt, backend="hf", threads=2)
         for name in hf.schema.names:
             assert fast.column(name).equals(hf.column(name)), name
+
+
+def test_one_memento_chat_template():
+    """One Jinja chat template (mementos_fast.chat, re-exported by the export); its rendering of one
+    user message is the plain prompt template; the old tokens.MEMENTO_CHAT_TEMPLATE (the plain one)
+    is a deprecated alias for one release."""
+    from mementos_fast import chat, export, tokens
+
+    assert export.MEMENTO_CHAT_TEMPLATE is chat.MEMENTO_CHAT_TEMPLATE
+    problems = ["What is 1+1?", "", "braces {x} and <|im_end|>"]
+    pytest.importorskip("jinja2")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    t = ImmutableSandboxedEnvironment().from_string(chat.MEMENTO_CHAT_TEMPLATE)
+    jinja = [t.render(messages=[{"role": "user", "content": p}], add_generation_prompt=True) for p in problems]
+    assert jinja == [chat.render_prompt(p) for p in problems] == render_prompts(problems).to_pylist()
+    # Passing the Jinja template takes the Arrow path and gives the same prompts.
+    assert render_prompts(problems, chat.MEMENTO_CHAT_TEMPLATE).to_pylist() == jinja
+    with pytest.warns(DeprecationWarning, match="MEMENTO_PROMPT_TEMPLATE"):
+        old = tokens.MEMENTO_CHAT_TEMPLATE
+    assert old == chat.MEMENTO_PROMPT_TEMPLATE
+    with pytest.raises(AttributeError):
+        _ = tokens.NO_SUCH_NAME

@@ -213,7 +213,7 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             print("matplotlib is not installed: no plots (pip install mementos-fast[plots])", file=sys.stderr)
         else:
             plot_paths = plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k,
-                                        tokens=tok, model=model)
+                                        tokenizer=tok, model=model)
             for p in plot_paths:
                 print(f"wrote {final / p.name}")
     html.write_report(out, "\n".join(md), plots=plot_paths, examples=examples, keep_last_k=max(args.keep_last_k, -1),

@@ -14,10 +14,17 @@ each ``<|summary_end|>`` evicts at most the oldest waiting block, when more than
 wait (``-1``: never). The switches, with the overlay's defaults: ``mask_delimiters`` (False),
 ``keep_last_block_for_answer`` (False; k = 0 only), ``restart_mode`` (False),
 ``compact_on_summary_end`` (True).
+
+Defaults of ``keep_last_k``: 1 for :func:`compress` / :func:`compress_batch` (the tutorial's
+``compress_trace`` default, which ``style="tutorial"`` reproduces), 0 for everything that follows the
+engine (:func:`replay_batch`, :func:`replay_curve`, :func:`eviction_plan`): the setting of the
+paper's context figures (FORMAT.md section 5), each block evicted at its own ``<|summary_end|>``.
+docs/COMPACTION.md says why they differ.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,14 +215,15 @@ def replay_batch(
     prompt_len: int | Any = 0,
     prompt: Any = None,
     require_assistant_section: bool = True,
-    tokens: Any = None,
+    tokenizer: Any = None,
     model: str | KVShape | dict[str, int] | None = None,
     backend: str = "auto",
     threads: int | None = None,
+    tokens: Any = None,
 ) -> pa.RecordBatch:
     """Replay each trace as generation proceeds under the engine's rules.
 
-    Columns (lengths in characters unless ``tokens`` is given): ``prompt_len`` (in the cache from
+    Columns (lengths in characters unless ``tokenizer`` is given): ``prompt_len`` (in the cache from
     the start), ``total_len`` (generated), ``peak_len`` (largest visible length, taken just before
     each eviction), ``mean_len`` (``kv_auc / total_len``), ``final_len``, ``kv_auc`` (KV AUC: the
     sum over generated units of the visible length after each), ``full_peak_len``,
@@ -224,7 +232,7 @@ def replay_batch(
     computed a second time, prefill restarting at a memento's ``<|summary_start|>``),
     ``complete_blocks``, ``evicted_blocks``.
 
-    ``tokens``: lengths in real tokens instead of characters: anything
+    ``tokenizer``: lengths in real tokens instead of characters: anything
     :func:`mementos_fast.load_tokenizer` accepts (a ``tokenizers.Tokenizer``, a ``tokenizer.json``
     path, ``"qwen3"``, a hub id, a ``transformers`` tokenizer) or a counter from
     :func:`mementos_fast.tokens.token_counter`. Each delimiter is one token; every segment between
@@ -244,12 +252,15 @@ def replay_batch(
     ``model``: a preset name (``qwen3-8b``, ``qwen3-32b``, ``phi-4``), a :class:`KVShape` or a dict;
     adds ``peak_kv_bytes``, ``mean_kv_bytes``, ``full_peak_kv_bytes``, ``kv_auc_bytes`` and
     ``full_kv_auc_bytes``. KV bytes are meaningful for token lengths only, so a model requires
-    ``tokens``.
+    ``tokenizer``.
+
+    ``tokens``: the former name of ``tokenizer`` (deprecated; removed in the next release).
     """
-    if model is not None and tokens is None:
-        raise MementoValueError("model= converts tokens to KV bytes: pass tokens= (a tokenizer) as well")
+    tokenizer = _renamed(tokenizer, tokens)
+    if model is not None and tokenizer is None:
+        raise MementoValueError("model= converts tokens to KV bytes: pass tokenizer= as well")
     shape = _kv_shape(model) if model is not None else None
-    counter = _counter(tokens, backend) if tokens is not None else None
+    counter = _counter(tokenizer, backend) if tokenizer is not None else None
     same, per_row = _prompt_lens(prompt_len)
     batch = _core.replay_batch(
         as_arrow_strings(column),
@@ -271,12 +282,24 @@ def replay_batch(
     return batch.replace_schema_metadata({"unit": unit})
 
 
-def _counter(tokens: Any, backend: str) -> _core.TokenCounter:
-    if isinstance(tokens, _core.TokenCounter):
-        return tokens
+def _renamed(tokenizer: Any, tokens: Any) -> Any:
+    """``tokenizer=``, or the deprecated ``tokens=`` it replaced (with a DeprecationWarning)."""
+    if tokens is None:
+        return tokenizer
+    if tokenizer is not None:
+        raise MementoValueError("tokens= is the deprecated name of tokenizer=: pass only tokenizer=")
+    warnings.warn("tokens= is deprecated and will be removed in the next release: pass tokenizer= (the same "
+                  "values: a tokenizer, a tokenizer.json path, 'qwen3', a hub id or a token counter)",
+                  DeprecationWarning, stacklevel=3)
+    return tokens
+
+
+def _counter(tokenizer: Any, backend: str) -> _core.TokenCounter:
+    if isinstance(tokenizer, _core.TokenCounter):
+        return tokenizer
     from mementos_fast.tokens import token_counter
 
-    return token_counter(tokens, backend)
+    return token_counter(tokenizer, backend)
 
 
 def add_kv_bytes(batch: pa.RecordBatch, model: str | KVShape | dict[str, int]) -> pa.RecordBatch:
@@ -305,16 +328,18 @@ def replay_curve(
     restart_mode: bool = False,
     compact_on_summary_end: bool = True,
     prompt_len: int = 0,
-    tokens: Any = None,
+    tokenizer: Any = None,
     backend: str = "auto",
+    tokens: Any = None,
 ) -> pa.Table:
-    """The visible-length curve of one trace, for plotting (in tokens with ``tokens=``, as in
-    :func:`replay_batch`).
+    """The visible-length curve of one trace, for plotting (in tokens with ``tokenizer=``, as in
+    :func:`replay_batch`; ``tokens=`` is its deprecated former name).
 
     A table with ``generated`` (units generated so far), ``visible`` (units in the cache) and
     ``eviction`` (true for the drop right after an eviction, at the same ``generated``): one
     point after each segment between delimiters, each delimiter, and each eviction.
     """
+    tokenizer = _renamed(tokenizer, tokens)
     pts = _core.replay_curve(
         text,
         keep_last_k,
@@ -323,7 +348,7 @@ def replay_curve(
         restart_mode=restart_mode,
         compact_on_summary_end=compact_on_summary_end,
         prompt_len=prompt_len,
-        counter=_counter(tokens, backend) if tokens is not None else None,
+        counter=_counter(tokenizer, backend) if tokenizer is not None else None,
     )
     g, v, e = zip(*pts) if pts else ((), (), ())
     return pa.table({"generated": pa.array(g, pa.int64()), "visible": pa.array(v, pa.int64()),

@@ -78,7 +78,7 @@ def _curves(response: str, ks: Sequence[int], ends: list[int], tok: Any) -> dict
     """Per k: the replay curve's points and the visible length after each slider step."""
     out: dict[str, dict[str, Any]] = {}
     for k in ks:
-        t = mf.replay_curve(response, k, tokens=tok)
+        t = mf.replay_curve(response, k, tokenizer=tok)
         g = t.column("generated").to_pylist()
         v = t.column("visible").to_pylist()
         ev = t.column("eviction").to_pylist()

@@ -33,11 +33,11 @@ def visible_curve(text: str, keep_last_k: int = 0) -> tuple[np.ndarray, np.ndarr
 
 
 def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | None = None,
-             keep_last_k: int = 0, tokens: Any = None, model: str | None = None) -> list[Path]:
+             keep_last_k: int = 0, tokenizer: Any = None, model: str | None = None) -> list[Path]:
     """Write every plot into ``out``; returns the paths written.
 
     With token columns in ``stats`` (``analyze --tokenizer``): the token ratio by domain; with
-    ``tokens`` (a tokenizer or counter) and an ``example``: the KV curve of that trace in tokens
+    ``tokenizer`` (a tokenizer or counter) and an ``example``: the KV curve of that trace in tokens
     and, for ``model`` (a preset), in GB.
     """
     plt = _plt()
@@ -125,17 +125,17 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
         ax.set(title="Memento / block size (tokens) by domain", ylabel="summary_tokens / block_tokens")
         save(fig, "token_ratio_by_domain.png")
 
-    if example and tokens is not None:
-        fig = kv_curve_figure(example, tokens, keep_last_k=keep_last_k, model=model)
+    if example and tokenizer is not None:
+        fig = kv_curve_figure(example, tokenizer, keep_last_k=keep_last_k, model=model)
         save(fig, "kv_curve.png")
     return written
 
 
-def kv_curve_figure(text: str, tokens: Any, *, keep_last_k: int = 0, model: str | None = None):
+def kv_curve_figure(text: str, tokenizer: Any, *, keep_last_k: int = 0, model: str | None = None):
     """The visible context of one trace in tokens, without compaction and under the engine's rules
     (:func:`mementos_fast.replay_curve`), with a second axis in GB of KV cache for ``model``."""
     plt = _plt()
-    curve = mf.replay_curve(text, keep_last_k, tokens=tokens)
+    curve = mf.replay_curve(text, keep_last_k, tokenizer=tokenizer)
     x = curve.column("generated").to_numpy()
     y = curve.column("visible").to_numpy()
     fig, ax = plt.subplots(figsize=(7, 4))

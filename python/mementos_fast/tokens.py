@@ -16,13 +16,23 @@ import pyarrow.compute as pc
 
 import mementos_fast._core as _core
 from mementos_fast._arrow import as_arrow_strings
+from mementos_fast import chat
+from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.errors import MementoTypeError, MementoValueError
 from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer
 
-__all__ = ["MEMENTO_CHAT_TEMPLATE", "analyze_tokens", "count_tokens", "render_prompts", "token_counter"]
+__all__ = ["MEMENTO_PROMPT_TEMPLATE", "analyze_tokens", "count_tokens", "render_prompts", "token_counter"]
 
-#: The Memento training chat format (ChatML, no system prompt), up to the assistant's first token.
-MEMENTO_CHAT_TEMPLATE = "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+
+def __getattr__(name: str) -> Any:
+    # The prompt template was called MEMENTO_CHAT_TEMPLATE here, a name that also meant the Jinja
+    # template of the export: kept for one release, with a warning.
+    if name == "MEMENTO_CHAT_TEMPLATE":
+        warnings.warn("mementos_fast.tokens.MEMENTO_CHAT_TEMPLATE is deprecated: the plain prompt template is "
+                      "mementos_fast.chat.MEMENTO_PROMPT_TEMPLATE (MEMENTO_CHAT_TEMPLATE is the Jinja chat "
+                      "template, mementos_fast.chat.MEMENTO_CHAT_TEMPLATE)", DeprecationWarning, stacklevel=2)
+        return MEMENTO_PROMPT_TEMPLATE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: Texts the fast backend must count exactly like Hugging Face before ``backend="auto"`` uses it:
@@ -119,7 +129,8 @@ def _as_pyarrow(column: Any) -> pa.Array | pa.ChunkedArray:
 def render_prompts(problem: Any, chat_template: str | None = None) -> pa.Array | pa.ChunkedArray:
     """The prompt of each problem, as the model sees it before its response.
 
-    ``chat_template``: ``None`` for :data:`MEMENTO_CHAT_TEMPLATE`; a string holding ``{problem}``
+    ``chat_template``: ``None`` (or :data:`mementos_fast.chat.MEMENTO_CHAT_TEMPLATE`) for the Memento
+    format, :data:`mementos_fast.chat.MEMENTO_PROMPT_TEMPLATE`; a string holding ``{problem}``
     once (and no Jinja markup), filled with pyarrow (no Python string per row); or a Jinja chat
     template (with ``{{``/``{%``, such as a ``tokenizer_config.json``'s ``chat_template``),
     rendered per row like ``transformers`` does, with ``messages=[{"role": "user", "content":
@@ -130,7 +141,8 @@ def render_prompts(problem: Any, chat_template: str | None = None) -> pa.Array |
     if not pa.types.is_string(problems.type) and not pa.types.is_large_string(problems.type) \
             and not pa.types.is_string_view(problems.type):
         raise MementoTypeError(f"problem must be strings, got {problems.type}")
-    template = MEMENTO_CHAT_TEMPLATE if chat_template is None else chat_template
+    # The Memento Jinja template renders one user message exactly as the plain prompt template.
+    template = MEMENTO_PROMPT_TEMPLATE if chat_template in (None, chat.MEMENTO_CHAT_TEMPLATE) else chat_template
     if not isinstance(template, str):
         raise MementoTypeError(f"chat_template must be a str, got {type(template).__name__}")
     if "{{" in template or "{%" in template:
@@ -244,7 +256,7 @@ def analyze_tokens(
 
     Each row is scanned once and every text piece between delimiters is counted once (GIL
     released, all cores); the tutorial's figures and the context replay under the engine's rules
-    (as :func:`mementos_fast.replay_batch` with ``tokens=``) are derived from those counts.
+    (as :func:`mementos_fast.replay_batch` with ``tokenizer=``) are derived from those counts.
     Columns (null for null rows):
 
     - ``response_tokens``: the whole response (each delimiter one token);
