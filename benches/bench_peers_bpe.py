@@ -36,6 +36,7 @@ fastest exact peer one core (ratio within the same round) and of FastBpe two cor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -95,7 +96,8 @@ def prose_docs() -> Iterator[str]:
         if text:
             yield text
     # The base interpreter's packages (a virtual environment holds few), then the environment's.
-    sites = dict.fromkeys([sysconfig.get_paths(vars={"base": sys.base_prefix})["purelib"], sysconfig.get_paths()["purelib"]])
+    base = sysconfig.get_paths(vars={"base": sys.base_prefix})["purelib"]
+    sites = dict.fromkeys([base, sysconfig.get_paths()["purelib"]])
     for path in [p for site in sites for p in sorted(Path(site).glob("*.dist-info/METADATA"))]:
         text = _read(path)
         if text and "\n\n" in text:
@@ -150,10 +152,8 @@ def _allowed() -> set[int]:
 
 def _set_all_threads(cpus: set[int]) -> None:
     for tid in os.listdir("/proc/self/task"):
-        try:
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
             os.sched_setaffinity(int(tid), cpus)
-        except OSError:  # the thread ended meanwhile
-            pass
 
 
 @contextmanager

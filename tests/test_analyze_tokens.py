@@ -13,9 +13,9 @@ import pytest
 
 import mementos_fast as mf
 from mementos_fast import cli, reference, stats, synthetic
+from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.compaction import MODELS
 from mementos_fast.tokenizer import clear_cache
-from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.tokens import analyze_tokens, token_counter
 
 tk = pytest.importorskip("tokenizers")

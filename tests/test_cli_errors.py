@@ -20,7 +20,6 @@ import pytest
 import mementos_fast as mf
 from mementos_fast import synthetic
 
-
 CLI = [sys.executable, "-m", "mementos_fast.cli"]
 
 
@@ -50,7 +49,8 @@ def hub(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("hub") / "OpenMementos"
     (d / "data").mkdir(parents=True)
     (d / "full").mkdir()
-    pq.write_table(synthetic.generate_table(40, seed=1, malformed_rate=0.2), d / "data" / "train-00000-of-00001.parquet")
+    table = synthetic.generate_table(40, seed=1, malformed_rate=0.2)
+    pq.write_table(table, d / "data" / "train-00000-of-00001.parquet")
     return d
 
 

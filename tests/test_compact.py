@@ -12,10 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mementos_fast as mf
+import overlay_model
 from mementos_fast import reference, synthetic
 from mementos_fast.loading import sample_path
-
-import overlay_model
 
 DELIMS = overlay_model.DELIMS
 BS, BE, SS, SE = DELIMS[2:]

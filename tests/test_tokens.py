@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 import mementos_fast as mf
 from mementos_fast import _core, synthetic
+from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.loading import sample_path
 from mementos_fast.reference import parse_trace
 from mementos_fast.tokenizer import DELIMITERS
-from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.tokens import render_prompts
 
 tk = pytest.importorskip("tokenizers")

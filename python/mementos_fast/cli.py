@@ -12,6 +12,7 @@ Without SOURCE the built-in sample (hand-written traces shipped in the package) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -70,7 +71,7 @@ def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
     t = first.schema.field("response").type
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
         raise UsageError(f"{label}: the 'response' column holds {t}, not text")
-    if args.config == "full" and not FULL_COLUMNS <= set(first.schema.names):
+    if args.config == "full" and not set(first.schema.names) >= FULL_COLUMNS:
         raise UsageError(f"--config full: {label} has no {'/'.join(sorted(FULL_COLUMNS))} columns; point at the "
                          "full config's files (full/train-*.parquet) or drop --config full")
     return label, (_text_response(b) for b in chain([first], batches))
@@ -399,10 +400,8 @@ class OutputDir:
     def _commit(self) -> None:
         new = sorted(p.name for p in self.staging.iterdir())
         owned = set(REPORT_FILES)
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             owned |= set(json.loads((self.out / _OWNED).read_text()).get("files", []))
-        except (OSError, ValueError, AttributeError):
-            pass
         for name in owned - set(new):
             if "/" not in name and (self.out / name).is_file():
                 (self.out / name).unlink()
@@ -473,10 +472,9 @@ def validate_export(args) -> None:
     validate_common(args)
     validate_export_options(args)
     out = str(args.out)
-    if args.output == "parquet" or args.output == "datasets":
-        if out == "-" or out.endswith((".jsonl", ".json", ".ndjson")):
-            raise UsageError(f"--output {args.output} writes a directory, but --out {out} names a JSONL file; "
-                             f"give a directory name, or drop --output to write JSONL")
+    if args.output in ("parquet", "datasets") and (out == "-" or out.endswith((".jsonl", ".json", ".ndjson"))):
+        raise UsageError(f"--output {args.output} writes a directory, but --out {out} names a JSONL file; "
+                         f"give a directory name, or drop --output to write JSONL")
     if args.output == "jsonl" and out != "-" and Path(out).is_dir():
         raise UsageError(f"--out {out}: is a directory, but --output jsonl writes one file; name a .jsonl file")
     if out != "-":
@@ -559,10 +557,8 @@ def run(fn, args) -> int:
     130 and SIGTERM 143, quietly, after temporary files are removed; a closed pipe (``| head``)
     exits 141 quietly; anything else is a bug: its traceback and a request to report it."""
     previous = None
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding application): keep its handler
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (an embedding application): keep its handler
-        pass
     watch = _temporaries(args)
     before = _entries(watch)
     status = 1
@@ -582,10 +578,8 @@ def run(fn, args) -> int:
     except (UsageError, mf.MementoError) as e:
         status = _error(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     except OSError as e:
-        if e.filename is not None:
-            status = _error(f"{e.filename}: {e.strerror or e}")
-        else:
-            status = _error(f"{e.strerror or e}")
+        where = f"{e.filename}: " if e.filename is not None else ""
+        status = _error(f"{where}{e.strerror or e}")
     except Exception:
         status = _bug()
     finally:

@@ -55,7 +55,8 @@ def _table(batch: Any) -> pa.Table:
         return arrow
     if isinstance(batch, Mapping):
         return pa.table({k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v) for k, v in batch.items()})
-    raise MementoValueError(f"expected a pyarrow Table or RecordBatch (or a datasets batch), got {type(batch).__name__}")
+    raise MementoValueError(
+        f"expected a pyarrow Table or RecordBatch (or a datasets batch), got {type(batch).__name__}")
 
 
 def _own(arr: Any) -> pa.Array:

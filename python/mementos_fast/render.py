@@ -80,7 +80,8 @@ def render_text(response: str, *, width: int | None = None, max_block_chars: int
     elif p.blocks and p.status == "ok":
         out.append("  (empty: the answer is inside the last block)")
     else:
-        out.append("  (empty: no text after </think>)" if "</think>" in response else "  (none: the trace has no </think>)")
+        out.append("  (empty: no text after </think>)" if "</think>" in response
+                   else "  (none: the trace has no </think>)")
     return "\n".join(out) + "\n"
 
 

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import mementos_fast._core as _core
-from mementos_fast._arrow import as_arrow_strings
 from mementos_fast import chat
+from mementos_fast._arrow import as_arrow_strings
 from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.errors import MementoTypeError, MementoValueError
 from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer
