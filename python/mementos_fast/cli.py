@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -230,12 +231,17 @@ def cmd_validate(args) -> int:
     rows = 0
     for batch in batches:
         parsed = mf.parse_batch(batch.column("response"))
-        for i, (s, off) in enumerate(zip(parsed.column("status").to_pylist(),
-                                         parsed.column("error_offset").to_pylist())):
-            if s not in ("ok", None):
-                bad += 1
-                if bad <= args.max_list:
-                    print(f"row {rows + i}: {s} at byte {off}: {mf.STATUSES[s]}")
+        status = parsed.column("status")
+        if pa.types.is_dictionary(status.type):
+            status = status.cast(pa.string())
+        # Malformed rows found with pyarrow; Python only formats the lines it prints.
+        malformed = pa.compute.fill_null(pa.compute.not_equal(status, "ok"), False)
+        idx = np.flatnonzero(malformed.to_numpy(zero_copy_only=False))
+        offsets = parsed.column("error_offset")
+        for i in idx[:max(0, args.max_list - bad)]:
+            s = status[int(i)].as_py()
+            print(f"row {rows + int(i)}: {s} at byte {offsets[int(i)].as_py()}: {mf.STATUSES[s]}")
+        bad += len(idx)
         rows += batch.num_rows
     if bad > args.max_list:
         print(f"... and {bad - args.max_list:,} more malformed rows not listed (--max-list {args.max_list}; "

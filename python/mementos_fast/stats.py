@@ -32,6 +32,21 @@ def _own(arr: pa.Array) -> pa.Array:
     return pc.take(arr, pa.array(np.arange(len(arr), dtype=np.int64)))
 
 
+def _groups(column: pa.Array | pa.ChunkedArray | None, n: int) -> list[tuple[Any, np.ndarray]]:
+    """(value, boolean mask over the rows) for each distinct value of ``column`` (null included),
+    sorted by ``str`` of the value; ``column=None`` is one group of ``n`` rows whose value is None.
+    Found with ``pyarrow.compute`` (one ``unique``, one comparison per group), no loop over rows."""
+    if column is None:
+        return [(None, np.ones(n, dtype=bool))] if n else []
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    out = []
+    for value in sorted(pc.unique(column).to_pylist(), key=str):
+        hit = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
+        out.append((value, np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)))
+    return out
+
+
 def _div(num: pa.Array, den: pa.Array) -> pa.Array:
     """num / den as float64, null where den is 0 or null."""
     den_f = pc.cast(den, pa.float64())
@@ -70,12 +85,10 @@ def domain_table(stats: pa.Table) -> list[dict[str, Any]]:
     """Per domain (tutorial rows only): ``n_rows``, the median and mean of every MEDIAN_FIELDS
     (and of every TOKEN_FIELDS present: the table of ``analyze --tokenizer``)."""
     kept = stats.filter(pc.invert(pc.fill_null(stats.column("skipped"), True)))
-    domains = kept.column("domain").to_numpy(zero_copy_only=False) if "domain" in kept.column_names \
-        else np.array([None] * kept.num_rows)
+    domain = kept.column("domain") if "domain" in kept.column_names else None
     fields = MEDIAN_FIELDS + [f for f in TOKEN_FIELDS if f in kept.column_names]
     out = []
-    for d in sorted({x for x in domains}, key=str):
-        mask = domains == d
+    for d, mask in _groups(domain, kept.num_rows):
         row: dict[str, Any] = {"domain": d, "n_rows": int(mask.sum())}
         for f in fields:
             values = kept.column(f).to_numpy(zero_copy_only=False)[mask].astype(float)
@@ -89,11 +102,11 @@ def domain_table(stats: pa.Table) -> list[dict[str, Any]]:
 def validation_summary(stats: pa.Table, examples: int = 5) -> list[dict[str, Any]]:
     """Count of rows per status with the first few row indexes of each; rows whose response is
     null are counted as ``null (no response)``, last."""
-    status = stats.column("status").to_numpy(zero_copy_only=False)
     rows = stats.column("row").to_numpy()
     out = []
-    for s in sorted({x for x in status if x is not None}, key=lambda x: (x != "ok", x)):
-        idx = rows[status == s]
+    groups = [(s, m) for s, m in _groups(stats.column("status"), stats.num_rows) if s is not None]
+    for s, mask in sorted(groups, key=lambda g: (g[0] != "ok", g[0])):
+        idx = rows[mask]
         out.append({"status": s, "rows": int(idx.size), "examples": idx[:examples].tolist()})
     null = rows[pc.is_null(stats.column("status")).to_numpy(zero_copy_only=False)]
     if null.size:
@@ -148,12 +161,11 @@ def replay_table(stats: pa.Table) -> list[dict[str, Any]]:
     if "replay_peak_ratio" not in stats.column_names:
         return []
     ok = stats.filter(pc.equal(stats.column("status"), "ok"))
-    domains = ok.column("domain").to_pylist() if "domain" in ok.column_names else [None] * ok.num_rows
+    domain = ok.column("domain") if "domain" in ok.column_names else None
     peak = ok.column("replay_peak_ratio").to_numpy(zero_copy_only=False).astype(float)
     mean = ok.column("replay_mean_ratio").to_numpy(zero_copy_only=False).astype(float)
     out = []
-    for d in sorted(set(domains), key=str):
-        m = np.array([x == d for x in domains])
+    for d, m in _groups(domain, ok.num_rows):
         if m.any():
             out.append({"domain": d, "n_rows": int(m.sum()), "median_peak_ratio": float(np.nanmedian(peak[m])),
                         "mean_peak_ratio": float(np.nanmean(peak[m])),
@@ -240,7 +252,7 @@ def token_report(stats: pa.Table, *, tokenizer: str = "", model: str | None = No
     if "token_ratio" not in stats.column_names:
         return []
     kept = stats.filter(pc.invert(pc.fill_null(stats.column("skipped"), True)))
-    domains = sorted({d for d in kept.column("domain").to_pylist()}, key=str) \
+    domains = sorted(pc.unique(kept.column("domain")).to_pylist(), key=str) \
         if "domain" in kept.column_names else []
     groups = [(str(d), kept.filter(pc.equal(kept.column("domain"), d))) for d in domains]
     if len(groups) != 1:

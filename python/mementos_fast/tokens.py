@@ -218,7 +218,8 @@ def count_tokens(
       rendered prompt (see :func:`render_prompts` for ``chat_template``).
 
     The schema metadata holds ``backend`` (which implementation counted; ``backend="auto"``
-    picks the fastest exact one, currently ``"hf"``) and ``tokenizer`` (its name). The GIL is
+    uses ``"fast"`` when it supports the tokenizer and passes the self-check, else ``"hf"``, see
+    :func:`token_counter`) and ``tokenizer`` (its name). The GIL is
     released; ``threads=None`` uses every core.
     """
     if threads is not None and threads < 1:
