@@ -200,8 +200,8 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
     # The actor pool must leave room for the read and write tasks, or they wait forever for a CPU
     # (2 actors on a 2-CPU machine used to hang): each of the actors + 2 gets an equal share.
     share = min(1.0, cpus / (actors + 2)) if format == "tokenized" else 1.0
-    remote = {"num_cpus": share} if share < 1.0 else {}
-    ds = ray.data.read_parquet(source, ray_remote_args=remote or None)
+    remote: dict[str, Any] = {"num_cpus": share} if share < 1.0 else {}
+    ds = ray.data.read_parquet(source, ray_remote_args=remote)
     rows_read = ds.count()  # from the Parquet footers
     if format == "tokenized":
         if tokenizer is None:
@@ -220,7 +220,7 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
             raise MementoValueError(f"{dest} exists")
         dest.parent.mkdir(parents=True, exist_ok=True)
         target = str(dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    mapped.write_parquet(target, ray_remote_args=remote or None)
+    mapped.write_parquet(target, ray_remote_args=remote)
     rows_written = 0
     files: list[str] = []
     if local:

@@ -33,7 +33,7 @@ DEFAULT_BATCH_SIZE = 1024
 
 def sample_path() -> Path:
     """The built-in sample shipped in the package (hand-written traces, not real data)."""
-    return Path(str(resources.files("mementos_fast").joinpath("data", "sample.jsonl")))
+    return Path(str(resources.files("mementos_fast").joinpath("data").joinpath("sample.jsonl")))
 
 
 def resolve_files(source: str | os.PathLike, config: str = "default", split: str = "train") -> list[Path]:

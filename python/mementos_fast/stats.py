@@ -214,7 +214,7 @@ PAPER = {
 }
 
 
-def _token_figures(t: pa.Table) -> dict[str, float | None]:
+def _token_figures(t: pa.Table) -> dict[str, Any]:
     """The paper's figures measured on ``t`` (tutorial rows of one domain, or all)."""
     def col(name: str) -> np.ndarray:
         v = t.column(name).to_numpy(zero_copy_only=False).astype(float)
@@ -228,7 +228,7 @@ def _token_figures(t: pa.Table) -> dict[str, float | None]:
         return num / den if den else None
 
     blocks, summaries = col("block_tokens").sum(), col("summary_tokens").sum()
-    out: dict[str, float | None] = {
+    out: dict[str, Any] = {
         "median_n_blocks": med("n_blocks"),
         "median_char_ratio": med("char_ratio"),
         "median_token_ratio": med("token_ratio"),

@@ -223,7 +223,7 @@ def export_sft(
     _check(format, variant, style, overflow, max_length, stage2_keep_last_k, pack)
     loaded = _loaded(tokenizer) if format == "tokenized" else None
     tok = exporter(loaded) if loaded is not None else None
-    stage2 = (
+    stage2: dict[str, Any] = (
         {
             "stage2_keep_last_k": stage2_keep_last_k,
             "mask_delimiters": mask_delimiters,
@@ -285,7 +285,7 @@ def export_sft(
             **(
                 {
                     "tokenizer": loaded.name,
-                    "tokenizer_backend": tok.backend,
+                    "tokenizer_backend": tok.backend if tok is not None else None,
                     "delimiter_ids": loaded.ids,
                     "segments": list(SEGMENTS),
                     "ignore_index": IGNORE_INDEX,
@@ -301,7 +301,9 @@ def export_sft(
                     "packed": True,
                     "sequences": sequences,
                     "rows_packed": None,
-                    "packing_efficiency": round(tokens_written / (sequences * max_length), 4) if sequences else None,
+                    "packing_efficiency": round(tokens_written / (sequences * max_length), 4)
+                    if sequences and max_length
+                    else None,
                 }
                 if pack
                 else {}

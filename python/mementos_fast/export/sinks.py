@@ -44,7 +44,10 @@ def jsonl_bytes(table: pa.Table, *, engine: str | None = None) -> bytes:
                 raise
         else:
             buf = io.BytesIO()
-            pl.from_arrow(table, rechunk=False).write_ndjson(buf)
+            frame = pl.from_arrow(table, rechunk=False)
+            if not isinstance(frame, pl.DataFrame):  # pragma: no cover - a Table is always a DataFrame
+                frame = frame.to_frame()
+            frame.write_ndjson(buf)
             return buf.getvalue()
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
     return "".join(dumps(r) + "\n" for r in table.to_pylist()).encode()
@@ -101,6 +104,12 @@ class ExportSink:
         else:
             self.tmp = atomic.temp_dir(self.out)
 
+    def _tmp(self) -> Path:
+        """The temporary file or directory (none when writing to stdout)."""
+        if self.tmp is None:
+            raise MementoValueError("this sink writes to stdout: it has no temporary file")
+        return self.tmp
+
     # -- writing ----------------------------------------------------------------------------
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0 and self._schema is not None:
@@ -125,7 +134,7 @@ class ExportSink:
 
     def _write_parquet(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._shard_path = self.tmp / f"part-{self._shard:05d}.parquet"
+            self._shard_path = self._tmp() / f"part-{self._shard:05d}.parquet"
             self._file = open(self._shard_path, "wb")  # noqa: SIM115 - closed in _close_shard / abort
             self._writer = pq.ParquetWriter(self._file, table.schema, compression="zstd")
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
@@ -140,13 +149,14 @@ class ExportSink:
         os.fsync(self._file.fileno())
         self.bytes += self._file.tell()
         self._file.close()
-        self.files.append(self._shard_path.name)
+        if self._shard_path is not None:
+            self.files.append(self._shard_path.name)
         self._writer = self._file = None
         self._shard += 1
 
     def _write_arrow(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._shard_path = self.tmp / "rows.arrow"
+            self._shard_path = self._tmp() / "rows.arrow"
             self._file = pa.OSFile(str(self._shard_path), "wb")
             self._writer = pa.ipc.new_stream(self._file, table.schema)
         self._writer.write_table(table)
@@ -165,7 +175,7 @@ class ExportSink:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-            self._replace(self.tmp, self.out)
+            self._replace(self._tmp(), self.out)
             manifest.update(rows_written=self.rows, bytes_written=self.bytes, files=[self.out.name])
             atomic.write_json(self.out.with_name(self.out.name + ".manifest.json"), manifest)
             return manifest
@@ -174,15 +184,15 @@ class ExportSink:
                 self._open_empty()
             self._close_shard()
             manifest.update(rows_written=self.rows, bytes_written=self.bytes, files=list(self.files))
-            atomic.write_json(self.tmp / "_manifest.json", manifest)
+            atomic.write_json(self._tmp() / "_manifest.json", manifest)
         else:
             self._finish_datasets(manifest)
-        atomic.fsync_path(self.tmp)
-        self._replace(self.tmp, self.out)
+        atomic.fsync_path(self._tmp())
+        self._replace(self._tmp(), self.out)
         return manifest
 
     def _open_empty(self) -> None:
-        self._shard_path = self.tmp / f"part-{self._shard:05d}.parquet"
+        self._shard_path = self._tmp() / f"part-{self._shard:05d}.parquet"
         self._file = open(self._shard_path, "wb")  # noqa: SIM115 - closed in _close_shard / abort
         self._writer = pq.ParquetWriter(self._file, self._schema, compression="zstd")
 
@@ -190,14 +200,14 @@ class ExportSink:
         import datasets
 
         if self._writer is None:
-            self._shard_path = self.tmp / "rows.arrow"
+            self._shard_path = self._tmp() / "rows.arrow"
             self._file = pa.OSFile(str(self._shard_path), "wb")
             self._writer = pa.ipc.new_stream(self._file, self._schema or pa.schema([]))
         self._writer.close()
         self._file.close()
         self._writer = self._file = None
         ds = datasets.Dataset.from_file(str(self._shard_path))
-        target = self.tmp / "dataset"
+        target = self._tmp() / "dataset"
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
         try:
@@ -208,7 +218,8 @@ class ExportSink:
             if bars:
                 datasets.enable_progress_bars()
         del ds
-        self._shard_path.unlink()
+        if self._shard_path is not None:
+            self._shard_path.unlink()
         for p in target.iterdir():
             atomic.fsync_path(p)
         files = sorted(p.name for p in target.iterdir())
