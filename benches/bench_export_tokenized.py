@@ -124,7 +124,8 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
             benchmark.extra_info["packing_efficiency"] = result["manifest"]["packing_efficiency"]
             # Packing reorders rows: the packed rows, split by seq_lens, are the unpacked rows.
             packed = sorted(tuple(r) for seq in range(got.num_rows) for r in _split(got, seq))
-            plain = ex.transform_table(table, "tokenized", tokenizer=exp, max_length=32768, **STAGE2).column("input_ids")
+            plain = ex.transform_table(table, "tokenized", tokenizer=exp, max_length=32768, **STAGE2)
+            plain = plain.column("input_ids")
             assert packed == sorted(tuple(r) for r in plain.to_pylist())
             result["ids"] = plain[:200].to_pylist()
     if "eff" in result:
