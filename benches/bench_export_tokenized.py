@@ -66,7 +66,7 @@ def tok_corpus(bench_big) -> pa.Table:
 
 STAGE2 = {"stage2_keep_last_k": 1}
 IMPLS = ["hf_encode_batch_fast", "mementos_fast_1t", "mementos_fast_2t", "mementos_fast_packed_2t",
-         "mementos_fast_parquet_2t"]
+         "mementos_fast_parquet_2t", "mementos_fast_parquet_packed_2t"]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -90,12 +90,16 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
                 if start == 0:
                     result["ids"] = [e.ids for e in encs[:200]]
                 del encs
-    elif impl == "mementos_fast_parquet_2t":
+    elif impl.startswith("mementos_fast_parquet"):
+        # The CLI's path: `export-sft SRC --format tokenized --stage2-keep-last-k 1 [--pack
+        # --max-length 32768] --out DIR` on a loaded table (zstd Parquet shards, fsynced, renamed).
         out = tmp_path / "sft"
+        kw = {"max_length": 32768, "pack": True} if "packed" in impl else {}
 
         def run():
-            ex.export_sft(table, out, "tokenized", tokenizer=loaded, overwrite=True, batch_size=2048, **STAGE2)
-            result["ids"] = pq.read_table(out, columns=["input_ids"]).column(0)[:200].to_pylist()
+            m = ex.export_sft(table, out, "tokenized", tokenizer=loaded, overwrite=True, batch_size=2048, **STAGE2,
+                              **kw)
+            result["manifest"] = m
     else:
         threads = 1 if impl == "mementos_fast_1t" else None
         packed = "packed" in impl
@@ -112,12 +116,36 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
     mean = benchmark.stats.stats.mean if benchmark.stats else None
     if mean:
         benchmark.extra_info.update(mb_per_s=nbytes / mean / 1e6, rows_per_s=table.num_rows / mean)
+    if "manifest" in result:  # checked after timing: read the shards back
+        got = pq.read_table(out)
+        if "packed" not in impl:
+            result["ids"] = got.column("input_ids")[:200].to_pylist()
+        else:
+            benchmark.extra_info["packing_efficiency"] = result["manifest"]["packing_efficiency"]
+            # Packing reorders rows: the packed rows, split by seq_lens, are the unpacked rows.
+            packed = sorted(tuple(r) for seq in range(got.num_rows) for r in _split(got, seq))
+            plain = ex.transform_table(table, "tokenized", tokenizer=exp, max_length=32768, **STAGE2)
+            plain = plain.column("input_ids")
+            assert packed == sorted(tuple(r) for r in plain.to_pylist())
+            result["ids"] = plain[:200].to_pylist()
     if "eff" in result:
         benchmark.extra_info["packing_efficiency"] = result["eff"]
         assert result["eff"] > 0.5
     else:
         want = [e.ids for e in loaded.tokenizer.encode_batch(texts_arrow[:200].to_pylist(), add_special_tokens=False)]
+        if "packed" in impl:  # the packed export truncates rows to max_length (--overflow truncate)
+            want = [w[:32768] for w in want]
         assert result["ids"] == want
+
+
+def _split(table: pa.Table, seq: int) -> list[list[int]]:
+    """The rows packed in sequence ``seq``, by its ``seq_lens``."""
+    ids = table.column("input_ids")[seq].values.to_numpy()
+    rows, start = [], 0
+    for n in table.column("seq_lens")[seq].as_py():
+        rows.append(ids[start:start + n].tolist())
+        start += n
+    return rows
 
 
 _PEAK_SCRIPT = textwrap.dedent("""

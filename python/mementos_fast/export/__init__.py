@@ -58,6 +58,7 @@ from mementos_fast.export.labels import (
     stage2_mask,
 )
 from mementos_fast.export.sinks import (
+    _PARQUET_OPTIONS,
     OUTPUTS,
     ExportSink,
     _fsync_path,
@@ -65,6 +66,7 @@ from mementos_fast.export.sinks import (
     _json_default,
     _umask,
     _write_json_atomic,
+    _WriteBehind,
     jsonl_bytes,
 )
 
@@ -108,4 +110,6 @@ _ = (
     _json_default,
     _umask,
     _write_json_atomic,
+    _PARQUET_OPTIONS,
+    _WriteBehind,
 )

@@ -29,7 +29,7 @@ from mementos_fast.export.formats import (
     exporter,
 )
 from mementos_fast.export.labels import EVICT_NEVER, IGNORE_INDEX, SEGMENTS
-from mementos_fast.export.sinks import ExportSink
+from mementos_fast.export.sinks import ExportSink, _WriteBehind
 from mementos_fast.loading import load
 from mementos_fast.parsing import parse_batch
 
@@ -244,7 +244,12 @@ def export_sft(
     drops: Counter = Counter()
     rows_read = bytes_read = 0
     t0 = time.perf_counter()
-    with ExportSink(out, output, shard_bytes=shard_bytes, overwrite=overwrite) as sink:
+    with (
+        ExportSink(out, output, shard_bytes=shard_bytes, overwrite=overwrite) as sink,
+        _WriteBehind(sink.write) as writer,
+    ):
+        # Writing (Parquet encoding and zstd, or JSON) runs on a second thread while the next
+        # batch is transformed: both release the GIL, so they overlap on two cores.
         for batch in batches:
             rows_read += batch.num_rows
             if "response" in batch.schema.names:
@@ -268,11 +273,12 @@ def export_sft(
             if format == "tokenized":
                 tokens_written += pc.sum(table.column("n_tokens")).as_py() or 0
                 sequences += table.num_rows
-            sink.write(table)
+            writer.submit(table)
             del table, batch
             pa.default_memory_pool().release_unused()
             if progress is not None:
                 progress(rows_read, bytes_read)
+        writer.wait()
         elapsed = time.perf_counter() - t0
         truncated = drops.pop("truncated_rows", 0)
         manifest = {
