@@ -127,7 +127,9 @@ def test_ray_export_is_atomic_and_loads_back(ray_local, shards, tmp_path):
 def test_ray_export_command(ray_local, shards, tmp_path, capsys):
     directory, table = shards
     out = tmp_path / "msgs"
-    assert it.main(["ray-export", str(directory), str(out), "--format", "messages", "--variant", "compressed",
+    from mementos_fast import cli
+
+    assert cli.main(["ray-export", str(directory), str(out), "--format", "messages", "--variant", "compressed",
                     "--keep-last-k", "0", "--style", "inplace"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["rows_written"] == m["rows_read"] == table.num_rows and m["keep_last_k"] == 0
