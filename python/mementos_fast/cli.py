@@ -61,8 +61,9 @@ def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
              if args.source else f"built-in sample ({loader.sample_path().name})")
     if isinstance(args.source, str) and not loader._is_local(args.source):
         _quiet_hub_client()
-    batches = iter(loader.load(args.source, args.config, sample=args.sample, limit=args.limit, seed=args.seed,
-                               batch_size=args.batch_size, require=["response"]))
+    # Read one batch ahead on a background thread: decoding overlaps the core's work on the last.
+    batches = loader.prefetch(iter(loader.load(args.source, args.config, sample=args.sample, limit=args.limit,
+                                               seed=args.seed, batch_size=args.batch_size, require=["response"])))
     first = next(batches, None)
     if first is None:
         raise UsageError(f"{label}: no rows to read" + (" (--limit 0 / --sample 0)" if 0 in (args.limit, args.sample)

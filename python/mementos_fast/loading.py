@@ -194,6 +194,56 @@ def count_rows(source: Any = None, config: str = "default", split: str = "train"
     return None
 
 
+_DONE = object()
+
+
+def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 1) -> Iterator[pa.RecordBatch]:
+    """``batches``, read ``depth`` batches ahead on a background thread.
+
+    Parquet decoding (pyarrow) and the core's work both release the GIL, so reading batch N+1
+    overlaps processing batch N. Order, values and errors are those of ``batches``: an exception
+    of the reader is raised here, at the batch where it happened. When the consumer stops early
+    (``close()``, an exception, Ctrl-C), the reader stops after the batch it is on.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for b in batches:
+                if not put((b, None)):
+                    return
+        except BaseException as e:  # handed to the consumer, raised there
+            put((None, e))
+            return
+        put((_DONE, None))
+
+    t = threading.Thread(target=reader, name="mementos-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, err = q.get()
+            if err is not None:
+                raise err
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def _limit(batches: Iterator[pa.RecordBatch], limit: int | None) -> Iterator[pa.RecordBatch]:
     if limit is None:
         yield from batches

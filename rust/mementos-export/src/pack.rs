@@ -7,6 +7,7 @@
 //! sequence's coordinates ([`crate::NEVER`] stays). A row never sees another: the trainer's
 //! mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int32Array, Int8Array, LargeListArray, RecordBatch};
@@ -108,26 +109,32 @@ pub fn packed_schema() -> Schema {
     ])
 }
 
-/// Lay the rows of `c` out as the sequences of `p` (see the module documentation).
-pub fn pack_columns(c: &Columns, p: &Packing) -> Result<RecordBatch, CoreError> {
-    let mut row_start = Vec::with_capacity(c.lengths.len() + 1);
-    row_start.push(0usize);
-    for &l in &c.lengths {
-        row_start.push(row_start.last().unwrap() + l as usize);
+/// Lay the rows of `parts` (consecutive chunks of rows, in order) out as the sequences of `p`
+/// (see the module documentation).
+pub fn pack_columns(parts: &[Columns], p: &Packing) -> Result<RecordBatch, CoreError> {
+    // Each row: (its part, the token range in that part).
+    let mut rows: Vec<(usize, Range<usize>)> = Vec::with_capacity(parts.iter().map(|c| c.lengths.len()).sum());
+    for (k, c) in parts.iter().enumerate() {
+        let mut start = 0usize;
+        for &l in &c.lengths {
+            rows.push((k, start..start + l as usize));
+            start += l as usize;
+        }
     }
-    let total = *row_start.last().unwrap();
+    let total: usize = rows.iter().map(|(_, r)| r.len()).sum();
     let mut ids = Vec::with_capacity(total);
     let mut labels = Vec::with_capacity(total);
     let mut segment = Vec::with_capacity(total);
     let mut block = Vec::with_capacity(total);
     let mut evict = Vec::with_capacity(total);
     let mut pos = Vec::with_capacity(total);
-    let mut seq_lens = Vec::with_capacity(c.lengths.len());
+    let mut seq_lens = Vec::with_capacity(rows.len());
     let mut seq_tokens = Vec::with_capacity(p.sequences());
     for s in 0..p.sequences() {
         let mut shift = 0i32;
         for &r in &p.rows[p.offsets[s] as usize..p.offsets[s + 1] as usize] {
-            let range = row_start[r as usize]..row_start[r as usize + 1];
+            let (k, range) = &rows[r as usize];
+            let (c, range) = (&parts[*k], range.clone());
             ids.extend_from_slice(&c.input_ids[range.clone()]);
             labels.extend_from_slice(&c.labels[range.clone()]);
             segment.extend_from_slice(&c.segment[range.clone()]);
