@@ -135,7 +135,7 @@ def _resolve(spec: Any) -> tuple[Any, str]:
         if isinstance(spec, os.PathLike) or text.endswith(".json") or text.startswith((".", "/", "~")):
             raise MementoValueError(f"no tokenizer.json at {spec}")
         try:
-            return tk.Tokenizer.from_pretrained(text), text
+            return _from_hub(tk, text), text
         except Exception as e:
             raise MementoValueError(
                 f"cannot load the tokenizer {text!r} from the Hugging Face hub (offline, or not a repository with "
@@ -145,6 +145,18 @@ def _resolve(spec: Any) -> tuple[Any, str]:
         "tokenizer must be a tokenizers.Tokenizer, a transformers fast tokenizer, a path to a tokenizer.json "
         f"or a hub id, got {type(spec).__name__}"
     )
+
+
+def _from_hub(tk: Any, repo: str) -> Any:
+    """The ``tokenizer.json`` of hub repository ``repo``, through ``huggingface_hub`` when it is
+    installed (its cache, its token, and ``HF_HUB_OFFLINE=1``: the local cache only, no network
+    attempt), else ``tokenizers.Tokenizer.from_pretrained``."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - datasets depends on huggingface_hub
+        return tk.Tokenizer.from_pretrained(repo)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return tk.Tokenizer.from_file(hf_hub_download(repo, "tokenizer.json", local_files_only=offline))
 
 
 def _model_name(tok: Any) -> str:

@@ -149,7 +149,9 @@ def _check(
         raise MementoValueError(f"stage2_keep_last_k must be -1 (never evict) or >= 0, got {stage2_keep_last_k!r}")
 
 
-_TOKENIZED_SLICE_BYTES = 16 << 20
+# Text per tokenized slice: ~20 bytes of output per token, two slices alive with the write-behind
+# writer. 8 MiB: peak RSS 821 MiB exporting 274 MB (16 MiB: 926 MiB), packing 98.5% (99.0%).
+_TOKENIZED_SLICE_BYTES = 8 << 20
 
 
 def _sliced(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
