@@ -30,10 +30,10 @@ use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int32Array, ListA
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Schema};
 
-use crate::batch::{rows_of, Rows};
 use crate::compact::TutorialItems;
 use crate::error::CoreError;
-use crate::par::map_chunks;
+use crate::par::{map_chunks, Work};
+use crate::rows::{rows_of, Rows};
 use crate::scan::{scan_into, Token};
 use crate::text::{space_len_at, strip_range};
 
@@ -75,6 +75,24 @@ impl AlignStatus {
             AlignStatus::BlockTextDiffers => "block_text_differs",
         }
     }
+
+    /// What the status means (`mementos_fast.ALIGN_STATUSES`).
+    pub const fn description(self) -> &'static str {
+        match self {
+            AlignStatus::Ok => "every check passed",
+            AlignStatus::NullField => "sentences, blocks or block_summaries is null",
+            AlignStatus::BadRange => "a block is not [a, b] with 0 <= a <= b < len(sentences)",
+            AlignStatus::NotContiguous => "a block does not start right after the previous one (block 0 at sentence 0)",
+            AlignStatus::NotCovering => "the blocks do not reach the last sentence",
+            AlignStatus::CountMismatch => {
+                "len(blocks), len(block_summaries) and the response's blocks and summaries differ"
+            }
+            AlignStatus::SummaryMismatch => "block_summaries[i].strip() differs from the i-th response summary",
+            AlignStatus::BlockTextDiffers => {
+                "a response block differs from its sentences even after normalising whitespace"
+            }
+        }
+    }
 }
 
 /// How a response block compares with its sentences.
@@ -87,6 +105,8 @@ pub enum BlockMatch {
 }
 
 impl BlockMatch {
+    pub const ALL: [BlockMatch; 3] = [BlockMatch::Exact, BlockMatch::Whitespace, BlockMatch::Different];
+
     pub const fn name(self) -> &'static str {
         match self {
             BlockMatch::Exact => "exact",
@@ -398,7 +418,7 @@ pub fn align_full(
         summaries,
     };
     let inp_ref = &inp;
-    let parts = map_chunks(inp.response.as_ref(), threads, |range| {
+    let parts = map_chunks(inp.response.as_ref(), threads, Work::Scan, |range| {
         let mut tokens = Vec::new();
         let mut items = TutorialItems::default();
         let mut bag = HashMap::new();

@@ -412,6 +412,10 @@ pub trait Units: Sync {
     fn text(&self, s: &[u8]) -> u64;
     /// Units of one delimiter.
     fn delim(&self, d: Delim) -> u64;
+    /// What measuring a byte costs (sets the chunk size of a parallel replay).
+    fn work(&self) -> crate::par::Work {
+        crate::par::Work::Scan
+    }
 }
 
 /// Characters (Unicode code points, as Python's `len`); a delimiter counts its characters.
