@@ -242,7 +242,7 @@ fn align_row(
     // 2-4: ranges.
     let mut ranges: Vec<Option<(usize, usize)>> = Vec::with_capacity(blocks.len());
     let mut expect = 0usize;
-    for (bi, b) in blocks.clone().enumerate() {
+    for (bi, b) in blocks.enumerate() {
         let pr = inp.pairs.range(b);
         let pair = if pr.len() == 2 && inp.pairs.is_valid(b) {
             (inp.pair_values[pr.start], inp.pair_values[pr.start + 1])
@@ -280,7 +280,7 @@ fn align_row(
     }
 
     // 6: summaries.
-    for (k, si) in summaries.clone().enumerate() {
+    for (k, si) in summaries.enumerate() {
         let Some(resp) = items.summaries.get(k) else { break };
         let s = if inp.summary_rows.is_valid(si) { inp.summary_rows.bytes(si) } else { b"" };
         if s[strip_range(s, 0..s.len())] == text[resp.clone()] {

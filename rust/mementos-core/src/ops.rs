@@ -224,6 +224,7 @@ pub fn replay_schema() -> Schema {
     ])
 }
 
+#[allow(clippy::too_many_arguments)] // the per-chunk scratch buffers are separate so one row borrows them apart
 fn replay_row(
     rows: &dyn Rows,
     prompt_text: Option<&PromptText<'_>>,

@@ -127,7 +127,7 @@ pub fn plan(rows: &dyn Rows, threads: Option<usize>, work: Work) -> Vec<Range<us
     let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
     let total: usize = (0..rows.len()).map(|i| rows.size(i)).sum();
     if n == 1 || total < 2 * work.min_chunk() {
-        return vec![0..rows.len()];
+        return std::iter::once(0..rows.len()).collect();
     }
     let target = (total / (n * CHUNKS_PER_THREAD)).clamp(work.min_chunk(), MAX_CHUNK);
     chunk_ranges(rows, target)

@@ -124,7 +124,7 @@ type Method = fn(&Bound<'_, PyTuple>, Option<&Bound<'_, PyDict>>) -> PyResult<Py
 
 /// A Rust function as a method of a class created with `type()` (`args[0]` is `self`).
 fn method<'py>(py: Python<'py>, name: &'static CStr, doc: &'static CStr, f: Method) -> PyResult<Bound<'py, PyAny>> {
-    let func = PyCFunction::new_closure(py, Some(name), Some(doc), move |args, kwargs| f(args, kwargs))?;
+    let func = PyCFunction::new_closure(py, Some(name), Some(doc), f)?;
     // SAFETY: `func` is a valid object; PyInstanceMethod_New returns a new reference or NULL
     // with an exception set, which `from_owned_ptr_or_err` turns into the error.
     unsafe { Bound::from_owned_ptr_or_err(py, PyInstanceMethod_New(func.as_ptr())) }

@@ -58,6 +58,9 @@ fn fate_code(f: &RowFate) -> i8 {
     }
 }
 
+/// `export_tokenized`'s result: the rows, the fates, the packing order.
+type Exported<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
+
 /// Tokenize (problem, response) columns. Returns `(batch, fates, rows)`: the output rows (or
 /// packed sequences), one fate code per input row (0 kept, 1 truncated, 2 null text, 3 prompt
 /// too long, 4 too long), and with `pack` the kept-row index of every packed row in sequence
@@ -82,7 +85,7 @@ fn export_tokenized<'py>(
     overflow: &str,
     pack: Option<u32>,
     threads: Option<usize>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+) -> PyResult<Exported<'py>> {
     let overflow: Result<Overflow, CoreError> = overflow.parse();
     let opts = ExportOptions {
         engine: EngineOptions {
