@@ -78,12 +78,17 @@ def test_constants_come_from_core():
 
     assert tokenizer.DELIMITERS is _core.DELIMITERS
     assert _core.DELIMITERS == (
-        "<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>"
+        "<think>",
+        "</think>",
+        "<|block_start|>",
+        "<|block_end|>",
+        "<|summary_start|>",
+        "<|summary_end|>",
     )
-    assert mf.STATUSES == dict(_core.STATUSES)
-    assert list(mf.STATUSES)[0] == "ok"
-    assert full.ALIGN_STATUSES == dict(_core.ALIGN_STATUSES)
-    assert list(full.ALIGN_STATUSES)[0] == "ok" and len(full.ALIGN_STATUSES) == 8
+    assert dict(_core.STATUSES) == mf.STATUSES
+    assert next(iter(mf.STATUSES)) == "ok"
+    assert dict(_core.ALIGN_STATUSES) == full.ALIGN_STATUSES
+    assert next(iter(full.ALIGN_STATUSES)) == "ok" and len(full.ALIGN_STATUSES) == 8
     assert _core.BLOCK_MATCHES == ["exact", "whitespace", "different"]
     # The Arrow columns use these lists as their codes / dictionaries.
     spans = mf.parse_batch(["<think>\n<|block_start|> a <|block_end|>\n</think>\nb"], spans=True)
