@@ -69,7 +69,7 @@ if _core.BUILD_PROFILE != "release":
     )
 
 #: Every row status, in the order of the ``status`` column's dictionary, with its meaning.
-STATUSES: dict[str, str] = dict(_core.statuses())
+STATUSES: dict[str, str] = dict(_core.STATUSES)
 
 Parsed = _core.Parsed
 
