@@ -1,8 +1,22 @@
-"""The exception hierarchy: everything raised on purpose derives from :class:`MementoError`."""
+"""The exception hierarchy: everything raised on purpose derives from :class:`MementoError`.
+
+The classes are created once, in Rust, when the compiled module is imported
+(rust/mementos-py/src/errors.rs), so an error raised by the core and one raised here are the same
+class. ``MementoTypeError`` and ``MementoValueError`` also derive from ``TypeError`` and
+``ValueError``; ``MementoFormatError(row, offset, status, detail="")`` carries those four
+attributes (its message is ``row {row}: {status} at byte {offset}: {detail}``) and pickles.
+"""
 
 from __future__ import annotations
 
-from mementos_fast._core import MementoError, MementoInternalError
+from mementos_fast._core import (
+    MementoError,
+    MementoFormatError,
+    MementoInternalError,
+    MementoTypeError,
+    MementoUnsupportedTokenizer,
+    MementoValueError,
+)
 
 __all__ = [
     "MementoError",
@@ -12,39 +26,3 @@ __all__ = [
     "MementoUnsupportedTokenizer",
     "MementoValueError",
 ]
-
-
-class MementoTypeError(MementoError, TypeError):
-    """An argument of the wrong type (for example a column that is not Arrow string data)."""
-
-
-class MementoValueError(MementoError, ValueError):
-    """An argument with an invalid value."""
-
-
-class MementoUnsupportedTokenizer(MementoValueError):
-    """A tokenizer the fast BPE backend cannot reproduce exactly (the message names the feature).
-
-    Callers fall back to Hugging Face ``tokenizers`` for it; counts are never approximated.
-    """
-
-
-class MementoFormatError(MementoError, ValueError):
-    """A trace breaks the MEMENTO format (raised by ``strict=True`` modes).
-
-    Attributes: ``row`` (index in the batch), ``offset`` (byte offset in the row's UTF-8 text),
-    ``status`` (the status name, see ``mementos_fast.STATUSES``) and ``detail``.
-    """
-
-    def __init__(self, row: int, offset: int | None, status: str, detail: str = "") -> None:
-        self.row = row
-        self.offset = offset
-        self.status = status
-        self.detail = detail
-        msg = f"row {row}: {status} at byte {offset}"
-        if detail:
-            msg += f": {detail}"
-        super().__init__(msg)
-
-    def __reduce__(self):  # keep it picklable across processes (Ray, multiprocessing)
-        return (type(self), (self.row, self.offset, self.status, self.detail))

@@ -22,16 +22,7 @@ from mementos_fast.errors import MementoValueError
 __all__ = ["ALIGN_STATUSES", "ResponseLayout", "align_full_batch", "assemble_response"]
 
 #: Alignment statuses, in the order the checks run.
-ALIGN_STATUSES: dict[str, str] = {
-    "ok": "every check passed",
-    "null_field": "sentences, blocks or block_summaries is null",
-    "bad_range": "a block is not [a, b] with 0 <= a <= b < len(sentences)",
-    "not_contiguous": "a block does not start right after the previous one (block 0 at sentence 0)",
-    "not_covering": "the blocks do not reach the last sentence",
-    "count_mismatch": "len(blocks), len(block_summaries) and the response's blocks and summaries differ",
-    "summary_mismatch": "block_summaries[i].strip() differs from the i-th response summary",
-    "block_text_differs": "a response block differs from its sentences even after normalising whitespace",
-}
+ALIGN_STATUSES: dict[str, str] = dict(_core.ALIGN_STATUSES)
 
 _FIELDS = ("response", "sentences", "blocks", "block_summaries")
 

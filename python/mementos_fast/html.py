@@ -38,7 +38,7 @@ __all__ = ["DEFAULT_KS", "note_examples", "viewer_data", "viewer_html", "write_r
 #: dashed reference curve).
 DEFAULT_KS: tuple[int, ...] = (-1, 0, 1, 2, 3, 5)
 
-_DELIMS = ("<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>")
+_DELIMS = mf._core.DELIMITERS
 # Every delimiter has exactly one '<', at its first byte: occurrences never overlap, so this
 # alternation finds the same occurrences as the core's scanner.
 _DELIM_RE = re.compile(b"|".join(re.escape(d.encode()) for d in _DELIMS))

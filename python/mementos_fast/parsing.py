@@ -17,7 +17,7 @@ from mementos_fast.errors import MementoFormatError, MementoTypeError
 __all__ = ["STATUSES", "Parsed", "parse", "parse_batch", "raise_first_problem"]
 
 #: Every row status, in the order of the ``status`` column's dictionary, with its meaning.
-STATUSES: dict[str, str] = dict(_core.statuses())
+STATUSES: dict[str, str] = dict(_core.STATUSES)
 
 Parsed = _core.Parsed
 

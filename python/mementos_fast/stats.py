@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import mementos_fast._core as _core
 from mementos_fast.parsing import parse_batch
 
 #: Per-row fields whose per-domain median the tutorial reports (plus ``n_rows``).
@@ -184,7 +185,7 @@ def alignment_summary(aligned: pa.Table) -> dict[str, list[dict[str, Any]]]:
     counts = pc.value_counts(aligned.column("status")).to_pylist()
     statuses = sorted(({"status": c["values"], "rows": c["counts"]} for c in counts), key=lambda r: -r["rows"])
     blocks = [{"match": k, "blocks": int(pc.sum(aligned.column(f"blocks_{k}")).as_py() or 0)}
-              for k in ("exact", "whitespace", "different")]
+              for k in _core.BLOCK_MATCHES]
     return {"statuses": statuses, "blocks": blocks}
 
 

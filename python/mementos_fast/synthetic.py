@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from mementos_fast._core import DELIMITERS
+
 DOMAINS = ("math", "code", "science")
 _SOURCES = {
     "math": ("ai2-adapt-dev/openmath-2-math", "AIME", "olympiads"),
@@ -229,8 +231,7 @@ def adversarial(kind: str, size: int) -> str:
     elif kind == "no_whitespace":
         unit = "<think><|block_start|>x=1;y=2<|block_end|><|summary_start|>s<|summary_end|>abc"
     elif kind == "split_delimiters":
-        delims = ["<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>"]
-        unit = "".join(d[:k] for d in delims for k in range(1, len(d)))
+        unit = "".join(d[:k] for d in DELIMITERS for k in range(1, len(d)))
     elif kind == "huge_block":
         body = ("word " * (size // 5 + 1))[:size]
         return f"<think><|block_start|>{body}<|block_end|><|summary_start|>s<|summary_end|></think>a"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mementos_fast import _core
 from mementos_fast.errors import MementoTypeError, MementoValueError
 
 __all__ = ["DELIMITERS", "QWEN3", "LoadedTokenizer", "load_tokenizer", "qwen3_tokenizer_path"]
@@ -37,14 +38,7 @@ __all__ = ["DELIMITERS", "QWEN3", "LoadedTokenizer", "load_tokenizer", "qwen3_to
 QWEN3 = "qwen3"
 
 #: The six MEMENTO delimiters, in the order of the core's ``Delim`` enum.
-DELIMITERS: tuple[str, ...] = (
-    "<think>",
-    "</think>",
-    "<|block_start|>",
-    "<|block_end|>",
-    "<|summary_start|>",
-    "<|summary_end|>",
-)
+DELIMITERS: tuple[str, ...] = _core.DELIMITERS
 
 # Texts on which additivity (whole = pieces + 1 per delimiter) is checked at load time: spaces,
 # newlines and word characters on both sides of every delimiter.

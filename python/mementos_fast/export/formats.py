@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import mementos_fast._core as _core
 from mementos_fast.chat import _ASSISTANT_OPEN, _TURN_CLOSE, _USER_OPEN, MEMENTO_CHAT_TEMPLATE, render_chatml
 from mementos_fast.errors import MementoValueError
 
@@ -28,7 +29,8 @@ __all__ = ["FORMATS", "MEMENTO_CHAT_TEMPLATE", "METADATA", "exporter", "render_c
 FORMATS = ("messages", "chatml", "tokenized")
 #: Metadata columns carried over from the source when present.
 METADATA = ("domain", "source", "difficulty")
-DELIMITERS = ("<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>")
+#: The six delimiters, from the core (the only definition).
+DELIMITERS: tuple[str, ...] = _core.DELIMITERS
 
 
 def _large(arr: Any) -> pa.Array:

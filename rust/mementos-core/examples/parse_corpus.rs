@@ -2,6 +2,7 @@
 //! The file holds rows as (u32 little-endian length, UTF-8 bytes) records; write one with
 //! `benches/dump_corpus.py`. `cargo run --release -p mementos-core --example parse_corpus FILE [ROUNDS]`
 //! (ROUNDS=1 under `valgrind --tool=callgrind` for stable instruction counts).
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program: its output is the point
 use std::time::Instant;
 
 use arrow_array::{Array, LargeStringArray};

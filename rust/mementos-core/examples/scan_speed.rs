@@ -2,6 +2,7 @@
 //! (A fused single pass that counted while scanning was tried and measured slower than these two
 //! passes, the second reading each row from cache: 4.9 against 7.0 GB/s on real traces.)
 //! `cargo run --release -p mementos-core --example scan_speed [FILE]`
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program: its output is the point
 use std::time::Instant;
 
 use mementos_core::scan::scan_into;

@@ -30,10 +30,10 @@ use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int32Array, ListA
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Schema};
 
-use crate::batch::{rows_of, Rows};
 use crate::compact::TutorialItems;
 use crate::error::CoreError;
-use crate::par::map_chunks;
+use crate::par::{map_chunks, Work};
+use crate::rows::{rows_of, Rows};
 use crate::scan::{scan_into, Token};
 use crate::text::{space_len_at, strip_range};
 
@@ -75,6 +75,24 @@ impl AlignStatus {
             AlignStatus::BlockTextDiffers => "block_text_differs",
         }
     }
+
+    /// What the status means (`mementos_fast.ALIGN_STATUSES`).
+    pub const fn description(self) -> &'static str {
+        match self {
+            AlignStatus::Ok => "every check passed",
+            AlignStatus::NullField => "sentences, blocks or block_summaries is null",
+            AlignStatus::BadRange => "a block is not [a, b] with 0 <= a <= b < len(sentences)",
+            AlignStatus::NotContiguous => "a block does not start right after the previous one (block 0 at sentence 0)",
+            AlignStatus::NotCovering => "the blocks do not reach the last sentence",
+            AlignStatus::CountMismatch => {
+                "len(blocks), len(block_summaries) and the response's blocks and summaries differ"
+            }
+            AlignStatus::SummaryMismatch => "block_summaries[i].strip() differs from the i-th response summary",
+            AlignStatus::BlockTextDiffers => {
+                "a response block differs from its sentences even after normalising whitespace"
+            }
+        }
+    }
 }
 
 /// How a response block compares with its sentences.
@@ -87,6 +105,8 @@ pub enum BlockMatch {
 }
 
 impl BlockMatch {
+    pub const ALL: [BlockMatch; 3] = [BlockMatch::Exact, BlockMatch::Whitespace, BlockMatch::Different];
+
     pub const fn name(self) -> &'static str {
         match self {
             BlockMatch::Exact => "exact",
@@ -222,7 +242,7 @@ fn align_row(
     // 2-4: ranges.
     let mut ranges: Vec<Option<(usize, usize)>> = Vec::with_capacity(blocks.len());
     let mut expect = 0usize;
-    for (bi, b) in blocks.clone().enumerate() {
+    for (bi, b) in blocks.enumerate() {
         let pr = inp.pairs.range(b);
         let pair = if pr.len() == 2 && inp.pairs.is_valid(b) {
             (inp.pair_values[pr.start], inp.pair_values[pr.start + 1])
@@ -260,7 +280,7 @@ fn align_row(
     }
 
     // 6: summaries.
-    for (k, si) in summaries.clone().enumerate() {
+    for (k, si) in summaries.enumerate() {
         let Some(resp) = items.summaries.get(k) else { break };
         let s = if inp.summary_rows.is_valid(si) { inp.summary_rows.bytes(si) } else { b"" };
         if s[strip_range(s, 0..s.len())] == text[resp.clone()] {
@@ -398,7 +418,7 @@ pub fn align_full(
         summaries,
     };
     let inp_ref = &inp;
-    let parts = map_chunks(inp.response.as_ref(), threads, |range| {
+    let parts = map_chunks(inp.response.as_ref(), threads, Work::Scan, |range| {
         let mut tokens = Vec::new();
         let mut items = TutorialItems::default();
         let mut bag = HashMap::new();

@@ -1,28 +1,28 @@
 //! Batch parsing over Arrow string arrays, zero-copy.
 //!
-//! Input: `Utf8`, `LargeUtf8` or `Utf8View` arrays (sliced or not, with nulls). Output: a
-//! `RecordBatch` whose text columns are `Utf8View` arrays pointing into the *input's* buffers:
-//! no text byte is copied (strings of 12 bytes or fewer are inlined in their view, as the Arrow
-//! spec requires). Rows are split into chunks of balanced byte size and parsed in parallel with
-//! rayon; chunk outputs are concatenated in order.
-//!
-//! Offsets: views hold 32-bit buffer offsets, so a `LargeUtf8` values buffer over 4 GiB is
-//! exposed as several zero-copy slices ("windows") of it, each starting at a row boundary.
+//! Input: any string layout [`crate::rows`] reads. Output: a `RecordBatch` whose text columns
+//! are `Utf8View` arrays pointing into the *input's* buffers: no text byte is copied (strings of
+//! 12 bytes or fewer are inlined in their view, as the Arrow spec requires). Rows are split into
+//! chunks of balanced byte size and parsed in parallel ([`crate::par`]); chunk outputs are
+//! concatenated in order.
 
+use std::mem::take;
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::builder::make_view;
 use arrow_array::types::Int8Type;
 use arrow_array::{
-    Array, ArrayRef, DictionaryArray, GenericStringArray, Int32Array, Int64Array, Int8Array, ListArray,
-    OffsetSizeTrait, RecordBatch, StringArray, StringViewArray, StructArray,
+    Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, Int8Array, ListArray, RecordBatch, StringArray,
+    StringViewArray, StructArray,
 };
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema};
 
 use crate::error::CoreError;
+use crate::par::{self, Work};
 use crate::parse::{parse_row, Parsed, SpanKind};
+use crate::rows::{column_rows, rows_of, Rows};
 use crate::scan::Token;
 use crate::status::Status;
 
@@ -36,158 +36,48 @@ pub struct ParseOptions {
     pub threads: Option<usize>,
 }
 
-/// Row access plus zero-copy view construction, for each supported input layout.
-pub trait Rows: Sync {
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    fn is_valid(&self, i: usize) -> bool;
-    fn bytes(&self, i: usize) -> &[u8];
-    /// A view of `bytes(i)[r]` into [`Rows::buffers`].
-    fn view(&self, i: usize, r: Range<usize>) -> u128;
-    fn buffers(&self) -> Vec<Buffer>;
-}
+/// Declares the per-row accumulators of a run of rows (one `Vec` per field) and their in-order
+/// concatenation, so a field cannot be forgotten in one of them.
+macro_rules! accumulators {
+    ($(#[$meta:meta])* struct $name:ident { $($(#[$fmeta:meta])* $field:ident: $t:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Default)]
+        struct $name { $($(#[$fmeta])* $field: Vec<$t>,)* }
 
-struct OffsetRows<'a, O: OffsetSizeTrait> {
-    array: &'a GenericStringArray<O>,
-    values: &'a [u8],
-    /// Window index per row (empty when everything fits one window).
-    row_window: Vec<u32>,
-    /// Start (in the values buffer) of each window.
-    window_base: Vec<usize>,
-}
-
-impl<'a, O: OffsetSizeTrait> OffsetRows<'a, O> {
-    fn new(array: &'a GenericStringArray<O>) -> Result<Self, CoreError> {
-        let values = array.values().as_slice();
-        let mut rows = OffsetRows { array, values, row_window: Vec::new(), window_base: vec![0] };
-        if values.len() > u32::MAX as usize {
-            let offsets = array.value_offsets();
-            let mut base = offsets.first().map_or(0, |o| o.as_usize());
-            rows.window_base = vec![base];
-            for w in offsets.windows(2) {
-                let (s, e) = (w[0].as_usize(), w[1].as_usize());
-                if e - s > u32::MAX as usize {
-                    return Err(CoreError::InvalidArgument(format!(
-                        "a row of {} bytes is larger than an Arrow string view can address (4 GiB)",
-                        e - s
-                    )));
-                }
-                if e - base > u32::MAX as usize {
-                    base = s;
-                    rows.window_base.push(base);
-                }
-                rows.row_window.push((rows.window_base.len() - 1) as u32);
+        impl $name {
+            fn extend(&mut self, o: $name) {
+                $(self.$field.extend(o.$field);)*
             }
         }
-        Ok(rows)
-    }
+    };
 }
 
-impl<O: OffsetSizeTrait> Rows for OffsetRows<'_, O> {
-    fn len(&self) -> usize {
-        self.array.len()
-    }
-    fn is_valid(&self, i: usize) -> bool {
-        self.array.is_valid(i)
-    }
-    fn bytes(&self, i: usize) -> &[u8] {
-        self.array.value(i).as_bytes()
-    }
-    fn view(&self, i: usize, r: Range<usize>) -> u128 {
-        let abs = self.array.value_offsets()[i].as_usize() + r.start;
-        let data = &self.values[abs..abs + r.len()];
-        let w = self.row_window.get(i).copied().unwrap_or(0);
-        make_view(data, w, (abs - self.window_base[w as usize]) as u32)
-    }
-    fn buffers(&self) -> Vec<Buffer> {
-        let values = self.array.values();
-        self.window_base.iter().map(|&b| values.slice(b)).collect()
-    }
-}
-
-struct ViewRows<'a> {
-    array: &'a StringViewArray,
-}
-
-impl Rows for ViewRows<'_> {
-    fn len(&self) -> usize {
-        self.array.len()
-    }
-    fn is_valid(&self, i: usize) -> bool {
-        self.array.is_valid(i)
-    }
-    fn bytes(&self, i: usize) -> &[u8] {
-        self.array.value(i).as_bytes()
-    }
-    fn view(&self, i: usize, r: Range<usize>) -> u128 {
-        let data = &self.bytes(i)[r.clone()];
-        if data.len() <= 12 {
-            return make_view(data, 0, 0);
-        }
-        // A long substring implies a long (non-inline) row: point into the same buffer.
-        // View layout (Arrow spec): length u32 | prefix u32 | buffer index u32 | offset u32.
-        let v = self.array.views()[i];
-        let (buffer_index, offset) = ((v >> 64) as u32, (v >> 96) as u32);
-        make_view(data, buffer_index, offset + r.start as u32)
-    }
-    fn buffers(&self) -> Vec<Buffer> {
-        self.array.data_buffers().to_vec()
-    }
-}
-
-/// Columns of one chunk of rows, concatenated in order afterwards.
-#[derive(Default)]
-struct Chunk {
-    valid: Vec<bool>,
-    block_views: Vec<u128>,
-    block_counts: Vec<usize>,
-    block_item_chars: Vec<i32>,
-    block_item_words: Vec<i32>,
-    summary_item_chars: Vec<i32>,
-    summary_item_words: Vec<i32>,
-    summary_views: Vec<u128>,
-    summary_counts: Vec<usize>,
-    reasoning: Vec<u128>,
-    reasoning_valid: Vec<bool>,
-    answer: Vec<u128>,
-    block_chars: Vec<i64>,
-    block_words: Vec<i64>,
-    summary_chars: Vec<i64>,
-    summary_words: Vec<i64>,
-    status: Vec<i8>,
-    error_offset: Vec<i64>,
-    span_kind: Vec<i8>,
-    span_start: Vec<i64>,
-    span_end: Vec<i64>,
-    span_counts: Vec<usize>,
-}
-
-impl Chunk {
-    fn extend(&mut self, o: Chunk) {
-        self.valid.extend(o.valid);
-        self.block_views.extend(o.block_views);
-        self.block_counts.extend(o.block_counts);
-        self.block_item_chars.extend(o.block_item_chars);
-        self.block_item_words.extend(o.block_item_words);
-        self.summary_item_chars.extend(o.summary_item_chars);
-        self.summary_item_words.extend(o.summary_item_words);
-        self.summary_views.extend(o.summary_views);
-        self.summary_counts.extend(o.summary_counts);
-        self.reasoning.extend(o.reasoning);
-        self.reasoning_valid.extend(o.reasoning_valid);
-        self.answer.extend(o.answer);
-        self.block_chars.extend(o.block_chars);
-        self.block_words.extend(o.block_words);
-        self.summary_chars.extend(o.summary_chars);
-        self.summary_words.extend(o.summary_words);
-        self.status.extend(o.status);
-        self.error_offset.extend(o.error_offset);
-        self.span_kind.extend(o.span_kind);
-        self.span_start.extend(o.span_start);
-        self.span_end.extend(o.span_end);
-        self.span_counts.extend(o.span_counts);
+accumulators! {
+    /// What parsing a run of rows produced, concatenated in row order afterwards. Lists (blocks,
+    /// summaries, spans) are flat values plus one count per row.
+    struct Chunk {
+        valid: bool,
+        block_views: u128,
+        block_counts: usize,
+        block_item_chars: i32,
+        block_item_words: i32,
+        summary_item_chars: i32,
+        summary_item_words: i32,
+        summary_views: u128,
+        summary_counts: usize,
+        reasoning: u128,
+        reasoning_valid: bool,
+        answer: u128,
+        block_chars: i64,
+        block_words: i64,
+        summary_chars: i64,
+        summary_words: i64,
+        status: i8,
+        error_offset: i64,
+        span_kind: i8,
+        span_start: i64,
+        span_end: i64,
+        span_counts: usize,
     }
 }
 
@@ -245,26 +135,10 @@ fn parse_chunk(rows: &dyn Rows, range: Range<usize>, spans: bool) -> Chunk {
     c
 }
 
-/// Split rows into contiguous ranges of roughly `target` bytes (at least one row each).
-pub fn chunk_ranges(rows: &dyn Rows, target: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut acc) = (0, 0usize);
-    for i in 0..rows.len() {
-        acc += if rows.is_valid(i) { rows.bytes(i).len() } else { 0 } + 64;
-        if acc >= target {
-            out.push(start..i + 1);
-            (start, acc) = (i + 1, 0);
-        }
-    }
-    if start < rows.len() {
-        out.push(start..rows.len());
-    }
-    out
-}
-
 fn run_chunks(rows: &dyn Rows, opts: &ParseOptions) -> Result<Chunk, CoreError> {
-    let parts = crate::par::map_chunks(rows, opts.threads, |r| parse_chunk(rows, r, opts.spans))?;
-    let mut all = Chunk::default();
+    let parts = par::map_chunks(rows, opts.threads, Work::Scan, |r| parse_chunk(rows, r, opts.spans))?;
+    let mut parts = parts.into_iter();
+    let mut all = parts.next().unwrap_or_default();
     for p in parts {
         all.extend(p);
     }
@@ -285,36 +159,186 @@ fn status_names() -> Vec<&'static str> {
     Status::ALL.iter().map(|s| s.name()).collect()
 }
 
+/// One output column of [`parse_array`]: its name, its type and how it is built. The schema and
+/// the column order both come from [`OUTPUT`], so they cannot disagree.
+struct OutputColumn {
+    name: &'static str,
+    data_type: fn() -> DataType,
+    build: fn(&mut Chunk, &Shared) -> ArrayRef,
+    /// Only with [`ParseOptions::spans`].
+    spans_only: bool,
+}
+
+/// What several columns share: the input's buffers (for views), the row validity and the list
+/// offsets.
+struct Shared {
+    buffers: Arc<[Buffer]>,
+    row_nulls: Option<NullBuffer>,
+    /// Null when the row is null or its status is ok.
+    error_nulls: NullBuffer,
+    block_offsets: OffsetBuffer<i32>,
+    summary_offsets: OffsetBuffer<i32>,
+}
+
+impl Shared {
+    fn views(&self, v: Vec<u128>, nulls: Option<NullBuffer>) -> ArrayRef {
+        // SAFETY: every view was made by `make_view` from a sub-slice of a row that lies inside
+        // buffer `buffer_index` at `offset`, on a UTF-8 boundary (delimiters are ASCII and
+        // stripping removes whole characters), so the views are valid for these buffers.
+        Arc::new(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(v), self.buffers.clone(), nulls) })
+    }
+    fn view_list(&self, v: Vec<u128>, offsets: &OffsetBuffer<i32>) -> ArrayRef {
+        let item = Arc::new(Field::new("item", DataType::Utf8View, false));
+        Arc::new(ListArray::new(item, offsets.clone(), self.views(v, None), self.row_nulls.clone()))
+    }
+    fn int_list(&self, v: Vec<i32>, offsets: &OffsetBuffer<i32>) -> ArrayRef {
+        let item = Arc::new(Field::new("item", DataType::Int32, false));
+        Arc::new(ListArray::new(item, offsets.clone(), Arc::new(Int32Array::from(v)), self.row_nulls.clone()))
+    }
+    fn counts(&self, counts: &[usize]) -> ArrayRef {
+        Arc::new(Int32Array::new(counts.iter().map(|&n| n as i32).collect(), self.row_nulls.clone()))
+    }
+    fn i64s(&self, v: Vec<i64>) -> ArrayRef {
+        Arc::new(Int64Array::new(ScalarBuffer::from(v), self.row_nulls.clone()))
+    }
+}
+
+fn view_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8View, false)))
+}
+
+fn int_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Int32, false)))
+}
+
+fn spans_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(span_fields()), false)))
+}
+
+/// Every output column of [`parse_array`], in order.
+const OUTPUT: [OutputColumn; 17] = [
+    OutputColumn {
+        name: "blocks",
+        data_type: view_list_type,
+        build: |c, s| s.view_list(take(&mut c.block_views), &s.block_offsets),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "summaries",
+        data_type: view_list_type,
+        build: |c, s| s.view_list(take(&mut c.summary_views), &s.summary_offsets),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "reasoning",
+        data_type: || DataType::Utf8View,
+        build: |c, s| s.views(take(&mut c.reasoning), Some(NullBuffer::from(take(&mut c.reasoning_valid)))),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "final_answer",
+        data_type: || DataType::Utf8View,
+        build: |c, s| s.views(take(&mut c.answer), s.row_nulls.clone()),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "n_blocks",
+        data_type: || DataType::Int32,
+        build: |c, s| s.counts(&c.block_counts),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "n_summaries",
+        data_type: || DataType::Int32,
+        build: |c, s| s.counts(&c.summary_counts),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "block_chars",
+        data_type: || DataType::Int64,
+        build: |c, s| s.i64s(take(&mut c.block_chars)),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "summary_chars",
+        data_type: || DataType::Int64,
+        build: |c, s| s.i64s(take(&mut c.summary_chars)),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "block_words",
+        data_type: || DataType::Int64,
+        build: |c, s| s.i64s(take(&mut c.block_words)),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "summary_words",
+        data_type: || DataType::Int64,
+        build: |c, s| s.i64s(take(&mut c.summary_words)),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "status",
+        data_type: dictionary_type,
+        build: |c, s| Arc::new(dictionary(take(&mut c.status), s.row_nulls.clone(), status_names())),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "error_offset",
+        data_type: || DataType::Int64,
+        build: |c, s| {
+            Arc::new(Int64Array::new(ScalarBuffer::from(take(&mut c.error_offset)), Some(s.error_nulls.clone())))
+        },
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "block_char_counts",
+        data_type: int_list_type,
+        build: |c, s| s.int_list(take(&mut c.block_item_chars), &s.block_offsets),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "summary_char_counts",
+        data_type: int_list_type,
+        build: |c, s| s.int_list(take(&mut c.summary_item_chars), &s.summary_offsets),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "block_word_counts",
+        data_type: int_list_type,
+        build: |c, s| s.int_list(take(&mut c.block_item_words), &s.block_offsets),
+        spans_only: false,
+    },
+    OutputColumn {
+        name: "summary_word_counts",
+        data_type: int_list_type,
+        build: |c, s| s.int_list(take(&mut c.summary_item_words), &s.summary_offsets),
+        spans_only: false,
+    },
+    OutputColumn { name: "spans", data_type: spans_type, build: spans_column, spans_only: true },
+];
+
+fn spans_column(c: &mut Chunk, s: &Shared) -> ArrayRef {
+    let kinds = dictionary(take(&mut c.span_kind), None, SpanKind::ALL.iter().map(|k| k.name()).collect());
+    let starts = Int64Array::new(ScalarBuffer::from(take(&mut c.span_start)), None);
+    let ends = Int64Array::new(ScalarBuffer::from(take(&mut c.span_end)), None);
+    let structs = StructArray::new(span_fields(), vec![Arc::new(kinds), Arc::new(starts), Arc::new(ends)], None);
+    let field = Arc::new(Field::new("item", DataType::Struct(span_fields()), false));
+    Arc::new(ListArray::new(
+        field,
+        OffsetBuffer::from_lengths(c.span_counts.iter().copied()),
+        Arc::new(structs),
+        s.row_nulls.clone(),
+    ))
+}
+
+fn output_columns(spans: bool) -> impl Iterator<Item = &'static OutputColumn> {
+    OUTPUT.iter().filter(move |c| spans || !c.spans_only)
+}
+
 /// Output schema of [`parse_array`].
 pub fn output_schema(spans: bool) -> Schema {
-    let view_list = DataType::List(Arc::new(Field::new("item", DataType::Utf8View, false)));
-    let int_list = DataType::List(Arc::new(Field::new("item", DataType::Int32, false)));
-    let mut fields = vec![
-        Field::new("blocks", view_list.clone(), true),
-        Field::new("summaries", view_list, true),
-        Field::new("reasoning", DataType::Utf8View, true),
-        Field::new("final_answer", DataType::Utf8View, true),
-        Field::new("n_blocks", DataType::Int32, true),
-        Field::new("n_summaries", DataType::Int32, true),
-        Field::new("block_chars", DataType::Int64, true),
-        Field::new("summary_chars", DataType::Int64, true),
-        Field::new("block_words", DataType::Int64, true),
-        Field::new("summary_words", DataType::Int64, true),
-        Field::new("status", dictionary_type(), true),
-        Field::new("error_offset", DataType::Int64, true),
-        Field::new("block_char_counts", int_list.clone(), true),
-        Field::new("summary_char_counts", int_list.clone(), true),
-        Field::new("block_word_counts", int_list.clone(), true),
-        Field::new("summary_word_counts", int_list, true),
-    ];
-    if spans {
-        fields.push(Field::new(
-            "spans",
-            DataType::List(Arc::new(Field::new("item", DataType::Struct(span_fields()), false))),
-            true,
-        ));
-    }
-    Schema::new(fields)
+    Schema::new(output_columns(spans).map(|c| Field::new(c.name, (c.data_type)(), true)).collect::<Vec<_>>())
 }
 
 fn span_fields() -> Fields {
@@ -323,65 +347,6 @@ fn span_fields() -> Fields {
         Field::new("start", DataType::Int64, false),
         Field::new("end", DataType::Int64, false),
     ])
-}
-
-/// Rows of several arrays (the chunks of one column) seen as one: buffers are concatenated and
-/// each chunk's buffer indexes are shifted by the number of buffers before it.
-struct ConcatRows<'a> {
-    parts: Vec<Box<dyn Rows + 'a>>,
-    /// First global row of each part, plus the total at the end.
-    row_start: Vec<usize>,
-    buffer_base: Vec<u32>,
-}
-
-impl ConcatRows<'_> {
-    #[inline]
-    fn locate(&self, i: usize) -> (usize, usize) {
-        let p = self.row_start.partition_point(|&s| s <= i) - 1;
-        (p, i - self.row_start[p])
-    }
-}
-
-impl Rows for ConcatRows<'_> {
-    fn len(&self) -> usize {
-        *self.row_start.last().unwrap_or(&0)
-    }
-    fn is_valid(&self, i: usize) -> bool {
-        let (p, j) = self.locate(i);
-        self.parts[p].is_valid(j)
-    }
-    fn bytes(&self, i: usize) -> &[u8] {
-        let (p, j) = self.locate(i);
-        self.parts[p].bytes(j)
-    }
-    fn view(&self, i: usize, r: Range<usize>) -> u128 {
-        let (p, j) = self.locate(i);
-        let v = self.parts[p].view(j, r.clone());
-        if r.len() <= 12 {
-            v // inline: no buffer index
-        } else {
-            v + ((self.buffer_base[p] as u128) << 64)
-        }
-    }
-    fn buffers(&self) -> Vec<Buffer> {
-        self.parts.iter().flat_map(|p| p.buffers()).collect()
-    }
-}
-
-/// Row access to one string array of any supported layout.
-pub fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
-    Ok(match array.data_type() {
-        DataType::Utf8 => Box::new(OffsetRows::new(
-            array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"),
-        )?),
-        DataType::LargeUtf8 => Box::new(OffsetRows::new(
-            array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8 is LargeStringArray"),
-        )?),
-        DataType::Utf8View => Box::new(ViewRows {
-            array: array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View is StringViewArray"),
-        }),
-        other => return Err(CoreError::UnsupportedType(other.clone())),
-    })
 }
 
 /// Parse every row of a string array. Malformed rows get a status; only a non-string input (or
@@ -396,24 +361,6 @@ pub fn parse_arrays(arrays: &[&dyn Array], opts: &ParseOptions) -> Result<Record
         return parse_array(*one, opts);
     }
     build(column_rows(arrays)?.as_ref(), opts)
-}
-
-/// Row access to the chunks of one column seen as a single array (row `i` of the result is row
-/// `i` of the concatenation).
-pub fn column_rows<'a>(arrays: &[&'a dyn Array]) -> Result<Box<dyn Rows + 'a>, CoreError> {
-    if let [one] = arrays {
-        return rows_of(*one);
-    }
-    let mut rows = ConcatRows { parts: Vec::new(), row_start: vec![0], buffer_base: Vec::new() };
-    let mut nbuf = 0u32;
-    for a in arrays {
-        let part = rows_of(*a)?;
-        rows.buffer_base.push(nbuf);
-        nbuf += part.buffers().len() as u32;
-        rows.row_start.push(rows.row_start.last().unwrap() + part.len());
-        rows.parts.push(part);
-    }
-    Ok(Box::new(rows))
 }
 
 /// The raw lower bound the benchmarks compare against: one `memchr` pass over every row's bytes
@@ -432,62 +379,17 @@ pub fn count_byte(arrays: &[&dyn Array], byte: u8) -> Result<u64, CoreError> {
 }
 
 fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError> {
-    let c = run_chunks(rows, opts)?;
-    let buffers: Arc<[Buffer]> = rows.buffers().into();
+    let mut c = run_chunks(rows, opts)?;
     let row_nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
-    // SAFETY: every view was made by `make_view` from a sub-slice of a row that lies inside
-    // buffer `buffer_index` at `offset`, on a UTF-8 boundary (delimiters are ASCII and stripping
-    // removes whole characters), so the views are valid for these buffers.
-    let views = |v: Vec<u128>, nulls: Option<NullBuffer>| -> ArrayRef {
-        Arc::new(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(v), buffers.clone(), nulls) })
-    };
-    let item = Arc::new(Field::new("item", DataType::Utf8View, false));
-    let block_offsets = OffsetBuffer::<i32>::from_lengths(c.block_counts.iter().copied());
-    let summary_offsets = OffsetBuffer::<i32>::from_lengths(c.summary_counts.iter().copied());
-    let list = |v: Vec<u128>, offsets: &OffsetBuffer<i32>| -> ArrayRef {
-        Arc::new(ListArray::new(item.clone(), offsets.clone(), views(v, None), row_nulls.clone()))
-    };
-    let int_item = Arc::new(Field::new("item", DataType::Int32, false));
-    let int_list = |v: Vec<i32>, offsets: &OffsetBuffer<i32>| -> ArrayRef {
-        Arc::new(ListArray::new(int_item.clone(), offsets.clone(), Arc::new(Int32Array::from(v)), row_nulls.clone()))
-    };
-    let counts_i32 = |counts: &[usize]| -> ArrayRef {
-        Arc::new(Int32Array::new(counts.iter().map(|&n| n as i32).collect(), row_nulls.clone()))
-    };
-    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), row_nulls.clone())) };
     let error_valid: Vec<bool> = c.valid.iter().zip(&c.status).map(|(&v, &s)| v && s != Status::Ok as i8).collect();
-
-    let mut columns: Vec<ArrayRef> = vec![
-        list(c.block_views, &block_offsets),
-        list(c.summary_views, &summary_offsets),
-        views(c.reasoning, Some(NullBuffer::from(c.reasoning_valid))),
-        views(c.answer, row_nulls.clone()),
-        counts_i32(&c.block_counts),
-        counts_i32(&c.summary_counts),
-        i64s(c.block_chars),
-        i64s(c.summary_chars),
-        i64s(c.block_words),
-        i64s(c.summary_words),
-        Arc::new(dictionary(c.status, row_nulls.clone(), status_names())),
-        Arc::new(Int64Array::new(ScalarBuffer::from(c.error_offset), Some(NullBuffer::from(error_valid)))),
-        int_list(c.block_item_chars, &block_offsets),
-        int_list(c.summary_item_chars, &summary_offsets),
-        int_list(c.block_item_words, &block_offsets),
-        int_list(c.summary_item_words, &summary_offsets),
-    ];
-    if opts.spans {
-        let kinds = dictionary(c.span_kind, None, SpanKind::ALL.iter().map(|k| k.name()).collect());
-        let starts = Int64Array::new(ScalarBuffer::from(c.span_start), None);
-        let ends = Int64Array::new(ScalarBuffer::from(c.span_end), None);
-        let structs = StructArray::new(span_fields(), vec![Arc::new(kinds), Arc::new(starts), Arc::new(ends)], None);
-        let field = Arc::new(Field::new("item", DataType::Struct(span_fields()), false));
-        columns.push(Arc::new(ListArray::new(
-            field,
-            OffsetBuffer::from_lengths(c.span_counts.iter().copied()),
-            Arc::new(structs),
-            row_nulls.clone(),
-        )));
-    }
+    let shared = Shared {
+        buffers: rows.buffers().into(),
+        row_nulls,
+        error_nulls: NullBuffer::from(error_valid),
+        block_offsets: OffsetBuffer::<i32>::from_lengths(c.block_counts.iter().copied()),
+        summary_offsets: OffsetBuffer::<i32>::from_lengths(c.summary_counts.iter().copied()),
+    };
+    let columns: Vec<ArrayRef> = output_columns(opts.spans).map(|col| (col.build)(&mut c, &shared)).collect();
     Ok(RecordBatch::try_new(Arc::new(output_schema(opts.spans)), columns)?)
 }
 
@@ -499,21 +401,25 @@ mod tests {
 
     const ROW: &str = "<think>\n<|block_start|> first block, long enough to need a buffer <|block_end|>\n<|summary_start|> short <|summary_end|>\n</think>\n\nThe answer is 42.";
 
+    fn col<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
+        batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"))
+    }
+
     fn check(batch: &RecordBatch) {
-        let blocks = batch.column(0).as_list::<i32>();
+        let blocks = col(batch, "blocks").as_list::<i32>();
         assert_eq!(blocks.value(0).as_string_view().value(0), "first block, long enough to need a buffer");
         assert_eq!(blocks.value(0).as_string_view().len(), 1);
-        assert!(batch.column(0).is_null(1));
-        assert_eq!(batch.column(1).as_list::<i32>().value(0).as_string_view().value(0), "short");
-        assert_eq!(batch.column(3).as_string_view().value(0), "The answer is 42.");
-        assert_eq!(batch.column(3).as_string_view().value(2), "");
-        assert!(batch.column(2).is_null(2));
-        let status = batch.column(10).as_dictionary::<Int8Type>();
+        assert!(col(batch, "blocks").is_null(1));
+        assert_eq!(col(batch, "summaries").as_list::<i32>().value(0).as_string_view().value(0), "short");
+        assert_eq!(col(batch, "final_answer").as_string_view().value(0), "The answer is 42.");
+        assert_eq!(col(batch, "final_answer").as_string_view().value(2), "");
+        assert!(col(batch, "reasoning").is_null(2));
+        let status = col(batch, "status").as_dictionary::<Int8Type>();
         assert_eq!(status.keys().value(0), Status::Ok as i8);
         assert_eq!(status.keys().value(2), Status::NoThink as i8);
         assert!(status.is_null(1));
-        assert!(batch.column(11).is_null(0));
-        assert_eq!(batch.column(11).as_primitive::<arrow_array::types::Int64Type>().value(2), 0);
+        assert!(col(batch, "error_offset").is_null(0));
+        assert_eq!(col(batch, "error_offset").as_primitive::<arrow_array::types::Int64Type>().value(2), 0);
     }
 
     #[test]
@@ -553,6 +459,18 @@ mod tests {
             let expect = parse_array(&whole, &opts).unwrap();
             let got = parse_arrays(&[&a, &b, &c], &opts).unwrap();
             assert_eq!(got, expect);
+        }
+    }
+
+    #[test]
+    fn schema_and_columns_agree() {
+        for spans in [false, true] {
+            let batch =
+                parse_array(&StringArray::from(vec![Some(ROW), None]), &ParseOptions { spans, threads: Some(1) })
+                    .unwrap();
+            assert_eq!(batch.schema().as_ref(), &output_schema(spans));
+            assert_eq!(batch.num_columns(), if spans { 17 } else { 16 });
+            assert_eq!(col(&batch, "n_blocks").as_primitive::<arrow_array::types::Int32Type>().value(0), 1);
         }
     }
 

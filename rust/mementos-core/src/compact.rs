@@ -412,6 +412,10 @@ pub trait Units: Sync {
     fn text(&self, s: &[u8]) -> u64;
     /// Units of one delimiter.
     fn delim(&self, d: Delim) -> u64;
+    /// What measuring a byte costs (sets the chunk size of a parallel replay).
+    fn work(&self) -> crate::par::Work {
+        crate::par::Work::Scan
+    }
 }
 
 /// Characters (Unicode code points, as Python's `len`); a delimiter counts its characters.
@@ -749,8 +753,8 @@ mod tests {
 
     #[test]
     fn prompt_blocks_are_tracked_and_evicted_later() {
-        let prompt = format!("{}", unit("P", "p"));
-        let resp = format!("{}", unit("R", "r"));
+        let prompt = unit("P", "p");
+        let resp = unit("R", "r");
         let (pt, rt) = (scan(prompt.as_bytes()), scan(resp.as_bytes()));
         let tokens: Vec<Token> = pt.iter().chain(rt.iter()).copied().collect();
         let row = Stream {
@@ -792,7 +796,7 @@ mod tests {
         assert_eq!(tutorial(&t, 1), format!("<think>\n{SS} a {SE}\n{BS}B{BE}\n{SS}b{SE}\n</think>\n\n\nanswer"));
         assert_eq!(
             tutorial(&t, 5),
-            format!("<think>\n{}\n{SS} a {SE}\n{BS}B{BE}\n{SS}b{SE}\n</think>\n\n\nanswer", format!("{BS} A {BE}"))
+            format!("<think>\n{BS} A {BE}\n{SS} a {SE}\n{BS}B{BE}\n{SS}b{SE}\n</think>\n\n\nanswer")
         );
         assert_eq!(tutorial("no think", 1), "no think");
         let no_end = format!("<think>{}", unit("A", "a"));

@@ -8,13 +8,13 @@ use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 
-use crate::batch::{column_rows, Rows};
 use crate::compact::{
     engine, evicted_bytes, inplace_plan, replay, tutorial_plan, write_pieces, EngineOptions, Piece, Plan, ReplayStats,
     Scratch, Stream, Tracking, TutorialItems, Units,
 };
 use crate::error::CoreError;
-use crate::par::{map_chunks, with_threads};
+use crate::par::{self, map_chunks, Work};
+use crate::rows::{column_rows, Rows};
 use crate::scan::{scan_into, Token};
 
 /// Which rewrite [`compress_arrays`] applies.
@@ -106,7 +106,7 @@ pub fn compress_arrays(arrays: &[&dyn Array], opts: &CompressOptions) -> Result<
     check_engine_options(&opts.engine)?;
     let rows = column_rows(arrays)?;
     let rows = rows.as_ref();
-    let plans = map_chunks(rows, opts.threads, |r| {
+    let plans = map_chunks(rows, opts.threads, Work::Scan, |r| {
         let start = r.start;
         (start, plan_rows(rows, r, opts))
     })?;
@@ -145,7 +145,7 @@ pub fn compress_arrays(arrays: &[&dyn Array], opts: &CompressOptions) -> Result<
     if plans.len() == 1 {
         plans.iter().zip(slices).for_each(fill);
     } else {
-        with_threads(opts.threads, || plans.par_iter().zip(slices.into_par_iter()).for_each(fill))?;
+        par::install(opts.threads, || plans.par_iter().zip(slices.into_par_iter()).for_each(fill))?;
     }
     let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
@@ -224,6 +224,7 @@ pub fn replay_schema() -> Schema {
     ])
 }
 
+#[allow(clippy::too_many_arguments)] // the per-chunk scratch buffers are separate so one row borrows them apart
 fn replay_row(
     rows: &dyn Rows,
     prompt_text: Option<&PromptText<'_>>,
@@ -297,7 +298,7 @@ pub fn replay_arrays(
         }
         _ => None,
     };
-    let parts = map_chunks(rows, threads, |r| {
+    let parts = map_chunks(rows, threads, units.work(), |r| {
         let (mut tokens, mut resp_tokens) = (Vec::new(), Vec::new());
         let mut sc = Scratch::default();
         let mut prefix = Vec::new();
@@ -394,7 +395,7 @@ pub fn plan_arrays(
         counts: Vec<Option<[i32; 3]>>,
         values: [Vec<Option<i64>>; 8],
     }
-    let parts = map_chunks(rows, threads, |r| {
+    let parts = map_chunks(rows, threads, Work::Scan, |r| {
         let mut part = Part { counts: Vec::with_capacity(r.len()), ..Default::default() };
         let mut tokens = Vec::new();
         let mut plan = Plan::default();

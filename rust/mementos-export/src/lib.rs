@@ -13,7 +13,7 @@
 //!    elsewhere), `segment` and `block_index`, and `evict_at` (the index of the first token that
 //!    may no longer attend to this one, [`NEVER`] when none);
 //! 4. Arrow list columns (`input_ids`, `labels`, `segment`, `block_index`, `evict_at`) and
-//!    `n_tokens`, built in parallel over byte-balanced chunks of rows with rayon.
+//!    `n_tokens`, built in parallel over byte-balanced chunks of rows (`mementos_core::par`).
 //!
 //! **Blocks and evictions come from the engine's plan** ([`mementos_core::compact::engine`]) run
 //! over the response's delimiter occurrences (the prompt is never tracked): nothing about blocks
@@ -35,11 +35,11 @@ use arrow_array::{Array, ArrayRef, BooleanArray, Int32Array, Int8Array, LargeLis
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_bpe::FastBpe;
-use mementos_core::batch::{chunk_ranges, column_rows, Rows};
 use mementos_core::compact::{engine, EngineOptions, Plan};
-use mementos_core::par::with_threads;
+use mementos_core::par::{install, map_chunks, Work};
 use mementos_core::scan::{scan_into, Delim, Token};
 use mementos_core::CoreError;
+use mementos_core::{column_rows, Rows};
 use rayon::prelude::*;
 use serde_json::Value;
 use tokenizers::Tokenizer;
@@ -93,6 +93,11 @@ pub enum ExportError {
     Tokenizer(String),
     #[error("the tokenizer does not encode {0:?} as one added token")]
     NotOneToken(String),
+    #[error("backend must be 'auto', 'fast' or 'hf', got {0:?}")]
+    UnknownBackend(String),
+    /// `backend="fast"` for a tokenizer the fast BPE cannot reproduce exactly.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<ExportError> for CoreError {
@@ -108,6 +113,17 @@ pub enum Overflow {
     Drop,
 }
 
+impl FromStr for Overflow {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "truncate" => Ok(Overflow::Truncate),
+            "drop" => Ok(Overflow::Drop),
+            o => Err(CoreError::InvalidArgument(format!("overflow must be 'truncate' or 'drop', got {o:?}"))),
+        }
+    }
+}
+
 /// Options of the tokenized export.
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
@@ -117,8 +133,25 @@ pub struct ExportOptions {
     pub system_prompt: Option<String>,
     pub max_length: Option<usize>,
     pub overflow: Overflow,
-    /// `None`: rayon's global pool; `Some(1)`: the calling thread.
+    /// Worker threads, as everywhere (`mementos_core::par`).
     pub threads: Option<usize>,
+}
+
+impl ExportOptions {
+    /// Check the options before any work (the export functions call it).
+    pub fn check(&self) -> Result<(), CoreError> {
+        mementos_core::par::check_threads(self.threads)?;
+        if self.engine.keep_last_k < -1 {
+            return Err(CoreError::InvalidArgument(format!(
+                "keep_last_k must be -1 (never evict) or >= 0, got {}",
+                self.engine.keep_last_k
+            )));
+        }
+        if self.max_length == Some(0) {
+            return Err(CoreError::InvalidArgument("max_length and pack must be >= 1".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ExportOptions {
@@ -167,6 +200,19 @@ fn byte_level_char(c: char) -> bool {
 }
 
 impl Encoder {
+    /// Load with a backend chosen by name: `"auto"` (the fast BPE when it supports the
+    /// tokenizer, else `tokenizers`), `"fast"` (an error when unsupported) or `"hf"`.
+    pub fn load(json: &str, backend: &str) -> Result<Encoder, ExportError> {
+        if !matches!(backend, "auto" | "fast" | "hf") {
+            return Err(ExportError::UnknownBackend(backend.to_string()));
+        }
+        let enc = Encoder::from_json(json, backend != "hf")?;
+        if backend == "fast" && enc.backend() != "fast" {
+            return Err(ExportError::Unsupported(enc.fast_refused().unwrap_or("unsupported").to_string()));
+        }
+        Ok(enc)
+    }
+
     /// Load from a `tokenizer.json` string (the delimiters already registered as added tokens,
     /// as `mementos_fast.load_tokenizer` does). `use_fast=false` forces the `tokenizers` crate.
     pub fn from_json(json: &str, use_fast: bool) -> Result<Encoder, ExportError> {
@@ -610,11 +656,12 @@ pub fn export_columns(
     problems: &dyn Rows,
     responses: &dyn Rows,
 ) -> Result<Columns, CoreError> {
+    opts.check()?;
     let mut parts = export_parts(enc, opts, problems, responses)?;
     if parts.len() == 1 {
         return Ok(parts.pop().unwrap_or_default());
     }
-    with_threads(opts.threads, || concat(parts))
+    install(opts.threads, || concat(parts))
 }
 
 /// The columns of consecutive chunks of rows (rows in order), computed in parallel: one part
@@ -625,6 +672,7 @@ pub fn export_parts(
     problems: &dyn Rows,
     responses: &dyn Rows,
 ) -> Result<Vec<Columns>, CoreError> {
+    opts.check()?;
     if problems.len() != responses.len() {
         return Err(CoreError::InvalidArgument(format!(
             "problem and response columns differ in length ({} and {})",
@@ -632,18 +680,7 @@ pub fn export_parts(
             responses.len()
         )));
     }
-    let total: usize =
-        (0..responses.len()).map(|i| if responses.is_valid(i) { responses.bytes(i).len() } else { 0 }).sum();
-    let n = opts.threads.unwrap_or_else(rayon::current_num_threads).max(1);
-    if n == 1 || total < (256 << 10) {
-        return Ok(vec![export_chunk(enc, opts, problems, responses, 0..responses.len())]);
-    }
-    // Small chunks (a few per thread) keep the threads busy and each chunk's buffers small.
-    let target = (total / (n * 8)).clamp(64 << 10, 4 << 20);
-    let ranges = chunk_ranges(responses, target);
-    with_threads(opts.threads, || {
-        ranges.par_iter().map(|r| export_chunk(enc, opts, problems, responses, r.clone())).collect()
-    })
+    map_chunks(responses, opts.threads, Work::Tokenize, |r| export_chunk(enc, opts, problems, responses, r))
 }
 
 /// One `Columns` from the chunks' (rows in order). The token columns are copied in parallel into
@@ -748,6 +785,9 @@ pub fn export_packed(
     response: &[&dyn Array],
     capacity: u32,
 ) -> Result<(Exported, Packing), CoreError> {
+    if capacity == 0 {
+        return Err(CoreError::InvalidArgument("max_length and pack must be >= 1".into()));
+    }
     let p = column_rows(problem)?;
     let r = column_rows(response)?;
     // Packing copies every row into its sequence anyway: it reads the chunks' parts directly.

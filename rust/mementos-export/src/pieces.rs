@@ -29,11 +29,14 @@ const MAX_CACHED: usize = 64;
 /// A thread's cache is emptied when it holds this many pieces (bounded memory).
 const CAPACITY: usize = 1 << 18;
 
+/// One thread's map from piece bytes to its ids.
+type ThreadCache = RefCell<FxHashMap<Box<[u8]>, Box<[u32]>>>;
+
 pub(crate) struct PieceCache {
     added: Option<(AhoCorasick, Vec<u32>)>,
     pattern: Pattern,
     nfc: bool,
-    cache: ThreadLocal<RefCell<FxHashMap<Box<[u8]>, Box<[u32]>>>>,
+    cache: ThreadLocal<ThreadCache>,
 }
 
 impl PieceCache {

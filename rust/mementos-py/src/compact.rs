@@ -14,29 +14,10 @@ use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::{PyArray, PyRecordBatch};
 
 use mementos_core::compact::Units;
-use mementos_core::scan::Delim;
-use mementos_tokens::SegmentCounter;
+use mementos_tokens::TokenUnits;
 
 use crate::tokens::TokenCounter;
-use crate::{collect_arrays, run};
-
-/// Replay units in tokens: each delimiter is one token, each segment between delimiters is
-/// counted by the tokenizer's counter (exactly as the whole response would be, since the
-/// delimiters are special tokens that split the input first).
-struct TokenUnits<'a>(&'a dyn SegmentCounter);
-
-impl Units for TokenUnits<'_> {
-    fn text(&self, s: &[u8]) -> u64 {
-        if s.is_empty() {
-            return 0;
-        }
-        // Segments are cut at ASCII delimiters out of rows checked by `check_utf8`, so they are valid UTF-8.
-        self.0.count(std::str::from_utf8(s).expect("segment of a valid UTF-8 row")) as u64
-    }
-    fn delim(&self, _: Delim) -> u64 {
-        1
-    }
-}
+use crate::{collect_arrays, run, Class};
 
 /// The engine's switches, as every binding takes them (keyword arguments of the same names).
 #[derive(Clone, Copy)]
@@ -78,7 +59,7 @@ fn compress_batch<'py>(
     compact_on_summary_end: bool,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let arrays = collect_arrays(column)?;
+    let arrays = collect_arrays(py, column)?;
     let style: Result<Style, CoreError> = style.parse();
     let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
     let out = run(py, || {
@@ -106,7 +87,7 @@ fn compress(
 ) -> PyResult<String> {
     let style: Result<Style, CoreError> = style.parse();
     let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
-    run(py, || {
+    run(py, || -> Result<String, CoreError> {
         let opts = CompressOptions { style: style?, engine: sw.engine(keep_last_k), threads: Some(1) };
         let out: LargeStringArray = compress_arrays(&[&LargeStringArray::from(vec![text])], &opts)?;
         Ok(out.value(0).to_string())
@@ -132,8 +113,8 @@ fn replay_batch<'py>(
     counter: Option<PyRef<'py, TokenCounter>>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let arrays = collect_arrays(column)?;
-    let prompt_arrays = prompt.map(collect_arrays).transpose()?;
+    let arrays = collect_arrays(py, column)?;
+    let prompt_arrays = prompt.map(|p| collect_arrays(py, p)).transpose()?;
     let inner = counter.map(|c| c.inner.clone());
     let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
     let batch = run(py, || {
@@ -145,14 +126,7 @@ fn replay_batch<'py>(
         let prompt_refs = prompt_arrays.as_ref().map(|a| refs(a));
         let prompt_text = prompt_refs.as_deref().map(|r| (r, require_assistant_section));
         match &inner {
-            Some(c) => {
-                // Token units hand `&str` pieces to the tokenizer: the rows must be UTF-8.
-                mementos_tokens::check_utf8(mementos_core::batch::column_rows(&refs(&arrays))?.as_ref())?;
-                if let Some(p) = &prompt_arrays {
-                    mementos_tokens::check_utf8(mementos_core::batch::column_rows(&refs(p))?.as_ref())?;
-                }
-                replay_arrays(&refs(&arrays), &opts, lens, prompt_text, &TokenUnits(c.as_ref()), threads)
-            }
+            Some(c) => mementos_tokens::replay_tokens(&refs(&arrays), &opts, lens, prompt_text, c.as_ref(), threads),
             None => replay_arrays(&refs(&arrays), &opts, lens, prompt_text, &Chars, threads),
         }
     })?;
@@ -176,7 +150,7 @@ fn replay_curve(
 ) -> PyResult<Vec<(u64, u64, bool)>> {
     let inner = counter.map(|c| c.inner.clone());
     let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
-    run(py, || {
+    run(py, || -> Result<Vec<(u64, u64, bool)>, CoreError> {
         let opts = sw.engine(keep_last_k);
         check_engine_options(&opts)?;
         let tokens = scan(text.as_bytes());
@@ -205,7 +179,7 @@ fn eviction_plan<'py>(
     compact_on_summary_end: bool,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let arrays = collect_arrays(column)?;
+    let arrays = collect_arrays(py, column)?;
     let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
     let batch = run(py, || plan_arrays(&refs(&arrays), &sw.engine(keep_last_k), threads))?;
     PyRecordBatch::new(batch).into_pyarrow(py)
@@ -223,15 +197,11 @@ fn align_full_batch<'py>(
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let one = |a: AnyArray, name: &str| -> PyResult<ArrayRef> {
-        let parts = collect_arrays(a)?;
+        let parts = collect_arrays(py, a)?;
         match parts.len() {
             1 => Ok(parts.into_iter().next().expect("one")),
-            0 => Err(crate::package_error(py, "MementoValueError", format!("{name}: empty input"))),
-            n => Err(crate::package_error(
-                py,
-                "MementoValueError",
-                format!("{name}: {n} chunks; pass one RecordBatch at a time"),
-            )),
+            0 => Err(Class::Value.err(py, format!("{name}: empty input"))),
+            n => Err(Class::Value.err(py, format!("{name}: {n} chunks; pass one RecordBatch at a time"))),
         }
     };
     let (r, s, b, m) = (

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
-use crate::{collect_arrays, package_error, run};
+use crate::{collect_arrays, run, ToPyErr};
 
 /// A tokenizer loaded for the export (the exact fast BPE when it supports it, else `tokenizers`).
 #[pyclass(frozen, module = "mementos_fast._core")]
@@ -27,18 +27,7 @@ impl Exporter {
     #[new]
     #[pyo3(signature = (tokenizer_json, backend = "auto"))]
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
-        if !matches!(backend, "auto" | "fast" | "hf") {
-            return Err(package_error(
-                py,
-                "MementoValueError",
-                format!("backend must be 'auto', 'fast' or 'hf', got {backend:?}"),
-            ));
-        }
-        let enc = run(py, || Encoder::from_json(tokenizer_json, backend != "hf").map_err(CoreError::from))?;
-        if backend == "fast" && enc.backend() != "fast" {
-            let why = enc.fast_refused().unwrap_or("unsupported").to_string();
-            return Err(package_error(py, "MementoUnsupportedTokenizer", why));
-        }
+        let enc = run(py, || Encoder::load(tokenizer_json, backend))?;
         Ok(Exporter { inner: Arc::new(enc) })
     }
 
@@ -69,6 +58,9 @@ fn fate_code(f: &RowFate) -> i8 {
     }
 }
 
+/// `export_tokenized`'s result: the rows, the fates, the packing order.
+type Exported<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
+
 /// Tokenize (problem, response) columns. Returns `(batch, fates, rows)`: the output rows (or
 /// packed sequences), one fate code per input row (0 kept, 1 truncated, 2 null text, 3 prompt
 /// too long, 4 too long), and with `pack` the kept-row index of every packed row in sequence
@@ -93,22 +85,8 @@ fn export_tokenized<'py>(
     overflow: &str,
     pack: Option<u32>,
     threads: Option<usize>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
-    let err = |m: String| package_error(py, "MementoValueError", m);
-    if threads == Some(0) {
-        return Err(err("threads must be at least 1".into()));
-    }
-    if keep_last_k < -1 {
-        return Err(err(format!("keep_last_k must be -1 (never evict) or >= 0, got {keep_last_k}")));
-    }
-    if max_length == Some(0) || pack == Some(0) {
-        return Err(err("max_length and pack must be >= 1".into()));
-    }
-    let overflow = match overflow {
-        "truncate" => Overflow::Truncate,
-        "drop" => Overflow::Drop,
-        o => return Err(err(format!("overflow must be 'truncate' or 'drop', got {o:?}"))),
-    };
+) -> PyResult<Exported<'py>> {
+    let overflow: Result<Overflow, CoreError> = overflow.parse();
     let opts = ExportOptions {
         engine: EngineOptions {
             keep_last_k,
@@ -119,11 +97,11 @@ fn export_tokenized<'py>(
         },
         system_prompt,
         max_length,
-        overflow,
+        overflow: overflow.map_err(|e| e.to_py_err(py))?,
         threads,
     };
-    let p = collect_arrays(problem)?;
-    let r = collect_arrays(response)?;
+    let p = collect_arrays(py, problem)?;
+    let r = collect_arrays(py, response)?;
     let enc = &exporter.inner;
     let (out, packing) = run(py, || {
         let pr: Vec<&dyn arrow_array::Array> = p.iter().map(|a| a.as_ref()).collect();
@@ -136,7 +114,7 @@ fn export_tokenized<'py>(
     let fates: ArrayRef = Arc::new(Int8Array::from(out.fates.iter().map(fate_code).collect::<Vec<_>>()));
     let fates =
         RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("fate", DataType::Int8, false)])), vec![fates])
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| CoreError::from(e).to_py_err(py))?;
     let rows = match packing {
         Some(pk) => {
             let rows: ArrayRef = Arc::new(UInt32Array::from(pk.rows));
@@ -144,7 +122,7 @@ fn export_tokenized<'py>(
                 Arc::new(Schema::new(vec![Field::new("row", DataType::UInt32, false)])),
                 vec![rows],
             )
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| CoreError::from(e).to_py_err(py))?;
             Some(PyRecordBatch::new(b).into_pyarrow(py)?)
         }
         None => None,

@@ -5,99 +5,64 @@
 //! the GIL, catches Rust panics and maps core errors to the package's Python exceptions.
 
 mod bpe;
+mod compact;
+mod errors;
+mod export;
+mod tokens;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
 
 use arrow_array::{Array, ArrayRef};
 use mementos_core::{parse_arrays, CoreError, ParseOptions};
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
-mod compact;
-mod export;
-mod tokens;
+pub(crate) use errors::{Class, ToPyErr};
 
-create_exception!(_core, MementoError, PyException, "Base class of every mementos_fast error.");
-create_exception!(
-    _core,
-    MementoInternalError,
-    MementoError,
-    "A bug inside mementos_fast (a Rust panic caught at the boundary). Please report it."
-);
-
-/// Raise a Python exception class defined in `mementos_fast.errors`.
-pub(crate) fn package_error(py: Python<'_>, class: &str, msg: String) -> PyErr {
-    match py.import("mementos_fast.errors").and_then(|m| m.getattr(class)) {
-        Ok(cls) => PyErr::from_type(cls.cast_into().expect("exception class"), msg),
-        Err(e) => e,
-    }
-}
-
-fn map_core_error(py: Python<'_>, e: CoreError) -> PyErr {
-    match e {
-        CoreError::UnsupportedType(_) => package_error(py, "MementoTypeError", e.to_string()),
-        CoreError::InvalidArgument(_) => package_error(py, "MementoValueError", e.to_string()),
-        CoreError::Arrow(_) => MementoError::new_err(e.to_string()),
-    }
-}
-
-/// This process's rayon pool. Rayon's global pool does not survive `fork()` (its threads are
-/// gone in the child, whose first parallel call then waits forever): a forked worker such as
-/// `datasets.map(num_proc=N)` after any call in the parent hung. So every call runs inside a pool
-/// owned by the process that created it; a child makes its own on first use.
-fn process_pool() -> Result<Arc<rayon::ThreadPool>, CoreError> {
-    static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((owner, pool)) = slot.as_ref() {
-        if *owner == pid {
-            return Ok(pool.clone());
-        }
-    }
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .build()
-            .map_err(|e| CoreError::InvalidArgument(format!("cannot start the worker threads: {e}")))?,
-    );
-    // The parent's pool has no threads in this process: never drop it (that would talk to them).
-    if let Some(old) = slot.replace((pid, pool.clone())) {
-        std::mem::forget(old);
-    }
-    Ok(pool)
-}
-
-/// Run `f` without the GIL, in this process's pool; a panic becomes `MementoInternalError`, a core
-/// error its Python class.
-pub(crate) fn run<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+/// Run `f` without the GIL, in this process's pool (`mementos_core::par::thread_pool`: rayon's
+/// global pool does not survive `fork()`, so a forked worker such as `datasets.map(num_proc=N)`
+/// gets its own); a panic becomes `MementoInternalError`, an error of a pure crate its class
+/// ([`ToPyErr`]).
+pub(crate) fn run<T, E, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
-    F: FnOnce() -> Result<T, CoreError> + Send,
+    F: FnOnce() -> Result<T, E> + Send,
     T: Send,
+    E: ToPyErr + Send,
 {
-    let outcome = py.detach(|| match process_pool() {
-        Ok(pool) => pool.install(|| catch_unwind(AssertUnwindSafe(f))),
-        Err(e) => Ok(Err(e)),
+    let outcome = py.detach(|| match mementos_core::par::thread_pool(None) {
+        Ok(pool) => pool.install(|| catch_unwind(AssertUnwindSafe(f))).map(|r| r.map_err(Failure::Crate)),
+        Err(e) => Ok(Err(Failure::Pool(e))),
     });
     match outcome {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(map_core_error(py, e)),
+        Ok(Err(Failure::Crate(e))) => Err(e.to_py_err(py)),
+        Ok(Err(Failure::Pool(e))) => Err(e.to_py_err(py)),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(MementoInternalError::new_err(format!("internal error (Rust panic): {msg}")))
+            Err(Class::Internal.err(py, format!("internal error (Rust panic): {msg}")))
         }
     }
 }
 
-pub(crate) fn collect_arrays(column: AnyArray) -> PyResult<Vec<ArrayRef>> {
+/// [`run`] for work that cannot fail.
+pub(crate) fn run_ok<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> PyResult<T> {
+    run(py, || Ok::<T, CoreError>(f()))
+}
+
+enum Failure<E> {
+    Crate(E),
+    Pool(CoreError),
+}
+
+/// The arrays of a column given through the Arrow PyCapsule interface.
+pub(crate) fn collect_arrays(py: Python<'_>, column: AnyArray) -> PyResult<Vec<ArrayRef>> {
     let reader = column.into_reader()?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| MementoError::new_err(e.to_string()))
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| Class::Error.err(py, e.to_string()))
 }
 
 /// Parse a column of traces. See `mementos_fast.parse_batch` for the documentation.
@@ -109,10 +74,7 @@ fn parse_batch<'py>(
     spans: bool,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if threads == Some(0) {
-        return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
-    }
-    let arrays = collect_arrays(column)?;
+    let arrays = collect_arrays(py, column)?;
     let opts = ParseOptions { spans, threads };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
@@ -124,7 +86,7 @@ fn parse_batch<'py>(
 /// Benchmark peer: count `byte` over every row with one memchr pass on the calling thread.
 #[pyfunction]
 fn _count_byte(py: Python<'_>, column: AnyArray, byte: u8) -> PyResult<u64> {
-    let arrays = collect_arrays(column)?;
+    let arrays = collect_arrays(py, column)?;
     run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         mementos_core::count_byte(&refs, byte)
@@ -160,10 +122,10 @@ impl Parsed {
 /// Parse one trace. See `mementos_fast.parse`.
 #[pyfunction]
 fn parse(py: Python<'_>, text: &str) -> PyResult<Parsed> {
-    run(py, || {
+    run_ok(py, || {
         let p = mementos_core::parse::parse(text);
         let s = |r: &std::ops::Range<usize>| text[r.clone()].to_string();
-        Ok(Parsed {
+        Parsed {
             blocks: p.blocks.iter().map(s).collect(),
             summaries: p.summaries.iter().map(s).collect(),
             reasoning: p.reasoning.as_ref().map(s),
@@ -171,14 +133,28 @@ fn parse(py: Python<'_>, text: &str) -> PyResult<Parsed> {
             status: p.status.name(),
             error_offset: p.error_offset,
             spans: p.spans.iter().map(|sp| (sp.kind.name(), sp.start, sp.end)).collect(),
-        })
+        }
     })
 }
 
 /// `(name, description)` of every row status, in dictionary order.
-#[pyfunction]
 fn statuses() -> Vec<(&'static str, &'static str)> {
     mementos_core::Status::ALL.iter().map(|s| (s.name(), s.description())).collect()
+}
+
+/// The names and lists the Python package reads instead of copying them (each in the order of
+/// its Rust enum, which is the code in the Arrow columns).
+fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    use mementos_core::align::{AlignStatus, BlockMatch};
+    let py = m.py();
+    let delimiters: Vec<&str> = mementos_core::Delim::ALL.iter().map(|d| d.text()).collect();
+    m.add("DELIMITERS", pyo3::types::PyTuple::new(py, delimiters)?)?;
+    m.add("STATUSES", statuses())?;
+    m.add("ALIGN_STATUSES", AlignStatus::ALL.iter().map(|s| (s.name(), s.description())).collect::<Vec<_>>())?;
+    m.add("BLOCK_MATCHES", BlockMatch::ALL.iter().map(|b| b.name()).collect::<Vec<_>>())?;
+    m.add("SPAN_KINDS", mementos_core::SpanKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>())?;
+    m.add("SEGMENTS", pyo3::types::PyTuple::new(py, mementos_export::seg::NAMES)?)?;
+    Ok(())
 }
 
 /// Deliberately panic inside the core (tests check that it arrives as MementoInternalError).
@@ -189,10 +165,8 @@ fn _debug_panic(py: Python<'_>) -> PyResult<()> {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
     m.add_function(wrap_pyfunction!(parse_batch, m)?)?;
     m.add_function(wrap_pyfunction!(parse, m)?)?;
-    m.add_function(wrap_pyfunction!(statuses, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(_count_byte, m)?)?;
     m.add_class::<Parsed>()?;
@@ -200,8 +174,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tokens::register(m)?;
     export::register(m)?;
     bpe::register(m)?;
-    m.add("MementoError", py.get_type::<MementoError>())?;
-    m.add("MementoInternalError", py.get_type::<MementoInternalError>())?;
+    errors::register(m)?;
+    add_constants(m)?;
     m.add("BUILD_PROFILE", if cfg!(debug_assertions) { "debug" } else { "release" })?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

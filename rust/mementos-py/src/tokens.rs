@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
-use crate::{collect_arrays, package_error, run};
+use crate::{collect_arrays, run, run_ok};
 
 /// mimalloc for the whole extension: the `tokenizers` pipeline allocates per piece (normalized
 /// strings with per-byte alignments, splits, tokens) and glibc malloc took ~40% of counting time.
@@ -33,7 +33,7 @@ impl TokenCounter {
     #[new]
     #[pyo3(signature = (tokenizer_json, backend = "hf"))]
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
-        let inner = run(py, || counter_for(backend, tokenizer_json).map_err(CoreError::from))?;
+        let inner = run(py, || counter_for(backend, tokenizer_json))?;
         Ok(TokenCounter { inner: Arc::from(inner) })
     }
 
@@ -45,24 +45,17 @@ impl TokenCounter {
 
     /// Tokens of one whole text (each delimiter one token).
     fn count(&self, py: Python<'_>, text: &str) -> PyResult<u64> {
-        run(py, || Ok(mementos_tokens::count_text(text, self.inner.as_ref())))
+        run_ok(py, || mementos_tokens::count_text(text, self.inner.as_ref()))
     }
 
     /// Tokens of one piece without delimiters, as the backend counts it.
     fn count_piece(&self, py: Python<'_>, text: &str) -> PyResult<usize> {
-        run(py, || Ok(self.inner.count(text)))
+        run_ok(py, || self.inner.count(text))
     }
 
     fn __repr__(&self) -> String {
         format!("TokenCounter(backend={:?})", self.inner.name())
     }
-}
-
-fn check_threads(py: Python<'_>, threads: Option<usize>) -> PyResult<()> {
-    if threads == Some(0) {
-        return Err(package_error(py, "MementoValueError", "threads must be at least 1".into()));
-    }
-    Ok(())
 }
 
 /// Count a column of responses. See `mementos_fast.count_tokens`.
@@ -75,8 +68,7 @@ fn count_tokens<'py>(
     threads: Option<usize>,
     stripped: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    check_threads(py, threads)?;
-    let arrays = collect_arrays(column)?;
+    let arrays = collect_arrays(py, column)?;
     let opts = CountOptions { threads, stripped };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
@@ -94,14 +86,13 @@ fn count_totals<'py>(
     counter: &TokenCounter,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    check_threads(py, threads)?;
-    let arrays = collect_arrays(column)?;
+    let arrays = collect_arrays(py, column)?;
     let opts = CountOptions { threads, stripped: false };
     let batch = run(py, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         let totals: ArrayRef = Arc::new(total_arrays(&refs, counter.inner.as_ref(), &opts)?);
         let schema = Schema::new(vec![Field::new("tokens", DataType::Int64, true)]);
-        Ok(RecordBatch::try_new(Arc::new(schema), vec![totals])?)
+        Ok::<_, CoreError>(RecordBatch::try_new(Arc::new(schema), vec![totals])?)
     })?;
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
@@ -123,9 +114,8 @@ fn analyze_tokens<'py>(
     compact_on_summary_end: bool,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    check_threads(py, threads)?;
-    let arrays = collect_arrays(column)?;
-    let prompt_arrays = prompts.map(collect_arrays).transpose()?;
+    let arrays = collect_arrays(py, column)?;
+    let prompt_arrays = prompts.map(|p| collect_arrays(py, p)).transpose()?;
     // `..Default::default()`: switches the engine may gain keep their defaults.
     #[allow(clippy::needless_update)]
     let engine = EngineOptions {

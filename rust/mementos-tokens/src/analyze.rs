@@ -9,14 +9,14 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
-use mementos_core::batch::{column_rows, Rows};
 use mementos_core::compact::{replay, EngineOptions, Scratch as ReplayScratch, Stream, Units};
 use mementos_core::ops::check_engine_options;
+use mementos_core::par::{map_chunks, Work};
 use mementos_core::scan::scan_into;
 use mementos_core::text::strip_range;
-use mementos_core::{CoreError, Delim, Token};
+use mementos_core::{column_rows, CoreError, Delim, Rows, Token};
 
-use crate::count::{pairs, parallel, row_str, Scratch};
+use crate::count::{pairs, row_str, Scratch};
 use crate::{count_text, SegmentCounter};
 
 /// Options of [`analyze_arrays`].
@@ -198,7 +198,7 @@ pub fn analyze_rows(
             return Err(CoreError::InvalidArgument(format!("{} prompts for {} responses", p.len(), rows.len())));
         }
     }
-    let parts = parallel(rows, opts.threads, |range| {
+    let parts = map_chunks(rows, opts.threads, Work::Tokenize, |range| {
         let mut c = Chunk::default();
         let mut s = RowScratch::default();
         for i in range {

@@ -3,23 +3,22 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch};
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
-use mementos_core::batch::{chunk_ranges, column_rows, Rows};
+use mementos_core::par::{map_chunks, Work};
 use mementos_core::scan::scan_into;
-use mementos_core::{parse_row, CoreError, Delim, Parsed, SpanKind, Token};
-use rayon::prelude::*;
+use mementos_core::{column_rows, parse_row, CoreError, Delim, Parsed, Rows, SpanKind, Token};
 
 use crate::SegmentCounter;
 
 /// Options of [`count_arrays`].
 #[derive(Clone, Debug)]
 pub struct CountOptions {
-    /// Worker threads: `None` uses rayon's global pool (all cores), `Some(1)` the calling
-    /// thread, `Some(n)` a persistent pool of `n` threads.
+    /// Worker threads, as everywhere (`mementos_core::par`): `None` all cores, `Some(1)` the
+    /// calling thread, `Some(n)` a pool of `n` threads (built once, reused).
     pub threads: Option<usize>,
     /// Also count the tutorial's stripped items (`*_tokens_stripped` columns). Their edges
     /// differ from the in-context text, so this counts most block text a second time.
@@ -305,43 +304,6 @@ fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounte
     c
 }
 
-/// Run `f` over byte-balanced row chunks on `threads`, results in row order.
-pub(crate) fn parallel<T: Send>(
-    rows: &dyn Rows,
-    threads: Option<usize>,
-    f: impl Fn(Range<usize>) -> T + Sync + Send,
-) -> Result<Vec<T>, CoreError> {
-    let total: usize = (0..rows.len()).map(|i| if rows.is_valid(i) { rows.bytes(i).len() } else { 0 }).sum();
-    let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
-    if n == 1 || rows.len() < 2 {
-        return Ok(vec![f(0..rows.len())]);
-    }
-    // Tokenizing runs at a few MB/s per core: small chunks (many per thread) balance the load.
-    let target = (total / (n * 16)).max(16 << 10);
-    let ranges = chunk_ranges(rows, target);
-    let work = || ranges.par_iter().map(|r| f(r.clone())).collect::<Vec<_>>();
-    Ok(match threads {
-        None => work(),
-        Some(k) => pool(k)?.install(work),
-    })
-}
-
-/// A persistent pool per thread count. `tokenizers` keeps its BPE word cache per thread, so a
-/// fresh pool per call would start every call with cold caches.
-fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>, CoreError> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.get(&n) {
-        return Ok(p.clone());
-    }
-    let p = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(|i| format!("mementos-tokens-{i}"))
-        .build()
-        .map_err(|e| CoreError::InvalidArgument(format!("cannot start {n} threads: {e}")))?;
-    Ok(pools.entry(n).or_insert(Arc::new(p)).clone())
-}
-
 /// Output schema of [`count_arrays`] (the `*_stripped` columns only with `stripped`); the
 /// metadata key `backend` names the counter.
 pub fn output_schema(backend: &str, stripped: bool) -> Schema {
@@ -373,7 +335,7 @@ pub fn count_rows(
     opts: &CountOptions,
 ) -> Result<RecordBatch, CoreError> {
     check_utf8(rows)?;
-    let parts = parallel(rows, opts.threads, |r| count_chunk(rows, r, counter, opts.stripped))?;
+    let parts = map_chunks(rows, opts.threads, Work::Tokenize, |r| count_chunk(rows, r, counter, opts.stripped))?;
     let mut c = Chunk::default();
     for p in parts {
         c.extend(p);
@@ -444,7 +406,7 @@ pub fn total_arrays(
     let rows = column_rows(arrays)?;
     let rows = rows.as_ref();
     check_utf8(rows)?;
-    let parts = parallel(rows, opts.threads, |r| {
+    let parts = map_chunks(rows, opts.threads, Work::Tokenize, |r| {
         r.map(|i| rows.is_valid(i).then(|| count_text(row_str(rows.bytes(i)), counter) as i64)).collect::<Vec<_>>()
     })?;
     Ok(parts.into_iter().flatten().collect())

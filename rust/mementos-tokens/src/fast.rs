@@ -110,3 +110,19 @@ impl SegmentCounter for FastCounter {
         "fast"
     }
 }
+
+/// The token count of every row of a string column with `bpe` alone (added tokens as the
+/// tokenizer.json defines them; null rows stay null), rows in parallel on `threads`.
+pub fn bpe_count_arrays(
+    bpe: &FastBpe,
+    arrays: &[&dyn arrow_array::Array],
+    threads: Option<usize>,
+) -> Result<arrow_array::Int64Array, mementos_core::CoreError> {
+    let rows = mementos_core::column_rows(arrays)?;
+    let rows = rows.as_ref();
+    crate::check_utf8(rows)?;
+    let parts = mementos_core::par::map_chunks(rows, threads, mementos_core::par::Work::Tokenize, |r| {
+        r.map(|i| rows.is_valid(i).then(|| bpe.count(crate::count::row_str(rows.bytes(i))) as i64)).collect::<Vec<_>>()
+    })?;
+    Ok(parts.into_iter().flatten().collect())
+}

@@ -9,7 +9,7 @@
 //! context, the per-span counts, and the think preamble / between-units / answer counts. Only the
 //! tutorial's *stripped* items whose edges differ from the in-context text are counted again
 //! (their first and last piece). Rows are read from the Arrow buffers (no copy, no Python) and
-//! counted in parallel with rayon.
+//! counted in parallel (`mementos_core::par`).
 //!
 //! Counting backends implement [`SegmentCounter`]; [`HfCounter`] wraps the Hugging Face
 //! `tokenizers` crate, loaded from the same JSON the Python side produced, so both sides run one
@@ -24,7 +24,7 @@ pub mod hf;
 pub use analyze::{analyze_arrays, analyze_rows, analyze_schema, AnalyzeOptions};
 pub use count::{check_utf8, count_arrays, count_rows, count_text, output_schema, total_arrays, CountOptions};
 pub use error::TokensError;
-pub use fast::FastCounter;
+pub use fast::{bpe_count_arrays, FastCounter};
 pub use hf::HfCounter;
 
 /// Counts the tokens of a text piece that contains no MEMENTO delimiter.
@@ -56,4 +56,43 @@ pub fn counter_for(backend: &str, tokenizer_json: &str) -> Result<Box<dyn Segmen
         "fast" => Ok(Box::new(FastCounter::from_json(tokenizer_json)?)),
         other => Err(TokensError::UnknownBackend(other.to_string(), BACKENDS.join(", "))),
     }
+}
+
+/// Replay units in tokens (`mementos_core::compact::replay`): each delimiter is one token, each
+/// segment between delimiters is counted by `counter`, exactly as the whole response would be,
+/// since the delimiters are special tokens that split the input first. Segments must be UTF-8:
+/// check the rows with [`check_utf8`] first ([`replay_tokens`] does).
+pub struct TokenUnits<'a>(pub &'a dyn SegmentCounter);
+
+impl mementos_core::compact::Units for TokenUnits<'_> {
+    fn text(&self, s: &[u8]) -> u64 {
+        if s.is_empty() {
+            return 0;
+        }
+        // Segments are cut at ASCII delimiters out of rows checked by `check_utf8`.
+        self.0.count(std::str::from_utf8(s).expect("segment of a valid UTF-8 row")) as u64
+    }
+    fn delim(&self, _: mementos_core::Delim) -> u64 {
+        1
+    }
+    fn work(&self) -> mementos_core::par::Work {
+        mementos_core::par::Work::Tokenize
+    }
+}
+
+/// `mementos_core::ops::replay_arrays` in tokens: the rows (and prompt texts) are checked to be
+/// UTF-8 first, then replayed with [`TokenUnits`].
+pub fn replay_tokens(
+    arrays: &[&dyn arrow_array::Array],
+    opts: &mementos_core::compact::EngineOptions,
+    prompt: mementos_core::ops::PromptLen<'_>,
+    prompt_text: Option<(&[&dyn arrow_array::Array], bool)>,
+    counter: &dyn SegmentCounter,
+    threads: Option<usize>,
+) -> Result<arrow_array::RecordBatch, mementos_core::CoreError> {
+    check_utf8(mementos_core::column_rows(arrays)?.as_ref())?;
+    if let Some((p, _)) = prompt_text {
+        check_utf8(mementos_core::column_rows(p)?.as_ref())?;
+    }
+    mementos_core::ops::replay_arrays(arrays, opts, prompt, prompt_text, &TokenUnits(counter), threads)
 }
