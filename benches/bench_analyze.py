@@ -64,8 +64,7 @@ def test_analyze_hub_corpus(benchmark, hub_corpus, tmp_path):
     benchmark.group = "analyze/hub_corpus"
 
     def run():
-        p = subprocess.run([sys.executable, "-c", RUN, str(root), str(out)], capture_output=True, text=True,
-                           check=True)
+        p = subprocess.run([sys.executable, "-c", RUN, str(root), str(out)], capture_output=True, text=True, check=True)
         return json.loads(p.stdout.strip().splitlines()[-1])
 
     result = benchmark.pedantic(run, rounds=1, iterations=1)
@@ -81,10 +80,19 @@ def test_analyze_hub_corpus(benchmark, hub_corpus, tmp_path):
         assert got["skipped"] == (ref is None)
         if ref is not None:
             assert (got["n_blocks"], got["block_chars"], got["summary_words"]) == (
-                ref["n_blocks"], ref["block_chars"], ref["summary_words"])
+                ref["n_blocks"],
+                ref["block_chars"],
+                ref["summary_words"],
+            )
     benchmark.extra_info.update(
-        impl="mementos-fast analyze", fixture=f"{nbytes / 2**30:.2f} GB hub layout", bytes=nbytes, rows=rows,
-        rows_per_s=rows / timing["seconds"], parse_share=timing["parse_seconds"] / timing["seconds"],
-        peak_rss_mb=result["peak_rss"] / 2**20, corpus_mb=nbytes / 2**20)
+        impl="mementos-fast analyze",
+        fixture=f"{nbytes / 2**30:.2f} GB hub layout",
+        bytes=nbytes,
+        rows=rows,
+        rows_per_s=rows / timing["seconds"],
+        parse_share=timing["parse_seconds"] / timing["seconds"],
+        peak_rss_mb=result["peak_rss"] / 2**20,
+        corpus_mb=nbytes / 2**20,
+    )
     if nbytes >= 2**30:  # bounded memory: well under the corpus size on the real-size run
         assert result["peak_rss"] < nbytes / 3

@@ -126,16 +126,19 @@ _results: dict[str, float] = {}
 def test_analyze_tokens_end_to_end(benchmark, token_hub_corpus, qwen3_path, tmp_path, impl):
     root, responses, nbytes = token_hub_corpus
     benchmark.group = "analyze/tokens"
-    benchmark.extra_info.update(impl=impl, bytes=nbytes, rows=len(responses), fixture="hub layout, generated",
-                                baseline=impl.startswith("hf_"))
+    benchmark.extra_info.update(
+        impl=impl, bytes=nbytes, rows=len(responses), fixture="hub layout, generated", baseline=impl.startswith("hf_")
+    )
     tok = hf_tokenizer(qwen3_path)
     if impl.startswith("hf_"):
+
         def run():
             t = time.perf_counter()
             with _Parallelism(True):
                 counts = [len(e.ids) for e in tok.encode_batch_fast(responses, add_special_tokens=False)]
             _results[impl] = time.perf_counter() - t
             return counts
+
         _hf["counts"] = benchmark.pedantic(run, rounds=1, iterations=1)
         return
     out = tmp_path / "report"
@@ -167,32 +170,37 @@ def test_analyze_tokens_end_to_end(benchmark, token_hub_corpus, qwen3_path, tmp_
         mbps = nbytes / wall / 1e6
         estimate = DATASET_BYTES / (nbytes / wall)
         benchmark.extra_info.update(x_hf_2threads=ratio, mb_per_s=mbps, dataset_estimate_s=estimate)
-        print(f"\nanalyze --tokenizer qwen3: {wall:.2f} s for {nbytes / 1e6:.0f} MB ({mbps:.0f} MB/s), "
-              f"HF encode_batch_fast 2 threads {base:.2f} s: {ratio:.1f}x; 12 GB of responses: "
-              f"{estimate / 60:.1f} min at this throughput")
+        print(
+            f"\nanalyze --tokenizer qwen3: {wall:.2f} s for {nbytes / 1e6:.0f} MB ({mbps:.0f} MB/s), "
+            f"HF encode_batch_fast 2 threads {base:.2f} s: {ratio:.1f}x; 12 GB of responses: "
+            f"{estimate / 60:.1f} min at this throughput"
+        )
 
 
 @pytest.mark.parametrize("impl", ["hf_encode_batch_fast_1core_per_batch", "count_tokens_path_1core_per_batch"])
 def test_count_tokens_path_per_batch(benchmark, token_hub_corpus, qwen3_path, impl):
     _, responses, nbytes = token_hub_corpus
-    batches = [pa.array(responses[i:i + BATCH], pa.large_string()) for i in range(0, len(responses), BATCH)]
-    lists = [responses[i:i + BATCH] for i in range(0, len(responses), BATCH)]
+    batches = [pa.array(responses[i : i + BATCH], pa.large_string()) for i in range(0, len(responses), BATCH)]
+    lists = [responses[i : i + BATCH] for i in range(0, len(responses), BATCH)]
     benchmark.group = "tokens/count_per_batch"
     benchmark.extra_info.update(impl=impl, bytes=nbytes, rows=len(responses), baseline=impl.startswith("hf_"))
     tok = hf_tokenizer(qwen3_path)
     want = None
     if impl.startswith("hf_"):
+
         def run():
             with _Parallelism(False):
                 return [len(e.ids) for b in lists for e in tok.encode_batch_fast(b, add_special_tokens=False)]
+
         got = benchmark.pedantic(run, rounds=1, iterations=1)
         _hf["counts_1core"] = got
         return
     from mementos_fast.tokenizer import clear_cache
 
     def run():
-        return [n for b in batches
-                for n in mf.count_tokens(b, qwen3_path, threads=1).column("total_tokens").to_pylist()]
+        return [
+            n for b in batches for n in mf.count_tokens(b, qwen3_path, threads=1).column("total_tokens").to_pylist()
+        ]
 
     clear_cache()
     t = time.perf_counter()

@@ -37,13 +37,18 @@ def test_compress_tutorial(benchmark, corpora, impl, fixture):
     benchmark.group = f"compress_tutorial/{fixture}"
     benchmark.extra_info.update(bytes=corpus.nbytes, rows=len(corpus.rows), impl=impl, fixture=fixture)
     if impl == "reference":
-        out = benchmark.pedantic(lambda: [reference.compress_trace(t, 1) for t in corpus.rows], rounds=1,
-                                 iterations=1)
+        out = benchmark.pedantic(lambda: [reference.compress_trace(t, 1) for t in corpus.rows], rounds=1, iterations=1)
         # the reference's own bug rows (no </think>) are the only ones allowed to differ
         out = [o if "</think>" in t else t for o, t in zip(out, corpus.rows)]
     else:
-        arr = benchmark.pedantic(mf.compress_batch, args=(corpus.column, 1), kwargs={"threads": THREADS[impl]},
-                                 rounds=5, iterations=1, warmup_rounds=1)
+        arr = benchmark.pedantic(
+            mf.compress_batch,
+            args=(corpus.column, 1),
+            kwargs={"threads": THREADS[impl]},
+            rounds=5,
+            iterations=1,
+            warmup_rounds=1,
+        )
         out = arr.to_pylist()
     assert out == tutorial_expected(corpus, 1)
 
@@ -58,9 +63,14 @@ def test_compress_inplace(benchmark, corpora, impl):
         out = benchmark.pedantic(lambda: [peers.inplace_python(t, 0) for t in corpus.rows], rounds=1, iterations=1)
         _cache[key] = out
     else:
-        arr = benchmark.pedantic(mf.compress_batch, args=(corpus.column, 0),
-                                 kwargs={"style": "inplace", "threads": THREADS[impl]}, rounds=5, iterations=1,
-                                 warmup_rounds=1)
+        arr = benchmark.pedantic(
+            mf.compress_batch,
+            args=(corpus.column, 0),
+            kwargs={"style": "inplace", "threads": THREADS[impl]},
+            rounds=5,
+            iterations=1,
+            warmup_rounds=1,
+        )
         out = arr.to_pylist()
     if key not in _cache:
         _cache[key] = [peers.inplace_python(t, 0) for t in corpus.rows]
@@ -72,8 +82,14 @@ def test_replay(benchmark, corpora, impl):
     corpus = corpora["realistic"]
     benchmark.group = "replay/realistic"
     benchmark.extra_info.update(bytes=corpus.nbytes, rows=len(corpus.rows), impl=impl, fixture="realistic")
-    out = benchmark.pedantic(mf.replay_batch, args=(corpus.column, 0), kwargs={"threads": THREADS[impl]}, rounds=5,
-                             iterations=1, warmup_rounds=1)
+    out = benchmark.pedantic(
+        mf.replay_batch,
+        args=(corpus.column, 0),
+        kwargs={"threads": THREADS[impl]},
+        rounds=5,
+        iterations=1,
+        warmup_rounds=1,
+    )
     assert out.column("total_len").equals(pc.utf8_length(corpus.column).cast(pa.int64()))
     assert pc.all(pc.less_equal(out.column("peak_len"), out.column("full_peak_len"))).as_py()
     # final visible length = total minus the evicted block content = the inplace rewrite's length
@@ -85,7 +101,8 @@ def test_replay(benchmark, corpora, impl):
 def full_table(bench_big):
     n = 20_000 if bench_big else 300
     return synthetic.generate_full_table(n, seed=8, corrupt_rate=0.1), synthetic.generate_full_rows(
-        n, seed=8, corrupt_rate=0.1)
+        n, seed=8, corrupt_rate=0.1
+    )
 
 
 @pytest.mark.parametrize("impl", list(THREADS))
@@ -95,6 +112,7 @@ def test_align_full(benchmark, full_table, impl):
     nbytes = sum(c.nbytes for c in batch.columns)
     benchmark.group = "align_full/generated"
     benchmark.extra_info.update(bytes=nbytes, rows=batch.num_rows, impl=impl, fixture="generated full rows")
-    out = benchmark.pedantic(mf.align_full_batch, args=(batch,), kwargs={"threads": THREADS[impl]}, rounds=5,
-                             iterations=1, warmup_rounds=1)
+    out = benchmark.pedantic(
+        mf.align_full_batch, args=(batch,), kwargs={"threads": THREADS[impl]}, rounds=5, iterations=1, warmup_rounds=1
+    )
     assert out.column("status").to_pylist() == [r["corruption"] or "ok" for r in rows]

@@ -64,8 +64,15 @@ def reference_export(table: pa.Table, out: Path) -> None:
 def _expected_messages(table: pa.Table) -> list[dict]:
     key = f"msgs{id(table)}"
     if key not in _cache:
-        _cache[key] = [{**reference.to_messages(r["problem"], r["response"]), "domain": r["domain"],
-                        "source": r["source"], "difficulty": r["difficulty"]} for r in table.to_pylist()]
+        _cache[key] = [
+            {
+                **reference.to_messages(r["problem"], r["response"]),
+                "domain": r["domain"],
+                "source": r["source"],
+                "difficulty": r["difficulty"],
+            }
+            for r in table.to_pylist()
+        ]
     return _cache[key]  # type: ignore[return-value]
 
 
@@ -94,8 +101,7 @@ def test_export(benchmark, export_corpora, tmp_path, impl, fmt, fixture):
     out = tmp_path / ("sft.jsonl" if output == "jsonl" else "sft")
     benchmark.group = f"export/{fmt}/{fixture}"
     nbytes = _nbytes(table)
-    benchmark.extra_info.update(rows=table.num_rows, bytes=nbytes, impl=impl, fmt=fmt, output=output,
-                                fixture=fixture)
+    benchmark.extra_info.update(rows=table.num_rows, bytes=nbytes, impl=impl, fmt=fmt, output=output, fixture=fixture)
 
     def clean():
         if out.is_dir():
@@ -106,8 +112,13 @@ def test_export(benchmark, export_corpora, tmp_path, impl, fmt, fixture):
     if impl == "reference_python":
         benchmark.pedantic(reference_export, args=(table, out), setup=clean, rounds=5, iterations=1, warmup_rounds=1)
     else:
-        benchmark.pedantic(lambda: ex.export_sft(table, out, fmt, output=output, overwrite=True), setup=clean,
-                           rounds=5, iterations=1, warmup_rounds=1)
+        benchmark.pedantic(
+            lambda: ex.export_sft(table, out, fmt, output=output, overwrite=True),
+            setup=clean,
+            rounds=5,
+            iterations=1,
+            warmup_rounds=1,
+        )
     mean = benchmark.stats.stats.mean if benchmark.stats else None
     if mean:
         benchmark.extra_info.update(rows_per_s=table.num_rows / mean, mb_per_s=nbytes / mean / 1e6)
@@ -115,5 +126,7 @@ def test_export(benchmark, export_corpora, tmp_path, impl, fmt, fixture):
     if fmt == "messages":
         assert got == _expected_messages(table)
     else:
-        assert [g["text"] for g in got] == [ex.render_chatml(p, r) for p, r in zip(
-            table.column("problem").to_pylist(), table.column("response").to_pylist())]
+        assert [g["text"] for g in got] == [
+            ex.render_chatml(p, r)
+            for p, r in zip(table.column("problem").to_pylist(), table.column("response").to_pylist())
+        ]

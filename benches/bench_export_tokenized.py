@@ -66,8 +66,14 @@ def tok_corpus(bench_big) -> pa.Table:
 
 
 STAGE2 = {"stage2_keep_last_k": 1}
-IMPLS = ["hf_encode_batch_fast", "mementos_fast_1t", "mementos_fast_2t", "mementos_fast_packed_2t",
-         "mementos_fast_parquet_2t", "mementos_fast_parquet_packed_2t"]
+IMPLS = [
+    "hf_encode_batch_fast",
+    "mementos_fast_1t",
+    "mementos_fast_2t",
+    "mementos_fast_packed_2t",
+    "mementos_fast_parquet_2t",
+    "mementos_fast_parquet_packed_2t",
+]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -87,7 +93,7 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
         def run():
             # Slices of 512 texts (all cores each): Encoding objects take ~100 bytes per token.
             for start in range(0, len(texts), 512):
-                encs = tok.encode_batch_fast(texts[start:start + 512], add_special_tokens=False)
+                encs = tok.encode_batch_fast(texts[start : start + 512], add_special_tokens=False)
                 if start == 0:
                     result["ids"] = [e.ids for e in encs[:200]]
                 del encs
@@ -98,8 +104,9 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
         kw = {"max_length": 32768, "pack": True} if "packed" in impl else {}
 
         def run():
-            m = ex.export_sft(table, out, "tokenized", tokenizer=loaded, overwrite=True, batch_size=2048, **STAGE2,
-                              **kw)
+            m = ex.export_sft(
+                table, out, "tokenized", tokenizer=loaded, overwrite=True, batch_size=2048, **STAGE2, **kw
+            )
             result["manifest"] = m
     else:
         threads = 1 if impl == "mementos_fast_1t" else None
@@ -144,7 +151,7 @@ def _split(table: pa.Table, seq: int) -> list[list[int]]:
     ids = table.column("input_ids")[seq].values.to_numpy()
     rows, start = [], 0
     for n in table.column("seq_lens")[seq].as_py():
-        rows.append(ids[start:start + n].tolist())
+        rows.append(ids[start : start + n].tolist())
         start += n
     return rows
 
@@ -186,12 +193,14 @@ def test_export_tokenized_peak_rss(benchmark, bench_big, tmp_path):
             import shutil
 
             shutil.rmtree(out)
-        proc = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(src), str(out)], capture_output=True,
-                              text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, str(src), str(out)], capture_output=True, text=True, check=True
+        )
         result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     peak_mib = result["peak_rss_kib"] / 1024
-    benchmark.extra_info.update(input_mb=total / 1e6, peak_rss_mib=peak_mib, seconds=result["seconds"],
-                                packing_efficiency=result["efficiency"])
+    benchmark.extra_info.update(
+        input_mb=total / 1e6, peak_rss_mib=peak_mib, seconds=result["seconds"], packing_efficiency=result["efficiency"]
+    )
     assert peak_mib < 1024

@@ -49,6 +49,7 @@ def fast(threads):
     def run(corpus):
         batch = mf.parse_batch(corpus.column, threads=threads)
         return {c: batch.column(c).to_pylist() for c in COLUMNS}, batch
+
     return run
 
 
@@ -70,8 +71,9 @@ def test_parse(benchmark, corpora, impl, fixture):
     else:
         # Time only the parse; converting to Python lists for the check happens afterwards.
         threads = 1 if impl.endswith("1core") else None
-        batch = benchmark.pedantic(mf.parse_batch, args=(corpus.column,), kwargs={"threads": threads},
-                                   rounds=5, iterations=1, warmup_rounds=1)
+        batch = benchmark.pedantic(
+            mf.parse_batch, args=(corpus.column,), kwargs={"threads": threads}, rounds=5, iterations=1, warmup_rounds=1
+        )
         result = {c: batch.column(c).to_pylist() for c in COLUMNS}
     assert result == expected(corpus)
 
@@ -100,10 +102,12 @@ def test_memchr_lower_bound(benchmark, corpora):
     """One memchr pass counting `<` over the same bytes: the floor for any delimiter scanner."""
     corpus = corpora["realistic"]
     benchmark.group = "parse/realistic"
-    benchmark.extra_info.update(bytes=corpus.nbytes, rows=len(corpus.rows), impl="memchr_lower_bound",
-                                fixture="realistic")
-    n = benchmark.pedantic(mf._core._count_byte, args=(corpus.column, ord("<")), rounds=5, iterations=1,
-                           warmup_rounds=1)
+    benchmark.extra_info.update(
+        bytes=corpus.nbytes, rows=len(corpus.rows), impl="memchr_lower_bound", fixture="realistic"
+    )
+    n = benchmark.pedantic(
+        mf._core._count_byte, args=(corpus.column, ord("<")), rounds=5, iterations=1, warmup_rounds=1
+    )
     assert n == pc.sum(pc.count_substring(corpus.column, "<")).as_py()
 
 
@@ -141,14 +145,19 @@ def test_parse_peak_memory(benchmark, bench_big):
     benchmark.group = "parse/peak_memory"
 
     def run():
-        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(mb)], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(mb)], capture_output=True, text=True, check=True)
         return [int(x) for x in out.stdout.split()]
 
     size, grew, own = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(bytes=size, column_mb=size / 2**20, peak_increase_mb=grew / 2**20,
-                                ratio=grew / size, result_own_mb=own / 2**20, impl="mementos_fast_all_cores",
-                                fixture=f"{mb}MB column")
+    benchmark.extra_info.update(
+        bytes=size,
+        column_mb=size / 2**20,
+        peak_increase_mb=grew / 2**20,
+        ratio=grew / size,
+        result_own_mb=own / 2**20,
+        impl="mementos_fast_all_cores",
+        fixture=f"{mb}MB column",
+    )
     gc.collect()
     assert grew < size / 3 and own < size / 3, (size, grew, own)
 
@@ -188,8 +197,9 @@ PEER_PEAK_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("impl", ["reference", "pyarrow_compute", "polars", "mementos_fast_1core",
-                                  "mementos_fast_all_cores"])
+@pytest.mark.parametrize(
+    "impl", ["reference", "pyarrow_compute", "polars", "mementos_fast_1core", "mementos_fast_all_cores"]
+)
 def test_parse_peak_memory_by_implementation(benchmark, bench_big, impl):
     """Peak RSS increase of each implementation parsing the same column (MEMENTOS_BENCH_PEERS_MB,
     default 256 MB), in a fresh process each."""
@@ -198,13 +208,20 @@ def test_parse_peak_memory_by_implementation(benchmark, bench_big, impl):
     here = os.path.dirname(os.path.abspath(__file__))
 
     def run():
-        out = subprocess.run([sys.executable, "-c", PEER_PEAK_SCRIPT, impl, str(mb), here], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", PEER_PEAK_SCRIPT, impl, str(mb), here], capture_output=True, text=True, check=True
+        )
         return [int(x) for x in out.stdout.split()]
 
     size, grew = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(bytes=size, column_mb=size / 2**20, peak_increase_mb=grew / 2**20,
-                                ratio=grew / size, impl=impl, fixture=f"{mb}MB column")
+    benchmark.extra_info.update(
+        bytes=size,
+        column_mb=size / 2**20,
+        peak_increase_mb=grew / 2**20,
+        ratio=grew / size,
+        impl=impl,
+        fixture=f"{mb}MB column",
+    )
     assert size > 0 and grew >= -(8 << 20)
     if impl.startswith("mementos_fast") and bench_big:  # (fixed costs dominate a 4 MB column)
         assert grew < size / 3

@@ -278,8 +278,14 @@ def test_bpe_peers(benchmark, peer_setup, impl, fixture):
     column = pa.array(texts, type=pa.large_string())
     nbytes = column.buffers()[2].size
     benchmark.group = f"bpe_peers/{fixture}"
-    benchmark.extra_info.update(bytes=nbytes, rows=len(texts), fixture=fixture, impl=impl,
-                                baseline=impl == "fastokens_1core", tokens=sum(want[fixture]))
+    benchmark.extra_info.update(
+        bytes=nbytes,
+        rows=len(texts),
+        fixture=fixture,
+        impl=impl,
+        baseline=impl == "fastokens_1core",
+        tokens=sum(want[fixture]),
+    )
 
     def setup():
         return (load(text, path),), {}
@@ -323,8 +329,10 @@ def interleaved(rounds: int, target: int, only: list[str] | None, seed: int) -> 
     docs = corpora(target)
     if only:
         docs = {k: v for k, v in docs.items() if k in only}
-    print(f"CPUs allowed {sorted(full)}, one-core runs on CPU {os.environ.get('MEMENTOS_BENCH_CPU', max(full))}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"CPUs allowed {sorted(full)}, one-core runs on CPU {os.environ.get('MEMENTOS_BENCH_CPU', max(full))}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     rng = random.Random(seed)
     for name, texts in docs.items():
         column = pa.array(texts, type=pa.large_string())
@@ -351,20 +359,26 @@ def interleaved(rounds: int, target: int, only: list[str] | None, seed: int) -> 
                     inexact[impl] = bad
         for impl, ts in times.items():
             note = f"  INEXACT: {inexact[impl]} documents differ from HF" if impl in inexact else ""
-            print(f"  {impl:18s} median {nbytes / statistics.median(ts) / 1e6:7.1f} MB/s (best "
-                  f"{nbytes / min(ts) / 1e6:7.1f}), {nbytes / statistics.median(cpu[impl]) / 1e6:7.1f} MB per CPU "
-                  f"second{note}")
+            print(
+                f"  {impl:18s} median {nbytes / statistics.median(ts) / 1e6:7.1f} MB/s (best "
+                f"{nbytes / min(ts) / 1e6:7.1f}), {nbytes / statistics.median(cpu[impl]) / 1e6:7.1f} MB per CPU "
+                f"second{note}"
+            )
         peers = [i for i in times if i.endswith("_1core") and i.split("_")[0] in PEERS and i not in inexact]
         if "fast_bpe_1core" in times and peers:
             for label, t in (("wall time", times), ("CPU time", cpu)):
                 ratios = [min(t[p][r] for p in peers) / t["fast_bpe_1core"][r] for r in range(rounds)]
                 best = min(peers, key=lambda p: statistics.median(t[p]))
-                print(f"  fast_bpe_1core / fastest exact peer, 1 core, same round, {label}: {min(ratios):.2f}x to "
-                      f"{max(ratios):.2f}x, median {statistics.median(ratios):.2f}x (fastest by median: {best})")
+                print(
+                    f"  fast_bpe_1core / fastest exact peer, 1 core, same round, {label}: {min(ratios):.2f}x to "
+                    f"{max(ratios):.2f}x, median {statistics.median(ratios):.2f}x (fastest by median: {best})"
+                )
         if "fast_bpe_2cores" in times:
             s = [a / b for a, b in zip(times["fast_bpe_1core"], times["fast_bpe_2cores"])]
-            print(f"  fast_bpe 2 cores / 1 core, wall time: {min(s):.2f}x to {max(s):.2f}x, median "
-                  f"{statistics.median(s):.2f}x")
+            print(
+                f"  fast_bpe 2 cores / 1 core, wall time: {min(s):.2f}x to {max(s):.2f}x, median "
+                f"{statistics.median(s):.2f}x"
+            )
 
 
 def main() -> None:

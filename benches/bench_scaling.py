@@ -22,8 +22,13 @@ SMALL_SIZES = [1 * KB, 16 * KB]
 # Largest row the reference is timed on, per input kind. It is quadratic on unclosed starts (each
 # `<|block_start|>` without an end rescans to the end of the row) and on `no_whitespace` (a run of
 # `<think>` with no `</think>`: the think regex rescans from every start).
-REFERENCE_CAP = {"realistic": 4096 * KB, "unclosed_starts": 256 * KB, "many_lt_pipe": 4096 * KB,
-                 "no_whitespace": 256 * KB, "split_delimiters": 4096 * KB}
+REFERENCE_CAP = {
+    "realistic": 4096 * KB,
+    "unclosed_starts": 256 * KB,
+    "many_lt_pipe": 4096 * KB,
+    "no_whitespace": 256 * KB,
+    "split_delimiters": 4096 * KB,
+}
 KINDS = list(REFERENCE_CAP)
 
 _rows: dict[tuple[str, int], str] = {}
@@ -35,7 +40,7 @@ def make_row(kind: str, size: int) -> str:
         if kind == "realistic":
             # One long trace: realistic blocks repeated inside a single <think>.
             unit = synthetic.generate_trace(__import__("random").Random(5), "math")["response"]
-            body = unit[unit.index("<|block_start|>"): unit.rindex("</think>")]
+            body = unit[unit.index("<|block_start|>") : unit.rindex("</think>")]
             text = "<think>\n" + body * (size // len(body.encode()) + 1)
             _rows[key] = text[:size] + "\n</think>\nanswer"
         else:
@@ -89,8 +94,9 @@ def test_compress_scaling(benchmark, bench_big, impl, kind, size):
         return
     col = pa.array([text], type=pa.large_string())
     style = "inplace" if "inplace" in impl else "tutorial"
-    out = benchmark.pedantic(mf.compress_batch, args=(col, 1), kwargs={"style": style, "threads": 1}, rounds=3,
-                             iterations=1)
+    out = benchmark.pedantic(
+        mf.compress_batch, args=(col, 1), kwargs={"style": style, "threads": 1}, rounds=3, iterations=1
+    )
     if style == "tutorial" and size <= REFERENCE_CAP[kind] and "</think>" in text:
         assert out[0].as_py() == reference.compress_trace(text, 1)
     if style == "inplace":

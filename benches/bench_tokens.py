@@ -52,10 +52,12 @@ def tutorial_counts(tok, rows: list[str]) -> list[tuple[list[int], list[int]]]:
     out = []
     for text in rows:
         p = reference.parse_trace(text)
-        out.append((
-            [len(tok.encode(b, add_special_tokens=False).ids) for b in p["blocks"]],
-            [len(tok.encode(s, add_special_tokens=False).ids) for s in p["summaries"]],
-        ))
+        out.append(
+            (
+                [len(tok.encode(b, add_special_tokens=False).ids) for b in p["blocks"]],
+                [len(tok.encode(s, add_special_tokens=False).ids) for s in p["summaries"]],
+            )
+        )
     return out
 
 
@@ -87,17 +89,27 @@ def references(qwen3, rows):
 def cpu_timed(fn, cpu: list[float]):
     """``fn`` recording the process CPU time of each call (all threads): on a shared machine the
     wall clock depends on the other tenants, the CPU time much less."""
+
     def run(*args, **kwargs):
         t = time.process_time()
         out = fn(*args, **kwargs)
         cpu.append(time.process_time() - t)
         return out
+
     return run
 
 
-IMPLS = ["tutorial_per_block", "hf_encode_batch_fast_1core", "hf_encode_batch_fast_2cores",
-         "count_tokens_hf_1core", "count_tokens_hf_2cores", "count_tokens_hf_in_context_only_2cores",
-         "count_tokens_fast_1core", "count_tokens_fast_2cores", "count_tokens_fast_in_context_only_2cores"]
+IMPLS = [
+    "tutorial_per_block",
+    "hf_encode_batch_fast_1core",
+    "hf_encode_batch_fast_2cores",
+    "count_tokens_hf_1core",
+    "count_tokens_hf_2cores",
+    "count_tokens_hf_in_context_only_2cores",
+    "count_tokens_fast_1core",
+    "count_tokens_fast_2cores",
+    "count_tokens_fast_in_context_only_2cores",
+]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -107,29 +119,45 @@ def test_count_tokens(benchmark, qwen3, token_corpus, impl):
     tok = qwen3.tokenizer
     nbytes = sum(len(r.encode()) for r in rows)
     benchmark.group = "tokens/realistic"
-    benchmark.extra_info.update(bytes=nbytes, rows=len(rows), impl=impl, fixture="realistic",
-                                tokens=sum(whole), baseline=impl == "tutorial_per_block")
+    benchmark.extra_info.update(
+        bytes=nbytes,
+        rows=len(rows),
+        impl=impl,
+        fixture="realistic",
+        tokens=sum(whole),
+        baseline=impl == "tutorial_per_block",
+    )
     cpu: list[float] = []
     if impl == "tutorial_per_block":
         got = benchmark.pedantic(cpu_timed(tutorial_counts, cpu), args=(tok, rows), rounds=1, iterations=1)
         assert got == tutorial
     elif impl.startswith("hf_encode_batch_fast"):
         with hf_parallelism(impl.endswith("2cores")):
-            got = benchmark.pedantic(cpu_timed(whole_counts, cpu), args=(tok, rows), rounds=3, iterations=1,
-                                     warmup_rounds=1)
+            got = benchmark.pedantic(
+                cpu_timed(whole_counts, cpu), args=(tok, rows), rounds=3, iterations=1, warmup_rounds=1
+            )
         assert got == whole
     else:
         threads = 1 if impl.endswith("1core") else 2
         stripped = "in_context_only" not in impl
         backend = "fast" if "_fast_" in impl else "hf"
-        batch = benchmark.pedantic(cpu_timed(mf.count_tokens, cpu), args=(column, qwen3),
-                                   kwargs={"threads": threads, "stripped": stripped, "backend": backend},
-                                   rounds=3, iterations=1, warmup_rounds=1)
+        batch = benchmark.pedantic(
+            cpu_timed(mf.count_tokens, cpu),
+            args=(column, qwen3),
+            kwargs={"threads": threads, "stripped": stripped, "backend": backend},
+            rounds=3,
+            iterations=1,
+            warmup_rounds=1,
+        )
         assert batch.schema.metadata[b"backend"] == backend.encode()
         assert batch.column("total_tokens").to_pylist() == whole
         if stripped:
-            got = list(zip(batch.column("block_tokens_stripped").to_pylist(),
-                           batch.column("summary_tokens_stripped").to_pylist()))
+            got = list(
+                zip(
+                    batch.column("block_tokens_stripped").to_pylist(),
+                    batch.column("summary_tokens_stripped").to_pylist(),
+                )
+            )
             assert got == [(list(b), list(s)) for b, s in tutorial]
         else:  # the in-context items, checked per block against the reference encoder
             sample = range(0, len(rows), max(1, len(rows) // 8))

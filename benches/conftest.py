@@ -41,7 +41,7 @@ def _long_trace(seed: int, size: int) -> str:
     import random
 
     unit = synthetic.generate_trace(random.Random(seed), ("math", "code", "science")[seed % 3])["response"]
-    body = unit[unit.index("<|block_start|>"): unit.rindex("</think>")]
+    body = unit[unit.index("<|block_start|>") : unit.rindex("</think>")]
     text = "<think>\n" + body * (size // len(body.encode()) + 1)
     text = text[: text.rindex("<|block_start|>")]  # end on a whole unit
     return text + "</think>\n\nThe answer is 42."

@@ -35,8 +35,11 @@ def _arrow_pairs(col: pa.Array, open_: str, close: str) -> tuple[np.ndarray, np.
     chars = pc.utf8_length(stripped).to_numpy()
     words = pc.list_value_length(pc.utf8_split_whitespace(stripped)).to_numpy()
     n = len(col)
-    return (np.bincount(parent, minlength=n), np.bincount(parent, weights=chars, minlength=n).astype(np.int64),
-            np.bincount(parent, weights=words, minlength=n).astype(np.int64))
+    return (
+        np.bincount(parent, minlength=n),
+        np.bincount(parent, weights=chars, minlength=n).astype(np.int64),
+        np.bincount(parent, weights=words, minlength=n).astype(np.int64),
+    )
 
 
 def pyarrow_compute(col: pa.Array) -> dict[str, list[int]]:
@@ -59,8 +62,7 @@ def polars(series) -> dict[str, list[int]]:
         inner = matches.list.eval(pl.element().str.slice(len(o)).str.head(-len(c)).str.strip_chars())
         out[COUNT[side]] = matches.list.len().fill_null(0).to_list()
         out[f"{side}_chars"] = inner.list.eval(pl.element().str.len_chars()).list.sum().fill_null(0).to_list()
-        out[f"{side}_words"] = (inner.list.eval(pl.element().str.count_matches(r"\S+")).list.sum()
-                                .fill_null(0).to_list())
+        out[f"{side}_words"] = inner.list.eval(pl.element().str.count_matches(r"\S+")).list.sum().fill_null(0).to_list()
     return out
 
 

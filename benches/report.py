@@ -27,8 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_suite(extra: list[str], save: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = save or Path(tmp) / "bench.json"
-        cmd = [sys.executable, "-m", "pytest", str(ROOT / "benches"), "--benchmark-only", "-q",
-               f"--benchmark-json={out}", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "benches"),
+            "--benchmark-only",
+            "-q",
+            f"--benchmark-json={out}",
+            *extra,
+        ]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
         return json.loads(out.read_text())
@@ -38,8 +46,10 @@ def machine(data: dict) -> str:
     info = data.get("machine_info", {})
     cpu = info.get("cpu", {})
     brand = cpu.get("brand_raw") or platform.processor() or "unknown CPU"
-    return (f"{brand}, {os.cpu_count()} logical cores, Python {info.get('python_version', platform.python_version())}, "
-            f"{info.get('system', platform.system())} {info.get('release', platform.release())}")
+    return (
+        f"{brand}, {os.cpu_count()} logical cores, Python {info.get('python_version', platform.python_version())}, "
+        f"{info.get('system', platform.system())} {info.get('release', platform.release())}"
+    )
 
 
 def table(data: dict) -> str:
@@ -50,39 +60,62 @@ def table(data: dict) -> str:
     for group in sorted(groups):
         rows = groups[group]
         if any("peak_increase_mb" in r["extra_info"] for r in rows):
-            lines += [f"**{group}**", "", "| implementation | column | peak RSS increase | share of column "
-                      "| result's own buffers |", "| --- | --- | --- | --- | --- |"]
+            lines += [
+                f"**{group}**",
+                "",
+                "| implementation | column | peak RSS increase | share of column | result's own buffers |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for r in rows:
                 e = r["extra_info"]
                 own = f"{e['result_own_mb']:.1f} MB" if "result_own_mb" in e else "n/a"
-                lines.append(f"| {e.get('impl')} | {e['column_mb']:.0f} MB | {e['peak_increase_mb']:.1f} MB "
-                             f"| {e['ratio']:.1%} | {own} |")
+                lines.append(
+                    f"| {e.get('impl')} | {e['column_mb']:.0f} MB | {e['peak_increase_mb']:.1f} MB "
+                    f"| {e['ratio']:.1%} | {own} |"
+                )
             lines.append("")
             continue
         if any("peak_rss_mb" in r["extra_info"] for r in rows):
-            lines += [f"**{group}**", "", "| job | corpus | time | throughput | rows/s | parsing share | peak RSS |",
-                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            lines += [
+                f"**{group}**",
+                "",
+                "| job | corpus | time | throughput | rows/s | parsing share | peak RSS |",
+                "| --- | --- | --- | --- | --- | --- | --- |",
+            ]
             for r in rows:
                 e, mean = r["extra_info"], r["stats"]["mean"]
-                lines.append(f"| {e['impl']} | {e['fixture']}, {e['rows']:,} rows | {mean:.1f} s "
-                             f"| {e['bytes'] / mean / 1e6:,.0f} MB/s | {e['rows_per_s']:,.0f} "
-                             f"| {e['parse_share']:.0%} | {e['peak_rss_mb']:,.0f} MB |")
+                lines.append(
+                    f"| {e['impl']} | {e['fixture']}, {e['rows']:,} rows | {mean:.1f} s "
+                    f"| {e['bytes'] / mean / 1e6:,.0f} MB/s | {e['rows_per_s']:,.0f} "
+                    f"| {e['parse_share']:.0%} | {e['peak_rss_mb']:,.0f} MB |"
+                )
             lines.append("")
             continue
         if group.startswith("scaling/"):
-            lines += [f"**{group}** (time per byte should stay flat as rows grow)", "",
-                      "| implementation | row size | time | ns per byte |", "| --- | --- | --- | --- |"]
+            lines += [
+                f"**{group}** (time per byte should stay flat as rows grow)",
+                "",
+                "| implementation | row size | time | ns per byte |",
+                "| --- | --- | --- | --- |",
+            ]
             for r in sorted(rows, key=lambda r: (r["extra_info"]["impl"], r["extra_info"]["size"])):
                 e, mean = r["extra_info"], r["stats"]["mean"]
-                lines.append(f"| {e['impl']} | {e['size'] / 1024:,.0f} KB | {mean * 1e3:,.2f} ms "
-                             f"| {mean / e['bytes'] * 1e9:.2f} |")
+                lines.append(
+                    f"| {e['impl']} | {e['size'] / 1024:,.0f} KB | {mean * 1e3:,.2f} ms "
+                    f"| {mean / e['bytes'] * 1e9:.2f} |"
+                )
             lines.append("")
             continue
         ref = next((r for r in rows if r["extra_info"].get("baseline")), None) or next(
-            (r for r in rows if str(r["extra_info"].get("impl", "")).startswith("reference")), None)
+            (r for r in rows if str(r["extra_info"].get("impl", "")).startswith("reference")), None
+        )
         base = ref["extra_info"].get("impl", "reference") if ref else "reference"
-        lines += [f"**{group}**", "", f"| implementation | mean time | throughput | x {base} |",
-                  "| --- | --- | --- | --- |"]
+        lines += [
+            f"**{group}**",
+            "",
+            f"| implementation | mean time | throughput | x {base} |",
+            "| --- | --- | --- | --- |",
+        ]
         for r in sorted(rows, key=lambda r: r["stats"]["mean"], reverse=True):
             e, mean = r["extra_info"], r["stats"]["mean"]
             mbps = e["bytes"] / mean / 1e6 if e.get("bytes") else float("nan")
@@ -94,8 +127,9 @@ def table(data: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", type=Path, nargs="+", help="format these pytest-benchmark JSON files (merged) "
-                    "instead of running")
+    ap.add_argument(
+        "--json", type=Path, nargs="+", help="format these pytest-benchmark JSON files (merged) instead of running"
+    )
     ap.add_argument("--save", type=Path, help="keep the raw pytest-benchmark JSON of this run here")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "BENCHMARKS.md")
     ap.add_argument("pytest_args", nargs="*")

@@ -13,8 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _real_dir() -> Path:
     """$MEMENTOS_REAL_DATA, else ../shared/data/real beside the checkout, else the workspace's."""
-    candidates = [os.environ.get("MEMENTOS_REAL_DATA"), REPO.parent / "shared" / "data" / "real",
-                  "/work/shared/data/real"]
+    candidates = [
+        os.environ.get("MEMENTOS_REAL_DATA"),
+        REPO.parent / "shared" / "data" / "real",
+        "/work/shared/data/real",
+    ]
     for c in candidates:
         if c and Path(c).is_dir():
             return Path(c)

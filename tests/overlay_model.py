@@ -91,8 +91,13 @@ def _assistant_gate(st: State, tok: str, pos: int, cfg: Config) -> bool:
     """The overlay's assistant-section detection; True when the token is tracked."""
     if tok == IM_START:
         st.last_im_start = pos
-    if (cfg.require_assistant_section and tok == "assistant" and st.assistant_at is None
-            and st.last_im_start is not None and pos - st.last_im_start <= 2):
+    if (
+        cfg.require_assistant_section
+        and tok == "assistant"
+        and st.assistant_at is None
+        and st.last_im_start is not None
+        and pos - st.last_im_start <= 2
+    ):
         st.assistant_at = pos
     if not cfg.require_assistant_section:
         return True
@@ -193,7 +198,7 @@ def replay(text: str, cfg: Config, prompt: str = "", prompt_len: int = 0) -> dic
         prefix.append(prefix[-1] + w)
     for at, to in st.rewinds:
         recomputed += prefix[at + 1] - prefix[to]
-    total = sum(weight[len(ptoks):])
+    total = sum(weight[len(ptoks) :])
     return {
         "prompt_len": start_visible,
         "total_len": total,
@@ -223,7 +228,9 @@ def plan_bytes(text: str, cfg: Config) -> list[dict[str, int | None]]:
             "block_end": starts[blk.end + 1] if blk.end is not None else None,
             "summary_start": starts[blk.summary_start] if blk.summary_start is not None else None,
             "summary_end": starts[blk.summary_end + 1] if blk.summary_end is not None else None,
-            "trigger": None, "evict_start": None, "evict_end": None,
+            "trigger": None,
+            "evict_start": None,
+            "evict_end": None,
         }
         if blk.end is not None:
             rng = (blk.start, blk.end + 1) if (cfg.mask_delimiters or cfg.restart_mode) else (blk.start + 1, blk.end)

@@ -48,14 +48,25 @@ def test_problem_block_and_similarity(full_rows):
 def test_layouts_chunks_and_nulls():
     table = synthetic.generate_full_table(40, seed=2, corrupt_rate=0.0)
     expect = mf.align_full_batch(table).column("status").to_pylist()
-    large = table.cast(pa.schema([
-        (f.name, {"sentences": pa.large_list(pa.large_string()), "blocks": pa.large_list(pa.list_(pa.int32())),
-                  "block_summaries": pa.list_(pa.string_view())}.get(f.name, f.type))
-        for f in table.schema
-    ]))
+    large = table.cast(
+        pa.schema(
+            [
+                (
+                    f.name,
+                    {
+                        "sentences": pa.large_list(pa.large_string()),
+                        "blocks": pa.large_list(pa.list_(pa.int32())),
+                        "block_summaries": pa.list_(pa.string_view()),
+                    }.get(f.name, f.type),
+                )
+                for f in table.schema
+            ]
+        )
+    )
     assert mf.align_full_batch(large).column("status").to_pylist() == expect
-    fixed = table.set_column(table.schema.get_field_index("blocks"), "blocks",
-                             table.column("blocks").cast(pa.list_(pa.list_(pa.int64(), 2))))
+    fixed = table.set_column(
+        table.schema.get_field_index("blocks"), "blocks", table.column("blocks").cast(pa.list_(pa.list_(pa.int64(), 2)))
+    )
     assert mf.align_full_batch(fixed).column("status").to_pylist() == expect
     # several record batches (chunked columns) and slices
     two = pa.Table.from_batches(table.to_batches(max_chunksize=7))
@@ -81,14 +92,17 @@ def test_assemble_then_align_round_trip():
     # the rebuilt responses parse clean and keep the answers
     parsed = mf.parse_batch(rebuilt)
     assert set(parsed.column("status").to_pylist()) == {"ok"}
-    assert parsed.column("final_answer").to_pylist() == mf.parse_batch(table.column("response")).column(
-        "final_answer").to_pylist()
+    assert (
+        parsed.column("final_answer").to_pylist()
+        == mf.parse_batch(table.column("response")).column("final_answer").to_pylist()
+    )
 
 
 def test_assemble_other_layout():
     d = {"sentences": [["A b.", "C d."]], "blocks": [[[0, 1]]], "block_summaries": [["sum"]]}
-    layout = ResponseLayout(block_start="<B>", block_end="</B>", summary_start="<S>", summary_end="</S>", pad="",
-                            after_unit="\n")
+    layout = ResponseLayout(
+        block_start="<B>", block_end="</B>", summary_start="<S>", summary_end="</S>", pad="", after_unit="\n"
+    )
     out = mf.assemble_response(d, layout=layout, answers=["42"]).to_pylist()
     assert out == ["<think>\n<B>A b. C d.</B>\n<S>sum</S>\n</think>\n42"]
     bad = {"sentences": [["A"]], "blocks": [[[0, 3]]], "block_summaries": [["s"]]}

@@ -52,8 +52,9 @@ def test_domain_medians_equal_reference(table):
 def test_row_stats_and_validation(table):
     s = stats.row_stats(table)
     assert s.num_rows == table.num_rows
-    assert s.column("skipped").to_pylist() == [reference.analyze_row(r) is None
-                                               for r in table.column("response").to_pylist()]
+    assert s.column("skipped").to_pylist() == [
+        reference.analyze_row(r) is None for r in table.column("response").to_pylist()
+    ]
     v = stats.validation_summary(s)
     assert sum(x["rows"] for x in v) == table.num_rows and v[0]["status"] == "ok"
 
@@ -61,11 +62,19 @@ def test_row_stats_and_validation(table):
 def test_block_table_matches_reference(table):
     parsed = mf.parse_batch(table.column("response"))
     bt = stats.block_table(parsed, table.column("domain"))
-    expected = [(i, len(b), len(s)) for r in table.column("response").to_pylist()
-                if (p := reference.parse_trace(r))["blocks"] and len(p["blocks"]) == len(p["summaries"])
-                for i, (b, s) in enumerate(zip(p["blocks"], p["summaries"]))]
-    got = list(zip(bt.column("position").to_pylist(), bt.column("block_chars").to_pylist(),
-                   bt.column("summary_chars").to_pylist()))
+    expected = [
+        (i, len(b), len(s))
+        for r in table.column("response").to_pylist()
+        if (p := reference.parse_trace(r))["blocks"] and len(p["blocks"]) == len(p["summaries"])
+        for i, (b, s) in enumerate(zip(p["blocks"], p["summaries"]))
+    ]
+    got = list(
+        zip(
+            bt.column("position").to_pylist(),
+            bt.column("block_chars").to_pylist(),
+            bt.column("summary_chars").to_pylist(),
+        )
+    )
     assert got == expected
 
 
@@ -121,8 +130,13 @@ def test_cli_analyze_real_traces(real, real_dir, tmp_path, capsys):
     rows = pq.read_table(tmp_path / "rows.parquet")
     assert rows.num_rows == len(real)
     assert sorted(rows.column("n_blocks").to_pylist()) == [0, 5]
-    for name in ["blocks_per_trace.png", "ratio_by_domain.png", "block_vs_memento.png", "ratio_by_position.png",
-                 "visible_context.png"]:
+    for name in [
+        "blocks_per_trace.png",
+        "ratio_by_domain.png",
+        "block_vs_memento.png",
+        "ratio_by_position.png",
+        "visible_context.png",
+    ]:
         assert_png_not_blank(tmp_path / name)
 
 
@@ -135,8 +149,9 @@ def test_cli_analyze_hub_dir_sample(hub_dir, tmp_path):
 
 def test_cli_validate_exit_codes(real_dir, tmp_path, table):
     assert cli.main(["validate", str(real_dir)]) == 1
-    good = table.filter(pa.array([s == "ok" for s in mf.parse_batch(table.column("response"))
-                                  .column("status").to_pylist()]))
+    good = table.filter(
+        pa.array([s == "ok" for s in mf.parse_batch(table.column("response")).column("status").to_pylist()])
+    )
     pq.write_table(good, tmp_path / "good.parquet")
     assert cli.main(["validate", str(tmp_path / "good.parquet")]) == 0
 

@@ -40,19 +40,25 @@ def tutorial_figures(tok, text: str | None) -> dict | None:
     p = reference.parse_trace(text)
     blocks = sum(hf_len(tok, b) for b in p["blocks"])
     summaries = sum(hf_len(tok, s) for s in p["summaries"])
-    return {"response_tokens": hf_len(tok, text), "block_tokens": blocks, "summary_tokens": summaries,
-            "token_ratio": summaries / blocks if blocks else None}
+    return {
+        "response_tokens": hf_len(tok, text),
+        "block_tokens": blocks,
+        "summary_tokens": summaries,
+        "token_ratio": summaries / blocks if blocks else None,
+    }
 
 
-def check(loaded: mf.LoadedTokenizer, texts: list[str | None], problems: list[str | None] | None = None,
-          **engine) -> pa.RecordBatch:
+def check(
+    loaded: mf.LoadedTokenizer, texts: list[str | None], problems: list[str | None] | None = None, **engine
+) -> pa.RecordBatch:
     """analyze_tokens equals the oracle on every row, and its replay equals replay_batch's."""
     got = analyze_tokens(texts, loaded, problem=problems, model="qwen3-8b", threads=2, **engine)
     rows = got.to_pylist()
     prompt_len = 0
     if problems is not None:
-        want_prompts = [None if p is None else hf_len(loaded.tokenizer, MEMENTO_PROMPT_TEMPLATE.format(problem=p))
-                        for p in problems]
+        want_prompts = [
+            None if p is None else hf_len(loaded.tokenizer, MEMENTO_PROMPT_TEMPLATE.format(problem=p)) for p in problems
+        ]
         assert got.column("prompt_tokens").to_pylist() == want_prompts
         prompt_len = [p or 0 for p in want_prompts]
     for i, text in enumerate(texts):
@@ -67,17 +73,26 @@ def check(loaded: mf.LoadedTokenizer, texts: list[str | None], problems: list[st
     assert got.column("kv_auc_tokens").equals(replay.column("kv_auc"))
     assert got.column("peak_kv_bytes").equals(replay.column("peak_kv_bytes"))
     assert got.column("full_peak_kv_bytes").equals(replay.column("full_peak_kv_bytes"))
-    np.testing.assert_allclose(got.column("replay_mean_tokens").to_numpy(zero_copy_only=False),
-                               replay.column("mean_len").to_numpy(zero_copy_only=False), rtol=1e-12)
+    np.testing.assert_allclose(
+        got.column("replay_mean_tokens").to_numpy(zero_copy_only=False),
+        replay.column("mean_len").to_numpy(zero_copy_only=False),
+        rtol=1e-12,
+    )
     return got
 
 
 def test_real_rows_equal_hf_and_replay(qwen3, real):
     texts = [r["response"] for r in real]
     problems = [r["problem"] for r in real]
-    for engine in ({}, {"keep_last_k": 1}, {"keep_last_k": -1}, {"mask_delimiters": True},
-                   {"keep_last_block_for_answer": True}, {"restart_mode": True},
-                   {"compact_on_summary_end": False, "keep_last_block_for_answer": True}):
+    for engine in (
+        {},
+        {"keep_last_k": 1},
+        {"keep_last_k": -1},
+        {"mask_delimiters": True},
+        {"keep_last_block_for_answer": True},
+        {"restart_mode": True},
+        {"compact_on_summary_end": False, "keep_last_block_for_answer": True},
+    ):
         check(qwen3, texts, problems, **engine)
 
 
@@ -94,8 +109,11 @@ def test_generated_malformed_adversarial_rows(qwen3):
 def test_layouts_and_threads_agree(qwen3):
     texts = [r["response"] for r in synthetic.generate_rows(40, seed=5)]
     base = analyze_tokens(pa.array(texts), qwen3, threads=1)
-    for column in (pa.array(texts, pa.large_string()), pa.array(texts, pa.string_view()),
-                   pa.chunked_array([pa.array(texts[:13]), pa.array(texts[13:])])):
+    for column in (
+        pa.array(texts, pa.large_string()),
+        pa.array(texts, pa.string_view()),
+        pa.chunked_array([pa.array(texts[:13]), pa.array(texts[13:])]),
+    ):
         for threads in (None, 2):
             assert analyze_tokens(column, qwen3, threads=threads).equals(base)
     assert base.schema.metadata[b"backend"] == b"fast"
@@ -114,8 +132,9 @@ def small_bpe(extra: list[str] | None = None) -> tk.Tokenizer:
 
     tok = tk.Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator([r["response"] for r in synthetic.generate_rows(20, seed=1)], trainer)
     if extra:
         tok.add_tokens(extra)
@@ -177,23 +196,50 @@ def test_qwen3_name_everywhere_without_the_hub(qwen3, monkeypatch):
 
 def test_cli_analyze_tokenizer_qwen3(qwen3, real, real_dir, tmp_path, capsys):
     out = tmp_path / "tok"
-    assert cli.main(["analyze", str(real_dir), "--out", str(out), "--quiet", "--tokenizer", "qwen3",
-                     "--model", "qwen3-32b", "--keep-last-k", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "analyze",
+                str(real_dir),
+                "--out",
+                str(out),
+                "--quiet",
+                "--tokenizer",
+                "qwen3",
+                "--model",
+                "qwen3-32b",
+                "--keep-last-k",
+                "1",
+            ]
+        )
+        == 0
+    )
     report = capsys.readouterr().out
     assert "The paper's figures beside the measured ones" in report and "~1,150" in report
     rows = pq.read_table(out / "rows.parquet")
-    for name in ("block_tokens", "summary_tokens", "token_ratio", "response_tokens", "replay_peak_tokens",
-                 "replay_mean_tokens", "kv_auc_tokens", "peak_kv_bytes", "prompt_tokens", "mean_block_tokens"):
+    for name in (
+        "block_tokens",
+        "summary_tokens",
+        "token_ratio",
+        "response_tokens",
+        "replay_peak_tokens",
+        "replay_mean_tokens",
+        "kv_auc_tokens",
+        "peak_kv_bytes",
+        "prompt_tokens",
+        "mean_block_tokens",
+    ):
         assert name in rows.column_names, name
     texts = [r["response"] for r in real]
     for i, text in enumerate(texts):
         want = tutorial_figures(qwen3.tokenizer, text)
         assert {k: rows.column(k)[i].as_py() for k in want} == pytest.approx(want)
-    replay = mf.replay_batch(texts, 1, tokenizer=qwen3, model="qwen3-32b",
-                             prompt_len=rows.column("prompt_tokens"))
+    replay = mf.replay_batch(texts, 1, tokenizer=qwen3, model="qwen3-32b", prompt_len=rows.column("prompt_tokens"))
     assert rows.column("peak_kv_bytes").to_pylist() == replay.column("peak_kv_bytes").to_pylist()
-    assert rows.column("peak_kv_bytes")[0].as_py() == rows.column("replay_peak_tokens")[0].as_py() * \
-        MODELS["qwen3-32b"].bytes_per_token
+    assert (
+        rows.column("peak_kv_bytes")[0].as_py()
+        == rows.column("replay_peak_tokens")[0].as_py() * MODELS["qwen3-32b"].bytes_per_token
+    )
     with open(out / "domains.csv") as f:
         domains = list(csv.DictReader(f))
     assert domains and "median_token_ratio" in domains[0] and "mean_token_ratio" in domains[0]
@@ -214,8 +260,9 @@ def test_token_report_on_generated_domains(qwen3):
     table = synthetic.generate_table(90, seed=4, malformed_rate=0.1)
     parsed = mf.parse_batch(table.column("response"))
     rows = stats.row_stats(table, parsed=parsed)
-    rows = stats.add_token_columns(rows, analyze_tokens(table.column("response"), qwen3,
-                                                        problem=table.column("problem"), model="qwen3-8b"))
+    rows = stats.add_token_columns(
+        rows, analyze_tokens(table.column("response"), qwen3, problem=table.column("problem"), model="qwen3-8b")
+    )
     lines = "\n".join(stats.token_report(rows, tokenizer="qwen3", model="qwen3-8b"))
     for d in ("code", "math", "science", "all"):
         assert f"| {d}" in lines or f" {d} |" in lines
@@ -224,4 +271,5 @@ def test_token_report_on_generated_domains(qwen3):
     kept = rows.filter(pa.compute.invert(rows.column("skipped")))
     math = kept.filter(pa.compute.equal(kept.column("domain"), "math"))
     assert per_domain["math"]["median_token_ratio"] == pytest.approx(
-        float(np.median(math.column("token_ratio").to_numpy(zero_copy_only=False))))
+        float(np.median(math.column("token_ratio").to_numpy(zero_copy_only=False)))
+    )

@@ -56,19 +56,26 @@ def hub(tmp_path_factory) -> Path:
 
 # --- paths and files ------------------------------------------------------------------------
 
+
 def test_missing_local_path(tmp_path):
-    line = user_error(cli("analyze", "./OpenMementos", "--out", tmp_path / "r", cwd=tmp_path), "./OpenMementos",
-                      "no such file or directory")
+    line = user_error(
+        cli("analyze", "./OpenMementos", "--out", tmp_path / "r", cwd=tmp_path),
+        "./OpenMementos",
+        "no such file or directory",
+    )
     assert "hub" in line  # says what a hub id looks like
     assert listing(tmp_path) == []
 
 
-@pytest.mark.parametrize("name,content,needle", [
-    ("empty.jsonl", b"", "empty file"),
-    ("empty.parquet", b"", "empty file"),
-    ("random.jsonl", bytes(range(256)) * 40, "not valid JSON Lines"),
-    ("blank.jsonl", b"\n\n", "no rows"),
-])
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("empty.jsonl", b"", "empty file"),
+        ("empty.parquet", b"", "empty file"),
+        ("random.jsonl", bytes(range(256)) * 40, "not valid JSON Lines"),
+        ("blank.jsonl", b"\n\n", "no rows"),
+    ],
+)
 def test_unreadable_files(tmp_path, name, content, needle):
     (tmp_path / name).write_bytes(content)
     out = tmp_path / "r"
@@ -103,30 +110,35 @@ def test_response_that_is_not_text(tmp_path):
 
 
 def test_config_full_without_full_columns(tmp_path, hub):
-    user_error(cli("analyze", hub / "data", "--config", "full", "--out", tmp_path / "r"), "--config full",
-               "block_summaries")
+    user_error(
+        cli("analyze", hub / "data", "--config", "full", "--out", tmp_path / "r"), "--config full", "block_summaries"
+    )
     assert listing(tmp_path) == []
 
 
 # --- options -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args,needle", [
-    (["analyze", "--batch-size", "0"], "--batch-size"),
-    (["analyze", "--batch-size", "x"], "--batch-size"),
-    (["analyze", "--keep-last-k", "-5"], "--keep-last-k"),
-    (["analyze", "--sample", "5", "--limit", "3"], "--sample and --limit"),
-    (["analyze", "--sample", "-1"], "--sample"),
-    (["validate", "--max-list", "-1"], "--max-list"),
-    (["show", "--row", "-2"], "--row"),
-    (["show", "--width", "3"], "--width"),
-    (["analyze", "--config", "nope"], "--config"),
-    (["export-sft", "--out", "x.jsonl", "--output", "parquet"], "--output parquet"),
-    (["export-sft", "--out", "x.jsonl", "--format", "chatml", "--tokenizer", "qwen3"], "--tokenizer"),
-    (["export-sft", "--out", "x.jsonl", "--format", "chatml", "--max-length", "10"], "--max-length"),
-    (["export-sft", "--out", "x.jsonl", "--shard-mb", "0"], "--shard-mb"),
-    (["export-sft", "--out", "x.jsonl", "--keep-last-k", "3"], "--variant compressed"),
-    (["export-sft"], "--out"),
-])
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["analyze", "--batch-size", "0"], "--batch-size"),
+        (["analyze", "--batch-size", "x"], "--batch-size"),
+        (["analyze", "--keep-last-k", "-5"], "--keep-last-k"),
+        (["analyze", "--sample", "5", "--limit", "3"], "--sample and --limit"),
+        (["analyze", "--sample", "-1"], "--sample"),
+        (["validate", "--max-list", "-1"], "--max-list"),
+        (["show", "--row", "-2"], "--row"),
+        (["show", "--width", "3"], "--width"),
+        (["analyze", "--config", "nope"], "--config"),
+        (["export-sft", "--out", "x.jsonl", "--output", "parquet"], "--output parquet"),
+        (["export-sft", "--out", "x.jsonl", "--format", "chatml", "--tokenizer", "qwen3"], "--tokenizer"),
+        (["export-sft", "--out", "x.jsonl", "--format", "chatml", "--max-length", "10"], "--max-length"),
+        (["export-sft", "--out", "x.jsonl", "--shard-mb", "0"], "--shard-mb"),
+        (["export-sft", "--out", "x.jsonl", "--keep-last-k", "3"], "--variant compressed"),
+        (["export-sft"], "--out"),
+    ],
+)
 def test_bad_option_values(tmp_path, args, needle):
     user_error(cli(*args, cwd=tmp_path), needle)
     assert listing(tmp_path) == []  # nothing written: options are checked before any work
@@ -170,6 +182,7 @@ def test_every_option_has_help():
 
 # --- outputs -------------------------------------------------------------------------------
 
+
 def test_out_is_an_existing_file(tmp_path):
     (tmp_path / "taken").write_text("mine")
     user_error(cli("analyze", "--out", tmp_path / "taken"), "--out", "taken", "existing file")
@@ -206,6 +219,7 @@ def test_reused_out_keeps_no_stale_files(tmp_path, hub):
 
 # --- real data, huge rows, rows without blocks -----------------------------------------------
 
+
 def test_analyze_every_real_file(tmp_path, real_dir):
     for f in sorted(real_dir.glob("*.jsonl")):
         out = tmp_path / f.stem
@@ -218,20 +232,22 @@ def test_analyze_every_real_file(tmp_path, real_dir):
 
 
 def test_analyze_rows_without_blocks(tmp_path):
-    rows = [{"response": "<think>just thinking " * 50 + "</think> 42"}, {"response": "no think at all"},
-            {"response": None}]
+    rows = [
+        {"response": "<think>just thinking " * 50 + "</think> 42"},
+        {"response": "no think at all"},
+        {"response": None},
+    ]
     (tmp_path / "raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     r = cli("analyze", tmp_path / "raw.jsonl", "--out", tmp_path / "r")
     assert r.returncode == 0, r.stderr
     validation = json.loads((tmp_path / "r" / "validation.json").read_text())
-    assert {v["status"]: v["rows"] for v in validation} == {"no_blocks": 1, "no_think": 1,
-                                                             "null (no response)": 1}
+    assert {v["status"]: v["rows"] for v in validation} == {"no_blocks": 1, "no_think": 1, "null (no response)": 1}
     assert len(list((tmp_path / "r").glob("*.png"))) == 4  # no ok row: no example trace to draw
 
 
 def test_jsonl_rows_of_several_mb(tmp_path):
     big = synthetic.generate_trace(__import__("random").Random(5), "math")["response"]
-    body = big[big.index("<|block_start|>"): big.rindex("</think>")]
+    body = big[big.index("<|block_start|>") : big.rindex("</think>")]
     huge = "<think>\n" + body * (3_000_000 // len(body) + 1) + "</think>\n\nThe answer."
     rows = [{"response": "<think></think>short"}, {"response": huge}, {"response": "x"}]
     (tmp_path / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -243,6 +259,7 @@ def test_jsonl_rows_of_several_mb(tmp_path):
 
 
 # --- show and validate -----------------------------------------------------------------------
+
 
 def test_show_a_trace_without_blocks(real_dir):
     r = cli("show", real_dir / "openthoughts_raw_trace.jsonl", "--width", "100")
@@ -267,6 +284,7 @@ def test_validate_says_how_many_rows_it_left_out(tmp_path):
 
 # --- interrupts and pipes --------------------------------------------------------------------
 
+
 def test_broken_pipe_is_quiet(tmp_path):
     for args in (["analyze", "--out", tmp_path / "r", "--no-plots"], ["export-sft", "--out", "-"]):
         p = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -290,10 +308,13 @@ def slow_source(tmp_path_factory) -> Path:
 # The command line with every batch slowed down (0.2 s before the work), so that an interrupt sent
 # once it has started writing always lands mid-run: the test cannot pass because the command won
 # the race and finished first.
-SLOW_CLI = [sys.executable, "-c",
-            "import sys, time; from mementos_fast import cli; f = cli._text_response;"
-            "cli._text_response = lambda b: (time.sleep(0.2), f(b))[1];"
-            "sys.argv[0] = 'mementos-fast'; sys.exit(cli.main())"]
+SLOW_CLI = [
+    sys.executable,
+    "-c",
+    "import sys, time; from mementos_fast import cli; f = cli._text_response;"
+    "cli._text_response = lambda b: (time.sleep(0.2), f(b))[1];"
+    "sys.argv[0] = 'mementos-fast'; sys.exit(cli.main())",
+]
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -301,10 +322,11 @@ def test_interrupt_is_quiet_and_leaves_nothing(tmp_path, slow_source, sig, code)
     src = slow_source
     work = tmp_path / "work"
     work.mkdir()
-    for args in (["export-sft", src, "--out", "sft.jsonl", "--batch-size", "64"],
-                 ["analyze", src, "--out", "report", "--batch-size", "64", "--no-plots"]):
-        p = subprocess.Popen([*SLOW_CLI, *map(str, args)], cwd=work, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+    for args in (
+        ["export-sft", src, "--out", "sft.jsonl", "--batch-size", "64"],
+        ["analyze", src, "--out", "report", "--batch-size", "64", "--no-plots"],
+    ):
+        p = subprocess.Popen([*SLOW_CLI, *map(str, args)], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Wait until the command has started writing (its temporary is there), then interrupt it.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not [n for n in listing(work) if "tmp" in n]:
@@ -320,16 +342,19 @@ def test_interrupt_is_quiet_and_leaves_nothing(tmp_path, slow_source, sig, code)
 
 
 def test_a_bug_keeps_its_traceback_and_asks_to_report_it():
-    code = ("import sys; from mementos_fast import cli;"
-            "cli.cmd_show = lambda a: 1 / 0;"
-            "sys.argv = ['mementos-fast', 'show'];"
-            "sys.exit(cli.main())")
+    code = (
+        "import sys; from mementos_fast import cli;"
+        "cli.cmd_show = lambda a: 1 / 0;"
+        "sys.argv = ['mementos-fast', 'show'];"
+        "sys.exit(cli.main())"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr and "report it" in r.stderr
 
 
 # --- the library side of the same reports ------------------------------------------------------
+
 
 def test_help_shows_real_signatures():
     import inspect
@@ -355,8 +380,9 @@ def test_datasets_map_without_arrow_format():
 
     table = synthetic.generate_table(30, seed=4, malformed_rate=0.0)
     ds = datasets.Dataset(table)
-    out = ds.map(integrations.export_table, batched=True, fn_kwargs={"format": "chatml"},
-                 remove_columns=ds.column_names)
+    out = ds.map(
+        integrations.export_table, batched=True, fn_kwargs={"format": "chatml"}, remove_columns=ds.column_names
+    )
     from mementos_fast.export import transform_table
 
     assert out["text"] == transform_table(table, "chatml").column("text").to_pylist()
@@ -378,8 +404,11 @@ def test_invalid_utf8_in_arrow_data_is_a_clear_error():
     offsets = pa.array([0, len(good), len(good) + 4], type=pa.int32()).buffers()[1]
     arr = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(good + b"ab\xff\xfe")])
     tok = mf.load_tokenizer(mf.qwen3_tokenizer_path())
-    for call in (lambda: mf.count_tokens(arr, tok), lambda: mf.replay_batch(arr, 0, tokenizer=tok),
-                 lambda: mf.count_tokens(arr, tok, backend="hf")):
+    for call in (
+        lambda: mf.count_tokens(arr, tok),
+        lambda: mf.replay_batch(arr, 0, tokenizer=tok),
+        lambda: mf.count_tokens(arr, tok, backend="hf"),
+    ):
         with pytest.raises(mf.MementoValueError, match="row 1: invalid UTF-8 at byte 2"):
             call()
     # The valid row alone counts as usual.
@@ -416,19 +445,38 @@ def test_several_files_from_a_shell_glob(hub, tmp_path):
 def test_hub_id_that_cannot_be_reached(tmp_path):
     pytest.importorskip("datasets")
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
-    user_error(cli("analyze", "nosuchowner/nosuchdata", "--out", tmp_path / "r", env=env), "nosuchowner/nosuchdata",
-               "Hugging Face hub")
+    user_error(
+        cli("analyze", "nosuchowner/nosuchdata", "--out", tmp_path / "r", env=env),
+        "nosuchowner/nosuchdata",
+        "Hugging Face hub",
+    )
     assert listing(tmp_path) == []
 
 
 # --- ray-export: a subcommand of mementos-fast, with the export options declared once ---------
 
+
 def test_ray_export_help_lists_the_shared_export_options():
     r = cli("ray-export", "--help")
     assert r.returncode == 0, r.stderr
-    for opt in ("--format", "--variant", "--keep-last-k", "--style", "--tokenizer", "--max-length", "--overflow",
-                "--stage2-keep-last-k", "--mask-delimiters", "--keep-last-block-for-answer", "--restart-mode",
-                "--pack", "--system-prompt", "--only-ok", "--concurrency", "--batch-size"):
+    for opt in (
+        "--format",
+        "--variant",
+        "--keep-last-k",
+        "--style",
+        "--tokenizer",
+        "--max-length",
+        "--overflow",
+        "--stage2-keep-last-k",
+        "--mask-delimiters",
+        "--keep-last-block-for-answer",
+        "--restart-mode",
+        "--pack",
+        "--system-prompt",
+        "--only-ok",
+        "--concurrency",
+        "--batch-size",
+    ):
         assert opt in r.stdout, opt
     # export-sft declares the same export options (one declaration, two commands).
     e = cli("export-sft", "--help")
@@ -438,8 +486,11 @@ def test_ray_export_help_lists_the_shared_export_options():
 
 def test_ray_export_user_mistakes_are_one_line(tmp_path):
     user_error(cli("ray-export", tmp_path / "missing", tmp_path / "out"), "missing", "no such file")
-    user_error(cli("ray-export", tmp_path, tmp_path / "out", "--format", "chatml", "--max-length", "10"),
-               "--max-length", "tokenized")
+    user_error(
+        cli("ray-export", tmp_path, tmp_path / "out", "--format", "chatml", "--max-length", "10"),
+        "--max-length",
+        "tokenized",
+    )
     user_error(cli("ray-export", tmp_path, tmp_path / "out", "--keep-last-k", "0"), "--keep-last-k", "compressed")
     (tmp_path / "taken").mkdir()
     user_error(cli("ray-export", tmp_path, tmp_path / "taken"), "taken", "exists")
@@ -452,8 +503,12 @@ def test_integrations_ray_export_is_a_deprecated_alias(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "usage: mementos-fast ray-export" in r.stdout
     assert r.stderr.count("\n") == 1 and "deprecated" in r.stderr and "mementos-fast ray-export" in r.stderr
-    r = subprocess.run([*old, "ray-export", str(tmp_path / "missing"), str(tmp_path / "out")], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [*old, "ray-export", str(tmp_path / "missing"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2 and "deprecated" in lines[0] and "missing" in lines[1], r.stderr

@@ -131,21 +131,45 @@ def test_tutorial_hypothesis(text, k):
 
 RULES = [
     # (trace, k, mask, kfa, expected)
-    (f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x", 0, False, False,
-     f"<think>{BS}{BE}{SS}a{SE}{BS}{BE}{SS}b{SE}</think>x"),
-    (f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x", 1, False, False,
-     f"<think>{BS}{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x"),
-    (f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x", 0, True, False,
-     f"<think>{SS}a{SE}{SS}b{SE}</think>x"),
-    (f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x", 0, False, True,
-     f"<think>{BS}{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x"),
-    (f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x", -1, True, False,
-     f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x"),
+    (
+        f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x",
+        0,
+        False,
+        False,
+        f"<think>{BS}{BE}{SS}a{SE}{BS}{BE}{SS}b{SE}</think>x",
+    ),
+    (
+        f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x",
+        1,
+        False,
+        False,
+        f"<think>{BS}{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x",
+    ),
+    (f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x", 0, True, False, f"<think>{SS}a{SE}{SS}b{SE}</think>x"),
+    (
+        f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x",
+        0,
+        False,
+        True,
+        f"<think>{BS}{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x",
+    ),
+    (
+        f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x",
+        -1,
+        True,
+        False,
+        f"<think>{BS}A{BE}{SS}a{SE}{BS}B{BE}{SS}b{SE}</think>x",
+    ),
     # a block without summary is never evicted; the summary binds to the newest closed block
     (f"<think>{BS}A{BE}{BS}B{BE}{SS}b{SE}</think>", 0, False, False, f"<think>{BS}A{BE}{BS}{BE}{SS}b{SE}</think>"),
     # a later summary binds to the older block still without one
-    (f"<think>{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}</think>", 0, False, False,
-     f"<think>{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}</think>"),
+    (
+        f"<think>{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}</think>",
+        0,
+        False,
+        False,
+        f"<think>{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}</think>",
+    ),
     # a stray end is ignored; a block cut off is never evicted
     (f"<think>{BE}{BS}A{BE}{SS}a{SE}{BS}cut", 0, False, False, f"<think>{BE}{BS}{BE}{SS}a{SE}{BS}cut"),
     # nested starts form a stack: the summary binds to the most recently OPENED closed block (the
@@ -154,15 +178,25 @@ RULES = [
     # the example: b binds B, a binds A; both evicted (B first)
     (f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}", 0, False, False, f"{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}"),
     # keep_last_block_for_answer: the deferred blocks wait in a queue; a block start flushes one
-    (f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}", 0, False, True,
-     f"{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}"),
+    (
+        f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}",
+        0,
+        False,
+        True,
+        f"{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}{BS}C{BE}{SS}c{SE}",
+    ),
     # stray summary delimiters are ignored
     (f"{SE}{SS}x{SE}{BS}A{BE}{SS}a{SE}", 0, False, False, f"{SE}{SS}x{SE}{BS}{BE}{SS}a{SE}"),
     # an unclosed summary never completes its block
     (f"{BS}A{BE}{SS}a", 0, False, False, f"{BS}A{BE}{SS}a"),
     # text between units, think tags and the answer always stay
-    (f"pre<think>mid{BS}A{BE} between {SS}a{SE} after</think> answer", 0, True, False,
-     f"pre<think>mid between {SS}a{SE} after</think> answer"),
+    (
+        f"pre<think>mid{BS}A{BE} between {SS}a{SE} after</think> answer",
+        0,
+        True,
+        False,
+        f"pre<think>mid between {SS}a{SE} after</think> answer",
+    ),
 ]
 
 
@@ -285,13 +319,21 @@ def test_replay_two_blocks_by_hand():
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(traces, st.sampled_from([-1, 0, 1, 2, 5]), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
-       st.integers(0, 50))
+@given(
+    traces,
+    st.sampled_from([-1, 0, 1, 2, 5]),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 50),
+)
 def test_replay_equals_model(text, k, mask, kfa, restart, on_end, prompt):
     kfa = kfa and k == 0
     sw = {"restart_mode": restart, "compact_on_summary_end": on_end}
-    got = mf.replay_batch([text], k, mask_delimiters=mask, keep_last_block_for_answer=kfa, prompt_len=prompt,
-                          **sw).to_pylist()[0]
+    got = mf.replay_batch(
+        [text], k, mask_delimiters=mask, keep_last_block_for_answer=kfa, prompt_len=prompt, **sw
+    ).to_pylist()[0]
     want = model_replay(text, k, mask, kfa, prompt=prompt, **sw)
     for key in want:
         assert got[key] == want[key], key
@@ -412,8 +454,12 @@ SWITCHES = [
 def _all_rows(generated, real) -> list[str]:
     rows = generated[:150] + generated[-30:] + [r["response"] for r in real]
     rows += [synthetic.adversarial(kind, 3000) for kind in synthetic.ADVERSARIAL_KINDS]
-    rows += [f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}", f"{BS}o {BS}i{BE}{SS}s1{SE} o{BE}{SS}s2{SE}",
-             f"{BS}A{BE}{SS}a{SS}b{SE}{SE}", f"{SS}{SE}{BE}{BS}{BS}{BE}{SS}x{SE}{BE}{SS}y{SE}"]
+    rows += [
+        f"{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}",
+        f"{BS}o {BS}i{BE}{SS}s1{SE} o{BE}{SS}s2{SE}",
+        f"{BS}A{BE}{SS}a{SS}b{SE}{SE}",
+        f"{SS}{SE}{BE}{BS}{BS}{BE}{SS}x{SE}{BE}{SS}y{SE}",
+    ]
     return rows
 
 
@@ -472,8 +518,9 @@ def test_eviction_plan_columns_and_consumers():
 
 def _complement(row, n):
     pos = 0
-    for s, e in sorted(zip((x for x in row["evict_start"] if x is not None),
-                           (x for x in row["evict_end"] if x is not None))):
+    for s, e in sorted(
+        zip((x for x in row["evict_start"] if x is not None), (x for x in row["evict_end"] if x is not None))
+    ):
         if s > pos:
             yield pos, s
         pos = max(pos, e)

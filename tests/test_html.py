@@ -22,9 +22,18 @@ from mementos_fast import html as mh
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real Memento model output (as tests/conftest.py finds the real traces); a generated trace without it.
-REAL = next((Path(c) / "memento_model_outputs.jsonl" for c in (
-    os.environ.get("MEMENTOS_REAL_DATA"), ROOT.parent / "shared" / "data" / "real", "/work/shared/data/real")
-    if c and (Path(c) / "memento_model_outputs.jsonl").exists()), Path("/nonexistent"))
+REAL = next(
+    (
+        Path(c) / "memento_model_outputs.jsonl"
+        for c in (
+            os.environ.get("MEMENTOS_REAL_DATA"),
+            ROOT.parent / "shared" / "data" / "real",
+            "/work/shared/data/real",
+        )
+        if c and (Path(c) / "memento_model_outputs.jsonl").exists()
+    ),
+    Path("/nonexistent"),
+)
 ARTIFACTS = ROOT / "reports" / "tmp" / "html"
 
 
@@ -48,11 +57,20 @@ def real_response() -> str:
 # ---------------------------------------------------------------- data, no browser
 
 
-@pytest.mark.parametrize("text", [trace(6), trace(1), trace(0), "no delimiters at all",
-                                  "<think><|block_start|> a <|block_end|><|summary_start|> m",
-                                  "<think><|block_start|> a <|block_start|> nested <|block_end|> tail <|block_end|>"
-                                  "<|summary_start|> s1 <|summary_end|><|summary_start|> s2 <|summary_end|></think>x",
-                                  "", "<think>\n<|block_start|> ü " * 3])
+@pytest.mark.parametrize(
+    "text",
+    [
+        trace(6),
+        trace(1),
+        trace(0),
+        "no delimiters at all",
+        "<think><|block_start|> a <|block_end|><|summary_start|> m",
+        "<think><|block_start|> a <|block_start|> nested <|block_end|> tail <|block_end|>"
+        "<|summary_start|> s1 <|summary_end|><|summary_start|> s2 <|summary_end|></think>x",
+        "",
+        "<think>\n<|block_start|> ü " * 3,
+    ],
+)
 def test_viewer_data_follows_the_plan_and_the_replay(text: str) -> None:
     d = mh.viewer_data(text)
     raw = text.encode()
@@ -79,15 +97,15 @@ def test_viewer_data_follows_the_plan_and_the_replay(text: str) -> None:
             a, b = u["memento"]["content"]
             shown[a:b] = b"\x01" * (b - a)
     for g in d["gaps"] + ([d["answer"]] if d["answer"] else []):
-        assert not any(shown[g["start"]:g["end"]]), "shown twice"
-        shown[g["start"]:g["end"]] = b"\x01" * (g["end"] - g["start"])
+        assert not any(shown[g["start"] : g["end"]]), "shown twice"
+        shown[g["start"] : g["end"]] = b"\x01" * (g["end"] - g["start"])
     delims = {m.start(): m.end() for m in re.finditer(rb"<\|(block|summary)_(start|end)\|>", raw)}
     i = 0
     while i < len(raw):
         if i in delims and not shown[i]:
             i = delims[i]
             continue
-        assert shown[i], (i, raw[max(0, i - 20):i + 20])
+        assert shown[i], (i, raw[max(0, i - 20) : i + 20])
         i += 1
 
 
@@ -137,8 +155,10 @@ def test_tokens_equal_the_tokenizer() -> None:
 
 
 def test_page_is_self_contained_and_marks_the_problem(tmp_path: Path) -> None:
-    bad = "<think><|block_start|> one <|block_end|><|summary_start|> m1 <|summary_end|>" \
-          "<|block_end|> stray end</think>answer"
+    bad = (
+        "<think><|block_start|> one <|block_end|><|summary_start|> m1 <|summary_end|>"
+        "<|block_end|> stray end</think>answer"
+    )
     p = mf.parse(bad)
     assert p.status != "ok"
     page = mh.write_viewer(bad, tmp_path / "v.html").read_text()
@@ -151,8 +171,10 @@ def test_page_is_self_contained_and_marks_the_problem(tmp_path: Path) -> None:
 
 
 def test_script_breakout_is_escaped(tmp_path: Path) -> None:
-    text = "<think><|block_start|> </script><script>alert(1)</script> <|block_end|>" \
-           "<|summary_start|> <b>m</b> <|summary_end|></think>x"
+    text = (
+        "<think><|block_start|> </script><script>alert(1)</script> <|block_end|>"
+        "<|summary_start|> <b>m</b> <|summary_end|></think>x"
+    )
     page = mh.viewer_html(text)
     assert "<script>alert(1)" not in page and "&lt;/script&gt;" in page and "<b>m</b>" not in page
 
@@ -226,14 +248,24 @@ def find_browser() -> str | None:
 
 BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(
-    BROWSER is None, reason="no headless Chromium found: `apt-get install -y chromium` (or set MEMENTOS_CHROMIUM) "
-                            "to run the browser tests of the HTML viewer")
+    BROWSER is None,
+    reason="no headless Chromium found: `apt-get install -y chromium` (or set MEMENTOS_CHROMIUM) "
+    "to run the browser tests of the HTML viewer",
+)
 
 
 def browse(page: Path, fragment: str = "", *, screenshot: Path | None = None, tmp: Path) -> str:
     """Load `page#fragment` in headless Chromium; the DOM after scripts ran (or a screenshot)."""
-    args = [BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-            f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=3000"]
+    args = [
+        BROWSER,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--virtual-time-budget=3000",
+    ]
     if screenshot is not None:
         args += ["--window-size=1280,1500", f"--screenshot={screenshot}"]
     else:
@@ -304,8 +336,13 @@ def test_browser_viewer_greys_what_the_plan_evicts(real_page, tmp_path: Path) ->
     assert len(triggers) >= 2
     mid = (triggers[0] + triggers[1]) // 2 + 1
     seen = {}
-    for fragment, k, pos in [(f"pos={end}&k=0", 0, end), (f"pos={mid}&k=0", 0, mid), (f"pos={end}&k=-1", -1, end),
-                             (f"pos={end}&k=2", 2, end), ("pos=0&k=0", 0, 0)]:
+    for fragment, k, pos in [
+        (f"pos={end}&k=0", 0, end),
+        (f"pos={mid}&k=0", 0, mid),
+        (f"pos={end}&k=-1", -1, end),
+        (f"pos={end}&k=2", 2, end),
+        ("pos=0&k=0", 0, 0),
+    ]:
         dom = Dom(browse(path, fragment, tmp=tmp_path))
         assert dom.body.get("data-ready") == "1", "the page's script did not finish"
         assert dom.errors == [], dom.errors
@@ -319,8 +356,9 @@ def test_browser_viewer_greys_what_the_plan_evicts(real_page, tmp_path: Path) ->
         assert dom.polylines == 2  # the visible curve and the no-compaction reference
         seen[fragment] = dom
     at_end, at_mid = seen[f"pos={end}&k=0"], seen[f"pos={mid}&k=0"]
-    assert evicted_of(at_mid) == {0} and evicted_of(at_end) == {i for i, t in enumerate(d["plans"]["0"]["trigger"])
-                                                                 if t is not None}
+    assert evicted_of(at_mid) == {0} and evicted_of(at_end) == {
+        i for i, t in enumerate(d["plans"]["0"]["trigger"]) if t is not None
+    }
     assert evicted_of(seen[f"pos={end}&k=-1"]) == set()
     assert evicted_of(seen[f"pos={end}&k=2"]) < evicted_of(at_end)
     # Moving the slider: blocks not generated yet are faded, the one being written is outlined.
@@ -328,8 +366,10 @@ def test_browser_viewer_greys_what_the_plan_evicts(real_page, tmp_path: Path) ->
     assert all("future" in c for c in start.blocks.values())
     assert not any("future" in c for c in at_end.blocks.values())
     assert sum("future" in c for c in at_mid.blocks.values()) == sum(1 for u in d["units"] if u["start"] >= mid)
-    assert int(at_mid.state["data-visible"]) == d["plans"]["0"]["visible"][d["positions"].index(
-        max(p for p in d["positions"] if p <= mid))]
+    assert (
+        int(at_mid.state["data-visible"])
+        == d["plans"]["0"]["visible"][d["positions"].index(max(p for p in d["positions"] if p <= mid))]
+    )
 
 
 @needs_browser
@@ -341,8 +381,10 @@ def test_browser_screenshot_and_problem_page(real_page, tmp_path: Path) -> None:
     mid = d["positions"][len(d["positions"]) // 2]
     browse(path, f"pos={mid}&k=0", screenshot=shot, tmp=tmp_path)
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    bad = "<think><|block_start|> one <|block_end|><|summary_start|> m1 <|summary_end|>" \
-          "<|block_start|> two <|summary_start|> never closed"
+    bad = (
+        "<think><|block_start|> one <|block_end|><|summary_start|> m1 <|summary_end|>"
+        "<|block_start|> two <|summary_start|> never closed"
+    )
     page = mh.write_viewer(bad, tmp_path / "bad.html", tokenizer=None)
     dom = Dom(browse(page, "", tmp=tmp_path))
     assert dom.errors == [] and dom.body.get("data-ready") == "1"
@@ -369,8 +411,10 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="the README's screenshot command calls `chromium`: "
-                                                             "`apt-get install -y chromium` to run it")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="the README's screenshot command calls `chromium`: `apt-get install -y chromium` to run it",
+)
 def test_readme_screenshot_command_runs_as_written(tmp_path: Path) -> None:
     """The README's command for docs/viewer.png (not run by test_docs: it needs the workspace's real
     traces beside the checkout) runs here as written, from a checkout-like folder beside them."""
@@ -383,8 +427,14 @@ def test_readme_screenshot_command_runs_as_written(tmp_path: Path) -> None:
     (ws / "repo" / "docs").mkdir(parents=True)
     (ws / "shared").symlink_to(REAL.parents[2], target_is_directory=True)
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block[1]], cwd=ws / "repo", env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", block[1]],
+        cwd=ws / "repo",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     made = (ws / "repo" / "docs" / "viewer.png").read_bytes()
     assert _png_size(made) == _png_size((ROOT / "docs" / "viewer.png").read_bytes())

@@ -16,9 +16,32 @@ from mementos_fast import reference, synthetic
 
 DELIMS = ["<think>", "</think>", "<|block_start|>", "<|block_end|>", "<|summary_start|>", "<|summary_end|>"]
 PREFIXES = ["<", "<|", "<|block_", "<thi", "</think", "<|summary", "<|block_end|", "|>", ">"]
-SPACES = [" ", "\n", "\t", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\xa0",
-          "\u1680", "\u2000", "\u2009", "\u200a", "\u2028", "\u2029", "\u202f", "\u205f", "\u3000",
-          "\u200b", "\ufeff", "\u180e"]  # the last three are NOT whitespace for Python
+SPACES = [
+    " ",
+    "\n",
+    "\t",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x1f",
+    "\x85",
+    "\xa0",
+    "\u1680",
+    "\u2000",
+    "\u2009",
+    "\u200a",
+    "\u2028",
+    "\u2029",
+    "\u202f",
+    "\u205f",
+    "\u3000",
+    "\u200b",
+    "\ufeff",
+    "\u180e",
+]  # the last three are NOT whitespace for Python
 WORDS = ["x", "word", "π", "≤", "θ→", "°C", "🎉", "日本語", "é", "e\u0301", "\\frac{1}{2}", "$$", "a<b", "<div>"]
 
 
@@ -45,9 +68,22 @@ def expected_row(text: str | None) -> dict | None:
     }
 
 
-FIELDS = ["blocks", "summaries", "reasoning", "final_answer", "n_blocks", "n_summaries",
-          "block_chars", "summary_chars", "block_words", "summary_words",
-          "block_char_counts", "summary_char_counts", "block_word_counts", "summary_word_counts"]
+FIELDS = [
+    "blocks",
+    "summaries",
+    "reasoning",
+    "final_answer",
+    "n_blocks",
+    "n_summaries",
+    "block_chars",
+    "summary_chars",
+    "block_words",
+    "summary_words",
+    "block_char_counts",
+    "summary_char_counts",
+    "block_word_counts",
+    "summary_word_counts",
+]
 
 
 def assert_matches_reference(texts: list[str | None], **kw) -> pa.RecordBatch:
@@ -74,7 +110,7 @@ def assert_lossless(texts: list[str | None], batch: pa.RecordBatch) -> None:
             assert sp["start"] == pos and sp["end"] > sp["start"], sp
             pos = sp["end"]
         assert pos == len(raw)
-        assert b"".join(raw[s["start"]:s["end"]] for s in spans) == raw
+        assert b"".join(raw[s["start"] : s["end"]] for s in spans) == raw
 
 
 def soup(rng: random.Random, n_parts: int) -> str:
@@ -118,7 +154,11 @@ def test_hypothesis_equal_reference(parts):
     single = mf.parse(text)
     exp = expected_row(text)
     assert (single.blocks, single.summaries, single.reasoning, single.final_answer) == (
-        exp["blocks"], exp["summaries"], exp["reasoning"], exp["final_answer"])
+        exp["blocks"],
+        exp["summaries"],
+        exp["reasoning"],
+        exp["final_answer"],
+    )
 
 
 @pytest.mark.slow
@@ -187,8 +227,10 @@ def test_rejects_non_string_columns():
 
 
 def test_output_shares_input_buffers():
-    text = "<think><|block_start|> " + "long block text " * 100 + " <|block_end|>" \
+    text = (
+        "<think><|block_start|> " + "long block text " * 100 + " <|block_end|>"
         "<|summary_start|> a memento that is long enough <|summary_end|></think> the answer is here"
+    )
     for typ in (pa.string(), pa.large_string(), pa.string_view()):
         col = pa.array([text] * 3, type=typ)
         data_addresses = {b.address for b in col.buffers()[2:] if b is not None}
@@ -197,7 +239,8 @@ def test_output_shares_input_buffers():
         # A string_view array's buffers: validity, views, then the data buffers (variadic).
         out_addresses = {b.address for b in blocks.buffers()[2:] if b is not None}
         assert out_addresses <= data_addresses or all(
-            any(a <= o < a + col.buffers()[2].size for a in data_addresses) for o in out_addresses), typ
+            any(a <= o < a + col.buffers()[2].size for a in data_addresses) for o in out_addresses
+        ), typ
 
 
 def test_peak_memory_well_below_column_size():
@@ -214,8 +257,7 @@ def test_peak_memory_well_below_column_size():
 
 # --- statuses and strict mode ----------------------------------------------------------------
 
-OK_ROW = ("<think>\n<|block_start|> step <|block_end|>\n<|summary_start|> s <|summary_end|>\n"
-          "</think>\nanswer")
+OK_ROW = "<think>\n<|block_start|> step <|block_end|>\n<|summary_start|> s <|summary_end|>\n</think>\nanswer"
 CRAFTED = {
     "ok": (OK_ROW, None),
     "empty": (" \n ", 0),
@@ -223,26 +265,43 @@ CRAFTED = {
     "no_blocks": ("<think> raw reasoning </think> 4", 7),
     "text_before_think": ("hi " + OK_ROW, 0),
     "unit_outside_think": (OK_ROW + "<|block_start|>", len(OK_ROW)),
-    "stray_delimiter": ("<think><|block_end|><|block_start|>a<|block_end|>"
-                        "<|summary_start|>b<|summary_end|></think>", 7),
+    "stray_delimiter": (
+        "<think><|block_end|><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|></think>",
+        7,
+    ),
     "unclosed_think": ("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|>", 0),
     "unclosed_block": ("<think><|block_start|>a<|block_end|><|summary_start|>b<|summary_end|><|block_start|>cut", 69),
     "nested_block": ("<think><|block_start|>a<|block_start|>b<|block_end|><|block_end|>", 23),
-    "block_without_summary": ("<think><|block_start|>a<|block_end|>\n<|block_start|>b<|block_end|>"
-                              "<|summary_start|>s<|summary_end|></think>", 7),
-    "summary_without_block": ("<think><|summary_start|>s<|summary_end|><|block_start|>a<|block_end|>"
-                              "<|summary_start|>b<|summary_end|></think>", 7),
+    "block_without_summary": (
+        "<think><|block_start|>a<|block_end|>\n<|block_start|>b<|block_end|><|summary_start|>s<|summary_end|></think>",
+        7,
+    ),
+    "summary_without_block": (
+        "<think><|summary_start|>s<|summary_end|><|block_start|>a<|block_end|>"
+        "<|summary_start|>b<|summary_end|></think>",
+        7,
+    ),
     "unclosed_summary": ("<think><|block_start|>a<|block_end|><|summary_start|>s</think>", 36),
-    "text_between_units": ("<think><|block_start|>a<|block_end|><|summary_start|>s<|summary_end|> oops "
-                           "<|block_start|>b<|block_end|><|summary_start|>t<|summary_end|></think>", 70),
+    "text_between_units": (
+        "<think><|block_start|>a<|block_end|><|summary_start|>s<|summary_end|> oops "
+        "<|block_start|>b<|block_end|><|summary_start|>t<|summary_end|></think>",
+        70,
+    ),
     "empty_block": ("<think><|block_start|> \n <|block_end|><|summary_start|>s<|summary_end|></think>", 7),
     "empty_summary": ("<think><|block_start|>a<|block_end|><|summary_start|>\u3000<|summary_end|></think>", 36),
-    "placeholder_summary": ("<think><|block_start|>a<|block_end|><|summary_start|> [Missing summary] "
-                            "<|summary_end|></think>", 54),
-    "count_mismatch": ('<think><|block_start|>print("<|summary_start|>x<|summary_end|>")<|block_end|>'
-                       "<|summary_start|>s<|summary_end|></think>", 29),
-    "delimiter_in_content": ('<think><|block_start|>s = "<think>"<|block_end|>'
-                             "<|summary_start|>s<|summary_end|></think>", 27),
+    "placeholder_summary": (
+        "<think><|block_start|>a<|block_end|><|summary_start|> [Missing summary] <|summary_end|></think>",
+        54,
+    ),
+    "count_mismatch": (
+        '<think><|block_start|>print("<|summary_start|>x<|summary_end|>")<|block_end|>'
+        "<|summary_start|>s<|summary_end|></think>",
+        29,
+    ),
+    "delimiter_in_content": (
+        '<think><|block_start|>s = "<think>"<|block_end|><|summary_start|>s<|summary_end|></think>',
+        27,
+    ),
 }
 
 

@@ -24,8 +24,9 @@ ROWS = 60
 def ray_local(tmp_path_factory):
     import ray.data
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             ignore_reinit_error=True)
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
@@ -52,8 +53,12 @@ def tokenizer_json(tmp_path_factory):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(synthetic.generate_bytes(200_000, seed=1), trainer=trainer)
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tok.save(str(path))
@@ -73,8 +78,7 @@ def test_ray_matches_single_machine(ray_local, shards, tokenizer_json):
     # parse
     parsed = _collect(ds.map_batches(it.parse_table, batch_format="pyarrow", batch_size=32))
     assert parsed.num_rows == table.num_rows
-    assert parsed.column("status").to_pylist() == mf.parse_batch(table.column("response")).column(
-        "status").to_pylist()
+    assert parsed.column("status").to_pylist() == mf.parse_batch(table.column("response")).column("status").to_pylist()
     assert parsed.column("response").to_pylist() == table.column("response").to_pylist()
 
     # statistics
@@ -84,20 +88,32 @@ def test_ray_matches_single_machine(ray_local, shards, tokenizer_json):
         assert stats.column(col).to_pylist() == local.column(col).to_pylist()
 
     # compress
-    comp = _collect(ds.map_batches(it.compress_table, batch_format="pyarrow", batch_size=32,
-                                   fn_kwargs={"keep_last_k": 1, "style": "inplace"}))
-    assert comp.column("response").to_pylist() == mf.compress_batch(table.column("response"), 1,
-                                                                     style="inplace").to_pylist()
+    comp = _collect(
+        ds.map_batches(
+            it.compress_table, batch_format="pyarrow", batch_size=32, fn_kwargs={"keep_last_k": 1, "style": "inplace"}
+        )
+    )
+    assert (
+        comp.column("response").to_pylist()
+        == mf.compress_batch(table.column("response"), 1, style="inplace").to_pylist()
+    )
 
     # export: text formats as plain functions, tokenized through an actor that loads the tokenizer once
     for fmt, kw in [("messages", {}), ("chatml", {"only_ok": True})]:
-        got = _collect(ds.map_batches(it.export_table, batch_format="pyarrow", batch_size=32,
-                                      fn_kwargs={"format": fmt, **kw}))
+        got = _collect(
+            ds.map_batches(it.export_table, batch_format="pyarrow", batch_size=32, fn_kwargs={"format": fmt, **kw})
+        )
         assert got.to_pylist() == ex.transform_table(table, fmt, **kw).to_pylist()
     opts = {"max_length": 2000, "overflow": "drop", "variant": "compressed", "keep_last_k": 0}
-    got = _collect(ds.map_batches(it.SFTExporter, batch_format="pyarrow", batch_size=32, concurrency=1,
-                                  fn_constructor_kwargs={"format": "tokenized", "tokenizer": str(tokenizer_json),
-                                                         **opts}))
+    got = _collect(
+        ds.map_batches(
+            it.SFTExporter,
+            batch_format="pyarrow",
+            batch_size=32,
+            concurrency=1,
+            fn_constructor_kwargs={"format": "tokenized", "tokenizer": str(tokenizer_json), **opts},
+        )
+    )
     expected = ex.transform_table(table, "tokenized", tokenizer=str(tokenizer_json), **opts)
     assert 0 < got.num_rows < table.num_rows
     assert got.column("input_ids").to_pylist() == expected.column("input_ids").to_pylist()
@@ -116,8 +132,11 @@ def test_ray_export_is_atomic_and_loads_back(ray_local, shards, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # no temporary left
     assert json.loads((out / "_manifest.json").read_text())["rows_written"] == n_ok
     back = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train")
-    expected = [ex.render_chatml(p, r) for p, r, s in zip(table.column("problem").to_pylist(),
-                                                          table.column("response").to_pylist(), ok) if s == "ok"]
+    expected = [
+        ex.render_chatml(p, r)
+        for p, r, s in zip(table.column("problem").to_pylist(), table.column("response").to_pylist(), ok)
+        if s == "ok"
+    ]
     assert sorted(back["text"]) == sorted(expected)
     assert back.column_names == ["text", "domain", "source", "difficulty"]
     with pytest.raises(mf.MementoValueError, match="exists"):
@@ -129,8 +148,24 @@ def test_ray_export_command(ray_local, shards, tmp_path, capsys):
     out = tmp_path / "msgs"
     from mementos_fast import cli
 
-    assert cli.main(["ray-export", str(directory), str(out), "--format", "messages", "--variant", "compressed",
-                    "--keep-last-k", "0", "--style", "inplace"]) == 0
+    assert (
+        cli.main(
+            [
+                "ray-export",
+                str(directory),
+                str(out),
+                "--format",
+                "messages",
+                "--variant",
+                "compressed",
+                "--keep-last-k",
+                "0",
+                "--style",
+                "inplace",
+            ]
+        )
+        == 0
+    )
     m = json.loads(capsys.readouterr().out)
     assert m["rows_written"] == m["rows_read"] == table.num_rows and m["keep_last_k"] == 0
     back = pq.read_table(out)
@@ -148,8 +183,9 @@ def test_ray_export_with_as_many_actors_as_cpus(ray_local, shards, tokenizer_jso
     result: dict = {}
 
     def export() -> None:
-        result["m"] = it.ray_export(str(directory), str(out), "tokenized", tokenizer=str(tokenizer_json),
-                                    concurrency=2, batch_size=32)
+        result["m"] = it.ray_export(
+            str(directory), str(out), "tokenized", tokenizer=str(tokenizer_json), concurrency=2, batch_size=32
+        )
 
     t = threading.Thread(target=export, daemon=True)
     t.start()

@@ -17,8 +17,16 @@ def test_stubtest_core_module(tmp_path):
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nignore_missing_imports = True\n")
     out = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "mementos_fast._core", "--mypy-config-file", str(config),
-         "--allowlist", str(Path(__file__).with_name("stubtest_allowlist.txt"))],
+        [
+            sys.executable,
+            "-m",
+            "mypy.stubtest",
+            "mementos_fast._core",
+            "--mypy-config-file",
+            str(config),
+            "--allowlist",
+            str(Path(__file__).with_name("stubtest_allowlist.txt")),
+        ],
         capture_output=True,
         text=True,
     )

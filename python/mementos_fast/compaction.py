@@ -182,16 +182,22 @@ def eviction_plan(
         compact_on_summary_end=compact_on_summary_end,
         threads=threads,
     )
-    opts = {"keep_last_k": keep_last_k, "mask_delimiters": mask_delimiters,
-            "keep_last_block_for_answer": keep_last_block_for_answer, "restart_mode": restart_mode,
-            "compact_on_summary_end": compact_on_summary_end}
+    opts = {
+        "keep_last_k": keep_last_k,
+        "mask_delimiters": mask_delimiters,
+        "keep_last_block_for_answer": keep_last_block_for_answer,
+        "restart_mode": restart_mode,
+        "compact_on_summary_end": compact_on_summary_end,
+    }
     return batch.replace_schema_metadata({k: str(v).lower() for k, v in opts.items()})
 
 
 def _prompt_lens(prompt_len: Any) -> tuple[int, list[int] | None]:
     if prompt_len is None or isinstance(prompt_len, (bool, float, str, bytes)):
-        raise MementoTypeError(f"prompt_len must be an int (the same for every row) or one int per row, "
-                               f"got {type(prompt_len).__name__}; pass 0 for no prompt")
+        raise MementoTypeError(
+            f"prompt_len must be an int (the same for every row) or one int per row, "
+            f"got {type(prompt_len).__name__}; pass 0 for no prompt"
+        )
     if isinstance(prompt_len, (int, np.integer)):
         if prompt_len < 0:
             raise MementoValueError("prompt_len must be >= 0")
@@ -288,9 +294,12 @@ def _renamed(tokenizer: Any, tokens: Any) -> Any:
         return tokenizer
     if tokenizer is not None:
         raise MementoValueError("tokens= is the deprecated name of tokenizer=: pass only tokenizer=")
-    warnings.warn("tokens= is deprecated and will be removed in the next release: pass tokenizer= (the same "
-                  "values: a tokenizer, a tokenizer.json path, 'qwen3', a hub id or a token counter)",
-                  DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        "tokens= is deprecated and will be removed in the next release: pass tokenizer= (the same "
+        "values: a tokenizer, a tokenizer.json path, 'qwen3', a hub id or a token counter)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     return tokens
 
 
@@ -351,5 +360,6 @@ def replay_curve(
         counter=_counter(tokenizer, backend) if tokenizer is not None else None,
     )
     g, v, e = zip(*pts) if pts else ((), (), ())
-    return pa.table({"generated": pa.array(g, pa.int64()), "visible": pa.array(v, pa.int64()),
-                     "eviction": pa.array(e, pa.bool_())})
+    return pa.table(
+        {"generated": pa.array(g, pa.int64()), "visible": pa.array(v, pa.int64()), "eviction": pa.array(e, pa.bool_())}
+    )

@@ -106,9 +106,16 @@ def assemble_response(
         if "response" in table.schema.names:
             from mementos_fast.parsing import parse_batch
 
-            answers = pa.concat_arrays(
-                [parse_batch(c).column("final_answer").cast(pa.large_string()) for c in table.column("response").chunks]
-            ) if table.num_rows else pa.array([], pa.large_string())
+            answers = (
+                pa.concat_arrays(
+                    [
+                        parse_batch(c).column("final_answer").cast(pa.large_string())
+                        for c in table.column("response").chunks
+                    ]
+                )
+                if table.num_rows
+                else pa.array([], pa.large_string())
+            )
             answers = answers.to_pylist()
         else:
             answers = [""] * table.num_rows
@@ -118,8 +125,12 @@ def assemble_response(
         raise MementoValueError(f"answers has {len(answers)} values for {table.num_rows} rows")
     L = layout
     out: list[str | None] = []
-    for sents, blocks, sums, ans in zip(table.column("sentences").to_pylist(), table.column("blocks").to_pylist(),
-                                        table.column("block_summaries").to_pylist(), answers):
+    for sents, blocks, sums, ans in zip(
+        table.column("sentences").to_pylist(),
+        table.column("blocks").to_pylist(),
+        table.column("block_summaries").to_pylist(),
+        answers,
+    ):
         if sents is None or blocks is None or sums is None:
             out.append(None)
             continue
@@ -129,10 +140,12 @@ def assemble_response(
             if pair is None or len(pair) != 2 or not (0 <= pair[0] <= pair[1] < len(sents)):
                 ok = False
                 break
-            text = L.sentence_sep.join(sents[pair[0]: pair[1] + 1])
+            text = L.sentence_sep.join(sents[pair[0] : pair[1] + 1])
             summary = (sums[i] if i < len(sums) else "") or ""
-            units.append(f"{L.block_start}{L.pad}{text}{L.pad}{L.block_end}{L.block_to_summary}"
-                         f"{L.summary_start}{L.pad}{summary.strip()}{L.pad}{L.summary_end}{L.after_unit}")
+            units.append(
+                f"{L.block_start}{L.pad}{text}{L.pad}{L.block_end}{L.block_to_summary}"
+                f"{L.summary_start}{L.pad}{summary.strip()}{L.pad}{L.summary_end}{L.after_unit}"
+            )
         if not ok:
             out.append(None)
             continue

@@ -92,14 +92,25 @@ def _curves(response: str, ks: Sequence[int], ends: list[int], tok: Any) -> dict
                 visible.append(vi)
         if len(visible) != len(ends) + 1:
             raise mf.MementoInternalError(
-                f"replay curve has {len(visible) - 1} segment points, the text {len(ends)} segments")
-        out[str(k)] = {"curve": [[a, b] for a, b in zip(g, v)], "visible": visible,
-                       "generated": [a for a, e in zip(g, ev) if not e]}
+                f"replay curve has {len(visible) - 1} segment points, the text {len(ends)} segments"
+            )
+        out[str(k)] = {
+            "curve": [[a, b] for a, b in zip(g, v)],
+            "visible": visible,
+            "generated": [a for a, e in zip(g, ev) if not e],
+        }
     return out
 
 
-def viewer_data(response: str, *, ks: Iterable[int] = DEFAULT_KS, k: int = 0, tokenizer: Any = None,
-                title: str | None = None, problem: str | None = None) -> dict[str, Any]:
+def viewer_data(
+    response: str,
+    *,
+    ks: Iterable[int] = DEFAULT_KS,
+    k: int = 0,
+    tokenizer: Any = None,
+    title: str | None = None,
+    problem: str | None = None,
+) -> dict[str, Any]:
     """Everything the viewer page shows, as plain data (the page embeds it as JSON).
 
     ``tokenizer``: ``None`` (sizes and the curve in characters), ``"qwen3"``, a tokenizer.json
@@ -129,8 +140,9 @@ def viewer_data(response: str, *, ks: Iterable[int] = DEFAULT_KS, k: int = 0, to
         return raw[a:b].decode("utf-8", errors="replace")
 
     n = base["n_blocks"] or 0
-    starts = sorted([x for x in base["block_start"] if x is not None]
-                    + [x for x in base["summary_start"] if x is not None])
+    starts = sorted(
+        [x for x in base["block_start"] if x is not None] + [x for x in base["summary_start"] if x is not None]
+    )
     think_end = raw.find(b"</think>")
 
     def next_start(after: int) -> int:
@@ -147,14 +159,25 @@ def viewer_data(response: str, *, ks: Iterable[int] = DEFAULT_KS, k: int = 0, to
         ss, se = base["summary_start"][i], base["summary_end"][i]
         c0 = bs + _BS
         c1 = be - _BE if be is not None else next_start(bs)
-        unit: dict[str, Any] = {"i": i, "start": bs, "end": be, "content": [c0, c1], "text": text(c0, c1),
-                                "closed": be is not None}
+        unit: dict[str, Any] = {
+            "i": i,
+            "start": bs,
+            "end": be,
+            "content": [c0, c1],
+            "text": text(c0, c1),
+            "closed": be is not None,
+        }
         covered.append((bs, be if be is not None else c1))
         if ss is not None:
             m0 = ss + _SS
             m1 = se - _SE if se is not None else next_start(ss)
-            unit["memento"] = {"start": ss, "end": se, "content": [m0, m1], "text": text(m0, m1),
-                               "closed": se is not None}
+            unit["memento"] = {
+                "start": ss,
+                "end": se,
+                "content": [m0, m1],
+                "text": text(m0, m1),
+                "closed": se is not None,
+            }
             covered.append((ss, se if se is not None else m1))
         units.append(unit)
 
@@ -205,9 +228,15 @@ def viewer_data(response: str, *, ks: Iterable[int] = DEFAULT_KS, k: int = 0, to
     for kk in ks:
         p = plans[str(kk)]
         c = curves[str(kk)]
-        out_plans[str(kk)] = {"trigger": p["trigger"], "evict_start": p["evict_start"], "evict_end": p["evict_end"],
-                              "n_evicted": p["n_evicted"], "curve": c["curve"], "visible": c["visible"],
-                              "peak": max(v for _, v in c["curve"])}
+        out_plans[str(kk)] = {
+            "trigger": p["trigger"],
+            "evict_start": p["evict_start"],
+            "evict_end": p["evict_end"],
+            "n_evicted": p["n_evicted"],
+            "curve": c["curve"],
+            "visible": c["visible"],
+            "peak": max(v for _, v in c["curve"]),
+        }
     return {
         "title": title or "Memento trace",
         "problem": problem,
@@ -239,8 +268,10 @@ def _piece(s: str, a: int, b: int, problem_at: int | None, raw: bytes) -> str:
     if problem_at is None or not (a <= problem_at <= b):
         return _esc(s)
     head = raw[a:problem_at].decode("utf-8", errors="replace")
-    return (_esc(head) + f'<mark class="problem" id="problem" title="first structural problem, byte {problem_at:,}">'
-            f"&#9888; byte {problem_at:,}</mark>" + _esc(s[len(head):]))
+    return (
+        _esc(head) + f'<mark class="problem" id="problem" title="first structural problem, byte {problem_at:,}">'
+        f"&#9888; byte {problem_at:,}</mark>" + _esc(s[len(head) :])
+    )
 
 
 def _size(d: dict[str, Any]) -> str:
@@ -281,14 +312,19 @@ def viewer_html(response: str, **kwargs: Any) -> str:
         i = u["i"]
         block_size = _size(u)
         end_attr = "" if u["end"] is None else str(u["end"])
-        flags = "" if u["closed"] else ' <span class="tag" style="display:inline-block;background:#fde2e1">' \
-                                        "never closed</span>"
+        flags = (
+            ""
+            if u["closed"]
+            else ' <span class="tag" style="display:inline-block;background:#fde2e1">never closed</span>'
+        )
         has_problem = " has-problem" if mark_in == f"b{i}" else ""
-        block = (f'<details class="block{has_problem}" open data-i="{i}" data-start="{u["start"]}" '
-                 f'data-end="{end_attr}">'
-                 f'<summary>block {i + 1} <span class="size">{block_size}</span>{flags}'
-                 f'<span class="tag ev">evicted</span><span class="tag gen">being generated</span></summary>'
-                 f'<pre class="text">{body(u["content"][0], u["content"][1], u["text"], f"b{i}")}</pre></details>')
+        block = (
+            f'<details class="block{has_problem}" open data-i="{i}" data-start="{u["start"]}" '
+            f'data-end="{end_attr}">'
+            f'<summary>block {i + 1} <span class="size">{block_size}</span>{flags}'
+            f'<span class="tag ev">evicted</span><span class="tag gen">being generated</span></summary>'
+            f'<pre class="text">{body(u["content"][0], u["content"][1], u["text"], f"b{i}")}</pre></details>'
+        )
         if "memento" in u:
             m = u["memento"]
             pct = ""
@@ -296,25 +332,37 @@ def viewer_html(response: str, **kwargs: Any) -> str:
                 pct = f", {100 * m['chars'] / u['chars']:.0f}% of the block"
                 if "tokens" in m and u.get("tokens"):
                     pct += f" ({100 * m['tokens'] / u['tokens']:.0f}% in tokens)"
-            open_tag = "" if m["closed"] else ' <span class="tag" style="display:inline-block;background:#fde2e1">' \
-                                              "never closed</span>"
-            memento = (f'<div class="memento" data-m="{i}" data-start="{m["start"]}">'
-                       f'<div class="head">memento {i + 1} <span class="size">{_size(m)}{pct}</span>{open_tag}</div>'
-                       f'<pre class="text">{body(m["content"][0], m["content"][1], m["text"], f"m{i}")}</pre></div>')
+            open_tag = (
+                ""
+                if m["closed"]
+                else ' <span class="tag" style="display:inline-block;background:#fde2e1">never closed</span>'
+            )
+            memento = (
+                f'<div class="memento" data-m="{i}" data-start="{m["start"]}">'
+                f'<div class="head">memento {i + 1} <span class="size">{_size(m)}{pct}</span>{open_tag}</div>'
+                f'<pre class="text">{body(m["content"][0], m["content"][1], m["text"], f"m{i}")}</pre></div>'
+            )
         else:
             memento = '<div class="memento"><div class="nomemento">no memento: this block is never evicted</div></div>'
         items.append((u["start"], f'<div class="unit">{block}{memento}</div>'))
     for j, g in enumerate(d["gaps"]):
         if g["text"].strip() or mark_in == f"g{j}":
-            items.append((g["start"], f'<div class="gap" data-start="{g["start"]}"><pre class="text">'
-                                      f'{body(g["start"], g["end"], g["text"], f"g{j}")}</pre></div>'))
+            items.append(
+                (
+                    g["start"],
+                    f'<div class="gap" data-start="{g["start"]}"><pre class="text">'
+                    f"{body(g['start'], g['end'], g['text'], f'g{j}')}</pre></div>",
+                )
+            )
     items.sort(key=lambda x: x[0])
 
     ok = d["status"] == "ok"
-    status = (f'<span class="{"status-ok" if ok else "status-bad"}">{_esc(str(d["status"]))}</span>')
+    status = f'<span class="{"status-ok" if ok else "status-bad"}">{_esc(str(d["status"]))}</span>'
     if err is not None:
-        status += f' at <a href="#problem" onclick="document.getElementById(\'problem\').scrollIntoView();' \
-                  f'return false;">byte {err:,}</a>'
+        status += (
+            f' at <a href="#problem" onclick="document.getElementById(\'problem\').scrollIntoView();'
+            f'return false;">byte {err:,}</a>'
+        )
     if d["status_text"]:
         status += f' <span class="meta">({_esc(d["status_text"])})</span>'
     n_mem = sum(1 for u in d["units"] if "memento" in u)
@@ -329,8 +377,9 @@ def viewer_html(response: str, **kwargs: Any) -> str:
         answer = '<span class="meta">(empty: no text after the last &lt;/think&gt;)</span>'
         if a is not None and mark_in == "a":
             answer += body(a["start"], a["end"], a["text"], "a")
-    data_json = json.dumps({k: d[k] for k in ("ks", "k", "unit", "positions", "generated", "total_units", "plans")},
-                           separators=(",", ":")).replace("</", "<\\/")
+    data_json = json.dumps(
+        {k: d[k] for k in ("ks", "k", "unit", "positions", "generated", "total_units", "plans")}, separators=(",", ":")
+    ).replace("</", "<\\/")
     unit = d["unit"]
     peaks = ", ".join(f"k={k}: {d['plans'][str(k)]['peak']:,}" for k in d["ks"])
     return f"""<!DOCTYPE html>
@@ -373,8 +422,9 @@ def write_viewer(response: str, path: str | Path, **kwargs: Any) -> Path:
     return path
 
 
-def note_examples(examples: dict[str, tuple[int, str]], batch: pa.RecordBatch, parsed: pa.RecordBatch,
-                  row_offset: int) -> None:
+def note_examples(
+    examples: dict[str, tuple[int, str]], batch: pa.RecordBatch, parsed: pa.RecordBatch, row_offset: int
+) -> None:
     """Remember the first row of each status not seen yet (``examples[status] = (row, response)``),
     for the report's viewer pages. pyarrow finds the first index of each status: no loop over rows."""
     status = parsed.column("status")
@@ -449,9 +499,15 @@ def _viewer_name(status: str) -> str:
     return "viewer-" + re.sub(r"[^A-Za-z0-9_.-]", "_", status) + ".html"
 
 
-def write_report(out: str | Path, markdown: str, *, plots: Sequence[str | Path] = (),
-                 examples: dict[str, tuple[int, str]] | None = None, tokenizer: Any = None,
-                 keep_last_k: int = 0) -> Path:
+def write_report(
+    out: str | Path,
+    markdown: str,
+    *,
+    plots: Sequence[str | Path] = (),
+    examples: dict[str, tuple[int, str]] | None = None,
+    tokenizer: Any = None,
+    keep_last_k: int = 0,
+) -> Path:
     """Write ``out/report.html``: the report's Markdown as HTML, the PNG plots inline (data URIs),
     and, for each status in ``examples`` (``{status: (row, response)}``, see :func:`note_examples`),
     a viewer page ``out/viewer-<status>.html`` linked from the validation table."""
@@ -462,25 +518,28 @@ def write_report(out: str | Path, markdown: str, *, plots: Sequence[str | Path] 
     ks = sorted({*DEFAULT_KS, keep_last_k})
     for status, (row, response) in sorted((examples or {}).items()):
         name = _viewer_name(status)
-        write_viewer(response, out / name, ks=ks, k=keep_last_k, tokenizer=tok,
-                     title=f"row {row}: {status}")
+        write_viewer(response, out / name, ks=ks, k=keep_last_k, tokenizer=tok, title=f"row {row}: {status}")
         links[status] = name
     imgs = []
     for p in plots:
         p = Path(p)
         if p.suffix.lower() == ".png" and p.exists():
             data = base64.b64encode(p.read_bytes()).decode("ascii")
-            imgs.append(f'<figure style="display:inline-block;margin:0"><img alt="{_esc(p.stem)}" '
-                        f'src="data:image/png;base64,{data}"><figcaption class="meta">{_esc(p.name)}'
-                        f"</figcaption></figure>")
+            imgs.append(
+                f'<figure style="display:inline-block;margin:0"><img alt="{_esc(p.stem)}" '
+                f'src="data:image/png;base64,{data}"><figcaption class="meta">{_esc(p.name)}'
+                f"</figcaption></figure>"
+            )
     body = markdown_to_html(markdown, links)
     lines = markdown.splitlines()
     title = lines[0].lstrip("# ").strip() if lines else "mementos-fast report"
     viewers = ""
     if links:
-        viewers = ("<h2>Example traces</h2><p>" + " &middot; ".join(
-            f'<a href="{_esc(n)}">{_esc(s)} (row {examples[s][0]:,})</a>' for s, n in links.items())  # type: ignore[index]
-            + "</p>")
+        viewers = (
+            "<h2>Example traces</h2><p>"
+            + " &middot; ".join(f'<a href="{_esc(n)}">{_esc(s)} (row {examples[s][0]:,})</a>' for s, n in links.items())  # type: ignore[index]
+            + "</p>"
+        )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>
 <style>{_asset("viewer.css")}</style></head>

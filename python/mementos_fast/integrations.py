@@ -56,7 +56,8 @@ def _table(batch: Any) -> pa.Table:
     if isinstance(batch, Mapping):
         return pa.table({k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v) for k, v in batch.items()})
     raise MementoValueError(
-        f"expected a pyarrow Table or RecordBatch (or a datasets batch), got {type(batch).__name__}")
+        f"expected a pyarrow Table or RecordBatch (or a datasets batch), got {type(batch).__name__}"
+    )
 
 
 def _own(arr: Any) -> pa.Array:
@@ -67,8 +68,9 @@ def _own(arr: Any) -> pa.Array:
     return pc.take(arr, pa.array(np.arange(len(arr), dtype=np.int64)))
 
 
-def parse_table(batch: pa.Table | pa.RecordBatch, *, column: str = "response", spans: bool = False,
-                keep_columns: bool = True) -> pa.Table:
+def parse_table(
+    batch: pa.Table | pa.RecordBatch, *, column: str = "response", spans: bool = False, keep_columns: bool = True
+) -> pa.Table:
     """The input columns plus ``parse_batch``'s per-row results: ``status``, ``error_offset``,
     ``n_blocks``, ``n_summaries``, ``block_chars``, ``summary_chars``, ``block_words``,
     ``summary_words``, ``final_answer`` (and ``spans`` with ``spans=True``).
@@ -81,8 +83,16 @@ def parse_table(batch: pa.Table | pa.RecordBatch, *, column: str = "response", s
     table = _table(batch)
     parsed = mf.parse_batch(table.column(column), spans=spans)
     out = table if keep_columns else pa.table({})
-    fields = ["status", "error_offset", "n_blocks", "n_summaries", "block_chars", "summary_chars",
-              "block_words", "summary_words"]
+    fields = [
+        "status",
+        "error_offset",
+        "n_blocks",
+        "n_summaries",
+        "block_chars",
+        "summary_chars",
+        "block_words",
+        "summary_words",
+    ]
     for name in fields:
         arr = parsed.column(name)
         if name == "status":
@@ -105,9 +115,15 @@ def stats_table(batch: pa.Table | pa.RecordBatch, *, column: str = "response") -
     return stats.row_stats(_table(batch), response=column)
 
 
-def compress_table(batch: pa.Table | pa.RecordBatch, *, keep_last_k: int = 1, style: str = "tutorial",
-                   column: str = "response", mask_delimiters: bool = False,
-                   keep_last_block_for_answer: bool = False) -> pa.Table:
+def compress_table(
+    batch: pa.Table | pa.RecordBatch,
+    *,
+    keep_last_k: int = 1,
+    style: str = "tutorial",
+    column: str = "response",
+    mask_delimiters: bool = False,
+    keep_last_block_for_answer: bool = False,
+) -> pa.Table:
     """The input with ``column`` replaced by ``mementos_fast.compress_batch`` of it."""
     import mementos_fast as mf
 
@@ -115,13 +131,19 @@ def compress_table(batch: pa.Table | pa.RecordBatch, *, keep_last_k: int = 1, st
     if compress_batch is None:
         raise MementoValueError("compress_table needs mementos_fast.compress_batch (not in this build)")
     table = _table(batch)
-    new = compress_batch(table.column(column), keep_last_k, style=style, mask_delimiters=mask_delimiters,
-                         keep_last_block_for_answer=keep_last_block_for_answer)
+    new = compress_batch(
+        table.column(column),
+        keep_last_k,
+        style=style,
+        mask_delimiters=mask_delimiters,
+        keep_last_block_for_answer=keep_last_block_for_answer,
+    )
     return table.set_column(table.column_names.index(column), column, new)
 
 
-def export_table(batch: pa.Table | pa.RecordBatch, *, format: str = "messages", tokenizer: Any = None,
-                 **options: Any) -> pa.Table:
+def export_table(
+    batch: pa.Table | pa.RecordBatch, *, format: str = "messages", tokenizer: Any = None, **options: Any
+) -> pa.Table:
     """SFT rows of ``format`` for one table (``mementos_fast.export.transform_table``; options:
     ``variant``, ``keep_last_k``, ``style``, ``max_length``, ``overflow``, ``system_prompt``,
     ``only_ok``; tokenized: ``stage2_keep_last_k``, ``mask_delimiters``, ``keep_last_block_for_answer``,
@@ -152,12 +174,19 @@ class SFTExporter:
     def __call__(self, batch: pa.Table | pa.RecordBatch) -> pa.Table:
         from mementos_fast.export import transform_table
 
-        return transform_table(_table(batch), self.format, tokenizer=self.tokenizer, drops=self.drops,
-                               **self.options)
+        return transform_table(_table(batch), self.format, tokenizer=self.tokenizer, drops=self.drops, **self.options)
 
 
-def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: Any = None,
-               concurrency: int | None = None, batch_size: int = 256, **options: Any) -> dict[str, Any]:
+def ray_export(
+    source: str,
+    out: str,
+    format: str = "messages",
+    *,
+    tokenizer: Any = None,
+    concurrency: int | None = None,
+    batch_size: int = 256,
+    **options: Any,
+) -> dict[str, Any]:
     """Export Parquet files at ``source`` (a path or glob Ray can read: local, NFS, ``s3://``,
     ``gs://``...) to Parquet files under ``out`` on a running Ray cluster (``ray.init()`` is
     called with ``address="auto"`` semantics when none is connected). Returns a manifest.
@@ -178,9 +207,15 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
     from mementos_fast import _atomic as atomic
     from mementos_fast.export import _check
 
-    _check(format, options.get("variant", "full"), options.get("style", "tutorial"),
-           options.get("overflow", "truncate"), options.get("max_length"), options.get("stage2_keep_last_k", 0),
-           options.get("pack", False))
+    _check(
+        format,
+        options.get("variant", "full"),
+        options.get("style", "tutorial"),
+        options.get("overflow", "truncate"),
+        options.get("max_length"),
+        options.get("stage2_keep_last_k", 0),
+        options.get("pack", False),
+    )
     if concurrency is not None and concurrency < 1:
         raise MementoValueError(f"concurrency must be >= 1, got {concurrency}")
     if "://" not in source and not glob.glob(source):
@@ -206,12 +241,18 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
     if format == "tokenized":
         if tokenizer is None:
             tokenizer = "qwen3"
-        mapped = ds.map_batches(SFTExporter, batch_format="pyarrow", batch_size=batch_size, concurrency=actors,
-                                num_cpus=share,
-                                fn_constructor_kwargs={"format": format, "tokenizer": tokenizer, **options})
+        mapped = ds.map_batches(
+            SFTExporter,
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            concurrency=actors,
+            num_cpus=share,
+            fn_constructor_kwargs={"format": format, "tokenizer": tokenizer, **options},
+        )
     else:
-        mapped = ds.map_batches(export_table, batch_format="pyarrow", batch_size=batch_size,
-                                fn_kwargs={"format": format, **options})
+        mapped = ds.map_batches(
+            export_table, batch_format="pyarrow", batch_size=batch_size, fn_kwargs={"format": format, **options}
+        )
     local = "://" not in out
     target = out
     if local:
@@ -229,10 +270,20 @@ def ray_export(source: str, out: str, format: str = "messages", *, tokenizer: An
             files.append(p.name)
     else:  # pragma: no cover - needs object storage
         rows_written = ray.data.read_parquet(target).count()
-    manifest = {"format": format, "output": "parquet", "engine": "ray", "source": source, **options,
-                "tokenizer": str(tokenizer) if format == "tokenized" else None,
-                "rows_read": rows_read, "rows_written": rows_written, "rows_dropped": rows_read - rows_written,
-                "files": files, "seconds": round(time.perf_counter() - t0, 3), "mementos_fast": mf.__version__}
+    manifest = {
+        "format": format,
+        "output": "parquet",
+        "engine": "ray",
+        "source": source,
+        **options,
+        "tokenizer": str(tokenizer) if format == "tokenized" else None,
+        "rows_read": rows_read,
+        "rows_written": rows_written,
+        "rows_dropped": rows_read - rows_written,
+        "files": files,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "mementos_fast": mf.__version__,
+    }
     if local:
         atomic.write_json(Path(target) / "_manifest.json", manifest)
         atomic.fsync_path(Path(target))
@@ -247,8 +298,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from mementos_fast import cli
 
-    print("mementos-fast: warning: `python -m mementos_fast.integrations ray-export` is deprecated; "
-          "use `mementos-fast ray-export` (same arguments)", file=sys.stderr)
+    print(
+        "mementos-fast: warning: `python -m mementos_fast.integrations ray-export` is deprecated; "
+        "use `mementos-fast ray-export` (same arguments)",
+        file=sys.stderr,
+    )
     return cli.main(sys.argv[1:] if argv is None else argv)
 
 

@@ -55,23 +55,32 @@ def resolve_files(source: str | os.PathLike, config: str = "default", split: str
         raise MementoValueError(f"{source}: not a regular file or directory")
     sub = p / CONFIG_DIRS.get(config, config)
     base = sub if sub.is_dir() else p
-    files = sorted(base.glob(f"{split}-*.parquet")) or sorted(base.glob("*.parquet")) \
-        or sorted(base.glob("*.jsonl"))
+    files = sorted(base.glob(f"{split}-*.parquet")) or sorted(base.glob("*.parquet")) or sorted(base.glob("*.jsonl"))
     if not files:
-        raise MementoValueError(f"{source}: no Parquet or JSONL files in this directory (looked for "
-                                f"{CONFIG_DIRS.get(config, config)}/{split}-*.parquet, *.parquet, *.jsonl)")
+        raise MementoValueError(
+            f"{source}: no Parquet or JSONL files in this directory (looked for "
+            f"{CONFIG_DIRS.get(config, config)}/{split}-*.parquet, *.parquet, *.jsonl)"
+        )
     return files
 
 
 def _looks_like_path(source: str) -> bool:
     """A string meant as a local path rather than a hub id (``owner/name`` or ``name``)."""
-    return (source.startswith(("/", "./", "../", "~", ".")) or source.count("/") > 1 or "\\" in source
-            or source.endswith("/"))
+    return (
+        source.startswith(("/", "./", "../", "~", "."))
+        or source.count("/") > 1
+        or "\\" in source
+        or source.endswith("/")
+    )
 
 
 def _is_local(source: str) -> bool:
-    return os.path.exists(os.path.expanduser(source)) or any(ch in source for ch in "*?[") or source.endswith(
-        (".parquet", ".jsonl", ".json")) or _looks_like_path(source)
+    return (
+        os.path.exists(os.path.expanduser(source))
+        or any(ch in source for ch in "*?[")
+        or source.endswith((".parquet", ".jsonl", ".json"))
+        or _looks_like_path(source)
+    )
 
 
 def _reason(e: BaseException) -> str:
@@ -87,8 +96,9 @@ def _parquet(path: Path) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as e:
         if path.stat().st_size == 0:
             raise MementoValueError(f"{path}: empty file (0 bytes), not a Parquet file") from None
-        raise MementoValueError(f"{path}: not a readable Parquet file ({_reason(e)}); "
-                                "is it truncated or still being written?") from None
+        raise MementoValueError(
+            f"{path}: not a readable Parquet file ({_reason(e)}); is it truncated or still being written?"
+        ) from None
 
 
 def _read_json(path: Path) -> pa.Table:
@@ -106,8 +116,10 @@ def _read_json(path: Path) -> pa.Table:
             if "straddl" in str(e) and block <= size:
                 block = min(block * 4, size + 1, (1 << 31) - 1)
                 continue
-            raise MementoValueError(f"{path}: not valid JSON Lines ({_reason(e)}); each line must be one "
-                                    "JSON object such as {\"response\": \"...\"}") from None
+            raise MementoValueError(
+                f"{path}: not valid JSON Lines ({_reason(e)}); each line must be one "
+                'JSON object such as {"response": "..."}'
+            ) from None
         except OSError as e:
             raise MementoValueError(f"{path}: cannot read ({_reason(e)})") from None
     if table.num_rows == 0:
@@ -119,12 +131,15 @@ def _check_columns(path: Path, names: list[str], require: list[str] | None) -> N
     missing = [c for c in require or () if c not in names]
     if missing:
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise MementoValueError(f"{path}: no {', '.join(repr(c) for c in missing)} column "
-                                f"(its columns: {shown or 'none'}); point at OpenMementos-style data")
+        raise MementoValueError(
+            f"{path}: no {', '.join(repr(c) for c in missing)} column "
+            f"(its columns: {shown or 'none'}); point at OpenMementos-style data"
+        )
 
 
-def _read_file(path: Path, columns: list[str] | None, batch_size: int,
-               require: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def _read_file(
+    path: Path, columns: list[str] | None, batch_size: int, require: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
     if path.suffix == ".parquet":
         pf = _parquet(path)
         _check_columns(path, pf.schema_arrow.names, require)
@@ -150,8 +165,9 @@ def _file_rows(path: Path) -> int:
     return _read_json(path).num_rows
 
 
-def _sample_files(files: list[Path], n: int, seed: int, columns, batch_size: int,
-                  require: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def _sample_files(
+    files: list[Path], n: int, seed: int, columns, batch_size: int, require: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
     counts = [_file_rows(f) for f in files]
     total = sum(counts)
     picks = sorted(random.Random(seed).sample(range(total), min(n, total)))
@@ -189,8 +205,11 @@ def count_rows(source: Any = None, config: str = "default", split: str = "train"
             files = resolve_files(source, config, split)
         except MementoValueError:
             return None
-        return sum(_file_rows(f) for f in files if f.suffix == ".parquet") if all(
-            f.suffix == ".parquet" for f in files) else None
+        return (
+            sum(_file_rows(f) for f in files if f.suffix == ".parquet")
+            if all(f.suffix == ".parquet" for f in files)
+            else None
+        )
     return None
 
 
@@ -293,8 +312,9 @@ def load(
     if (sample is not None and sample < 0) or (limit is not None and limit < 0):
         raise MementoValueError("sample and limit must be >= 0")
     if sample is not None and limit is not None:
-        raise MementoValueError("pass either sample (N rows spread over every shard) or limit (the first N rows), "
-                                "not both")
+        raise MementoValueError(
+            "pass either sample (N rows spread over every shard) or limit (the first N rows), not both"
+        )
     if batch_size < 1:
         raise MementoValueError(f"batch_size must be >= 1, got {batch_size}")
     n = sample if sample is not None else limit
@@ -336,6 +356,8 @@ def _from_hub(repo: str, config, split, streaming, columns, sample, seed, batch_
     try:
         ds = datasets.load_dataset(repo, config, split=split, streaming=True if streaming is None else streaming)
     except Exception as e:  # offline, unknown id, bad config: one line naming the source
-        raise MementoValueError(f"{repo}: not a local path, and loading it from the Hugging Face hub failed "
-                                f"({type(e).__name__}: {_reason(e)})") from e
+        raise MementoValueError(
+            f"{repo}: not a local path, and loading it from the Hugging Face hub failed "
+            f"({type(e).__name__}: {_reason(e)})"
+        ) from e
     yield from _from_datasets(ds, columns, sample, seed, batch_size)

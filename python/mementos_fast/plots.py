@@ -32,8 +32,16 @@ def visible_curve(text: str, keep_last_k: int = 0) -> tuple[np.ndarray, np.ndarr
     return x, x.copy(), curve.column("visible").to_numpy()
 
 
-def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | None = None,
-             keep_last_k: int = 0, tokenizer: Any = None, model: str | None = None) -> list[Path]:
+def save_all(
+    stats: pa.Table,
+    blocks: pa.Table,
+    out: Path,
+    *,
+    example: str | None = None,
+    keep_last_k: int = 0,
+    tokenizer: Any = None,
+    model: str | None = None,
+) -> list[Path]:
     """Write every plot into ``out``; returns the paths written.
 
     With token columns in ``stats`` (``analyze --tokenizer``): the token ratio by domain; with
@@ -44,8 +52,9 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     kept = stats.filter(pa.compute.invert(pa.compute.fill_null(stats.column("skipped"), True)))
-    domains = sorted({d for d in kept.column("domain").to_pylist()}, key=str) if "domain" in kept.column_names \
-        else [None]
+    domains = (
+        sorted({d for d in kept.column("domain").to_pylist()}, key=str) if "domain" in kept.column_names else [None]
+    )
     dom = np.array(kept.column("domain").to_pylist()) if "domain" in kept.column_names else None
 
     def by_domain(col: str, table: pa.Table, d_arr) -> list[np.ndarray]:
@@ -75,8 +84,7 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
 
     fig, ax = plt.subplots(figsize=(6, 4))
     if kept.num_rows:
-        ax.boxplot([x[~np.isnan(x)] for x in by_domain("char_ratio", kept, dom)],
-                   tick_labels=[str(d) for d in domains])
+        ax.boxplot([x[~np.isnan(x)] for x in by_domain("char_ratio", kept, dom)], tick_labels=[str(d) for d in domains])
     else:
         no_data(ax, "no row has blocks with a memento each")
     ax.set(title="Memento / block size (chars) by domain", ylabel="ratio")
@@ -120,8 +128,9 @@ def save_all(stats: pa.Table, blocks: pa.Table, out: Path, *, example: str | Non
 
     if "token_ratio" in kept.column_names:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.boxplot([x[~np.isnan(x)] for x in by_domain("token_ratio", kept, dom)],
-                   tick_labels=[str(d) for d in domains])
+        ax.boxplot(
+            [x[~np.isnan(x)] for x in by_domain("token_ratio", kept, dom)], tick_labels=[str(d) for d in domains]
+        )
         ax.set(title="Memento / block size (tokens) by domain", ylabel="summary_tokens / block_tokens")
         save(fig, "token_ratio_by_domain.png")
 

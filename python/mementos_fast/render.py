@@ -40,21 +40,27 @@ def evicted_blocks(response: str, keep_last_k: int) -> set[int]:
     return out
 
 
-def render_text(response: str, *, width: int | None = None, max_block_chars: int | None = 1200,
-                keep_last_k: int | None = None) -> str:
+def render_text(
+    response: str, *, width: int | None = None, max_block_chars: int | None = 1200, keep_last_k: int | None = None
+) -> str:
     """The plain-text rendering of one trace; with ``keep_last_k``, evicted block contents are
     replaced by a marker, showing what the model still has in context."""
     evicted = evicted_blocks(response, keep_last_k) if keep_last_k is not None else set()
     width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
     p = mf.parse(response)
-    out: list[str] = [f"status: {p.status}" + (f" at byte {p.error_offset}" if p.error_offset is not None else ""),
-                      f"blocks: {len(p.blocks)}   mementos: {len(p.summaries)}", ""]
+    out: list[str] = [
+        f"status: {p.status}" + (f" at byte {p.error_offset}" if p.error_offset is not None else ""),
+        f"blocks: {len(p.blocks)}   mementos: {len(p.summaries)}",
+        "",
+    ]
 
     def wrap(text: str, indent: str) -> str:
         if max_block_chars is not None and len(text) > max_block_chars:
             text = text[:max_block_chars] + f" [... {len(text) - max_block_chars:,} more chars]"
-        paras = [textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent) if line.strip()
-                 else "" for line in text.splitlines()]
+        paras = [
+            textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent) if line.strip() else ""
+            for line in text.splitlines()
+        ]
         return "\n".join(paras)
 
     for i, block in enumerate(p.blocks):
@@ -80,13 +86,20 @@ def render_text(response: str, *, width: int | None = None, max_block_chars: int
     elif p.blocks and p.status == "ok":
         out.append("  (empty: the answer is inside the last block)")
     else:
-        out.append("  (empty: no text after </think>)" if "</think>" in response
-                   else "  (none: the trace has no </think>)")
+        out.append(
+            "  (empty: no text after </think>)" if "</think>" in response else "  (none: the trace has no </think>)"
+        )
     return "\n".join(out) + "\n"
 
 
-def show(response: str, *, width: int | None = None, file: TextIO | None = None, color: bool | None = None,
-         keep_last_k: int | None = None) -> None:
+def show(
+    response: str,
+    *,
+    width: int | None = None,
+    file: TextIO | None = None,
+    color: bool | None = None,
+    keep_last_k: int | None = None,
+) -> None:
     """Print a trace; coloured with rich when writing to a terminal (or ``color=True``)."""
     file = file or sys.stdout
     text = render_text(response, width=width, keep_last_k=keep_last_k)
@@ -102,6 +115,13 @@ def show(response: str, *, width: int | None = None, file: TextIO | None = None,
         return
     console = Console(file=file, width=width, highlight=False)
     for line in text.splitlines():
-        style = "bold cyan" if line.startswith("──") else "green" if line.lstrip().startswith("▸") else \
-            "bold red" if line.startswith("status:") and "ok" not in line else None
+        style = (
+            "bold cyan"
+            if line.startswith("──")
+            else "green"
+            if line.lstrip().startswith("▸")
+            else "bold red"
+            if line.startswith("status:") and "ok" not in line
+            else None
+        )
         console.print(Text(line, style=style or ""))

@@ -17,13 +17,32 @@ import mementos_fast._core as _core
 from mementos_fast.parsing import parse_batch
 
 #: Per-row fields whose per-domain median the tutorial reports (plus ``n_rows``).
-MEDIAN_FIELDS = ["n_blocks", "block_chars", "summary_chars", "block_words", "summary_words",
-                 "char_ratio", "word_ratio", "mean_block_chars", "mean_summary_chars"]
+MEDIAN_FIELDS = [
+    "n_blocks",
+    "block_chars",
+    "summary_chars",
+    "block_words",
+    "summary_words",
+    "char_ratio",
+    "word_ratio",
+    "mean_block_chars",
+    "mean_summary_chars",
+]
 META = ["domain", "source", "difficulty"]
 #: Per-row token fields (``analyze --tokenizer``) whose per-domain median and mean are reported.
-TOKEN_FIELDS = ["response_tokens", "block_tokens", "summary_tokens", "token_ratio", "mean_block_tokens",
-                "mean_summary_tokens", "replay_peak_tokens", "replay_mean_tokens", "kv_auc_tokens",
-                "peak_kv_bytes", "full_peak_kv_bytes"]
+TOKEN_FIELDS = [
+    "response_tokens",
+    "block_tokens",
+    "summary_tokens",
+    "token_ratio",
+    "mean_block_tokens",
+    "mean_summary_tokens",
+    "replay_peak_tokens",
+    "replay_mean_tokens",
+    "kv_auc_tokens",
+    "peak_kv_bytes",
+    "full_peak_kv_bytes",
+]
 
 
 def _own(arr: pa.Array) -> pa.Array:
@@ -55,8 +74,13 @@ def _div(num: pa.Array, den: pa.Array) -> pa.Array:
     return pc.divide(pc.cast(num, pa.float64()), safe)
 
 
-def row_stats(batch: pa.RecordBatch | pa.Table, *, response: str = "response", row_offset: int = 0,
-              parsed: pa.RecordBatch | None = None) -> pa.Table:
+def row_stats(
+    batch: pa.RecordBatch | pa.Table,
+    *,
+    response: str = "response",
+    row_offset: int = 0,
+    parsed: pa.RecordBatch | None = None,
+) -> pa.Table:
     """One row of statistics per input row: metadata, counts, ratios, status, tutorial skip flag.
 
     ``parsed`` reuses a ``parse_batch`` result of the same rows instead of parsing again.
@@ -77,8 +101,9 @@ def row_stats(batch: pa.RecordBatch | pa.Table, *, response: str = "response", r
     cols["status"] = pc.cast(parsed.column("status"), pa.string())
     cols["error_offset"] = _own(parsed.column("error_offset"))
     # The tutorial's skip rule: no blocks, or block and summary counts differ.
-    cols["skipped"] = pc.or_kleene(pc.equal(parsed.column("n_blocks"), 0),
-                                   pc.not_equal(parsed.column("n_blocks"), parsed.column("n_summaries")))
+    cols["skipped"] = pc.or_kleene(
+        pc.equal(parsed.column("n_blocks"), 0), pc.not_equal(parsed.column("n_blocks"), parsed.column("n_summaries"))
+    )
     return pa.table(cols)
 
 
@@ -137,8 +162,12 @@ def block_table(parsed: pa.RecordBatch, domain: pa.Array | None = None) -> pa.Ta
     Uses the per-item counts the core returns (``block_char_counts``, ``summary_char_counts``), so
     no text is touched again.
     """
-    keep = pc.fill_null(pc.and_(pc.greater(parsed.column("n_blocks"), 0),
-                                pc.equal(parsed.column("n_blocks"), parsed.column("n_summaries"))), False)
+    keep = pc.fill_null(
+        pc.and_(
+            pc.greater(parsed.column("n_blocks"), 0), pc.equal(parsed.column("n_blocks"), parsed.column("n_summaries"))
+        ),
+        False,
+    )
     bcounts = parsed.column("block_char_counts")
     counts = pc.fill_null(pc.list_value_length(bcounts), 0).to_numpy()
     item_row = np.repeat(np.arange(len(counts)), counts)
@@ -149,8 +178,12 @@ def block_table(parsed: pa.RecordBatch, domain: pa.Array | None = None) -> pa.Ta
     scounts = parsed.column("summary_char_counts")
     s_keep = np.repeat(keep.to_numpy(zero_copy_only=False), pc.fill_null(pc.list_value_length(scounts), 0).to_numpy())
     m = pc.list_flatten(scounts).to_numpy()[s_keep]
-    cols: dict[str, Any] = {"position": pa.array(position), "block_chars": pa.array(b), "summary_chars": pa.array(m),
-                            "ratio": _div(pa.array(m), pa.array(b))}
+    cols: dict[str, Any] = {
+        "position": pa.array(position),
+        "block_chars": pa.array(b),
+        "summary_chars": pa.array(m),
+        "ratio": _div(pa.array(m), pa.array(b)),
+    }
     if domain is not None:
         cols["domain"] = pc.take(domain, pa.array(item_row[item_keep]))
     return pa.table(cols)
@@ -168,9 +201,15 @@ def replay_table(stats: pa.Table) -> list[dict[str, Any]]:
     out = []
     for d, m in _groups(domain, ok.num_rows):
         if m.any():
-            out.append({"domain": d, "n_rows": int(m.sum()), "median_peak_ratio": float(np.nanmedian(peak[m])),
-                        "mean_peak_ratio": float(np.nanmean(peak[m])),
-                        "median_mean_ratio": float(np.nanmedian(mean[m]))})
+            out.append(
+                {
+                    "domain": d,
+                    "n_rows": int(m.sum()),
+                    "median_peak_ratio": float(np.nanmedian(peak[m])),
+                    "mean_peak_ratio": float(np.nanmean(peak[m])),
+                    "median_mean_ratio": float(np.nanmedian(mean[m])),
+                }
+            )
     return out
 
 
@@ -184,8 +223,9 @@ def alignment_summary(aligned: pa.Table) -> dict[str, list[dict[str, Any]]]:
     """Rows per alignment status, and blocks per match kind."""
     counts = pc.value_counts(aligned.column("status")).to_pylist()
     statuses = sorted(({"status": c["values"], "rows": c["counts"]} for c in counts), key=lambda r: -r["rows"])
-    blocks = [{"match": k, "blocks": int(pc.sum(aligned.column(f"blocks_{k}")).as_py() or 0)}
-              for k in _core.BLOCK_MATCHES]
+    blocks = [
+        {"match": k, "blocks": int(pc.sum(aligned.column(f"blocks_{k}")).as_py() or 0)} for k in _core.BLOCK_MATCHES
+    ]
     return {"statuses": statuses, "blocks": blocks}
 
 
@@ -198,8 +238,7 @@ def add_token_columns(rows: pa.Table, tokens: pa.RecordBatch) -> pa.Table:
     for name in tokens.schema.names:
         rows = rows.append_column(name, tokens.column(name))
     rows = rows.append_column("mean_block_tokens", _div(tokens.column("block_tokens"), rows.column("n_blocks")))
-    return rows.append_column("mean_summary_tokens",
-                              _div(tokens.column("summary_tokens"), rows.column("n_summaries")))
+    return rows.append_column("mean_summary_tokens", _div(tokens.column("summary_tokens"), rows.column("n_summaries")))
 
 
 #: The paper's published figures (FORMAT.md section 4): per domain where it gives them per domain.
@@ -217,6 +256,7 @@ PAPER = {
 
 def _token_figures(t: pa.Table) -> dict[str, Any]:
     """The paper's figures measured on ``t`` (tutorial rows of one domain, or all)."""
+
     def col(name: str) -> np.ndarray:
         v = t.column(name).to_numpy(zero_copy_only=False).astype(float)
         return v[~np.isnan(v)]
@@ -245,24 +285,27 @@ def _token_figures(t: pa.Table) -> dict[str, Any]:
     return out
 
 
-def token_report(stats: pa.Table, *, tokenizer: str = "", model: str | None = None,
-                 keep_last_k: int = 0) -> list[str]:
+def token_report(stats: pa.Table, *, tokenizer: str = "", model: str | None = None, keep_last_k: int = 0) -> list[str]:
     """Markdown lines of the token sections of ``analyze --tokenizer``: the per-domain token
     table, then the paper's published figures beside the measured ones, per domain (tutorial rows:
     blocks present and block and summary counts equal)."""
     if "token_ratio" not in stats.column_names:
         return []
     kept = stats.filter(pc.invert(pc.fill_null(stats.column("skipped"), True)))
-    domains = sorted(pc.unique(kept.column("domain")).to_pylist(), key=str) \
-        if "domain" in kept.column_names else []
+    domains = sorted(pc.unique(kept.column("domain")).to_pylist(), key=str) if "domain" in kept.column_names else []
     groups = [(str(d), kept.filter(pc.equal(kept.column("domain"), d))) for d in domains]
     if len(groups) != 1:
         groups.append(("all", kept))
     measured = {name: _token_figures(t) for name, t in groups}
     per_domain = [r for r in domain_table(stats)]
-    cols = ["domain", "n_rows"] + [f"median_{f}" for f in ("block_tokens", "summary_tokens", "token_ratio",
-                                                            "response_tokens", "replay_peak_tokens")] + \
-        ["mean_token_ratio", "mean_mean_block_tokens", "mean_mean_summary_tokens"]
+    cols = (
+        ["domain", "n_rows"]
+        + [
+            f"median_{f}"
+            for f in ("block_tokens", "summary_tokens", "token_ratio", "response_tokens", "replay_peak_tokens")
+        ]
+        + ["mean_token_ratio", "mean_mean_block_tokens", "mean_mean_summary_tokens"]
+    )
     if "peak_kv_bytes" in stats.column_names:
         cols.append("median_peak_kv_bytes")
     cols = [c for c in cols if not per_domain or c in per_domain[0]]
@@ -295,16 +338,26 @@ def token_report(stats: pa.Table, *, tokenizer: str = "", model: str | None = No
         ("block tokens per trace", "block_tokens_per_trace", "~10,900"),
         ("memento tokens per trace", "memento_tokens_per_trace", "~1,850"),
         ("block / memento tokens", "compression", "~6x"),
-        (f"mean peak KV, no compaction -> keep_last_k={keep_last_k} ({model or 'no model'})", "peak_kv_gb",
-         "1.8 -> 0.7 GB (Qwen3-8B, ~2.5x; benchmarks)"),
+        (
+            f"mean peak KV, no compaction -> keep_last_k={keep_last_k} ({model or 'no model'})",
+            "peak_kv_gb",
+            "1.8 -> 0.7 GB (Qwen3-8B, ~2.5x; benchmarks)",
+        ),
     ]
     names = [n for n, _ in groups]
     table = ["| figure | paper | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
-    table += [f"| {label} | {paper} | " + " | ".join(cell(fig, n) for n in names) + " |"
-              for label, fig, paper in rows]
-    return [f"## Tokens ({tokenizer}; tutorial rows)", "", markdown_table(per_domain, cols),
-            "## The paper's figures beside the measured ones", "",
-            "The paper does not say which tokenizer produced its dataset token figures (its pipeline counts "
-            f"with tiktoken's cl100k_base); these are counted with {tokenizer}. Its peak-KV figure is measured "
-            "at inference on benchmarks; here it is the replay of the dataset's traces under the engine's rules "
-            "(prompt included).", "", "\n".join(table), ""]
+    table += [f"| {label} | {paper} | " + " | ".join(cell(fig, n) for n in names) + " |" for label, fig, paper in rows]
+    return [
+        f"## Tokens ({tokenizer}; tutorial rows)",
+        "",
+        markdown_table(per_domain, cols),
+        "## The paper's figures beside the measured ones",
+        "",
+        "The paper does not say which tokenizer produced its dataset token figures (its pipeline counts "
+        f"with tiktoken's cl100k_base); these are counted with {tokenizer}. Its peak-KV figure is measured "
+        "at inference on benchmarks; here it is the replay of the dataset's traces under the engine's rules "
+        "(prompt included).",
+        "",
+        "\n".join(table),
+        "",
+    ]

@@ -36,7 +36,8 @@ _COMMON = [
     "Let me write down what I know so far.",
 ]
 _POOLS = {
-    "math": _COMMON + [
+    "math": _COMMON
+    + [
         "The area of the trapezoid is \\( \\frac{(r + s)}{2} \\times h = 72 \\), so \\( r + s = 24 \\).",
         "$$\n\\left( \\frac{|r - s|}{2} \\right)^2 + 6^2 = 12^2 \\implies |r - s| = 12\\sqrt{3}\n$$",
         "Since \\( x \\le 3 \\) and \\( x \\ge -1 \\), the interval is \\( [-1, 3] \\).",
@@ -47,7 +48,8 @@ _POOLS = {
         "Therefore the answer should be \\( \\boxed{504} \\), but let me double-check.",
         "Mod 7, the powers of 3 cycle: 3, 2, 6, 4, 5, 1, so 3^100 ≡ 4.",
     ],
-    "code": _COMMON + [
+    "code": _COMMON
+    + [
         "```python\ndef solve(a: list[int]) -> int:\n    best = 0\n    for i in range(len(a)):\n"
         "        if a[i] < best:\n            best = a[i]\n    return best\n```",
         "```cpp\n#include <vector>\nint main() {\n    std::vector<int> v(n);\n    for (int i = 0; i < n; ++i) "
@@ -55,10 +57,11 @@ _POOLS = {
         "The complexity is O(n log n) because of the sort; n ≤ 2·10^5 so that is fine.",
         "Edge case: when n == 1 the loop body never runs, so return a[0] directly.",
         "Use a monotonic stack: while stack and a[stack[-1]] <= a[i]: stack.pop().",
-        "The HTML template prints <div class=\"row\"> for each item -> that's the bug.",
+        'The HTML template prints <div class="row"> for each item -> that\'s the bug.',
         "If dp[i] -> dp[i+1] only depends on the previous state, we can keep two rows.",
     ],
-    "science": _COMMON + [
+    "science": _COMMON
+    + [
         "The molar mass of NaCl is 58.44 g/mol, so 5.844 g is 0.1 mol.",
         "At 25 °C the equilibrium constant is K = 1.8 × 10⁻⁵, so pH ≈ 2.87.",
         "The wavelength λ = 500 nm gives an energy E = hc/λ ≈ 2.48 eV.",
@@ -88,12 +91,28 @@ _ANSWERS = {
 _LAYOUTS = [("\n", " ", "\n"), ("\n", "\n", "\n\n"), ("", "", ""), ("\n", " ", "\r\n"), (" ", "\t", " \n")]
 
 MALFORMED_KINDS: tuple[str, ...] = (
-    "no_think", "unclosed_think", "unclosed_block", "nested_block", "block_without_summary",
-    "summary_without_block", "text_between_units", "empty_block", "empty_summary",
-    "placeholder_missing", "placeholder_failed", "no_blocks", "stray_block_end", "delimiter_prefixes",
+    "no_think",
+    "unclosed_think",
+    "unclosed_block",
+    "nested_block",
+    "block_without_summary",
+    "summary_without_block",
+    "text_between_units",
+    "empty_block",
+    "empty_summary",
+    "placeholder_missing",
+    "placeholder_failed",
+    "no_blocks",
+    "stray_block_end",
+    "delimiter_prefixes",
 )
 ADVERSARIAL_KINDS: tuple[str, ...] = (
-    "unclosed_starts", "many_lt", "many_lt_pipe", "no_whitespace", "split_delimiters", "huge_block",
+    "unclosed_starts",
+    "many_lt",
+    "many_lt_pipe",
+    "no_whitespace",
+    "split_delimiters",
+    "huge_block",
 )
 
 
@@ -196,13 +215,15 @@ def generate_table(n: int, seed: int = 0, *, malformed_rate: float = 0.0):
     import pyarrow as pa
 
     rows = generate_rows(n, seed, malformed_rate=malformed_rate)
-    return pa.table({
-        "problem": [r["problem"] for r in rows],
-        "response": [r["response"] for r in rows],
-        "domain": [r["domain"] for r in rows],
-        "source": [r["source"] for r in rows],
-        "difficulty": pa.array([r["difficulty"] for r in rows], type=pa.int64()),
-    })
+    return pa.table(
+        {
+            "problem": [r["problem"] for r in rows],
+            "response": [r["response"] for r in rows],
+            "domain": [r["domain"] for r in rows],
+            "source": [r["source"] for r in rows],
+            "difficulty": pa.array([r["difficulty"] for r in rows], type=pa.int64()),
+        }
+    )
 
 
 def generate_bytes(target_bytes: int, seed: int = 0, *, malformed_rate: float = 0.0) -> list[str]:
@@ -307,10 +328,15 @@ def generate_full_rows(n: int, seed: int = 0, *, corrupt_rate: float = 0.0) -> l
             summaries[k] = summaries[k] + " (edited)"
         elif corruption == "block_text_differs":
             resp_texts[k] = resp_texts[k] + " An extra sentence only in the response."
-        response = "<think>\n" + "".join(
-            f"<|block_start|> {b} <|block_end|>\n<|summary_start|> {s} <|summary_end|>\n\n"
-            for b, s in zip(resp_texts, resp_summaries)
-        ) + "</think>\n" + answer
+        response = (
+            "<think>\n"
+            + "".join(
+                f"<|block_start|> {b} <|block_end|>\n<|summary_start|> {s} <|summary_end|>\n\n"
+                for b, s in zip(resp_texts, resp_summaries)
+            )
+            + "</think>\n"
+            + answer
+        )
         row = {
             "problem": _text(rng, pool, 300),
             "response": response,
@@ -334,9 +360,16 @@ def generate_full_table(n: int, seed: int = 0, *, corrupt_rate: float = 0.0):
 
     rows = generate_full_rows(n, seed, corrupt_rate=corrupt_rate)
     cols = ["problem", "response", "domain", "source", "difficulty", "sentences", "blocks", "block_summaries"]
-    schema = pa.schema([
-        ("problem", pa.string()), ("response", pa.string()), ("domain", pa.string()), ("source", pa.string()),
-        ("difficulty", pa.int64()), ("sentences", pa.list_(pa.string())), ("blocks", pa.list_(pa.list_(pa.int64()))),
-        ("block_summaries", pa.list_(pa.string())),
-    ])
+    schema = pa.schema(
+        [
+            ("problem", pa.string()),
+            ("response", pa.string()),
+            ("domain", pa.string()),
+            ("source", pa.string()),
+            ("difficulty", pa.int64()),
+            ("sentences", pa.list_(pa.string())),
+            ("blocks", pa.list_(pa.list_(pa.int64()))),
+            ("block_summaries", pa.list_(pa.string())),
+        ]
+    )
     return pa.table({c: [r[c] for r in rows] for c in cols}, schema=schema)

@@ -111,9 +111,7 @@ def _resolve(spec: Any) -> tuple[Any, str]:
         name = getattr(spec, "name_or_path", "") or _model_name(backend)
         return tk.Tokenizer.from_str(backend.to_str()), str(name)
     if backend is None and hasattr(spec, "convert_tokens_to_ids") and hasattr(spec, "vocab_size"):
-        raise MementoTypeError(
-            "a slow transformers tokenizer has no `tokenizers` backend: load it with use_fast=True"
-        )
+        raise MementoTypeError("a slow transformers tokenizer has no `tokenizers` backend: load it with use_fast=True")
     if isinstance(spec, str) and spec.strip().lower() == QWEN3:
         return tk.Tokenizer.from_file(str(qwen3_tokenizer_path())), QWEN3
     if isinstance(spec, (str, os.PathLike)):
@@ -174,8 +172,10 @@ def _check_added_flags(tok: Any) -> None:
         if content in DELIMITERS or not content:
             continue
         for d in DELIMITERS:
-            overlaps = d in content or content in d or any(
-                content.endswith(d[:k]) or content.startswith(d[-k:]) for k in range(1, len(d))
+            overlaps = (
+                d in content
+                or content in d
+                or any(content.endswith(d[:k]) or content.startswith(d[-k:]) for k in range(1, len(d)))
             )
             if overlaps:
                 raise MementoValueError(
@@ -312,8 +312,10 @@ def _load(spec: Any) -> LoadedTokenizer:
     added = tuple(d for d in DELIMITERS if d not in present)
     if added:
         tok.add_special_tokens(
-            [tk.AddedToken(d, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
-             for d in added]
+            [
+                tk.AddedToken(d, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+                for d in added
+            ]
         )
     # The model's vocabulary is untouched by adding tokens (tokenizers only appends added tokens),
     # so it is enough to check the added tokens and the new ids (the whole vocabulary is compared

@@ -28,9 +28,13 @@ def __getattr__(name: str) -> Any:
     # The prompt template was called MEMENTO_CHAT_TEMPLATE here, a name that also meant the Jinja
     # template of the export: kept for one release, with a warning.
     if name == "MEMENTO_CHAT_TEMPLATE":
-        warnings.warn("mementos_fast.tokens.MEMENTO_CHAT_TEMPLATE is deprecated: the plain prompt template is "
-                      "mementos_fast.chat.MEMENTO_PROMPT_TEMPLATE (MEMENTO_CHAT_TEMPLATE is the Jinja chat "
-                      "template, mementos_fast.chat.MEMENTO_CHAT_TEMPLATE)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "mementos_fast.tokens.MEMENTO_CHAT_TEMPLATE is deprecated: the plain prompt template is "
+            "mementos_fast.chat.MEMENTO_PROMPT_TEMPLATE (MEMENTO_CHAT_TEMPLATE is the Jinja chat "
+            "template, mementos_fast.chat.MEMENTO_CHAT_TEMPLATE)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return MEMENTO_PROMPT_TEMPLATE
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -109,8 +113,9 @@ def token_counter(tokenizer: Any, backend: str = "auto") -> _core.TokenCounter:
         if reason is None:
             cache["auto"] = cache["fast"] = fast
         else:
-            warnings.warn(f"token counting falls back to the hf backend for {loaded.name}: {reason}",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"token counting falls back to the hf backend for {loaded.name}: {reason}", RuntimeWarning, stacklevel=2
+            )
             cache["auto"] = token_counter(loaded, "hf")
         return cache["auto"]
     cache[name] = _core.TokenCounter(loaded.to_json(), name)
@@ -138,8 +143,11 @@ def render_prompts(problem: Any, chat_template: str | None = None) -> pa.Array |
     prompts.
     """
     problems = _as_pyarrow(problem)
-    if not pa.types.is_string(problems.type) and not pa.types.is_large_string(problems.type) \
-            and not pa.types.is_string_view(problems.type):
+    if (
+        not pa.types.is_string(problems.type)
+        and not pa.types.is_large_string(problems.type)
+        and not pa.types.is_string_view(problems.type)
+    ):
         raise MementoTypeError(f"problem must be strings, got {problems.type}")
     # The Memento Jinja template renders one user message exactly as the plain prompt template.
     template = MEMENTO_PROMPT_TEMPLATE if chat_template in (None, chat.MEMENTO_CHAT_TEMPLATE) else chat_template
@@ -170,7 +178,9 @@ def _render_jinja(problems: pa.Array | pa.ChunkedArray, template: str) -> pa.Arr
     try:
         compiled = env.from_string(template)
         out = [
-            None if p is None else compiled.render(
+            None
+            if p is None
+            else compiled.render(
                 messages=[{"role": "user", "content": p}], add_generation_prompt=True, bos_token="", eos_token=""
             )
             for p in problems.to_pylist()
@@ -306,6 +316,7 @@ def analyze_tokens(
 
         per_token = _kv_shape(model).bytes_per_token
         batch = batch.append_column("peak_kv_bytes", pc.multiply(batch.column("replay_peak_tokens"), per_token))
-        batch = batch.append_column("full_peak_kv_bytes",
-                                    pc.multiply(batch.column("replay_full_peak_tokens"), per_token))
+        batch = batch.append_column(
+            "full_peak_kv_bytes", pc.multiply(batch.column("replay_full_peak_tokens"), per_token)
+        )
     return batch.replace_schema_metadata({"backend": counter.backend, "tokenizer": name})
