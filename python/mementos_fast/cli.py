@@ -87,7 +87,16 @@ def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
             )
         )
     )
-    first = next(batches, None)
+    try:
+        first = next(batches, None)
+        _check_first(args, label, first)
+    except BaseException:
+        batches.close()  # stops and joins the read-ahead thread before the error is reported
+        raise
+    return label, (_text_response(b) for b in chain([first], batches))
+
+
+def _check_first(args, label: str, first: pa.RecordBatch | None) -> None:
     if first is None:
         raise UsageError(
             f"{label}: no rows to read" + (" (--limit 0 / --sample 0)" if 0 in (args.limit, args.sample) else "")
@@ -102,7 +111,6 @@ def _batches(args) -> tuple[str, Iterator[pa.RecordBatch]]:
             f"--config full: {label} has no {'/'.join(sorted(FULL_COLUMNS))} columns; point at the "
             "full config's files (full/train-*.parquet) or drop --config full"
         )
-    return label, (_text_response(b) for b in chain([first], batches))
 
 
 def _quiet_hub_client() -> None:

@@ -12,10 +12,12 @@ stream), ``limit=N`` takes the first N rows.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import glob
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -214,15 +216,28 @@ def count_rows(source: Any = None, config: str = "default", split: str = "train"
 
 
 _DONE = object()
+#: Live read-ahead threads and their stop events: joined at exit, before the interpreter and
+#: pyarrow's thread pools are torn down (a thread still inside pyarrow then aborts the process).
+_READERS: dict[Any, Any] = {}
 
 
-def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 1) -> Iterator[pa.RecordBatch]:
+def _stop_readers() -> None:
+    for t, stop in list(_READERS.items()):
+        stop.set()
+        t.join(timeout=30)
+
+
+atexit.register(_stop_readers)
+
+
+def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 1) -> Generator[pa.RecordBatch, None, None]:
     """``batches``, read ``depth`` batches ahead on a background thread.
 
     Parquet decoding (pyarrow) and the core's work both release the GIL, so reading batch N+1
     overlaps processing batch N. Order, values and errors are those of ``batches``: an exception
     of the reader is raised here, at the batch where it happened. When the consumer stops early
-    (``close()``, an exception, Ctrl-C), the reader stops after the batch it is on.
+    (``close()``, an exception, Ctrl-C), the reader stops after the batch it is on, closes
+    ``batches`` and is joined before ``close()`` returns (and, at the latest, at exit).
     """
     import queue
     import threading
@@ -247,9 +262,15 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 1) -> Iterator[pa.R
         except BaseException as e:  # handed to the consumer, raised there
             put((None, e))
             return
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
         put((_DONE, None))
 
     t = threading.Thread(target=reader, name="mementos-prefetch", daemon=True)
+    _READERS[t] = stop
     t.start()
     try:
         while True:
@@ -261,6 +282,8 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 1) -> Iterator[pa.R
             yield item
     finally:
         stop.set()
+        t.join(timeout=30)
+        _READERS.pop(t, None)
 
 
 def _limit(batches: Iterator[pa.RecordBatch], limit: int | None) -> Iterator[pa.RecordBatch]:
