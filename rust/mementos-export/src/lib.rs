@@ -718,18 +718,27 @@ fn concat(parts: Vec<Columns>) -> Columns {
     Columns { input_ids, labels, segment, block_index, evict_at, lengths, fates }
 }
 
+/// A per-token `LargeList` column of the output.
+pub(crate) fn list_field(name: &str, t: DataType) -> Field {
+    Field::new(name, DataType::LargeList(Arc::new(Field::new("item", t, true))), false)
+}
+
+/// The per-token columns every output starts with, in order (unpacked and packed).
+pub(crate) fn token_fields() -> Vec<Field> {
+    vec![
+        list_field("input_ids", DataType::Int32),
+        list_field("labels", DataType::Int32),
+        list_field("segment", DataType::Int8),
+        list_field("block_index", DataType::Int32),
+        list_field("evict_at", DataType::Int32),
+    ]
+}
+
 /// The output schema (`LargeList` columns, as the Python side writes them).
 pub fn output_schema() -> Schema {
-    let list =
-        |name: &str, t: DataType| Field::new(name, DataType::LargeList(Arc::new(Field::new("item", t, true))), false);
-    Schema::new(vec![
-        list("input_ids", DataType::Int32),
-        list("labels", DataType::Int32),
-        list("segment", DataType::Int8),
-        list("block_index", DataType::Int32),
-        list("evict_at", DataType::Int32),
-        Field::new("n_tokens", DataType::Int32, false),
-    ])
+    let mut fields = token_fields();
+    fields.push(Field::new("n_tokens", DataType::Int32, false));
+    Schema::new(fields)
 }
 
 /// Result of [`export_arrays`]: the kept rows, and each input row's fate.

@@ -15,7 +15,7 @@ use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_core::CoreError;
 
-use crate::{Columns, NEVER};
+use crate::{list_field, token_fields, Columns, NEVER};
 
 /// Rows grouped into sequences: `rows[offsets[s]..offsets[s + 1]]` are sequence `s`'s rows, in
 /// input order.
@@ -95,18 +95,11 @@ pub fn pack_ffd(lengths: &[u32], capacity: u32) -> Packing {
 
 /// The packed schema: the row columns plus `position_ids`, `seq_lens` and `n_tokens` per sequence.
 pub fn packed_schema() -> Schema {
-    let list =
-        |name: &str, t: DataType| Field::new(name, DataType::LargeList(Arc::new(Field::new("item", t, true))), false);
-    Schema::new(vec![
-        list("input_ids", DataType::Int32),
-        list("labels", DataType::Int32),
-        list("segment", DataType::Int8),
-        list("block_index", DataType::Int32),
-        list("evict_at", DataType::Int32),
-        list("position_ids", DataType::Int32),
-        list("seq_lens", DataType::Int32),
-        Field::new("n_tokens", DataType::Int32, false),
-    ])
+    let mut fields = token_fields();
+    fields.push(list_field("position_ids", DataType::Int32));
+    fields.push(list_field("seq_lens", DataType::Int32));
+    fields.push(Field::new("n_tokens", DataType::Int32, false));
+    Schema::new(fields)
 }
 
 /// Lay the rows of `parts` (consecutive chunks of rows, in order) out as the sequences of `p`
