@@ -23,6 +23,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 
@@ -143,6 +144,15 @@ def _analyze_tokenizer(args):
     return token_counter(args.tokenizer), args.model or "qwen3-8b"
 
 
+def _batch_tokens(loading: Future, batch: pa.RecordBatch, keep_last_k: int) -> tuple[pa.Table, float]:
+    """`analyze --tokenizer`'s token figures of one batch (one pass in Rust), and its seconds."""
+    tok, model = loading.result()
+    t = time.perf_counter()
+    problem = batch.column("problem") if "problem" in batch.schema.names else None
+    table = analyze_tokens(batch.column("response"), tok, problem=problem, keep_last_k=keep_last_k, model=model)
+    return table, time.perf_counter() - t
+
+
 def cmd_analyze(args) -> int:
     label, batches = _batches(args)
     with OutputDir(args.out) as out:
@@ -156,7 +166,14 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     examples: dict = {}  # status -> (row, response): the report's viewer pages
     rows = nbytes = 0
     parse_time = token_time = 0.0
-    tok, model = _analyze_tokenizer(args)
+    # With --tokenizer, one worker thread loads and self-checks the tokenizer, then counts each
+    # batch's tokens (Rust, GIL released) while this thread parses it and computes the rest: the
+    # load overlaps the first batches' reading, the counting the other statistics.
+    tokens_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-tokens") if args.tokenizer else None
+    if tokens_pool is None:
+        tok, model = _analyze_tokenizer(args)  # None, None (or the --model-without---tokenizer error)
+    else:
+        loading = tokens_pool.submit(_analyze_tokenizer, args)
     t0 = time.perf_counter()
     progress = _progress(not args.quiet)
     total = args.sample if args.sample is not None else args.limit
@@ -167,6 +184,8 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
         progress.start()
     try:
         for batch in batches:
+            if tokens_pool is not None:
+                tokens_job = tokens_pool.submit(_batch_tokens, loading, batch, max(args.keep_last_k, -1))
             t = time.perf_counter()
             parsed = mf.parse_batch(batch.column("response"))
             parse_time += time.perf_counter() - t
@@ -175,21 +194,6 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             replay = mf.replay_batch(batch.column("response"), max(args.keep_last_k, -1))
             for c in ("peak_ratio", "mean_ratio"):
                 row_table = row_table.append_column(f"replay_{c}", replay.column(c))
-            if tok is not None:  # --tokenizer: token figures and the token replay, one pass in Rust
-                t = time.perf_counter()
-                problem = batch.column("problem") if "problem" in batch.schema.names else None
-                row_table = st.add_token_columns(
-                    row_table,
-                    analyze_tokens(
-                        batch.column("response"),
-                        tok,
-                        problem=problem,
-                        keep_last_k=max(args.keep_last_k, -1),
-                        model=model,
-                    ),
-                )
-                token_time += time.perf_counter() - t
-            stats_parts.append(row_table)
             if {"sentences", "blocks", "block_summaries"} <= set(batch.schema.names):
                 align_parts.append(st.alignment_table(mf.align_full_batch(batch)))
             domain = batch.column("domain") if "domain" in batch.schema.names else None
@@ -199,6 +203,11 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
                 if ok:
                     example = batch.column("response")[ok[0]].as_py()
             html.note_examples(examples, batch, parsed, rows)
+            if tokens_pool is not None:  # --tokenizer: token figures and the token replay
+                token_table, seconds = tokens_job.result()
+                row_table = st.add_token_columns(row_table, token_table)
+                token_time += seconds
+            stats_parts.append(row_table)
             rows += batch.num_rows
             nbytes += pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
             del batch, parsed
@@ -211,7 +220,11 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     finally:
         if progress:
             progress.stop()
+        if tokens_pool is not None:
+            tokens_pool.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - t0
+    if tokens_pool is not None:
+        tok, model = loading.result()  # its error, also when there were no rows
     if not stats_parts:
         print("no rows", file=sys.stderr)
         return 1
