@@ -134,6 +134,9 @@ def _text_response(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 FULL_COLUMNS = {"sentences", "blocks", "block_summaries"}
 
+#: analyze hands pyarrow's unused pages back to the OS after each this many bytes of responses.
+RELEASE_BYTES = 512 << 20
+
 
 def _analyze_tokenizer(args):
     """(the loaded token counter, the KV model preset) of `analyze --tokenizer/--model`, or Nones."""
@@ -164,7 +167,7 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     stats_parts, block_parts, align_parts = [], [], []
     example = None
     examples: dict = {}  # status -> (row, response): the report's viewer pages
-    rows = nbytes = 0
+    rows = nbytes = released_at = 0
     parse_time = token_time = 0.0
     # With --tokenizer, one worker thread loads and self-checks the tokenizer, then counts each
     # batch's tokens (Rust, GIL released) while this thread parses it and computes the rest: the
@@ -211,9 +214,13 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             rows += batch.num_rows
             nbytes += pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
             del batch, parsed
-            # pyarrow's allocator (mimalloc) keeps freed pages; hand them back so memory stays
-            # bounded by one batch, whatever the corpus size.
-            pa.default_memory_pool().release_unused()
+            # pyarrow's allocator (mimalloc) reuses the pages freed by the last batch; handing
+            # them back to the OS after every batch cost a tenth of the run in page faults (the
+            # next batch faults them in again), so it is done every RELEASE_BYTES of responses:
+            # memory stays bounded, whatever the corpus size.
+            if nbytes - released_at >= RELEASE_BYTES:
+                pa.default_memory_pool().release_unused()
+                released_at = nbytes
             if progress:
                 el = time.perf_counter() - t0
                 progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")
