@@ -25,6 +25,8 @@ __all__ = ["ALIGN_STATUSES", "ResponseLayout", "align_full_batch", "assemble_res
 ALIGN_STATUSES: dict[str, str] = dict(_core.ALIGN_STATUSES)
 
 _FIELDS = ("response", "sentences", "blocks", "block_summaries")
+#: The six delimiters, from the core (think, block and memento start / end, in its ``Delim`` order).
+_DELIMITERS: tuple[str, ...] = _core.DELIMITERS
 
 
 def _table(data: Any) -> pa.Table:
@@ -66,12 +68,12 @@ class ResponseLayout:
     """How :func:`assemble_response` writes a trace. The defaults reproduce the OpenMementos
     ``response`` layout; change the delimiters to re-render the data for another model."""
 
-    think_start: str = "<think>"
-    think_end: str = "</think>"
-    block_start: str = "<|block_start|>"
-    block_end: str = "<|block_end|>"
-    summary_start: str = "<|summary_start|>"
-    summary_end: str = "<|summary_end|>"
+    think_start: str = _DELIMITERS[0]
+    think_end: str = _DELIMITERS[1]
+    block_start: str = _DELIMITERS[2]
+    block_end: str = _DELIMITERS[3]
+    summary_start: str = _DELIMITERS[4]
+    summary_end: str = _DELIMITERS[5]
     #: Between the sentences of a block.
     sentence_sep: str = " "
     #: Inside each delimiter pair, on both sides of the text.
