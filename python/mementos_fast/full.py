@@ -1,7 +1,13 @@
 """The OpenMementos ``full`` config: alignment of ``sentences`` / ``blocks`` / ``block_summaries``
 with ``response``, and re-assembly of a ``response`` from those fields in any delimiter layout.
 
-The checks (Rust core, ``mementos_core::align``; one status per row, the first failure wins):
+This module is the Python face of the Rust alignment, ``rust/mementos-core/src/align.rs``
+(``mementos_core::align``; named ``full`` here after the config it reads, ``align`` in Rust after
+what it does): :func:`align_full_batch` is one ``_core.align_full_batch`` call per record batch
+whose columns are returned as they are, and :data:`ALIGN_STATUSES` is the Rust enum's list. Nothing
+here recomputes a check; :func:`assemble_response` only builds text.
+
+The checks (one status per row, the first failure wins):
 ``null_field``, ``bad_range``, ``not_contiguous``, ``not_covering``, ``count_mismatch``,
 ``summary_mismatch``, ``block_text_differs``; ``ok`` for a clean row. Each compared block is
 ``exact`` (its sentences joined by one space), ``whitespace`` (the same ``str.split()`` words:
