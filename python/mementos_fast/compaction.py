@@ -25,7 +25,7 @@ docs/COMPACTION.md says why they differ.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from mementos_fast.errors import MementoTypeError, MementoValueError
 
 __all__ = [
     "MODELS",
+    "EngineRules",
     "KVShape",
     "compress",
     "compress_batch",
@@ -68,6 +69,22 @@ MODELS: dict[str, KVShape] = {
     "qwen3-32b": KVShape(64, 8, 128),
     "phi-4": KVShape(40, 10, 128),
 }
+
+
+@dataclass(frozen=True)
+class EngineRules:
+    """The engine's block-masking rules (the module doc), as one value: what every function here
+    hands to the core, and what :func:`eviction_plan` records in its schema metadata."""
+
+    keep_last_k: int = 0
+    mask_delimiters: bool = False
+    keep_last_block_for_answer: bool = False
+    restart_mode: bool = False
+    compact_on_summary_end: bool = True
+
+    def metadata(self) -> dict[str, str]:
+        """The rules as schema metadata (``"true"``, ``"false"``, the number)."""
+        return {k: str(v).lower() for k, v in asdict(self).items()}
 
 
 def _kv_shape(model: str | KVShape | dict[str, int]) -> KVShape:
@@ -114,16 +131,8 @@ def compress_batch(
 
     The output is written into one exactly sized buffer, with the GIL released, in linear time.
     """
-    return _core.compress_batch(
-        as_arrow_strings(column),
-        keep_last_k,
-        style=style,
-        mask_delimiters=mask_delimiters,
-        keep_last_block_for_answer=keep_last_block_for_answer,
-        restart_mode=restart_mode,
-        compact_on_summary_end=compact_on_summary_end,
-        threads=threads,
-    )
+    rules = EngineRules(keep_last_k, mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end)
+    return _core.compress_batch(as_arrow_strings(column), style=style, threads=threads, **asdict(rules))
 
 
 def compress(
@@ -137,15 +146,8 @@ def compress(
     compact_on_summary_end: bool = True,
 ) -> str:
     """:func:`compress_batch` for one trace."""
-    return _core.compress(
-        text,
-        keep_last_k,
-        style=style,
-        mask_delimiters=mask_delimiters,
-        keep_last_block_for_answer=keep_last_block_for_answer,
-        restart_mode=restart_mode,
-        compact_on_summary_end=compact_on_summary_end,
-    )
+    rules = EngineRules(keep_last_k, mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end)
+    return _core.compress(text, style=style, **asdict(rules))
 
 
 def eviction_plan(
@@ -173,23 +175,9 @@ def eviction_plan(
     ``rewind_to`` (``restart_mode``: start of the ``<|summary_start|>`` prefill restarts at).
     See docs/COMPACTION.md.
     """
-    batch = _core.eviction_plan(
-        as_arrow_strings(column),
-        keep_last_k,
-        mask_delimiters=mask_delimiters,
-        keep_last_block_for_answer=keep_last_block_for_answer,
-        restart_mode=restart_mode,
-        compact_on_summary_end=compact_on_summary_end,
-        threads=threads,
-    )
-    opts = {
-        "keep_last_k": keep_last_k,
-        "mask_delimiters": mask_delimiters,
-        "keep_last_block_for_answer": keep_last_block_for_answer,
-        "restart_mode": restart_mode,
-        "compact_on_summary_end": compact_on_summary_end,
-    }
-    return batch.replace_schema_metadata({k: str(v).lower() for k, v in opts.items()})
+    rules = EngineRules(keep_last_k, mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end)
+    batch = _core.eviction_plan(as_arrow_strings(column), threads=threads, **asdict(rules))
+    return batch.replace_schema_metadata(rules.metadata())
 
 
 def _prompt_lens(prompt_len: Any) -> tuple[int, list[int] | None]:
@@ -268,13 +256,10 @@ def replay_batch(
     shape = _kv_shape(model) if model is not None else None
     counter = _counter(tokenizer, backend) if tokenizer is not None else None
     same, per_row = _prompt_lens(prompt_len)
+    rules = EngineRules(keep_last_k, mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end)
     batch = _core.replay_batch(
         as_arrow_strings(column),
-        keep_last_k,
-        mask_delimiters=mask_delimiters,
-        keep_last_block_for_answer=keep_last_block_for_answer,
-        restart_mode=restart_mode,
-        compact_on_summary_end=compact_on_summary_end,
+        **asdict(rules),
         prompt_len=same,
         prompt_lens=per_row,
         prompt=as_arrow_strings(prompt) if prompt is not None else None,
@@ -349,13 +334,10 @@ def replay_curve(
     point after each segment between delimiters, each delimiter, and each eviction.
     """
     tokenizer = _renamed(tokenizer, tokens)
+    rules = EngineRules(keep_last_k, mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end)
     pts = _core.replay_curve(
         text,
-        keep_last_k,
-        mask_delimiters=mask_delimiters,
-        keep_last_block_for_answer=keep_last_block_for_answer,
-        restart_mode=restart_mode,
-        compact_on_summary_end=compact_on_summary_end,
+        **asdict(rules),
         prompt_len=prompt_len,
         counter=_counter(tokenizer, backend) if tokenizer is not None else None,
     )

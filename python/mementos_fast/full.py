@@ -1,7 +1,13 @@
 """The OpenMementos ``full`` config: alignment of ``sentences`` / ``blocks`` / ``block_summaries``
 with ``response``, and re-assembly of a ``response`` from those fields in any delimiter layout.
 
-The checks (Rust core, ``mementos_core::align``; one status per row, the first failure wins):
+This module is the Python face of the Rust alignment, ``rust/mementos-core/src/align.rs``
+(``mementos_core::align``; named ``full`` here after the config it reads, ``align`` in Rust after
+what it does): :func:`align_full_batch` is one ``_core.align_full_batch`` call per record batch
+whose columns are returned as they are, and :data:`ALIGN_STATUSES` is the Rust enum's list. Nothing
+here recomputes a check; :func:`assemble_response` only builds text.
+
+The checks (one status per row, the first failure wins):
 ``null_field``, ``bad_range``, ``not_contiguous``, ``not_covering``, ``count_mismatch``,
 ``summary_mismatch``, ``block_text_differs``; ``ok`` for a clean row. Each compared block is
 ``exact`` (its sentences joined by one space), ``whitespace`` (the same ``str.split()`` words:
@@ -25,6 +31,8 @@ __all__ = ["ALIGN_STATUSES", "ResponseLayout", "align_full_batch", "assemble_res
 ALIGN_STATUSES: dict[str, str] = dict(_core.ALIGN_STATUSES)
 
 _FIELDS = ("response", "sentences", "blocks", "block_summaries")
+#: The six delimiters, from the core (think, block and memento start / end, in its ``Delim`` order).
+_DELIMITERS: tuple[str, ...] = _core.DELIMITERS
 
 
 def _table(data: Any) -> pa.Table:
@@ -66,12 +74,12 @@ class ResponseLayout:
     """How :func:`assemble_response` writes a trace. The defaults reproduce the OpenMementos
     ``response`` layout; change the delimiters to re-render the data for another model."""
 
-    think_start: str = "<think>"
-    think_end: str = "</think>"
-    block_start: str = "<|block_start|>"
-    block_end: str = "<|block_end|>"
-    summary_start: str = "<|summary_start|>"
-    summary_end: str = "<|summary_end|>"
+    think_start: str = _DELIMITERS[0]
+    think_end: str = _DELIMITERS[1]
+    block_start: str = _DELIMITERS[2]
+    block_end: str = _DELIMITERS[3]
+    summary_start: str = _DELIMITERS[4]
+    summary_end: str = _DELIMITERS[5]
     #: Between the sentences of a block.
     sentence_sep: str = " "
     #: Inside each delimiter pair, on both sides of the text.

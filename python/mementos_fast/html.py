@@ -152,33 +152,21 @@ def viewer_data(
             stop = think_end
         return stop
 
-    units: list[dict[str, Any]] = []
     covered: list[tuple[int, int]] = []
+
+    def part(start: int, end: int | None, open_len: int, close_len: int) -> dict[str, Any]:
+        """A block or a memento from its delimiters' offsets: its content runs from after the
+        opening delimiter to before the closing one (or, unclosed, to the next thing that starts)."""
+        c0 = start + open_len
+        c1 = end - close_len if end is not None else next_start(start)
+        covered.append((start, end if end is not None else c1))
+        return {"start": start, "end": end, "content": [c0, c1], "text": text(c0, c1), "closed": end is not None}
+
+    units: list[dict[str, Any]] = []
     for i in range(n):
-        bs, be = base["block_start"][i], base["block_end"][i]
-        ss, se = base["summary_start"][i], base["summary_end"][i]
-        c0 = bs + _BS
-        c1 = be - _BE if be is not None else next_start(bs)
-        unit: dict[str, Any] = {
-            "i": i,
-            "start": bs,
-            "end": be,
-            "content": [c0, c1],
-            "text": text(c0, c1),
-            "closed": be is not None,
-        }
-        covered.append((bs, be if be is not None else c1))
-        if ss is not None:
-            m0 = ss + _SS
-            m1 = se - _SE if se is not None else next_start(ss)
-            unit["memento"] = {
-                "start": ss,
-                "end": se,
-                "content": [m0, m1],
-                "text": text(m0, m1),
-                "closed": se is not None,
-            }
-            covered.append((ss, se if se is not None else m1))
+        unit = {"i": i, **part(base["block_start"][i], base["block_end"][i], _BS, _BE)}
+        if base["summary_start"][i] is not None:
+            unit["memento"] = part(base["summary_start"][i], base["summary_end"][i], _SS, _SE)
         units.append(unit)
 
     # Text outside every block and memento (the think tags, text between units, the answer).

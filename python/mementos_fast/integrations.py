@@ -22,6 +22,7 @@ so that each worker loads its tokenizer once. See docs/EXPORT.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mementos_fast.errors import MementoValueError
+from mementos_fast.options import ExportOptions
 
 __all__ = [
     "SFTExporter",
@@ -71,33 +73,25 @@ def _own(arr: Any) -> pa.Array:
 def parse_table(
     batch: pa.Table | pa.RecordBatch, *, column: str = "response", spans: bool = False, keep_columns: bool = True
 ) -> pa.Table:
-    """The input columns plus ``parse_batch``'s per-row results: ``status``, ``error_offset``,
-    ``n_blocks``, ``n_summaries``, ``block_chars``, ``summary_chars``, ``block_words``,
-    ``summary_words``, ``final_answer`` (and ``spans`` with ``spans=True``).
+    """The input columns plus ``parse_batch``'s per-row results: its per-row numbers and status, in
+    its order (``n_blocks``, ``n_summaries``, ``block_chars``, ``summary_chars``, ``block_words``,
+    ``summary_words``, ``status``, ``error_offset``), then ``final_answer`` (and ``spans`` with
+    ``spans=True``); the item lists (``blocks``, ``summaries``, per-item counts) and ``reasoning``
+    are left out.
 
-    Text results are copied out as ``large_string`` so the table serialises on its own (Ray
-    moves tables between processes; ``datasets`` writes them to its cache).
+    Results are copied out (``status`` as ``string``, text as ``large_string``) so the table
+    serialises on its own (Ray moves tables between processes; ``datasets`` writes them to its cache).
     """
     import mementos_fast as mf
 
     table = _table(batch)
     parsed = mf.parse_batch(table.column(column), spans=spans)
     out = table if keep_columns else pa.table({})
-    fields = [
-        "status",
-        "error_offset",
-        "n_blocks",
-        "n_summaries",
-        "block_chars",
-        "summary_chars",
-        "block_words",
-        "summary_words",
-    ]
-    for name in fields:
-        arr = parsed.column(name)
-        if name == "status":
-            arr = arr.cast(pa.string())
-        out = out.append_column(name, _own(arr))
+    for field in parsed.schema:
+        if pa.types.is_dictionary(field.type):  # the status
+            out = out.append_column(field.name, _own(parsed.column(field.name).cast(pa.string())))
+        elif pa.types.is_integer(field.type):
+            out = out.append_column(field.name, _own(parsed.column(field.name)))
     out = out.append_column("final_answer", parsed.column("final_answer").cast(pa.large_string()))
     if spans:
         sp = parsed.column("spans")
@@ -141,55 +135,59 @@ def compress_table(
     return table.set_column(table.column_names.index(column), column, new)
 
 
-def export_table(
-    batch: pa.Table | pa.RecordBatch, *, format: str = "messages", tokenizer: Any = None, **options: Any
-) -> pa.Table:
-    """SFT rows of ``format`` for one table (``mementos_fast.export.transform_table``; options:
-    ``variant``, ``keep_last_k``, ``style``, ``max_length``, ``overflow``, ``system_prompt``,
-    ``only_ok``; tokenized: ``stage2_keep_last_k``, ``mask_delimiters``, ``keep_last_block_for_answer``,
-    ``restart_mode``, ``pack``). Dropped rows are left out, so the output can be shorter than the input: pass
-    ``remove_columns=ds.column_names`` to ``datasets.Dataset.map``."""
+def export_table(batch: pa.Table | pa.RecordBatch, options: ExportOptions | None = None, **fields: Any) -> pa.Table:
+    """SFT rows for one table (``mementos_fast.export.transform_table``). ``options``: an
+    :class:`~mementos_fast.options.ExportOptions`; or its fields as keywords, which replace
+    those of ``options`` (``fn_kwargs={"format": "chatml"}`` of ``Dataset.map`` / ``map_batches``;
+    a misspelt name is an error listing the options). Dropped rows are left out, so the output
+    can be shorter than the input: pass ``remove_columns=ds.column_names`` to
+    ``datasets.Dataset.map``."""
     from mementos_fast.export import transform_table
 
-    return transform_table(_table(batch), format, tokenizer=tokenizer, **options)
+    return transform_table(_table(batch), **ExportOptions.of(options, **fields).kwargs())
 
 
 class SFTExporter:
     """A callable for ``ray.data.Dataset.map_batches(SFTExporter, fn_constructor_kwargs=...,
     concurrency=N, batch_format="pyarrow")``: the tokenizer is prepared once per worker.
+    ``options`` / ``**fields`` as in :func:`export_table`.
 
     ``drops`` accumulates the dropped rows by reason in this worker (for a manifest, use
     :func:`mementos_fast.export.export_sft` on one machine, or count rows before and after).
     """
 
-    def __init__(self, format: str = "messages", tokenizer: Any = None, **options: Any) -> None:
+    def __init__(self, options: ExportOptions | None = None, **fields: Any) -> None:
         from mementos_fast.export import exporter
 
-        self.format = format
-        # The compiled exporter (tokenizer loaded once per worker, fast BPE when supported).
-        self.tokenizer = exporter(tokenizer) if format == "tokenized" else None
+        options = ExportOptions.of(options, **fields)
+        if options.format == "tokenized":
+            # The compiled exporter (tokenizer loaded once per worker, fast BPE when supported).
+            options = dataclasses.replace(options, tokenizer=exporter(options.tokenizer))
         self.options = options
         self.drops: Counter = Counter()
 
     def __call__(self, batch: pa.Table | pa.RecordBatch) -> pa.Table:
         from mementos_fast.export import transform_table
 
-        return transform_table(_table(batch), self.format, tokenizer=self.tokenizer, drops=self.drops, **self.options)
+        return transform_table(_table(batch), drops=self.drops, **self.options.kwargs())
 
 
 def ray_export(
     source: str,
     out: str,
-    format: str = "messages",
+    format: str | None = None,
     *,
-    tokenizer: Any = None,
+    options: ExportOptions | None = None,
     concurrency: int | None = None,
     batch_size: int = 256,
-    **options: Any,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Export Parquet files at ``source`` (a path or glob Ray can read: local, NFS, ``s3://``,
     ``gs://``...) to Parquet files under ``out`` on a running Ray cluster (``ray.init()`` is
     called with ``address="auto"`` semantics when none is connected). Returns a manifest.
+
+    ``options`` / ``**fields`` as in :func:`export_table` (``format``, the third argument, is a
+    shorthand for ``options.format``); the tokenized format's tokenizer defaults to ``qwen3``.
 
     Local outputs are atomic: Ray writes into a hidden sibling directory that is renamed to
     ``out`` (with ``_manifest.json`` inside) once every task has finished. Rows dropped are
@@ -205,17 +203,11 @@ def ray_export(
 
     import mementos_fast as mf
     from mementos_fast import _atomic as atomic
-    from mementos_fast.export import _check
 
-    _check(
-        format,
-        options.get("variant", "full"),
-        options.get("style", "tutorial"),
-        options.get("overflow", "truncate"),
-        options.get("max_length"),
-        options.get("stage2_keep_last_k", 0),
-        options.get("pack", False),
-    )
+    opts = ExportOptions.of(options, **fields, **({"format": format} if format is not None else {}))
+    if opts.format == "tokenized" and opts.tokenizer is None:
+        opts = dataclasses.replace(opts, tokenizer="qwen3")
+    opts.check()
     if concurrency is not None and concurrency < 1:
         raise MementoValueError(f"concurrency must be >= 1, got {concurrency}")
     if "://" not in source and not glob.glob(source):
@@ -234,24 +226,22 @@ def ray_export(
     actors = concurrency or max(1, int(cpus) - 1)
     # The actor pool must leave room for the read and write tasks, or they wait forever for a CPU
     # (2 actors on a 2-CPU machine used to hang): each of the actors + 2 gets an equal share.
-    share = min(1.0, cpus / (actors + 2)) if format == "tokenized" else 1.0
+    share = min(1.0, cpus / (actors + 2)) if opts.format == "tokenized" else 1.0
     remote: dict[str, Any] = {"num_cpus": share} if share < 1.0 else {}
     ds = ray.data.read_parquet(source, ray_remote_args=remote)
     rows_read = ds.count()  # from the Parquet footers
-    if format == "tokenized":
-        if tokenizer is None:
-            tokenizer = "qwen3"
+    if opts.format == "tokenized":
         mapped = ds.map_batches(
             SFTExporter,
             batch_format="pyarrow",
             batch_size=batch_size,
             concurrency=actors,
             num_cpus=share,
-            fn_constructor_kwargs={"format": format, "tokenizer": tokenizer, **options},
+            fn_constructor_kwargs={"options": opts},
         )
     else:
         mapped = ds.map_batches(
-            export_table, batch_format="pyarrow", batch_size=batch_size, fn_kwargs={"format": format, **options}
+            export_table, batch_format="pyarrow", batch_size=batch_size, fn_kwargs={"options": opts}
         )
     local = "://" not in out
     target = out
@@ -271,12 +261,12 @@ def ray_export(
     else:  # pragma: no cover - needs object storage
         rows_written = ray.data.read_parquet(target).count()
     manifest = {
-        "format": format,
+        "format": opts.format,
         "output": "parquet",
         "engine": "ray",
         "source": source,
-        **options,
-        "tokenizer": str(tokenizer) if format == "tokenized" else None,
+        **{k: v for k, v in opts.kwargs().items() if k not in ("format", "tokenizer")},
+        "tokenizer": str(opts.tokenizer) if opts.format == "tokenized" else None,
         "rows_read": rows_read,
         "rows_written": rows_written,
         "rows_dropped": rows_read - rows_written,

@@ -139,26 +139,44 @@ def _check_columns(path: Path, names: list[str], require: list[str] | None) -> N
         )
 
 
-def _read_file(
-    path: Path, columns: list[str] | None, batch_size: int, require: list[str] | None = None
-) -> Iterator[pa.RecordBatch]:
+def _present(columns: list[str] | None, names: list[str]) -> list[str] | None:
+    """The wanted ``columns`` a file has (None: all of them)."""
+    return [c for c in columns if c in names] if columns else None
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Errors while a Parquet file's data is read: a one-line error naming the file."""
+    try:
+        yield
+    except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
+        raise KeyboardInterrupt from None
+    except (pa.ArrowException, OSError) as e:
+        raise MementoValueError(f"{path}: cannot read ({_reason(e)}); is it truncated or corrupt?") from None
+
+
+def _open(path: Path, columns: list[str] | None, require: list[str] | None) -> pq.ParquetFile | pa.Table:
+    """A Parquet file opened (data not read yet), or a JSON Lines file read as a table of the
+    wanted ``columns``; either way with the ``require``d columns checked."""
     if path.suffix == ".parquet":
         pf = _parquet(path)
         _check_columns(path, pf.schema_arrow.names, require)
-        if columns:
-            columns = [c for c in columns if c in pf.schema_arrow.names]
-        try:
-            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
-        except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
-            raise KeyboardInterrupt from None
-        except (pa.ArrowException, OSError) as e:
-            raise MementoValueError(f"{path}: cannot read ({_reason(e)}); is it truncated or corrupt?") from None
-    else:
-        table = _read_json(path)
-        _check_columns(path, table.column_names, require)
-        if columns:
-            table = table.select([c for c in columns if c in table.column_names])
-        yield from table.to_batches(max_chunksize=batch_size)
+        return pf
+    table = _read_json(path)
+    _check_columns(path, table.column_names, require)
+    wanted = _present(columns, table.column_names)
+    return table if wanted is None else table.select(wanted)
+
+
+def _read_file(
+    path: Path, columns: list[str] | None, batch_size: int, require: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    source = _open(path, columns, require)
+    if isinstance(source, pa.Table):
+        yield from source.to_batches(max_chunksize=batch_size)
+        return
+    with _reading(path):
+        yield from source.iter_batches(batch_size=batch_size, columns=_present(columns, source.schema_arrow.names))
 
 
 def _file_rows(path: Path) -> int:
@@ -179,20 +197,12 @@ def _sample_files(
         start += c
         if not local:
             continue
-        if f.suffix == ".parquet":
-            pf = _parquet(f)
-            _check_columns(f, pf.schema_arrow.names, require)
-            try:
-                table = pf.read(columns=[c for c in columns if c in pf.schema_arrow.names] if columns else None)
-            except pa.ArrowCancelled:  # Ctrl-C inside pyarrow: an interrupt, not a bad file
-                raise KeyboardInterrupt from None
-            except (pa.ArrowException, OSError) as e:
-                raise MementoValueError(f"{f}: cannot read ({_reason(e)}); is it truncated or corrupt?") from None
+        source = _open(f, columns, require)
+        if isinstance(source, pa.Table):
+            table = source
         else:
-            table = _read_json(f)
-            _check_columns(f, table.column_names, require)
-            if columns:
-                table = table.select([c for c in columns if c in table.column_names])
+            with _reading(f):
+                table = source.read(columns=_present(columns, source.schema_arrow.names))
         yield from table.take(pa.array(local)).to_batches(max_chunksize=batch_size)
 
 

@@ -9,6 +9,7 @@ piece counts (each delimiter is one token). No Python string is built per row or
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ import mementos_fast._core as _core
 from mementos_fast import chat
 from mementos_fast._arrow import as_arrow_strings
 from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
+from mementos_fast.compaction import EngineRules, _kv_shape
 from mementos_fast.errors import MementoTypeError, MementoValueError
 from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer
 
@@ -300,20 +302,9 @@ def analyze_tokens(
         prompts = render_prompts(problem, chat_template)
     elif chat_template is not None:
         raise MementoValueError("chat_template needs a problem column")
-    batch = _core.analyze_tokens(
-        as_arrow_strings(column),
-        counter,
-        prompts=prompts,
-        keep_last_k=keep_last_k,
-        mask_delimiters=mask_delimiters,
-        keep_last_block_for_answer=keep_last_block_for_answer,
-        restart_mode=restart_mode,
-        compact_on_summary_end=compact_on_summary_end,
-        threads=threads,
-    )
+    rules = EngineRules(keep_last_k, mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end)
+    batch = _core.analyze_tokens(as_arrow_strings(column), counter, prompts=prompts, threads=threads, **asdict(rules))
     if model is not None:
-        from mementos_fast.compaction import _kv_shape
-
         per_token = _kv_shape(model).bytes_per_token
         batch = batch.append_column("peak_kv_bytes", pc.multiply(batch.column("replay_peak_tokens"), per_token))
         batch = batch.append_column(
