@@ -808,3 +808,16 @@ def test_datasets_map_with_arrow_formatting(corpus, small_tok):
     assert parsed["status"].to_pylist() == [mf.parse(r["response"]).status for r in corpus]
     stats = ds.map(it.stats_table, batched=True, batch_size=16, remove_columns=ds.column_names)
     assert stats["n_blocks"].to_pylist() == [len(mf.parse(r["response"]).blocks) for r in corpus]
+
+
+def test_tokenized_parquet_statistics_on_flat_columns_only(corpus, qwen, tmp_path):
+    """Row groups can be filtered on n_tokens and the metadata; per-token lists carry no min/max."""
+    out = tmp_path / "sft"
+    ex.export_sft(_table(corpus[2:8]), out, "tokenized", tokenizer=qwen)
+    rg = pq.ParquetFile(next(out.glob("*.parquet"))).metadata.row_group(0)
+    stats = {rg.column(i).path_in_schema: rg.column(i).is_stats_set for i in range(rg.num_columns)}
+    assert stats["n_tokens"] and stats["difficulty"]
+    assert not any(v for k, v in stats.items() if k.endswith(".list.element"))
+    assert pq.read_table(out).column("input_ids").equals(
+        ex.transform_table(_table(corpus[2:8]), "tokenized", tokenizer=qwen).column("input_ids")
+    )

@@ -64,6 +64,15 @@ def _json_default(o: Any) -> Any:  # numpy scalars from to_pylist never happen; 
 _PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
 
 
+def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """:data:`_PARQUET_OPTIONS`, with min/max statistics for the flat columns only (``n_tokens``,
+    ``domain``...: what a reader can filter row groups on). The per-token list columns get none:
+    a token id's minimum and maximum select nothing, and computing them was 30% of the write time
+    of a tokenized shard (0.99 -> 0.70 CPU-s for 15M tokens x 5 columns)."""
+    flat = [f.name for f in schema if not pa.types.is_nested(f.type)]
+    return {**_PARQUET_OPTIONS, "write_statistics": flat if len(flat) < len(schema) else True}
+
+
 class _WriteBehind:
     """Runs ``write(table)`` on one background thread while the caller computes the next table.
 
@@ -177,7 +186,7 @@ class ExportSink:
         if self._writer is None:
             self._shard_path = self._tmp() / f"part-{self._shard:05d}.parquet"
             self._file = open(self._shard_path, "wb")  # noqa: SIM115 - closed in _close_shard / abort
-            self._writer = pq.ParquetWriter(self._file, table.schema, **_PARQUET_OPTIONS)
+            self._writer = pq.ParquetWriter(self._file, table.schema, **_parquet_options(table.schema))
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         if self._file.tell() >= self.shard_bytes:
             self._close_shard()
@@ -235,7 +244,7 @@ class ExportSink:
     def _open_empty(self) -> None:
         self._shard_path = self._tmp() / f"part-{self._shard:05d}.parquet"
         self._file = open(self._shard_path, "wb")  # noqa: SIM115 - closed in _close_shard / abort
-        self._writer = pq.ParquetWriter(self._file, self._schema, **_PARQUET_OPTIONS)
+        self._writer = pq.ParquetWriter(self._file, self._schema, **_parquet_options(self._schema))
 
     def _finish_datasets(self, manifest: dict[str, Any]) -> None:
         import datasets
