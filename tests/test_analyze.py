@@ -208,3 +208,25 @@ def test_cli_analyze_full_config_alignment_and_replay(tmp_path):
     stats_table = pq.read_table(out / "rows.parquet")
     ratios = stats_table.column("replay_peak_ratio").to_pylist()
     assert all(r is None or 0 < r <= 1 for r in ratios)
+
+
+def test_analyze_takes_arrow_buffers_from_jemalloc_unless_told(monkeypatch):
+    import pyarrow as pa
+
+    from mementos_fast import cli
+
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("pyarrow built without jemalloc")
+    before = pa.default_memory_pool()
+    try:
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        cli._jemalloc_for_arrow()
+        assert pa.default_memory_pool().backend_name == "mimalloc"  # the user's choice stands
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+        cli._jemalloc_for_arrow()
+        assert pa.default_memory_pool().backend_name == "jemalloc"
+    finally:
+        pa.set_memory_pool(before)
