@@ -12,6 +12,7 @@ pub mod batch;
 pub mod compact;
 pub mod error;
 pub mod ops;
+pub mod output;
 pub mod par;
 pub mod parse;
 pub mod rows;

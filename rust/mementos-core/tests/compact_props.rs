@@ -128,6 +128,6 @@ proptest! {
         let cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![response])), Arc::new(sb.finish()), Arc::new(bb.finish()), Arc::new(mb.finish())];
         let out = align_full(cols[0].as_ref(), cols[1].as_ref(), cols[2].as_ref(), cols[3].as_ref(), Some(1)).unwrap();
         prop_assert_eq!(out.num_rows(), 1);
-        prop_assert!(out.column(0).is_valid(0));
+        prop_assert!(out.column_by_name("status").unwrap().is_valid(0));
     }
 }
