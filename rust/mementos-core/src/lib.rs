@@ -18,6 +18,8 @@ pub mod parse;
 pub mod rows;
 pub mod scan;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;
 pub mod text;
 
 pub use batch::{count_byte, output_schema, parse_array, parse_arrays, ParseOptions};

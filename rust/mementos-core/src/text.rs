@@ -454,19 +454,9 @@ mod tests {
             "\u{200b}", "\u{2028}", "\u{2029}", "\u{202f}", "\u{205f}", "\u{3000}", "\u{feff}", "\u{180e}", "é", "π",
             "≤", "—", "\u{2080}", "\u{20ac}", "日本", "🎉", "\u{c2}", "°", "\u{1681}", "\u{3001}",
         ];
-        let mut state = 0x2545F4914F6CDD1Du64;
+        let mut rng = crate::testing::XorShift(0x2545F4914F6CDD1D);
         for _ in 0..3000 {
-            let mut s = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let n = (state % 200) as usize;
-            for _ in 0..n {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                s.push_str(pieces[(state % pieces.len() as u64) as usize]);
-            }
+            let s = rng.text(&pieces, 200);
             assert_eq!(count_chars_words(s.as_bytes()), model(&s), "{s:?}");
             assert_eq!(count_chars_words_scalar(s.as_bytes()), model(&s), "{s:?}");
             #[cfg(target_arch = "x86_64")]
@@ -481,18 +471,11 @@ mod tests {
     fn sparse_multibyte_spaces() {
         let common = ["word", " ", "\n", "é", "π", "≤", "—", "\u{201c}", "\u{2075}", "°", "日本", "\u{e280}", "x"];
         let rare = ["\u{a0}", "\u{85}", "\u{2009}", "\u{2028}", "\u{205f}", "\u{3000}", "\u{1680}", "\u{202f}"];
-        let mut state = 0xD1B54A32D192ED03u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::testing::XorShift(0xD1B54A32D192ED03);
         for _ in 0..500 {
             let mut s = String::new();
-            let n = next() % 600;
-            for _ in 0..n {
-                let r = next();
+            for _ in 0..rng.below(600) {
+                let r = rng.next_u64();
                 if r % 40 == 0 {
                     s.push_str(rare[(r / 40 % rare.len() as u64) as usize]);
                 } else {
