@@ -2,7 +2,7 @@
 with ``response``, and re-assembly of a ``response`` from those fields in any delimiter layout.
 
 The checks (Rust core, ``mementos_core::align``; one status per row, the first failure wins):
-``null_field``, ``bad_range``, ``not_contiguous``, ``not_covering``, ``count_mismatch``,
+``null_field``, ``bad_range``, ``not_contiguous``, ``not_covering``, ``field_count_mismatch``,
 ``summary_mismatch``, ``block_text_differs``; ``ok`` for a clean row. Each compared block is
 ``exact`` (its sentences joined by one space), ``whitespace`` (the same ``str.split()`` words:
 the pipeline strips sentences and turns single newlines into spaces) or ``different``, with a

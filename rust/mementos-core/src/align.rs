@@ -8,8 +8,9 @@
 //! 2. `bad_range`: a block is not a pair `[a, b]` with `0 <= a <= b < len(sentences)`;
 //! 3. `not_contiguous`: block i does not start right after block i - 1 (or block 0 at 0);
 //! 4. `not_covering`: the blocks do not reach the last sentence;
-//! 5. `count_mismatch`: `len(blocks)`, `len(block_summaries)` and the response's blocks and
-//!    summaries (the tutorial's parse) do not all agree;
+//! 5. `field_count_mismatch`: `len(blocks)`, `len(block_summaries)` and the response's blocks
+//!    and summaries (the tutorial's parse) do not all agree (not parse's `count_mismatch`, which
+//!    compares the response's blocks with its own summaries);
 //! 6. `summary_mismatch`: `block_summaries[i].strip()` differs from the i-th response summary;
 //! 7. `block_text_differs`: a response block differs from its sentences even after normalising
 //!    whitespace (sentences are stripped and single newlines became spaces in the pipeline, so
@@ -47,7 +48,7 @@ pub enum AlignStatus {
     BadRange,
     NotContiguous,
     NotCovering,
-    CountMismatch,
+    FieldCountMismatch,
     SummaryMismatch,
     BlockTextDiffers,
 }
@@ -59,7 +60,7 @@ impl AlignStatus {
         AlignStatus::BadRange,
         AlignStatus::NotContiguous,
         AlignStatus::NotCovering,
-        AlignStatus::CountMismatch,
+        AlignStatus::FieldCountMismatch,
         AlignStatus::SummaryMismatch,
         AlignStatus::BlockTextDiffers,
     ];
@@ -71,7 +72,7 @@ impl AlignStatus {
             AlignStatus::BadRange => "bad_range",
             AlignStatus::NotContiguous => "not_contiguous",
             AlignStatus::NotCovering => "not_covering",
-            AlignStatus::CountMismatch => "count_mismatch",
+            AlignStatus::FieldCountMismatch => "field_count_mismatch",
             AlignStatus::SummaryMismatch => "summary_mismatch",
             AlignStatus::BlockTextDiffers => "block_text_differs",
         }
@@ -85,7 +86,7 @@ impl AlignStatus {
             AlignStatus::BadRange => "a block is not [a, b] with 0 <= a <= b < len(sentences)",
             AlignStatus::NotContiguous => "a block does not start right after the previous one (block 0 at sentence 0)",
             AlignStatus::NotCovering => "the blocks do not reach the last sentence",
-            AlignStatus::CountMismatch => {
+            AlignStatus::FieldCountMismatch => {
                 "len(blocks), len(block_summaries) and the response's blocks and summaries differ"
             }
             AlignStatus::SummaryMismatch => "block_summaries[i].strip() differs from the i-th response summary",
@@ -284,7 +285,7 @@ fn align_row(
     r.n_response_summaries = items.summaries.len() as i32;
     if !(r.n_blocks == r.n_block_summaries && r.n_blocks == r.n_response_blocks && r.n_blocks == r.n_response_summaries)
     {
-        flag(&mut r, AlignStatus::CountMismatch, None);
+        flag(&mut r, AlignStatus::FieldCountMismatch, None);
     }
 
     // 6: summaries.
@@ -511,7 +512,7 @@ mod tests {
         assert_eq!(status(&row(&sents, &[(0, 1), (2, 3)], &["s1", "s2"], RESP)).0, "bad_range");
         assert_eq!(status(&row(&sents, &[(1, 0), (2, 2)], &["s1", "s2"], RESP)).0, "bad_range");
         assert_eq!(status(&row(&sents, &[(0, 1)], &["s1"], RESP)).0, "not_covering");
-        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1"], RESP)).0, "count_mismatch");
+        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1"], RESP)).0, "field_count_mismatch");
         assert_eq!(
             status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "other"], RESP)),
             ("summary_mismatch".into(), Some(1), "exact,whitespace".into())

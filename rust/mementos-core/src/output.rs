@@ -87,8 +87,16 @@ pub fn record_batch<R>(
 }
 
 /// The validity of rows: `None` when every row is valid.
-pub fn validity(valid: impl IntoIterator<Item = bool>) -> Option<NullBuffer> {
-    Some(NullBuffer::from_iter(valid)).filter(|n| n.null_count() > 0)
+pub fn validity<I: IntoIterator<Item = bool>>(valid: I) -> Option<NullBuffer>
+where
+    I::IntoIter: Clone,
+{
+    let valid = valid.into_iter();
+    if valid.clone().all(|v| v) {
+        None
+    } else {
+        Some(NullBuffer::from_iter(valid))
+    }
 }
 
 /// `List<item>`; items are non-null unless `nullable_items`.

@@ -198,18 +198,6 @@ enum State {
     After,
 }
 
-impl State {
-    /// In a block or a memento: the status of leaving it open and the span kind of its content.
-    #[inline]
-    fn unit(self) -> (Status, SpanKind) {
-        if self == State::Block {
-            (Status::UnclosedBlock, SpanKind::Block)
-        } else {
-            (Status::UnclosedSummary, SpanKind::Summary)
-        }
-    }
-}
-
 struct Walk<'a> {
     text: &'a [u8],
     problem: Option<(Status, usize)>,
@@ -330,6 +318,14 @@ fn structure(text: &[u8], tokens: &[Token], out: &mut Parsed, want_spans: bool) 
                 w.flag(Status::NestedBlock, t.start);
                 depth += 1;
             }
+            (State::Block, Delim::ThinkEnd) => {
+                w.flag(Status::UnclosedBlock, unit_at);
+                state = State::After;
+            }
+            (State::Block, _) => {
+                w.quoted(t, SpanKind::Block);
+                continue;
+            }
 
             (State::AfterBlock, Delim::SummaryStart) => {
                 (unit_at, content_from) = (t.start, t.end());
@@ -354,13 +350,12 @@ fn structure(text: &[u8], tokens: &[Token], out: &mut Parsed, want_spans: bool) 
                 w.flag(Status::UnclosedSummary, unit_at);
                 (unit_at, content_from) = (t.start, t.end());
             }
-            // Inside a block or a memento: `</think>` leaves it open, other delimiters are quoted.
-            (State::Block | State::Summary, Delim::ThinkEnd) => {
-                w.flag(state.unit().0, unit_at);
+            (State::Summary, Delim::ThinkEnd) => {
+                w.flag(Status::UnclosedSummary, unit_at);
                 state = State::After;
             }
-            (State::Block | State::Summary, _) => {
-                w.quoted(t, state.unit().1);
+            (State::Summary, _) => {
+                w.quoted(t, SpanKind::Summary);
                 continue;
             }
 
@@ -372,8 +367,9 @@ fn structure(text: &[u8], tokens: &[Token], out: &mut Parsed, want_spans: bool) 
     w.gap(state, pos, text.len());
     match state {
         State::Think => w.flag(Status::UnclosedThink, think_at),
-        State::Block | State::Summary => w.flag(state.unit().0, unit_at),
+        State::Block => w.flag(Status::UnclosedBlock, unit_at),
         State::AfterBlock => w.flag(Status::BlockWithoutSummary, unit_at),
+        State::Summary => w.flag(Status::UnclosedSummary, unit_at),
         State::Pre | State::After => {}
     }
     if w.problem.is_none() {
