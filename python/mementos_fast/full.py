@@ -8,7 +8,7 @@ whose columns are returned as they are, and :data:`ALIGN_STATUSES` is the Rust e
 here recomputes a check; :func:`assemble_response` only builds text.
 
 The checks (one status per row, the first failure wins):
-``null_field``, ``bad_range``, ``not_contiguous``, ``not_covering``, ``count_mismatch``,
+``null_field``, ``bad_range``, ``not_contiguous``, ``not_covering``, ``field_count_mismatch``,
 ``summary_mismatch``, ``block_text_differs``; ``ok`` for a clean row. Each compared block is
 ``exact`` (its sentences joined by one space), ``whitespace`` (the same ``str.split()`` words:
 the pipeline strips sentences and turns single newlines into spaces) or ``different``, with a

@@ -266,7 +266,7 @@ FULL_CORRUPTIONS = (
     "bad_range",
     "not_contiguous",
     "not_covering",
-    "count_mismatch",
+    "field_count_mismatch",
     "summary_mismatch",
     "block_text_differs",
     "null_field",
@@ -322,7 +322,7 @@ def generate_full_rows(n: int, seed: int = 0, *, corrupt_rate: float = 0.0) -> l
                 corruption = None
         elif corruption == "not_covering":
             sentences.append("A trailing sentence that no block covers.")
-        elif corruption == "count_mismatch":
+        elif corruption == "field_count_mismatch":
             summaries.pop()
         elif corruption == "summary_mismatch":
             summaries[k] = summaries[k] + " (edited)"

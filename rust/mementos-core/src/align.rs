@@ -8,8 +8,9 @@
 //! 2. `bad_range`: a block is not a pair `[a, b]` with `0 <= a <= b < len(sentences)`;
 //! 3. `not_contiguous`: block i does not start right after block i - 1 (or block 0 at 0);
 //! 4. `not_covering`: the blocks do not reach the last sentence;
-//! 5. `count_mismatch`: `len(blocks)`, `len(block_summaries)` and the response's blocks and
-//!    summaries (the tutorial's parse) do not all agree;
+//! 5. `field_count_mismatch`: `len(blocks)`, `len(block_summaries)` and the response's blocks
+//!    and summaries (the tutorial's parse) do not all agree (not parse's `count_mismatch`, which
+//!    compares the response's blocks with its own summaries);
 //! 6. `summary_mismatch`: `block_summaries[i].strip()` differs from the i-th response summary;
 //! 7. `block_text_differs`: a response block differs from its sentences even after normalising
 //!    whitespace (sentences are stripped and single newlines became spaces in the pipeline, so
@@ -25,13 +26,14 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int32Array, ListArray, RecordBatch, StringArray};
-use arrow_buffer::{NullBuffer, OffsetBuffer};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Schema};
 
 use crate::compact::TutorialItems;
 use crate::error::CoreError;
+use crate::output::{self, dictionary_type, list_type, Column, PerRow};
 use crate::par::{map_chunks, Work};
 use crate::rows::{rows_of, Rows};
 use crate::scan::{scan_into, Token};
@@ -46,7 +48,7 @@ pub enum AlignStatus {
     BadRange,
     NotContiguous,
     NotCovering,
-    CountMismatch,
+    FieldCountMismatch,
     SummaryMismatch,
     BlockTextDiffers,
 }
@@ -58,7 +60,7 @@ impl AlignStatus {
         AlignStatus::BadRange,
         AlignStatus::NotContiguous,
         AlignStatus::NotCovering,
-        AlignStatus::CountMismatch,
+        AlignStatus::FieldCountMismatch,
         AlignStatus::SummaryMismatch,
         AlignStatus::BlockTextDiffers,
     ];
@@ -70,7 +72,7 @@ impl AlignStatus {
             AlignStatus::BadRange => "bad_range",
             AlignStatus::NotContiguous => "not_contiguous",
             AlignStatus::NotCovering => "not_covering",
-            AlignStatus::CountMismatch => "count_mismatch",
+            AlignStatus::FieldCountMismatch => "field_count_mismatch",
             AlignStatus::SummaryMismatch => "summary_mismatch",
             AlignStatus::BlockTextDiffers => "block_text_differs",
         }
@@ -84,7 +86,7 @@ impl AlignStatus {
             AlignStatus::BadRange => "a block is not [a, b] with 0 <= a <= b < len(sentences)",
             AlignStatus::NotContiguous => "a block does not start right after the previous one (block 0 at sentence 0)",
             AlignStatus::NotCovering => "the blocks do not reach the last sentence",
-            AlignStatus::CountMismatch => {
+            AlignStatus::FieldCountMismatch => {
                 "len(blocks), len(block_summaries) and the response's blocks and summaries differ"
             }
             AlignStatus::SummaryMismatch => "block_summaries[i].strip() differs from the i-th response summary",
@@ -197,6 +199,13 @@ struct RowAlign {
     summaries_equal: i32,
 }
 
+impl RowAlign {
+    /// Blocks that compare as `m`.
+    fn count(&self, m: BlockMatch) -> i32 {
+        self.matches.iter().filter(|&&x| x == m as u8).count() as i32
+    }
+}
+
 struct Inputs<'a> {
     response: Box<dyn Rows + 'a>,
     sentences: ListParts,
@@ -276,7 +285,7 @@ fn align_row(
     r.n_response_summaries = items.summaries.len() as i32;
     if !(r.n_blocks == r.n_block_summaries && r.n_blocks == r.n_response_blocks && r.n_blocks == r.n_response_summaries)
     {
-        flag(&mut r, AlignStatus::CountMismatch, None);
+        flag(&mut r, AlignStatus::FieldCountMismatch, None);
     }
 
     // 6: summaries.
@@ -362,26 +371,45 @@ fn align_row(
     Some(r)
 }
 
+/// Every output column of [`align_full`], in order.
+const OUTPUT: [Column<PerRow<RowAlign>>; 14] = [
+    Column::new("status", dictionary_type, |r| r.names(|a| a.status as i8, &AlignStatus::ALL.map(AlignStatus::name))),
+    Column::new("problem_block", || DataType::Int32, |r| r.options::<Int32Type>(|a| a.problem_block)),
+    Column::new("n_sentences", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.n_sentences)),
+    Column::new("n_blocks", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.n_blocks)),
+    Column::new("n_block_summaries", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.n_block_summaries)),
+    Column::new("n_response_blocks", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.n_response_blocks)),
+    Column::new("n_response_summaries", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.n_response_summaries)),
+    Column::new("blocks_exact", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.count(BlockMatch::Exact))),
+    Column::new(
+        "blocks_whitespace",
+        || DataType::Int32,
+        |r| r.values::<Int32Type>(|a| a.count(BlockMatch::Whitespace)),
+    ),
+    Column::new("blocks_different", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.count(BlockMatch::Different))),
+    Column::new("summaries_equal", || DataType::Int32, |r| r.values::<Int32Type>(|a| a.summaries_equal)),
+    Column::new(
+        "min_similarity",
+        || DataType::Float64,
+        |r| r.options::<Float64Type>(|a| a.similarity.iter().copied().reduce(f32::min).map(f64::from)),
+    ),
+    Column::new("block_match", || list_type(DataType::Utf8, false), block_match),
+    Column::new(
+        "block_similarity",
+        || list_type(DataType::Float32, false),
+        |r| r.list_of::<Float32Type>(|a| &a.similarity),
+    ),
+];
+
+fn block_match(r: &mut PerRow<RowAlign>) -> ArrayRef {
+    let matches = r.rows.iter().flatten().flat_map(|a| &a.matches);
+    let names = StringArray::from(matches.map(|&m| BlockMatch::ALL[m as usize].name()).collect::<Vec<_>>());
+    r.list(Arc::new(names), r.rows.iter().map(|a| a.as_ref().map_or(0, |a| a.matches.len())))
+}
+
 /// Output schema of [`align_full`].
 pub fn align_schema() -> Schema {
-    let str_list = DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)));
-    let f32_list = DataType::List(Arc::new(Field::new("item", DataType::Float32, false)));
-    Schema::new(vec![
-        Field::new("status", DataType::Utf8, true),
-        Field::new("problem_block", DataType::Int32, true),
-        Field::new("n_sentences", DataType::Int32, true),
-        Field::new("n_blocks", DataType::Int32, true),
-        Field::new("n_block_summaries", DataType::Int32, true),
-        Field::new("n_response_blocks", DataType::Int32, true),
-        Field::new("n_response_summaries", DataType::Int32, true),
-        Field::new("blocks_exact", DataType::Int32, true),
-        Field::new("blocks_whitespace", DataType::Int32, true),
-        Field::new("blocks_different", DataType::Int32, true),
-        Field::new("summaries_equal", DataType::Int32, true),
-        Field::new("min_similarity", DataType::Float64, true),
-        Field::new("block_match", str_list, true),
-        Field::new("block_similarity", f32_list, true),
-    ])
+    output::schema(&OUTPUT, false)
 }
 
 /// Align every `full` row. Arrays: `response` (strings), `sentences` (list of strings),
@@ -424,64 +452,8 @@ pub fn align_full(
         let mut bag = HashMap::new();
         range.map(|i| align_row(inp_ref, i, &mut tokens, &mut items, &mut bag)).collect::<Vec<_>>()
     })?;
-    let rows: Vec<Option<RowAlign>> = parts.into_iter().flatten().collect();
-    let valid: Vec<bool> = rows.iter().map(Option::is_some).collect();
-    let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
-    let i32s = |f: &dyn Fn(&RowAlign) -> i32| -> ArrayRef {
-        Arc::new(Int32Array::new(rows.iter().map(|r| r.as_ref().map_or(0, f)).collect(), nulls.clone()))
-    };
-    let count = |m: BlockMatch| move |r: &RowAlign| r.matches.iter().filter(|&&x| x == m as u8).count() as i32;
-    let status: ArrayRef = Arc::new(StringArray::from(
-        rows.iter().map(|r| r.as_ref().map(|r| AlignStatus::ALL[r.status as usize].name())).collect::<Vec<_>>(),
-    ));
-    let problem: ArrayRef =
-        Arc::new(Int32Array::from(rows.iter().map(|r| r.as_ref().and_then(|r| r.problem_block)).collect::<Vec<_>>()));
-    let min_sim: ArrayRef = Arc::new(Float64Array::from(
-        rows.iter()
-            .map(|r| r.as_ref().and_then(|r| r.similarity.iter().copied().reduce(f32::min).map(f64::from)))
-            .collect::<Vec<_>>(),
-    ));
-    let lens = OffsetBuffer::<i32>::from_lengths(rows.iter().map(|r| r.as_ref().map_or(0, |r| r.matches.len())));
-    let match_names: Vec<&str> = rows
-        .iter()
-        .flat_map(|r| {
-            r.iter().flat_map(|r| {
-                r.matches
-                    .iter()
-                    .map(|&m| [BlockMatch::Exact, BlockMatch::Whitespace, BlockMatch::Different][m as usize].name())
-            })
-        })
-        .collect();
-    let sims: Vec<f32> = rows.iter().flat_map(|r| r.iter().flat_map(|r| r.similarity.iter().copied())).collect();
-    let block_match: ArrayRef = Arc::new(ListArray::new(
-        Arc::new(Field::new("item", DataType::Utf8, false)),
-        lens.clone(),
-        Arc::new(StringArray::from(match_names)),
-        nulls.clone(),
-    ));
-    let block_similarity: ArrayRef = Arc::new(ListArray::new(
-        Arc::new(Field::new("item", DataType::Float32, false)),
-        lens,
-        Arc::new(Float32Array::from(sims)),
-        nulls.clone(),
-    ));
-    let columns = vec![
-        status,
-        problem,
-        i32s(&|r| r.n_sentences),
-        i32s(&|r| r.n_blocks),
-        i32s(&|r| r.n_block_summaries),
-        i32s(&|r| r.n_response_blocks),
-        i32s(&|r| r.n_response_summaries),
-        i32s(&count(BlockMatch::Exact)),
-        i32s(&count(BlockMatch::Whitespace)),
-        i32s(&count(BlockMatch::Different)),
-        i32s(&|r| r.summaries_equal),
-        min_sim,
-        block_match,
-        block_similarity,
-    ];
-    Ok(RecordBatch::try_new(Arc::new(align_schema()), columns)?)
+    let mut rows = PerRow::new(parts.into_iter().flatten().collect());
+    Ok(output::record_batch(&OUTPUT, false, &mut rows, HashMap::new())?)
 }
 
 #[cfg(test)]
@@ -517,9 +489,11 @@ mod tests {
 
     fn status(cols: &[ArrayRef]) -> (String, Option<i32>, String) {
         let b = align_full(cols[0].as_ref(), cols[1].as_ref(), cols[2].as_ref(), cols[3].as_ref(), Some(1)).unwrap();
-        let s = b.column(0).as_string::<i32>().value(0).to_string();
-        let p = b.column(1).as_primitive::<Int32Type>();
-        let m = b.column(12).as_list::<i32>().value(0);
+        let col = |name: &str| b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+        let status = col("status").as_dictionary::<arrow_array::types::Int8Type>();
+        let s = status.values().as_string::<i32>().value(status.keys().value(0) as usize).to_string();
+        let p = col("problem_block").as_primitive::<Int32Type>();
+        let m = col("block_match").as_list::<i32>().value(0);
         let m: Vec<&str> = m.as_string::<i32>().iter().map(|x| x.unwrap()).collect();
         (s, if p.is_null(0) { None } else { Some(p.value(0)) }, m.join(","))
     }
@@ -538,7 +512,7 @@ mod tests {
         assert_eq!(status(&row(&sents, &[(0, 1), (2, 3)], &["s1", "s2"], RESP)).0, "bad_range");
         assert_eq!(status(&row(&sents, &[(1, 0), (2, 2)], &["s1", "s2"], RESP)).0, "bad_range");
         assert_eq!(status(&row(&sents, &[(0, 1)], &["s1"], RESP)).0, "not_covering");
-        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1"], RESP)).0, "count_mismatch");
+        assert_eq!(status(&row(&sents, &[(0, 1), (2, 2)], &["s1"], RESP)).0, "field_count_mismatch");
         assert_eq!(
             status(&row(&sents, &[(0, 1), (2, 2)], &["s1", "other"], RESP)),
             ("summary_mismatch".into(), Some(1), "exact,whitespace".into())

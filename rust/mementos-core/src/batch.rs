@@ -10,16 +10,15 @@ use std::mem::take;
 use std::ops::Range;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use arrow_array::builder::make_view;
-use arrow_array::types::Int8Type;
-use arrow_array::{
-    Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, Int8Array, ListArray, RecordBatch, StringArray,
-    StringViewArray, StructArray,
-};
+use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch, StringViewArray, StructArray};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema};
 
 use crate::error::CoreError;
+use crate::output::{self, dictionary, dictionary_type, list_type, Column};
 use crate::par::{self, Work};
 use crate::parse::{parse_row, Parsed, SpanKind};
 use crate::rows::{column_rows, rows_of, Rows};
@@ -36,23 +35,7 @@ pub struct ParseOptions {
     pub threads: Option<usize>,
 }
 
-/// Declares the per-row accumulators of a run of rows (one `Vec` per field) and their in-order
-/// concatenation, so a field cannot be forgotten in one of them.
-macro_rules! accumulators {
-    ($(#[$meta:meta])* struct $name:ident { $($(#[$fmeta:meta])* $field:ident: $t:ty,)* }) => {
-        $(#[$meta])*
-        #[derive(Default)]
-        struct $name { $($(#[$fmeta])* $field: Vec<$t>,)* }
-
-        impl $name {
-            fn extend(&mut self, o: $name) {
-                $(self.$field.extend(o.$field);)*
-            }
-        }
-    };
-}
-
-accumulators! {
+crate::accumulators! {
     /// What parsing a run of rows produced, concatenated in row order afterwards. Lists (blocks,
     /// summaries, spans) are flat values plus one count per row.
     struct Chunk {
@@ -136,37 +119,11 @@ fn parse_chunk(rows: &dyn Rows, range: Range<usize>, spans: bool) -> Chunk {
 }
 
 fn run_chunks(rows: &dyn Rows, opts: &ParseOptions) -> Result<Chunk, CoreError> {
-    let parts = par::map_chunks(rows, opts.threads, Work::Scan, |r| parse_chunk(rows, r, opts.spans))?;
-    let mut parts = parts.into_iter();
-    let mut all = parts.next().unwrap_or_default();
-    for p in parts {
-        all.extend(p);
-    }
-    Ok(all)
-}
-
-fn dictionary(keys: Vec<i8>, nulls: Option<NullBuffer>, names: Vec<&'static str>) -> DictionaryArray<Int8Type> {
-    let keys = Int8Array::new(ScalarBuffer::from(keys), nulls);
-    DictionaryArray::try_new(keys, Arc::new(StringArray::from(names))).expect("keys are in range")
-}
-
-/// The dictionary type of the `status` and span `kind` columns.
-pub fn dictionary_type() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8))
+    Ok(Chunk::concat(par::map_chunks(rows, opts.threads, Work::Scan, |r| parse_chunk(rows, r, opts.spans))?))
 }
 
 fn status_names() -> Vec<&'static str> {
     Status::ALL.iter().map(|s| s.name()).collect()
-}
-
-/// One output column of [`parse_array`]: its name, its type and how it is built. The schema and
-/// the column order both come from [`OUTPUT`], so they cannot disagree.
-struct OutputColumn {
-    name: &'static str,
-    data_type: fn() -> DataType,
-    build: fn(&mut Chunk, &Shared) -> ArrayRef,
-    /// Only with [`ParseOptions::spans`].
-    spans_only: bool,
 }
 
 /// What several columns share: the input's buffers (for views), the row validity and the list
@@ -204,141 +161,74 @@ impl Shared {
 }
 
 fn view_list_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Utf8View, false)))
+    list_type(DataType::Utf8View, false)
 }
 
 fn int_list_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Int32, false)))
+    list_type(DataType::Int32, false)
 }
 
 fn spans_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(span_fields()), false)))
+    list_type(DataType::Struct(span_fields()), false)
 }
 
-/// Every output column of [`parse_array`], in order.
-const OUTPUT: [OutputColumn; 17] = [
-    OutputColumn {
-        name: "blocks",
-        data_type: view_list_type,
-        build: |c, s| s.view_list(take(&mut c.block_views), &s.block_offsets),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "summaries",
-        data_type: view_list_type,
-        build: |c, s| s.view_list(take(&mut c.summary_views), &s.summary_offsets),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "reasoning",
-        data_type: || DataType::Utf8View,
-        build: |c, s| s.views(take(&mut c.reasoning), Some(NullBuffer::from(take(&mut c.reasoning_valid)))),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "final_answer",
-        data_type: || DataType::Utf8View,
-        build: |c, s| s.views(take(&mut c.answer), s.row_nulls.clone()),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "n_blocks",
-        data_type: || DataType::Int32,
-        build: |c, s| s.counts(&c.block_counts),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "n_summaries",
-        data_type: || DataType::Int32,
-        build: |c, s| s.counts(&c.summary_counts),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "block_chars",
-        data_type: || DataType::Int64,
-        build: |c, s| s.i64s(take(&mut c.block_chars)),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "summary_chars",
-        data_type: || DataType::Int64,
-        build: |c, s| s.i64s(take(&mut c.summary_chars)),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "block_words",
-        data_type: || DataType::Int64,
-        build: |c, s| s.i64s(take(&mut c.block_words)),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "summary_words",
-        data_type: || DataType::Int64,
-        build: |c, s| s.i64s(take(&mut c.summary_words)),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "status",
-        data_type: dictionary_type,
-        build: |c, s| Arc::new(dictionary(take(&mut c.status), s.row_nulls.clone(), status_names())),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "error_offset",
-        data_type: || DataType::Int64,
-        build: |c, s| {
-            Arc::new(Int64Array::new(ScalarBuffer::from(take(&mut c.error_offset)), Some(s.error_nulls.clone())))
-        },
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "block_char_counts",
-        data_type: int_list_type,
-        build: |c, s| s.int_list(take(&mut c.block_item_chars), &s.block_offsets),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "summary_char_counts",
-        data_type: int_list_type,
-        build: |c, s| s.int_list(take(&mut c.summary_item_chars), &s.summary_offsets),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "block_word_counts",
-        data_type: int_list_type,
-        build: |c, s| s.int_list(take(&mut c.block_item_words), &s.block_offsets),
-        spans_only: false,
-    },
-    OutputColumn {
-        name: "summary_word_counts",
-        data_type: int_list_type,
-        build: |c, s| s.int_list(take(&mut c.summary_item_words), &s.summary_offsets),
-        spans_only: false,
-    },
-    OutputColumn { name: "spans", data_type: spans_type, build: spans_column, spans_only: true },
+/// The parsed rows and what several columns share.
+struct Built {
+    c: Chunk,
+    s: Shared,
+}
+
+/// Every output column of [`parse_array`], in order (`spans` only with [`ParseOptions::spans`]).
+const OUTPUT: [Column<Built>; 17] = [
+    Column::new("blocks", view_list_type, |b| b.s.view_list(take(&mut b.c.block_views), &b.s.block_offsets)),
+    Column::new("summaries", view_list_type, |b| b.s.view_list(take(&mut b.c.summary_views), &b.s.summary_offsets)),
+    Column::new(
+        "reasoning",
+        || DataType::Utf8View,
+        |b| b.s.views(take(&mut b.c.reasoning), Some(NullBuffer::from(take(&mut b.c.reasoning_valid)))),
+    ),
+    Column::new("final_answer", || DataType::Utf8View, |b| b.s.views(take(&mut b.c.answer), b.s.row_nulls.clone())),
+    Column::new("n_blocks", || DataType::Int32, |b| b.s.counts(&b.c.block_counts)),
+    Column::new("n_summaries", || DataType::Int32, |b| b.s.counts(&b.c.summary_counts)),
+    Column::new("block_chars", || DataType::Int64, |b| b.s.i64s(take(&mut b.c.block_chars))),
+    Column::new("summary_chars", || DataType::Int64, |b| b.s.i64s(take(&mut b.c.summary_chars))),
+    Column::new("block_words", || DataType::Int64, |b| b.s.i64s(take(&mut b.c.block_words))),
+    Column::new("summary_words", || DataType::Int64, |b| b.s.i64s(take(&mut b.c.summary_words))),
+    Column::new("status", dictionary_type, |b| {
+        dictionary(take(&mut b.c.status), b.s.row_nulls.clone(), &status_names())
+    }),
+    Column::new(
+        "error_offset",
+        || DataType::Int64,
+        |b| Arc::new(Int64Array::new(ScalarBuffer::from(take(&mut b.c.error_offset)), Some(b.s.error_nulls.clone()))),
+    ),
+    Column::new("block_char_counts", int_list_type, |b| {
+        b.s.int_list(take(&mut b.c.block_item_chars), &b.s.block_offsets)
+    }),
+    Column::new("summary_char_counts", int_list_type, |b| {
+        b.s.int_list(take(&mut b.c.summary_item_chars), &b.s.summary_offsets)
+    }),
+    Column::new("block_word_counts", int_list_type, |b| {
+        b.s.int_list(take(&mut b.c.block_item_words), &b.s.block_offsets)
+    }),
+    Column::new("summary_word_counts", int_list_type, |b| {
+        b.s.int_list(take(&mut b.c.summary_item_words), &b.s.summary_offsets)
+    }),
+    Column::optional("spans", spans_type, spans_column),
 ];
 
-fn spans_column(c: &mut Chunk, s: &Shared) -> ArrayRef {
-    let kinds = dictionary(take(&mut c.span_kind), None, SpanKind::ALL.iter().map(|k| k.name()).collect());
+fn spans_column(b: &mut Built) -> ArrayRef {
+    let (c, s) = (&mut b.c, &b.s);
+    let kinds = dictionary(take(&mut c.span_kind), None, &SpanKind::ALL.map(|k| k.name()));
     let starts = Int64Array::new(ScalarBuffer::from(take(&mut c.span_start)), None);
     let ends = Int64Array::new(ScalarBuffer::from(take(&mut c.span_end)), None);
-    let structs = StructArray::new(span_fields(), vec![Arc::new(kinds), Arc::new(starts), Arc::new(ends)], None);
-    let field = Arc::new(Field::new("item", DataType::Struct(span_fields()), false));
-    Arc::new(ListArray::new(
-        field,
-        OffsetBuffer::from_lengths(c.span_counts.iter().copied()),
-        Arc::new(structs),
-        s.row_nulls.clone(),
-    ))
-}
-
-fn output_columns(spans: bool) -> impl Iterator<Item = &'static OutputColumn> {
-    OUTPUT.iter().filter(move |c| spans || !c.spans_only)
+    let structs = StructArray::new(span_fields(), vec![kinds, Arc::new(starts), Arc::new(ends)], None);
+    output::list_array(Arc::new(structs), false, c.span_counts.iter().copied(), s.row_nulls.clone())
 }
 
 /// Output schema of [`parse_array`].
 pub fn output_schema(spans: bool) -> Schema {
-    Schema::new(output_columns(spans).map(|c| Field::new(c.name, (c.data_type)(), true)).collect::<Vec<_>>())
+    output::schema(&OUTPUT, spans)
 }
 
 fn span_fields() -> Fields {
@@ -379,8 +269,8 @@ pub fn count_byte(arrays: &[&dyn Array], byte: u8) -> Result<u64, CoreError> {
 }
 
 fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError> {
-    let mut c = run_chunks(rows, opts)?;
-    let row_nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
+    let c = run_chunks(rows, opts)?;
+    let row_nulls = output::validity(c.valid.iter().copied());
     let error_valid: Vec<bool> = c.valid.iter().zip(&c.status).map(|(&v, &s)| v && s != Status::Ok as i8).collect();
     let shared = Shared {
         buffers: rows.buffers().into(),
@@ -389,15 +279,14 @@ fn build(rows: &dyn Rows, opts: &ParseOptions) -> Result<RecordBatch, CoreError>
         block_offsets: OffsetBuffer::<i32>::from_lengths(c.block_counts.iter().copied()),
         summary_offsets: OffsetBuffer::<i32>::from_lengths(c.summary_counts.iter().copied()),
     };
-    let columns: Vec<ArrayRef> = output_columns(opts.spans).map(|col| (col.build)(&mut c, &shared)).collect();
-    Ok(RecordBatch::try_new(Arc::new(output_schema(opts.spans)), columns)?)
+    Ok(output::record_batch(&OUTPUT, opts.spans, &mut Built { c, s: shared }, HashMap::new())?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
-    use arrow_array::LargeStringArray;
+    use arrow_array::{LargeStringArray, StringArray};
 
     const ROW: &str = "<think>\n<|block_start|> first block, long enough to need a buffer <|block_end|>\n<|summary_start|> short <|summary_end|>\n</think>\n\nThe answer is 42.";
 
@@ -414,7 +303,7 @@ mod tests {
         assert_eq!(col(batch, "final_answer").as_string_view().value(0), "The answer is 42.");
         assert_eq!(col(batch, "final_answer").as_string_view().value(2), "");
         assert!(col(batch, "reasoning").is_null(2));
-        let status = col(batch, "status").as_dictionary::<Int8Type>();
+        let status = col(batch, "status").as_dictionary::<arrow_array::types::Int8Type>();
         assert_eq!(status.keys().value(0), Status::Ok as i8);
         assert_eq!(status.keys().value(2), Status::NoThink as i8);
         assert!(status.is_null(1));

@@ -688,45 +688,73 @@ mod tests {
         assert_eq!(inplace_with(&t, &EngineOptions { compact_on_summary_end: false, ..o(0) }), t);
     }
 
+    /// `inplace(input, k)` without masking is `expect`, for every `(input, k, expect)`.
+    fn check_k(cases: &[(String, i64, String)]) {
+        for (input, k, expect) in cases {
+            assert_eq!(&inplace(input, *k, false, false), expect, "{input:?} k={k}");
+        }
+    }
+
     #[test]
     fn binding_follows_the_newest_block_start() {
-        // Nested: the summary binds to the most recently OPENED closed block (the inner one), as
-        // the overlay's `start_summary` walks blocks from the newest start backwards.
-        let t = format!("<think>{BS}out {BS}in{BE} more{BE}{SS}s{SE}</think>");
-        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}out {BS}{BE} more{BE}{SS}s{SE}</think>"));
-        // Two summaries: the inner block first, then the outer; evicting the outer swallows it.
-        let t = format!("<think>{BS}out {BS}in{BE} more{BE}{SS}s1{SE}{SS}s2{SE}</think>");
-        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}{BE}{SS}s1{SE}{SS}s2{SE}</think>"));
-        // Summary inside the outer block binds to the inner one.
-        let t = format!("<think>{BS}out {BS}in{BE}{SS}s1{SE} more{BE}</think>");
-        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}out {BS}{BE}{SS}s1{SE} more{BE}</think>"));
-        // The example: <bs>A<be><bs>B<be><ss>b<se><ss>a<se>: b binds B, a binds A; the
-        // first summary end evicts B, the second A.
-        let t = format!("{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}");
-        assert_eq!(inplace(&t, 0, false, false), format!("{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}"));
-        // With k = 1 the queue holds B then A: the second summary end evicts B only.
-        assert_eq!(inplace(&t, 1, false, false), format!("{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}"));
+        let example = format!("{BS}A{BE}{BS}B{BE}{SS}b{SE}{SS}a{SE}");
+        check_k(&[
+            // Nested: the summary binds to the most recently OPENED closed block (the inner one),
+            // as the overlay's `start_summary` walks blocks from the newest start backwards.
+            (
+                format!("<think>{BS}out {BS}in{BE} more{BE}{SS}s{SE}</think>"),
+                0,
+                format!("<think>{BS}out {BS}{BE} more{BE}{SS}s{SE}</think>"),
+            ),
+            // Two summaries: the inner block first, then the outer; evicting the outer swallows it.
+            (
+                format!("<think>{BS}out {BS}in{BE} more{BE}{SS}s1{SE}{SS}s2{SE}</think>"),
+                0,
+                format!("<think>{BS}{BE}{SS}s1{SE}{SS}s2{SE}</think>"),
+            ),
+            // Summary inside the outer block binds to the inner one.
+            (
+                format!("<think>{BS}out {BS}in{BE}{SS}s1{SE} more{BE}</think>"),
+                0,
+                format!("<think>{BS}out {BS}{BE}{SS}s1{SE} more{BE}</think>"),
+            ),
+            // The example: <bs>A<be><bs>B<be><ss>b<se><ss>a<se>: b binds B, a binds A; the
+            // first summary end evicts B, the second A.
+            (example.clone(), 0, format!("{BS}{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}")),
+            // With k = 1 the queue holds B then A: the second summary end evicts B only.
+            (example, 1, format!("{BS}A{BE}{BS}{BE}{SS}b{SE}{SS}a{SE}")),
+        ]);
     }
 
     #[test]
     fn malformed_rules() {
-        // A block without summary is never evicted; the summary binds to the newest closed block.
-        let t = format!("<think>{BS}A{BE}{BS}B{BE}{SS}b{SE}</think>");
-        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BS}A{BE}{BS}{BE}{SS}b{SE}</think>"));
-        // Stray end ignored; unclosed block never evicted.
-        let t = format!("<think>{BE}{BS}A{BE}{SS}a{SE}{BS}cut off");
-        assert_eq!(inplace(&t, 0, false, false), format!("<think>{BE}{BS}{BE}{SS}a{SE}{BS}cut off"));
-        // Stray summary (nothing closed) ignored.
-        let t = format!("<think>{SS}x{SE}{BS}A{BE}{SS}a{SE}</think>");
-        assert_eq!(inplace(&t, 0, false, false), format!("<think>{SS}x{SE}{BS}{BE}{SS}a{SE}</think>"));
-        // A summary start with nothing to bind leaves the summary in progress bound: the end
-        // completes A.
-        let t = format!("{BS}A{BE}{SS}a{SS}again{SE}");
-        assert_eq!(inplace(&t, 0, false, false), format!("{BS}{BE}{SS}a{SS}again{SE}"));
-        // A second summary start rebinds to the next bindable block; the first one never completes.
-        let t = format!("{BS}A{BE}{BS}B{BE}{SS}b{SS}a{SE}{SE}");
-        assert_eq!(inplace(&t, 0, false, false), format!("{BS}{BE}{BS}B{BE}{SS}b{SS}a{SE}{SE}"));
-        assert_eq!(inplace("", 0, false, false), "");
+        check_k(&[
+            // A block without summary is never evicted; the summary binds to the newest closed block.
+            (
+                format!("<think>{BS}A{BE}{BS}B{BE}{SS}b{SE}</think>"),
+                0,
+                format!("<think>{BS}A{BE}{BS}{BE}{SS}b{SE}</think>"),
+            ),
+            // Stray end ignored; unclosed block never evicted.
+            (
+                format!("<think>{BE}{BS}A{BE}{SS}a{SE}{BS}cut off"),
+                0,
+                format!("<think>{BE}{BS}{BE}{SS}a{SE}{BS}cut off"),
+            ),
+            // Stray summary (nothing closed) ignored.
+            (
+                format!("<think>{SS}x{SE}{BS}A{BE}{SS}a{SE}</think>"),
+                0,
+                format!("<think>{SS}x{SE}{BS}{BE}{SS}a{SE}</think>"),
+            ),
+            // A summary start with nothing to bind leaves the summary in progress bound: the end
+            // completes A.
+            (format!("{BS}A{BE}{SS}a{SS}again{SE}"), 0, format!("{BS}{BE}{SS}a{SS}again{SE}")),
+            // A second summary start rebinds to the next bindable block; the first one never
+            // completes.
+            (format!("{BS}A{BE}{BS}B{BE}{SS}b{SS}a{SE}{SE}"), 0, format!("{BS}{BE}{BS}B{BE}{SS}b{SS}a{SE}{SE}")),
+            (String::new(), 0, String::new()),
+        ]);
     }
 
     #[test]

@@ -12,11 +12,14 @@ pub mod batch;
 pub mod compact;
 pub mod error;
 pub mod ops;
+pub mod output;
 pub mod par;
 pub mod parse;
 pub mod rows;
 pub mod scan;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;
 pub mod text;
 
 pub use batch::{count_byte, output_schema, parse_array, parse_arrays, ParseOptions};

@@ -1,11 +1,14 @@
 //! Column operations built on the compaction engine: `compress` (one exactly sized output
 //! buffer) and `replay` (per-row figures), over any supported Arrow string layout.
 
+use std::collections::HashMap;
+use std::mem::take;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, LargeStringArray, ListArray, RecordBatch};
+use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Int64Array, LargeStringArray, RecordBatch};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Schema};
 use rayon::prelude::*;
 
 use crate::compact::{
@@ -13,6 +16,7 @@ use crate::compact::{
     Scratch, Stream, Tracking, TutorialItems, Units,
 };
 use crate::error::CoreError;
+use crate::output::{self, Column, PerRow};
 use crate::par::{self, map_chunks, Work};
 use crate::rows::{column_rows, Rows};
 use crate::scan::{scan_into, Token};
@@ -201,27 +205,42 @@ pub fn assistant_header_end(text: &[u8]) -> Option<usize> {
     None
 }
 
+/// The replay's figures saturate at `i64::MAX`.
+fn sat(x: u128) -> i64 {
+    x.min(i64::MAX as u128) as i64
+}
+
+/// `num / den`, null when `den` is 0.
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    (den > 0.0).then(|| num / den)
+}
+
+/// Every output column of [`replay_arrays`], in order. `peak_ratio` and `mean_ratio` are
+/// compacted / uncompacted (null when the uncompacted figure is 0).
+const REPLAY: [Column<PerRow<ReplayStats>>; 14] = [
+    Column::new("prompt_len", || DataType::Int64, |r| r.values::<Int64Type>(|s| s.prompt_len as i64)),
+    Column::new("total_len", || DataType::Int64, |r| r.values::<Int64Type>(|s| s.total_len as i64)),
+    Column::new("peak_len", || DataType::Int64, |r| r.values::<Int64Type>(|s| s.peak_len as i64)),
+    Column::new("mean_len", || DataType::Float64, |r| r.values::<Float64Type>(|s| s.mean_len)),
+    Column::new("final_len", || DataType::Int64, |r| r.values::<Int64Type>(|s| s.final_len as i64)),
+    Column::new("kv_auc", || DataType::Int64, |r| r.values::<Int64Type>(|s| sat(s.kv_auc))),
+    Column::new("full_peak_len", || DataType::Int64, |r| r.values::<Int64Type>(|s| s.full_peak() as i64)),
+    Column::new("full_mean_len", || DataType::Float64, |r| r.values::<Float64Type>(|s| s.full_mean())),
+    Column::new("full_kv_auc", || DataType::Int64, |r| r.values::<Int64Type>(|s| sat(s.full_auc()))),
+    Column::new(
+        "peak_ratio",
+        || DataType::Float64,
+        |r| r.options::<Float64Type>(|s| ratio(s.peak_len as f64, s.full_peak() as f64)),
+    ),
+    Column::new("mean_ratio", || DataType::Float64, |r| r.options::<Float64Type>(|s| ratio(s.mean_len, s.full_mean()))),
+    Column::new("recomputed_len", || DataType::Int64, |r| r.values::<Int64Type>(|s| s.recomputed_len as i64)),
+    Column::new("complete_blocks", || DataType::Int32, |r| r.values::<Int32Type>(|s| s.complete_blocks as i32)),
+    Column::new("evicted_blocks", || DataType::Int32, |r| r.values::<Int32Type>(|s| s.evicted_blocks as i32)),
+];
+
 /// Output schema of [`replay_arrays`].
 pub fn replay_schema() -> Schema {
-    let i64f = |n: &str| Field::new(n, DataType::Int64, true);
-    let f64f = |n: &str| Field::new(n, DataType::Float64, true);
-    let i32f = |n: &str| Field::new(n, DataType::Int32, true);
-    Schema::new(vec![
-        i64f("prompt_len"),
-        i64f("total_len"),
-        i64f("peak_len"),
-        f64f("mean_len"),
-        i64f("final_len"),
-        i64f("kv_auc"),
-        i64f("full_peak_len"),
-        f64f("full_mean_len"),
-        i64f("full_kv_auc"),
-        f64f("peak_ratio"),
-        f64f("mean_ratio"),
-        i64f("recomputed_len"),
-        i32f("complete_blocks"),
-        i32f("evicted_blocks"),
-    ])
+    output::schema(&REPLAY, false)
 }
 
 #[allow(clippy::too_many_arguments)] // the per-chunk scratch buffers are separate so one row borrows them apart
@@ -320,60 +339,70 @@ pub fn replay_arrays(
         })
         .collect::<Vec<Option<ReplayStats>>>()
     })?;
-    let all: Vec<Option<ReplayStats>> = parts.into_iter().flatten().collect();
-    let valid: Vec<bool> = all.iter().map(Option::is_some).collect();
-    let nulls = if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) };
-    let sat = |x: u128| x.min(i64::MAX as u128) as i64;
-    let i64s = |f: &dyn Fn(&ReplayStats) -> i64| -> ArrayRef {
-        Arc::new(Int64Array::new(all.iter().map(|o| o.as_ref().map_or(0, f)).collect(), nulls.clone()))
-    };
-    let f64s = |f: &dyn Fn(&ReplayStats) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::new(all.iter().map(|o| o.as_ref().map_or(0.0, f)).collect(), nulls.clone()))
-    };
-    let ratio = |num: f64, den: f64| if den > 0.0 { Some(num / den) } else { None };
-    let ratios = |f: &dyn Fn(&ReplayStats) -> Option<f64>| -> ArrayRef {
-        Arc::new(Float64Array::from(all.iter().map(|o| o.as_ref().and_then(f)).collect::<Vec<_>>()))
-    };
-    let i32s = |f: &dyn Fn(&ReplayStats) -> u32| -> ArrayRef {
-        Arc::new(Int32Array::new(all.iter().map(|o| o.as_ref().map_or(0, |s| f(s) as i32)).collect(), nulls.clone()))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        i64s(&|s| s.prompt_len as i64),
-        i64s(&|s| s.total_len as i64),
-        i64s(&|s| s.peak_len as i64),
-        f64s(&|s| s.mean_len),
-        i64s(&|s| s.final_len as i64),
-        i64s(&|s| sat(s.kv_auc)),
-        i64s(&|s| s.full_peak() as i64),
-        f64s(&|s| s.full_mean()),
-        i64s(&|s| sat(s.full_auc())),
-        ratios(&|s| ratio(s.peak_len as f64, s.full_peak() as f64)),
-        ratios(&|s| ratio(s.mean_len, s.full_mean())),
-        i64s(&|s| s.recomputed_len as i64),
-        i32s(&|s| s.complete_blocks),
-        i32s(&|s| s.evicted_blocks),
-    ];
-    Ok(RecordBatch::try_new(Arc::new(replay_schema()), columns)?)
+    let mut all = PerRow::new(parts.into_iter().flatten().collect());
+    Ok(output::record_batch(&REPLAY, false, &mut all, HashMap::new())?)
 }
+
+/// Per-row block counts of the eviction plan.
+struct PlanCounts {
+    n_blocks: i32,
+    n_complete: i32,
+    n_evicted: i32,
+}
+
+crate::accumulators! {
+    /// The eviction plans of a run of rows: counts per row, one value per tracked block in each
+    /// list (a byte offset, `None` for "none").
+    struct PlanParts {
+        rows: Option<PlanCounts>,
+        block_start: Option<i64>,
+        block_end: Option<i64>,
+        summary_start: Option<i64>,
+        summary_end: Option<i64>,
+        trigger: Option<i64>,
+        evict_start: Option<i64>,
+        evict_end: Option<i64>,
+        rewind_to: Option<i64>,
+    }
+}
+
+struct Planned {
+    rows: PerRow<PlanCounts>,
+    lists: PlanParts,
+}
+
+impl PerRow<PlanCounts> {
+    /// A list column of offsets, one element per tracked block.
+    fn offsets(&self, values: Vec<Option<i64>>) -> ArrayRef {
+        let lengths = self.rows.iter().map(|r| r.as_ref().map_or(0, |c| c.n_blocks as usize));
+        output::list_array(Arc::new(Int64Array::from(values)), true, lengths, self.nulls.clone())
+    }
+}
+
+fn offsets_type() -> DataType {
+    output::list_type(DataType::Int64, true)
+}
+
+/// Every output column of [`plan_arrays`], in order.
+const PLAN: [Column<Planned>; 11] = [
+    Column::new("n_blocks", || DataType::Int32, |p| p.rows.values::<Int32Type>(|c| c.n_blocks)),
+    Column::new("n_complete", || DataType::Int32, |p| p.rows.values::<Int32Type>(|c| c.n_complete)),
+    Column::new("n_evicted", || DataType::Int32, |p| p.rows.values::<Int32Type>(|c| c.n_evicted)),
+    Column::new("block_start", offsets_type, |p| p.rows.offsets(take(&mut p.lists.block_start))),
+    Column::new("block_end", offsets_type, |p| p.rows.offsets(take(&mut p.lists.block_end))),
+    Column::new("summary_start", offsets_type, |p| p.rows.offsets(take(&mut p.lists.summary_start))),
+    Column::new("summary_end", offsets_type, |p| p.rows.offsets(take(&mut p.lists.summary_end))),
+    Column::new("trigger", offsets_type, |p| p.rows.offsets(take(&mut p.lists.trigger))),
+    Column::new("evict_start", offsets_type, |p| p.rows.offsets(take(&mut p.lists.evict_start))),
+    Column::new("evict_end", offsets_type, |p| p.rows.offsets(take(&mut p.lists.evict_end))),
+    Column::new("rewind_to", offsets_type, |p| p.rows.offsets(take(&mut p.lists.rewind_to))),
+];
 
 /// Output schema of [`plan_arrays`]: one row per input row, one list element per block the
 /// engine tracks (in the order of its `<|block_start|>`). Offsets are UTF-8 byte offsets into the
 /// row; a null element means "none" (never closed, no memento, never evicted).
 pub fn plan_schema() -> Schema {
-    let list = |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Int64, true))), true);
-    Schema::new(vec![
-        Field::new("n_blocks", DataType::Int32, true),
-        Field::new("n_complete", DataType::Int32, true),
-        Field::new("n_evicted", DataType::Int32, true),
-        list("block_start"),
-        list("block_end"),
-        list("summary_start"),
-        list("summary_end"),
-        list("trigger"),
-        list("evict_start"),
-        list("evict_end"),
-        list("rewind_to"),
-    ])
+    output::schema(&PLAN, false)
 }
 
 /// The engine's eviction plan of every row, as Arrow (see [`plan_schema`] and docs/COMPACTION.md):
@@ -390,69 +419,39 @@ pub fn plan_arrays(
     check_engine_options(opts)?;
     let rows = column_rows(arrays)?;
     let rows = rows.as_ref();
-    #[derive(Default)]
-    struct Part {
-        counts: Vec<Option<[i32; 3]>>,
-        values: [Vec<Option<i64>>; 8],
-    }
     let parts = map_chunks(rows, threads, Work::Scan, |r| {
-        let mut part = Part { counts: Vec::with_capacity(r.len()), ..Default::default() };
+        let mut part = PlanParts::default();
         let mut tokens = Vec::new();
         let mut plan = Plan::default();
         for i in r {
             if !rows.is_valid(i) {
-                part.counts.push(None);
+                part.rows.push(None);
                 continue;
             }
-            let text = rows.bytes(i);
-            scan_into(text, &mut tokens);
+            scan_into(rows.bytes(i), &mut tokens);
             engine(&tokens, opts, &mut plan);
             let n_complete = plan.blocks.iter().filter(|b| b.is_complete()).count();
-            part.counts.push(Some([plan.blocks.len() as i32, n_complete as i32, plan.evictions.len() as i32]));
+            let (n_blocks, n_evicted) = (plan.blocks.len() as i32, plan.evictions.len() as i32);
+            part.rows.push(Some(PlanCounts { n_blocks, n_complete: n_complete as i32, n_evicted }));
+            let at = |offset: Option<usize>| offset.map(|o| o as i64);
             for b in &plan.blocks {
                 let ev = b.eviction.map(|e| &plan.evictions[e]);
                 let range = ev.map(|_| evicted_bytes(&tokens, b, opts));
-                let values = [
-                    Some(tokens[b.open].start),
-                    b.close.map(|c| tokens[c].end()),
-                    b.summary_open.map(|s| tokens[s].start),
-                    b.summary_close.map(|s| tokens[s].end()),
-                    ev.map(|e| tokens[e.at].start),
-                    range.as_ref().map(|r| r.start),
-                    range.as_ref().map(|r| r.end),
-                    ev.and_then(|e| e.rewind_to).map(|s| tokens[s].start),
-                ];
-                for (col, v) in part.values.iter_mut().zip(values) {
-                    col.push(v.map(|x| x as i64));
-                }
+                part.block_start.push(at(Some(tokens[b.open].start)));
+                part.block_end.push(at(b.close.map(|c| tokens[c].end())));
+                part.summary_start.push(at(b.summary_open.map(|s| tokens[s].start)));
+                part.summary_end.push(at(b.summary_close.map(|s| tokens[s].end())));
+                part.trigger.push(at(ev.map(|e| tokens[e.at].start)));
+                part.evict_start.push(at(range.as_ref().map(|r| r.start)));
+                part.evict_end.push(at(range.as_ref().map(|r| r.end)));
+                part.rewind_to.push(at(ev.and_then(|e| e.rewind_to).map(|s| tokens[s].start)));
             }
         }
         part
     })?;
-    let mut counts: Vec<Option<[i32; 3]>> = Vec::with_capacity(rows.len());
-    let mut values: [Vec<Option<i64>>; 8] = Default::default();
-    for mut p in parts {
-        counts.append(&mut p.counts);
-        for (all, mut part) in values.iter_mut().zip(p.values) {
-            all.append(&mut part);
-        }
-    }
-    let count = |j: usize| -> ArrayRef {
-        Arc::new(Int32Array::from(counts.iter().map(|c| c.map(|c| c[j])).collect::<Vec<_>>()))
-    };
-    let offsets = OffsetBuffer::<i32>::from_lengths(counts.iter().map(|c| c.map_or(0, |c| c[0] as usize)));
-    let row_nulls = if counts.iter().all(Option::is_some) {
-        None
-    } else {
-        Some(NullBuffer::from(counts.iter().map(Option::is_some).collect::<Vec<_>>()))
-    };
-    let item = Arc::new(Field::new("item", DataType::Int64, true));
-    let mut columns: Vec<ArrayRef> = vec![count(0), count(1), count(2)];
-    for v in values {
-        let list = ListArray::try_new(item.clone(), offsets.clone(), Arc::new(Int64Array::from(v)), row_nulls.clone())?;
-        columns.push(Arc::new(list));
-    }
-    Ok(RecordBatch::try_new(Arc::new(plan_schema()), columns)?)
+    let mut lists = PlanParts::concat(parts);
+    let rows = PerRow::new(take(&mut lists.rows));
+    Ok(output::record_batch(&PLAN, false, &mut Planned { rows, lists }, HashMap::new())?)
 }
 
 #[cfg(test)]

@@ -154,23 +154,31 @@ pub fn pairs(tokens: &[Token], open: Delim, close: Delim, mut f: impl FnMut(Rang
     }
 }
 
+/// The tutorial's stripped items between `open` and `close` (its non-greedy pairing): their
+/// ranges, the text measures of each, and the sum of those.
+#[inline]
+fn stripped_items(
+    text: &[u8],
+    tokens: &[Token],
+    open: Delim,
+    close: Delim,
+    ranges: &mut Vec<Range<usize>>,
+    items: &mut Vec<TextStats>,
+    total: &mut TextStats,
+) {
+    pairs(tokens, open, close, |r| {
+        let r = strip_range(text, r);
+        let st = count_chars_words(&text[r.clone()]);
+        *total += st;
+        items.push(st);
+        ranges.push(r);
+    });
+}
+
 fn tutorial_fields(text: &[u8], tokens: &[Token], out: &mut Parsed) {
-    let (blocks, items, bstats) = (&mut out.blocks, &mut out.block_items, &mut out.block_stats);
-    pairs(tokens, Delim::BlockStart, Delim::BlockEnd, |r| {
-        let r = strip_range(text, r);
-        let st = count_chars_words(&text[r.clone()]);
-        *bstats += st;
-        items.push(st);
-        blocks.push(r);
-    });
-    let (summaries, items, sstats) = (&mut out.summaries, &mut out.summary_items, &mut out.summary_stats);
-    pairs(tokens, Delim::SummaryStart, Delim::SummaryEnd, |r| {
-        let r = strip_range(text, r);
-        let st = count_chars_words(&text[r.clone()]);
-        *sstats += st;
-        items.push(st);
-        summaries.push(r);
-    });
+    let (b, s) = ((Delim::BlockStart, Delim::BlockEnd), (Delim::SummaryStart, Delim::SummaryEnd));
+    stripped_items(text, tokens, b.0, b.1, &mut out.blocks, &mut out.block_items, &mut out.block_stats);
+    stripped_items(text, tokens, s.0, s.1, &mut out.summaries, &mut out.summary_items, &mut out.summary_stats);
     // The first `<think>(.*?)</think>` match: the first `</think>` after the first `<think>`.
     out.reasoning = tokens.iter().position(|t| t.delim == Delim::ThinkStart).and_then(|i| {
         let from = tokens[i].end();

@@ -36,20 +36,52 @@ pub trait Rows: Sync {
     fn buffers(&self) -> Vec<Buffer>;
 }
 
-struct OffsetRows<'a, O: OffsetSizeTrait> {
-    array: &'a GenericStringArray<O>,
-    values: &'a [u8],
+/// One string array read row by row: length, validity and text are the array's own; how a view
+/// into its buffers is made depends on the layout ([`Layout`]).
+struct ArrayRows<'a, A: Layout> {
+    array: &'a A,
+    windows: A::Windows,
+}
+
+/// How views are made into the buffers of one string layout.
+trait Layout: Array {
+    /// What the views need besides the array (the windows of a large offsets buffer).
+    type Windows: Sync;
+    fn text(&self, i: usize) -> &str;
+    fn view(&self, windows: &Self::Windows, i: usize, r: Range<usize>) -> u128;
+    fn buffers(&self, windows: &Self::Windows) -> Vec<Buffer>;
+}
+
+impl<A: Layout> Rows for ArrayRows<'_, A> {
+    fn len(&self) -> usize {
+        self.array.len()
+    }
+    fn is_valid(&self, i: usize) -> bool {
+        self.array.is_valid(i)
+    }
+    fn bytes(&self, i: usize) -> &[u8] {
+        self.array.text(i).as_bytes()
+    }
+    fn view(&self, i: usize, r: Range<usize>) -> u128 {
+        self.array.view(&self.windows, i, r)
+    }
+    fn buffers(&self) -> Vec<Buffer> {
+        self.array.buffers(&self.windows)
+    }
+}
+
+/// The zero-copy windows of an offsets array's values buffer (one unless it exceeds 4 GiB).
+struct Windows {
     /// Window index per row (empty when everything fits one window).
     row_window: Vec<u32>,
     /// Start (in the values buffer) of each window.
     window_base: Vec<usize>,
 }
 
-impl<'a, O: OffsetSizeTrait> OffsetRows<'a, O> {
-    fn new(array: &'a GenericStringArray<O>) -> Result<Self, CoreError> {
-        let values = array.values().as_slice();
-        let mut rows = OffsetRows { array, values, row_window: Vec::new(), window_base: vec![0] };
-        if values.len() > u32::MAX as usize {
+impl Windows {
+    fn of<O: OffsetSizeTrait>(array: &GenericStringArray<O>) -> Result<Windows, CoreError> {
+        let mut rows = Windows { row_window: Vec::new(), window_base: vec![0] };
+        if array.values().len() > u32::MAX as usize {
             let offsets = array.value_offsets();
             let mut base = offsets.first().map_or(0, |o| o.as_usize());
             rows.window_base = vec![base];
@@ -72,55 +104,41 @@ impl<'a, O: OffsetSizeTrait> OffsetRows<'a, O> {
     }
 }
 
-impl<O: OffsetSizeTrait> Rows for OffsetRows<'_, O> {
-    fn len(&self) -> usize {
-        self.array.len()
+impl<O: OffsetSizeTrait> Layout for GenericStringArray<O> {
+    type Windows = Windows;
+    fn text(&self, i: usize) -> &str {
+        self.value(i)
     }
-    fn is_valid(&self, i: usize) -> bool {
-        self.array.is_valid(i)
+    fn view(&self, windows: &Windows, i: usize, r: Range<usize>) -> u128 {
+        let abs = self.value_offsets()[i].as_usize() + r.start;
+        let data = &self.values().as_slice()[abs..abs + r.len()];
+        let w = windows.row_window.get(i).copied().unwrap_or(0);
+        make_view(data, w, (abs - windows.window_base[w as usize]) as u32)
     }
-    fn bytes(&self, i: usize) -> &[u8] {
-        self.array.value(i).as_bytes()
-    }
-    fn view(&self, i: usize, r: Range<usize>) -> u128 {
-        let abs = self.array.value_offsets()[i].as_usize() + r.start;
-        let data = &self.values[abs..abs + r.len()];
-        let w = self.row_window.get(i).copied().unwrap_or(0);
-        make_view(data, w, (abs - self.window_base[w as usize]) as u32)
-    }
-    fn buffers(&self) -> Vec<Buffer> {
-        let values = self.array.values();
-        self.window_base.iter().map(|&b| values.slice(b)).collect()
+    fn buffers(&self, windows: &Windows) -> Vec<Buffer> {
+        let values = self.values();
+        windows.window_base.iter().map(|&b| values.slice(b)).collect()
     }
 }
 
-struct ViewRows<'a> {
-    array: &'a StringViewArray,
-}
-
-impl Rows for ViewRows<'_> {
-    fn len(&self) -> usize {
-        self.array.len()
+impl Layout for StringViewArray {
+    type Windows = ();
+    fn text(&self, i: usize) -> &str {
+        self.value(i)
     }
-    fn is_valid(&self, i: usize) -> bool {
-        self.array.is_valid(i)
-    }
-    fn bytes(&self, i: usize) -> &[u8] {
-        self.array.value(i).as_bytes()
-    }
-    fn view(&self, i: usize, r: Range<usize>) -> u128 {
-        let data = &self.bytes(i)[r.clone()];
+    fn view(&self, _: &(), i: usize, r: Range<usize>) -> u128 {
+        let data = &self.value(i).as_bytes()[r.clone()];
         if data.len() <= 12 {
             return make_view(data, 0, 0);
         }
         // A long substring implies a long (non-inline) row: point into the same buffer.
         // View layout (Arrow spec): length u32 | prefix u32 | buffer index u32 | offset u32.
-        let v = self.array.views()[i];
+        let v = self.views()[i];
         let (buffer_index, offset) = ((v >> 64) as u32, (v >> 96) as u32);
         make_view(data, buffer_index, offset + r.start as u32)
     }
-    fn buffers(&self) -> Vec<Buffer> {
-        self.array.data_buffers().to_vec()
+    fn buffers(&self, _: &()) -> Vec<Buffer> {
+        self.data_buffers().to_vec()
     }
 }
 
@@ -167,17 +185,20 @@ impl Rows for ConcatRows<'_> {
     }
 }
 
+fn offsets_rows<O: OffsetSizeTrait>(array: &GenericStringArray<O>) -> Result<Box<dyn Rows + '_>, CoreError> {
+    Ok(Box::new(ArrayRows { array, windows: Windows::of(array)? }))
+}
+
 /// Row access to one string array of any supported layout.
 pub fn rows_of(array: &dyn Array) -> Result<Box<dyn Rows + '_>, CoreError> {
     Ok(match array.data_type() {
-        DataType::Utf8 => Box::new(OffsetRows::new(
-            array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8 is StringArray"),
-        )?),
-        DataType::LargeUtf8 => Box::new(OffsetRows::new(
-            array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8 is LargeStringArray"),
-        )?),
-        DataType::Utf8View => Box::new(ViewRows {
+        DataType::Utf8 => offsets_rows(array.as_any().downcast_ref::<GenericStringArray<i32>>().expect("Utf8"))?,
+        DataType::LargeUtf8 => {
+            offsets_rows(array.as_any().downcast_ref::<GenericStringArray<i64>>().expect("LargeUtf8"))?
+        }
+        DataType::Utf8View => Box::new(ArrayRows {
             array: array.as_any().downcast_ref::<StringViewArray>().expect("Utf8View is StringViewArray"),
+            windows: (),
         }),
         other => return Err(CoreError::UnsupportedType(other.clone())),
     })

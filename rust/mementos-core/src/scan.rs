@@ -228,34 +228,9 @@ mod tests {
     /// delimiters that straddle a 64-byte boundary and `<` in the last 63 bytes.
     #[test]
     fn vector_paths_equal_memchr() {
-        let pieces = [
-            "<think>",
-            "</think>",
-            "<|block_start|>",
-            "<|block_end|>",
-            "<|summary_start|>",
-            "<|summary_end|>",
-            "<",
-            "<|",
-            "<|block_",
-            "<thi",
-            "x",
-            "word ",
-            "π≤",
-            "\n",
-        ];
-        let mut state = 0x9E3779B97F4A7C15u64;
+        let mut rng = crate::testing::XorShift(0x9E3779B97F4A7C15);
         for _ in 0..2000 {
-            let mut s = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            for _ in 0..(state % 120) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                s.push_str(pieces[(state % pieces.len() as u64) as usize]);
-            }
+            let s = rng.text(crate::testing::PIECES, 120);
             let mut expect = Vec::new();
             scan_into_memchr(s.as_bytes(), &mut expect);
             assert_eq!(scan(s.as_bytes()), expect, "{s:?}");

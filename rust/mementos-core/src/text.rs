@@ -269,6 +269,23 @@ mod simd {
         pub cont: u64,
     }
 
+    /// The bytes that start a 3-byte whitespace character (U+1680, U+2000..U+200A, U+2028,
+    /// U+2029, U+202F, U+205F, U+3000), from the bytes `v`, the next ones `n1` and the ones after
+    /// `n2`. Written once for both vector widths: a macro because the operations (`and`, `or`,
+    /// `eq`, `in_range` of 128 or 256 bits) are intrinsics of different types.
+    macro_rules! three_byte_spaces {
+        ($v:expr, $n1:expr, $n2:expr, $and:ident, $or:ident, $eq:ident, $in_range:ident) => {{
+            let (v, n1, n2) = ($v, $n1, $n2);
+            // U+2000..U+200A, U+2028, U+2029, U+202F
+            let tail = $or($in_range(n2, 0x80, 0x0A), $or($or($eq(n2, 0xA8), $eq(n2, 0xA9)), $eq(n2, 0xAF)));
+            let a = $and($and($eq(v, 0xE2), $eq(n1, 0x80)), tail);
+            let b = $and($and($eq(v, 0xE2), $eq(n1, 0x81)), $eq(n2, 0x9F)); // U+205F
+            let c = $and($and($eq(v, 0xE1), $eq(n1, 0x9A)), $eq(n2, 0x80)); // U+1680
+            let d = $and($and($eq(v, 0xE3), $eq(n1, 0x80)), $eq(n2, 0x80)); // U+3000
+            $or($or(a, b), $or(c, d))
+        }};
+    }
+
     #[inline(always)]
     unsafe fn eq(v: __m128i, x: u8) -> __m128i {
         _mm_cmpeq_epi8(v, _mm_set1_epi8(x as i8))
@@ -306,21 +323,9 @@ mod simd {
             let v2 = _mm_loadu_si128(at.add(2) as *const __m128i);
             // U+0085, U+00A0
             let l2 = _mm_and_si128(eq(v, 0xC2), _mm_or_si128(eq(v1, 0x85), eq(v1, 0xA0)));
-            // U+2000..U+200A, U+2028, U+2029, U+202F
-            let e2_80 = _mm_and_si128(eq(v, 0xE2), eq(v1, 0x80));
-            let tail = _mm_or_si128(
-                in_range(v2, 0x80, 0x0A),
-                _mm_or_si128(_mm_or_si128(eq(v2, 0xA8), eq(v2, 0xA9)), eq(v2, 0xAF)),
-            );
-            let a = _mm_and_si128(e2_80, tail);
-            // U+205F
-            let b = _mm_and_si128(_mm_and_si128(eq(v, 0xE2), eq(v1, 0x81)), eq(v2, 0x9F));
-            // U+1680
-            let c = _mm_and_si128(_mm_and_si128(eq(v, 0xE1), eq(v1, 0x9A)), eq(v2, 0x80));
-            // U+3000
-            let d = _mm_and_si128(_mm_and_si128(eq(v, 0xE3), eq(v1, 0x80)), eq(v2, 0x80));
             lead2 |= mask(l2) << (16 * lane);
-            lead3 |= mask(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) << (16 * lane);
+            let l3 = three_byte_spaces!(v, v1, v2, _mm_and_si128, _mm_or_si128, eq, in_range);
+            lead3 |= mask(l3) << (16 * lane);
         }
         let (l2, l3) = (lead2 as u128, lead3 as u128);
         let multi = l2 | l2 << 1 | l3 | l3 << 1 | l3 << 2;
@@ -385,16 +390,8 @@ mod simd {
         let mut lead3 = 0u64;
         for (lane, v, n1) in [(0usize, v0, n1_0), (1, v1, n1_1)] {
             let n2 = _mm256_loadu_si256(p.add(32 * lane + 2) as *const __m256i);
-            let e2_80 = _mm256_and_si256(eq8(v, 0xE2), eq8(n1, 0x80));
-            let tail = _mm256_or_si256(
-                in_range8(n2, 0x80, 0x0A),
-                _mm256_or_si256(_mm256_or_si256(eq8(n2, 0xA8), eq8(n2, 0xA9)), eq8(n2, 0xAF)),
-            );
-            let a = _mm256_and_si256(e2_80, tail);
-            let b = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE2), eq8(n1, 0x81)), eq8(n2, 0x9F));
-            let c = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE1), eq8(n1, 0x9A)), eq8(n2, 0x80));
-            let d = _mm256_and_si256(_mm256_and_si256(eq8(v, 0xE3), eq8(n1, 0x80)), eq8(n2, 0x80));
-            lead3 |= mask8(_mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d))) << (32 * lane);
+            let l3 = three_byte_spaces!(v, n1, n2, _mm256_and_si256, _mm256_or_si256, eq8, in_range8);
+            lead3 |= mask8(l3) << (32 * lane);
         }
         let (l2, l3) = (lead2 as u128, lead3 as u128);
         let multi = l2 | l2 << 1 | l3 | l3 << 1 | l3 << 2;
@@ -447,6 +444,14 @@ mod tests {
         TextStats { chars: s.chars().count() as u64, words }
     }
 
+    /// The dispatched count, the scalar count and the SSE2 classifier all equal the model.
+    fn check_every_path(s: &str) {
+        assert_eq!(count_chars_words(s.as_bytes()), model(s), "{s:?}");
+        assert_eq!(count_chars_words_scalar(s.as_bytes()), model(s), "{s:?}");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(count_with(s.as_bytes(), |p| unsafe { simd::classify64(p) }), model(s), "{s:?}");
+    }
+
     #[test]
     fn simd_matches_model_on_random_mixes() {
         let pieces = [
@@ -454,23 +459,10 @@ mod tests {
             "\u{200b}", "\u{2028}", "\u{2029}", "\u{202f}", "\u{205f}", "\u{3000}", "\u{feff}", "\u{180e}", "é", "π",
             "≤", "—", "\u{2080}", "\u{20ac}", "日本", "🎉", "\u{c2}", "°", "\u{1681}", "\u{3001}",
         ];
-        let mut state = 0x2545F4914F6CDD1Du64;
+        let mut rng = crate::testing::XorShift(0x2545F4914F6CDD1D);
         for _ in 0..3000 {
-            let mut s = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let n = (state % 200) as usize;
-            for _ in 0..n {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                s.push_str(pieces[(state % pieces.len() as u64) as usize]);
-            }
-            assert_eq!(count_chars_words(s.as_bytes()), model(&s), "{s:?}");
-            assert_eq!(count_chars_words_scalar(s.as_bytes()), model(&s), "{s:?}");
-            #[cfg(target_arch = "x86_64")]
-            assert_eq!(count_with(s.as_bytes(), |p| unsafe { simd::classify64(p) }), model(&s), "{s:?}");
+            let s = rng.text(&pieces, 200);
+            check_every_path(&s);
         }
     }
 
@@ -481,28 +473,18 @@ mod tests {
     fn sparse_multibyte_spaces() {
         let common = ["word", " ", "\n", "é", "π", "≤", "—", "\u{201c}", "\u{2075}", "°", "日本", "\u{e280}", "x"];
         let rare = ["\u{a0}", "\u{85}", "\u{2009}", "\u{2028}", "\u{205f}", "\u{3000}", "\u{1680}", "\u{202f}"];
-        let mut state = 0xD1B54A32D192ED03u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::testing::XorShift(0xD1B54A32D192ED03);
         for _ in 0..500 {
             let mut s = String::new();
-            let n = next() % 600;
-            for _ in 0..n {
-                let r = next();
+            for _ in 0..rng.below(600) {
+                let r = rng.next_u64();
                 if r % 40 == 0 {
                     s.push_str(rare[(r / 40 % rare.len() as u64) as usize]);
                 } else {
                     s.push_str(common[(r % common.len() as u64) as usize]);
                 }
             }
-            assert_eq!(count_chars_words(s.as_bytes()), model(&s), "{s:?}");
-            assert_eq!(count_chars_words_scalar(s.as_bytes()), model(&s), "{s:?}");
-            #[cfg(target_arch = "x86_64")]
-            assert_eq!(count_with(s.as_bytes(), |p| unsafe { simd::classify64(p) }), model(&s), "{s:?}");
+            check_every_path(&s);
         }
     }
 

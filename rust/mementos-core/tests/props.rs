@@ -1,44 +1,12 @@
 //! Property tests of the core: lossless spans, equality with a naive model of the tutorial's
 //! regexes, Python-exact text measures, and no panic on arbitrary bytes.
 
+mod common;
+
+use common::trace;
 use mementos_core::parse::{parse, parse_row, Parsed};
 use mementos_core::text::{count_chars_words, is_py_space};
 use proptest::prelude::*;
-
-const PIECES: &[&str] = &[
-    "<think>",
-    "</think>",
-    "<|block_start|>",
-    "<|block_end|>",
-    "<|summary_start|>",
-    "<|summary_end|>",
-    "<",
-    "<|",
-    "<|block_",
-    "<thi",
-    "</think",
-    "<|summary",
-    "|>",
-    " ",
-    "\n",
-    "\t",
-    "\u{a0}",
-    "\u{3000}",
-    "\u{2028}",
-    "\u{85}",
-    "\u{1c}",
-    "x",
-    "word",
-    "π≤θ",
-    "🎉",
-    "[Missing summary]",
-    "\u{200b}",
-];
-
-fn trace() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop_oneof![prop::sample::select(PIECES).prop_map(String::from), ".{0,6}"], 0..300)
-        .prop_map(|v| v.concat())
-}
 
 fn py_strip(s: &str) -> &str {
     s.trim_matches(is_py_space)
@@ -65,7 +33,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)))]
 
     #[test]
-    fn spans_cover_the_row(s in trace()) {
+    fn spans_cover_the_row(s in trace(300)) {
         let p = parse(&s);
         let mut pos = 0;
         for sp in &p.spans {
@@ -77,7 +45,7 @@ proptest! {
     }
 
     #[test]
-    fn tutorial_fields_equal_model(s in trace()) {
+    fn tutorial_fields_equal_model(s in trace(300)) {
         let p = parse(&s);
         let text = |r: &std::ops::Range<usize>| &s[r.clone()];
         prop_assert_eq!(p.blocks.iter().map(text).collect::<Vec<_>>(), model_pairs(&s, "<|block_start|>", "<|block_end|>"));

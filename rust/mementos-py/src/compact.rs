@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, LargeStringArray};
-use mementos_core::compact::{replay, Chars, CurvePoint, EngineOptions, Scratch, Stream};
+use mementos_core::compact::{replay, Chars, CurvePoint, Scratch, Stream};
 use mementos_core::ops::{
     check_engine_options, compress_arrays, plan_arrays, replay_arrays, CompressOptions, PromptLen, Style,
 };
@@ -16,173 +16,119 @@ use pyo3_arrow::{PyArray, PyRecordBatch};
 use mementos_core::compact::Units;
 use mementos_tokens::TokenUnits;
 
+use crate::engine::engine_binding;
 use crate::tokens::TokenCounter;
 use crate::{collect_arrays, run, Class};
-
-/// The engine's switches, as every binding takes them (keyword arguments of the same names).
-#[derive(Clone, Copy)]
-struct Switches {
-    mask_delimiters: bool,
-    keep_last_block_for_answer: bool,
-    restart_mode: bool,
-    compact_on_summary_end: bool,
-}
-
-impl Switches {
-    fn engine(self, keep_last_k: i64) -> EngineOptions {
-        EngineOptions {
-            keep_last_k,
-            mask_delimiters: self.mask_delimiters,
-            keep_last_block_for_answer: self.keep_last_block_for_answer,
-            restart_mode: self.restart_mode,
-            compact_on_summary_end: self.compact_on_summary_end,
-        }
-    }
-}
 
 fn refs(arrays: &[ArrayRef]) -> Vec<&dyn Array> {
     arrays.iter().map(|a| a.as_ref()).collect()
 }
 
-/// Rewrite a column of traces. See `mementos_fast.compress_batch`.
-#[pyfunction]
-#[pyo3(signature = (column, keep_last_k=1, *, style="tutorial", mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, threads=None))]
-#[allow(clippy::too_many_arguments)]
-fn compress_batch<'py>(
-    py: Python<'py>,
-    column: AnyArray,
-    keep_last_k: i64,
-    style: &str,
-    mask_delimiters: bool,
-    keep_last_block_for_answer: bool,
-    restart_mode: bool,
-    compact_on_summary_end: bool,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let arrays = collect_arrays(py, column)?;
-    let style: Result<Style, CoreError> = style.parse();
-    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
-    let out = run(py, || {
-        let opts = CompressOptions { style: style?, engine: sw.engine(keep_last_k), threads };
-        compress_arrays(&refs(&arrays), &opts)
-    })?;
-    let array = PyArray::from_array_ref(Arc::new(out));
-    let obj = array.to_pyarrow(py)?.unbind();
-    Ok(obj.into_bound(py))
+engine_binding! {
+    /// Rewrite a column of traces. See `mementos_fast.compress_batch`.
+    signature((column, keep_last_k=1, *, style="tutorial"), (threads=None))
+    fn compress_batch<'py>(
+        (py: Python<'py>, column: AnyArray, keep_last_k: i64, style: &str),
+        sw,
+        (threads: Option<usize>)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arrays = collect_arrays(py, column)?;
+        let style: Result<Style, CoreError> = style.parse();
+        let out = run(py, || {
+            let opts = CompressOptions { style: style?, engine: sw.engine(keep_last_k), threads };
+            compress_arrays(&refs(&arrays), &opts)
+        })?;
+        let array = PyArray::from_array_ref(Arc::new(out));
+        let obj = array.to_pyarrow(py)?.unbind();
+        Ok(obj.into_bound(py))
+    }
 }
 
-/// Rewrite one trace. See `mementos_fast.compress`.
-#[pyfunction]
-#[pyo3(signature = (text, keep_last_k=1, *, style="tutorial", mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true))]
-#[allow(clippy::too_many_arguments)]
-fn compress(
-    py: Python<'_>,
-    text: &str,
-    keep_last_k: i64,
-    style: &str,
-    mask_delimiters: bool,
-    keep_last_block_for_answer: bool,
-    restart_mode: bool,
-    compact_on_summary_end: bool,
-) -> PyResult<String> {
-    let style: Result<Style, CoreError> = style.parse();
-    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
-    run(py, || -> Result<String, CoreError> {
-        let opts = CompressOptions { style: style?, engine: sw.engine(keep_last_k), threads: Some(1) };
-        let out: LargeStringArray = compress_arrays(&[&LargeStringArray::from(vec![text])], &opts)?;
-        Ok(out.value(0).to_string())
-    })
+engine_binding! {
+    /// Rewrite one trace. See `mementos_fast.compress`.
+    signature((text, keep_last_k=1, *, style="tutorial"), ())
+    fn compress<'py>((py: Python<'py>, text: &str, keep_last_k: i64, style: &str), sw, ()) -> PyResult<String> {
+        let style: Result<Style, CoreError> = style.parse();
+        run(py, || -> Result<String, CoreError> {
+            let opts = CompressOptions { style: style?, engine: sw.engine(keep_last_k), threads: Some(1) };
+            let out: LargeStringArray = compress_arrays(&[&LargeStringArray::from(vec![text])], &opts)?;
+            Ok(out.value(0).to_string())
+        })
+    }
 }
 
-/// Replay a column under the engine's rules. See `mementos_fast.replay_batch`.
-#[pyfunction]
-#[pyo3(signature = (column, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, prompt_len=0, prompt_lens=None, prompt=None, require_assistant_section=true, counter=None, threads=None))]
-#[allow(clippy::too_many_arguments)]
-fn replay_batch<'py>(
-    py: Python<'py>,
-    column: AnyArray,
-    keep_last_k: i64,
-    mask_delimiters: bool,
-    keep_last_block_for_answer: bool,
-    restart_mode: bool,
-    compact_on_summary_end: bool,
-    prompt_len: u64,
-    prompt_lens: Option<Vec<u64>>,
-    prompt: Option<AnyArray>,
-    require_assistant_section: bool,
-    counter: Option<PyRef<'py, TokenCounter>>,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let arrays = collect_arrays(py, column)?;
-    let prompt_arrays = prompt.map(|p| collect_arrays(py, p)).transpose()?;
-    let inner = counter.map(|c| c.inner.clone());
-    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
-    let batch = run(py, || {
-        let opts = sw.engine(keep_last_k);
-        let lens = match &prompt_lens {
-            Some(v) => PromptLen::PerRow(v),
-            None => PromptLen::Same(prompt_len),
-        };
-        let prompt_refs = prompt_arrays.as_ref().map(|a| refs(a));
-        let prompt_text = prompt_refs.as_deref().map(|r| (r, require_assistant_section));
-        match &inner {
-            Some(c) => mementos_tokens::replay_tokens(&refs(&arrays), &opts, lens, prompt_text, c.as_ref(), threads),
-            None => replay_arrays(&refs(&arrays), &opts, lens, prompt_text, &Chars, threads),
-        }
-    })?;
-    PyRecordBatch::new(batch).into_pyarrow(py)
+engine_binding! {
+    /// Replay a column under the engine's rules. See `mementos_fast.replay_batch`.
+    signature(
+        (column, keep_last_k=0, *),
+        (prompt_len=0, prompt_lens=None, prompt=None, require_assistant_section=true, counter=None, threads=None)
+    )
+    fn replay_batch<'py>(
+        (py: Python<'py>, column: AnyArray, keep_last_k: i64),
+        sw,
+        (
+            prompt_len: u64,
+            prompt_lens: Option<Vec<u64>>,
+            prompt: Option<AnyArray>,
+            require_assistant_section: bool,
+            counter: Option<PyRef<'py, TokenCounter>>,
+            threads: Option<usize>,
+        )
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arrays = collect_arrays(py, column)?;
+        let prompt_arrays = prompt.map(|p| collect_arrays(py, p)).transpose()?;
+        let inner = counter.map(|c| c.inner.clone());
+        let batch = run(py, || {
+            let opts = sw.engine(keep_last_k);
+            let lens = match &prompt_lens {
+                Some(v) => PromptLen::PerRow(v),
+                None => PromptLen::Same(prompt_len),
+            };
+            let prompt_refs = prompt_arrays.as_ref().map(|a| refs(a));
+            let prompt_text = prompt_refs.as_deref().map(|r| (r, require_assistant_section));
+            match &inner {
+                Some(c) => mementos_tokens::replay_tokens(&refs(&arrays), &opts, lens, prompt_text, c.as_ref(), threads),
+                None => replay_arrays(&refs(&arrays), &opts, lens, prompt_text, &Chars, threads),
+            }
+        })?;
+        PyRecordBatch::new(batch).into_pyarrow(py)
+    }
 }
 
-/// The visible-length curve of one trace: `(generated, visible, eviction)` points.
-#[pyfunction]
-#[pyo3(signature = (text, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, prompt_len=0, counter=None))]
-#[allow(clippy::too_many_arguments)]
-fn replay_curve(
-    py: Python<'_>,
-    text: &str,
-    keep_last_k: i64,
-    mask_delimiters: bool,
-    keep_last_block_for_answer: bool,
-    restart_mode: bool,
-    compact_on_summary_end: bool,
-    prompt_len: u64,
-    counter: Option<PyRef<'_, TokenCounter>>,
-) -> PyResult<Vec<(u64, u64, bool)>> {
-    let inner = counter.map(|c| c.inner.clone());
-    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
-    run(py, || -> Result<Vec<(u64, u64, bool)>, CoreError> {
-        let opts = sw.engine(keep_last_k);
-        check_engine_options(&opts)?;
-        let tokens = scan(text.as_bytes());
-        let mut curve: Vec<CurvePoint> = Vec::new();
-        let units: &dyn Units = match &inner {
-            Some(c) => &TokenUnits(c.as_ref()),
-            None => &Chars,
-        };
-        let row = Stream::response(text.as_bytes(), &tokens);
-        replay(row, &opts, prompt_len, units, &mut Scratch::default(), &mut Vec::new(), Some(&mut curve));
-        Ok(curve.iter().map(|p| (p.generated, p.visible, p.eviction)).collect())
-    })
+engine_binding! {
+    /// The visible-length curve of one trace: `(generated, visible, eviction)` points.
+    signature((text, keep_last_k=0, *), (prompt_len=0, counter=None))
+    fn replay_curve<'py>(
+        (py: Python<'py>, text: &str, keep_last_k: i64),
+        sw,
+        (prompt_len: u64, counter: Option<PyRef<'py, TokenCounter>>)
+    ) -> PyResult<Vec<(u64, u64, bool)>> {
+        let inner = counter.map(|c| c.inner.clone());
+        run(py, || -> Result<Vec<(u64, u64, bool)>, CoreError> {
+            let opts = sw.engine(keep_last_k);
+            check_engine_options(&opts)?;
+            let tokens = scan(text.as_bytes());
+            let mut curve: Vec<CurvePoint> = Vec::new();
+            let units: &dyn Units = match &inner {
+                Some(c) => &TokenUnits(c.as_ref()),
+                None => &Chars,
+            };
+            let row = Stream::response(text.as_bytes(), &tokens);
+            replay(row, &opts, prompt_len, units, &mut Scratch::default(), &mut Vec::new(), Some(&mut curve));
+            Ok(curve.iter().map(|p| (p.generated, p.visible, p.eviction)).collect())
+        })
+    }
 }
 
-/// The engine's eviction plan of every row. See `mementos_fast.eviction_plan`.
-#[pyfunction]
-#[pyo3(signature = (column, keep_last_k=0, *, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, threads=None))]
-#[allow(clippy::too_many_arguments)]
-fn eviction_plan<'py>(
-    py: Python<'py>,
-    column: AnyArray,
-    keep_last_k: i64,
-    mask_delimiters: bool,
-    keep_last_block_for_answer: bool,
-    restart_mode: bool,
-    compact_on_summary_end: bool,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let arrays = collect_arrays(py, column)?;
-    let sw = Switches { mask_delimiters, keep_last_block_for_answer, restart_mode, compact_on_summary_end };
-    let batch = run(py, || plan_arrays(&refs(&arrays), &sw.engine(keep_last_k), threads))?;
-    PyRecordBatch::new(batch).into_pyarrow(py)
+engine_binding! {
+    /// The engine's eviction plan of every row. See `mementos_fast.eviction_plan`.
+    signature((column, keep_last_k=0, *), (threads=None))
+    fn eviction_plan<'py>((py: Python<'py>, column: AnyArray, keep_last_k: i64), sw, (threads: Option<usize>))
+        -> PyResult<Bound<'py, PyAny>> {
+        let arrays = collect_arrays(py, column)?;
+        let batch = run(py, || plan_arrays(&refs(&arrays), &sw.engine(keep_last_k), threads))?;
+        PyRecordBatch::new(batch).into_pyarrow(py)
+    }
 }
 
 /// Align `full`-config fields with `response`. See `mementos_fast.align_full_batch`.

@@ -6,6 +6,7 @@
 
 mod bpe;
 mod compact;
+mod engine;
 mod errors;
 mod export;
 mod tokens;

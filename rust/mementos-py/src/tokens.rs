@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use mementos_core::compact::EngineOptions;
 use mementos_core::CoreError;
 use mementos_tokens::{
     analyze_arrays, count_arrays, counter_for, total_arrays, AnalyzeOptions, CountOptions, SegmentCounter,
@@ -14,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
+use crate::engine::engine_binding;
 use crate::{collect_arrays, run, run_ok};
 
 /// mimalloc for the whole extension: the `tokenizers` pipeline allocates per piece (normalized
@@ -97,43 +97,26 @@ fn count_totals<'py>(
     PyRecordBatch::new(batch).into_pyarrow(py)
 }
 
-/// Token figures and the token replay of a column, from one scan per row. See
-/// `mementos_fast.tokens.analyze_tokens`.
-#[pyfunction]
-#[pyo3(signature = (column, counter, *, prompts=None, keep_last_k=0, mask_delimiters=false, keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true, threads=None))]
-#[allow(clippy::too_many_arguments)]
-fn analyze_tokens<'py>(
-    py: Python<'py>,
-    column: AnyArray,
-    counter: &TokenCounter,
-    prompts: Option<AnyArray>,
-    keep_last_k: i64,
-    mask_delimiters: bool,
-    keep_last_block_for_answer: bool,
-    restart_mode: bool,
-    compact_on_summary_end: bool,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let arrays = collect_arrays(py, column)?;
-    let prompt_arrays = prompts.map(|p| collect_arrays(py, p)).transpose()?;
-    // `..Default::default()`: switches the engine may gain keep their defaults.
-    #[allow(clippy::needless_update)]
-    let engine = EngineOptions {
-        keep_last_k,
-        mask_delimiters,
-        keep_last_block_for_answer,
-        restart_mode,
-        compact_on_summary_end,
-        ..Default::default()
-    };
-    let opts = AnalyzeOptions { engine, threads };
-    let batch = run(py, || {
-        let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-        let prompt_refs: Option<Vec<&dyn Array>> =
-            prompt_arrays.as_ref().map(|v| v.iter().map(|a| a.as_ref()).collect());
-        analyze_arrays(&refs, prompt_refs.as_deref(), counter.inner.as_ref(), &opts)
-    })?;
-    PyRecordBatch::new(batch).into_pyarrow(py)
+engine_binding! {
+    /// Token figures and the token replay of a column, from one scan per row. See
+    /// `mementos_fast.tokens.analyze_tokens`.
+    signature((column, counter, *, prompts=None, keep_last_k=0), (threads=None))
+    fn analyze_tokens<'py>(
+        (py: Python<'py>, column: AnyArray, counter: &TokenCounter, prompts: Option<AnyArray>, keep_last_k: i64),
+        sw,
+        (threads: Option<usize>)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arrays = collect_arrays(py, column)?;
+        let prompt_arrays = prompts.map(|p| collect_arrays(py, p)).transpose()?;
+        let opts = AnalyzeOptions { engine: sw.engine(keep_last_k), threads };
+        let batch = run(py, || {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            let prompt_refs: Option<Vec<&dyn Array>> =
+                prompt_arrays.as_ref().map(|v| v.iter().map(|a| a.as_ref()).collect());
+            analyze_arrays(&refs, prompt_refs.as_deref(), counter.inner.as_ref(), &opts)
+        })?;
+        PyRecordBatch::new(batch).into_pyarrow(py)
+    }
 }
 
 /// Register the token counting functions in `_core`.

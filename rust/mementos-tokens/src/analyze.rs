@@ -2,21 +2,22 @@
 //! from those counts the tutorial's token figures *and* the context replay under the inference
 //! engine's rules (mementos-core's [`replay`], fed the piece counts instead of recounting).
 
-use std::collections::HashMap;
+use std::mem::take;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
-use arrow_buffer::{NullBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Schema};
 use mementos_core::compact::{replay, EngineOptions, Scratch as ReplayScratch, Stream, Units};
 use mementos_core::ops::check_engine_options;
+use mementos_core::output::{self, Column, PerRow};
 use mementos_core::par::{map_chunks, Work};
 use mementos_core::scan::scan_into;
 use mementos_core::text::strip_range;
 use mementos_core::{column_rows, CoreError, Delim, Rows, Token};
 
-use crate::count::{pairs, row_str, Scratch};
+use crate::count::{backend_metadata, pairs, row_str, Scratch};
 use crate::{count_text, SegmentCounter};
 
 /// Options of [`analyze_arrays`].
@@ -66,34 +67,22 @@ impl Units for PieceUnits<'_> {
     }
 }
 
-/// Per-row figures of one chunk of rows.
-#[derive(Default)]
-struct Chunk {
-    valid: Vec<bool>,
-    response: Vec<i64>,
-    prompt: Vec<Option<i64>>,
-    blocks: Vec<i64>,
-    summaries: Vec<i64>,
-    peak: Vec<i64>,
-    mean: Vec<f64>,
-    auc: Vec<i64>,
-    full_peak: Vec<i64>,
+/// The figures of one row.
+struct RowFigures {
+    response: i64,
+    blocks: i64,
+    summaries: i64,
+    peak: i64,
+    mean: f64,
+    auc: i64,
+    full_peak: i64,
 }
 
-impl Chunk {
-    fn push_null(&mut self) {
-        self.valid.push(false);
-        for v in [
-            &mut self.response,
-            &mut self.blocks,
-            &mut self.summaries,
-            &mut self.peak,
-            &mut self.auc,
-            &mut self.full_peak,
-        ] {
-            v.push(0);
-        }
-        self.mean.push(0.0);
+mementos_core::accumulators! {
+    /// The figures of a run of rows (`None` for a null response) and each row's prompt tokens.
+    struct Chunk {
+        rows: Option<RowFigures>,
+        prompt: Option<i64>,
     }
 }
 
@@ -108,7 +97,7 @@ struct RowScratch {
 /// The sum over the tutorial's items between `open` and `close` (its non-greedy pairing) of
 /// `len(tok.encode(item.strip()))`.
 fn stripped_sum(s: &mut Scratch, text: &str, counter: &dyn SegmentCounter, open: Delim, close: Delim) -> u64 {
-    let mut buf = std::mem::take(&mut s.pairs);
+    let mut buf = take(&mut s.pairs);
     pairs(&s.tokens, open, close, &mut buf);
     let sum = buf
         .iter()
@@ -153,32 +142,47 @@ fn analyze_row(
         None,
     );
     debug_assert_eq!(st.total_len, total);
-    c.valid.push(true);
-    c.response.push(total as i64);
-    c.blocks.push(blocks as i64);
-    c.summaries.push(summaries as i64);
-    c.peak.push(st.peak_len as i64);
-    c.mean.push(st.mean_len);
-    c.auc.push(st.kv_auc.min(i64::MAX as u128) as i64);
-    c.full_peak.push(st.full_peak() as i64);
+    c.rows.push(Some(RowFigures {
+        response: total as i64,
+        blocks: blocks as i64,
+        summaries: summaries as i64,
+        peak: st.peak_len as i64,
+        mean: st.mean_len,
+        auc: st.kv_auc.min(i64::MAX as u128) as i64,
+        full_peak: st.full_peak() as i64,
+    }));
 }
+
+/// The analyzed rows.
+struct Analyzed {
+    rows: PerRow<RowFigures>,
+    prompt: Vec<Option<i64>>,
+}
+
+fn int64() -> DataType {
+    DataType::Int64
+}
+
+/// Every output column of [`analyze_arrays`], in order (`prompt_tokens` only with prompts).
+const OUTPUT: [Column<Analyzed>; 9] = [
+    Column::new("response_tokens", int64, |a| a.rows.values::<Int64Type>(|r| r.response)),
+    Column::optional("prompt_tokens", int64, |a| Arc::new(Int64Array::from(take(&mut a.prompt)))),
+    Column::new("block_tokens", int64, |a| a.rows.values::<Int64Type>(|r| r.blocks)),
+    Column::new("summary_tokens", int64, |a| a.rows.values::<Int64Type>(|r| r.summaries)),
+    Column::new(
+        "token_ratio",
+        || DataType::Float64,
+        |a| a.rows.options::<Float64Type>(|r| (r.blocks > 0).then(|| r.summaries as f64 / r.blocks as f64)),
+    ),
+    Column::new("replay_peak_tokens", int64, |a| a.rows.values::<Int64Type>(|r| r.peak)),
+    Column::new("replay_mean_tokens", || DataType::Float64, |a| a.rows.values::<Float64Type>(|r| r.mean)),
+    Column::new("kv_auc_tokens", int64, |a| a.rows.values::<Int64Type>(|r| r.auc)),
+    Column::new("replay_full_peak_tokens", int64, |a| a.rows.values::<Int64Type>(|r| r.full_peak)),
+];
 
 /// Output schema of [`analyze_arrays`] (`prompt_tokens` only when prompts are given).
 pub fn analyze_schema(backend: &str, with_prompts: bool) -> Schema {
-    let mut fields = vec![Field::new("response_tokens", DataType::Int64, true)];
-    if with_prompts {
-        fields.push(Field::new("prompt_tokens", DataType::Int64, true));
-    }
-    fields.extend([
-        Field::new("block_tokens", DataType::Int64, true),
-        Field::new("summary_tokens", DataType::Int64, true),
-        Field::new("token_ratio", DataType::Float64, true),
-        Field::new("replay_peak_tokens", DataType::Int64, true),
-        Field::new("replay_mean_tokens", DataType::Float64, true),
-        Field::new("kv_auc_tokens", DataType::Int64, true),
-        Field::new("replay_full_peak_tokens", DataType::Int64, true),
-    ]);
-    Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
+    output::schema(&OUTPUT, with_prompts).with_metadata(backend_metadata(backend))
 }
 
 /// Token figures and the token replay of every row of `rows` (see [`analyze_arrays`]).
@@ -206,46 +210,15 @@ pub fn analyze_rows(
             if rows.is_valid(i) {
                 analyze_row(row_str(rows.bytes(i)), prompt.unwrap_or(0), counter, opts, &mut s, &mut c);
             } else {
-                c.push_null();
+                c.rows.push(None);
             }
             c.prompt.push(prompt.map(|p| p as i64));
         }
         c
     })?;
-    let mut c = Chunk::default();
-    for p in parts {
-        c.valid.extend(p.valid);
-        c.response.extend(p.response);
-        c.prompt.extend(p.prompt);
-        c.blocks.extend(p.blocks);
-        c.summaries.extend(p.summaries);
-        c.peak.extend(p.peak);
-        c.mean.extend(p.mean);
-        c.auc.extend(p.auc);
-        c.full_peak.extend(p.full_peak);
-    }
-    let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
-    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone())) };
-    let ratio: Float64Array = c
-        .valid
-        .iter()
-        .zip(c.blocks.iter().zip(&c.summaries))
-        .map(|(&v, (&b, &s))| (v && b > 0).then(|| s as f64 / b as f64))
-        .collect();
-    let mut columns: Vec<ArrayRef> = vec![i64s(c.response)];
-    if prompts.is_some() {
-        columns.push(Arc::new(Int64Array::from(c.prompt)));
-    }
-    columns.extend([
-        i64s(c.blocks),
-        i64s(c.summaries),
-        Arc::new(ratio) as ArrayRef,
-        i64s(c.peak),
-        Arc::new(Float64Array::new(ScalarBuffer::from(c.mean), nulls.clone())) as ArrayRef,
-        i64s(c.auc),
-        i64s(c.full_peak),
-    ]);
-    Ok(RecordBatch::try_new(Arc::new(analyze_schema(counter.name(), prompts.is_some())), columns)?)
+    let mut c = Chunk::concat(parts);
+    let mut out = Analyzed { rows: PerRow::new(take(&mut c.rows)), prompt: c.prompt };
+    Ok(output::record_batch(&OUTPUT, prompts.is_some(), &mut out, backend_metadata(counter.name()))?)
 }
 
 /// Per row of a column of responses, from one scan and one count of each text piece:

@@ -2,12 +2,14 @@
 //! delimiters, every figure derived from those piece counts.
 
 use std::collections::HashMap;
+use std::mem::take;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch};
-use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Schema};
+use mementos_core::output::{self, Column, PerRow};
 use mementos_core::par::{map_chunks, Work};
 use mementos_core::scan::scan_into;
 use mementos_core::{column_rows, parse_row, CoreError, Delim, Parsed, Rows, SpanKind, Token};
@@ -44,57 +46,35 @@ pub(crate) struct Scratch {
     pub(crate) pairs: Vec<(usize, usize)>,
 }
 
-/// Columns of one chunk of rows.
-#[derive(Default)]
-struct Chunk {
-    valid: Vec<bool>,
-    total: Vec<i64>,
-    block_counts: Vec<usize>,
-    block_ctx: Vec<i32>,
-    block_strip: Vec<i32>,
-    summary_counts: Vec<usize>,
-    summary_ctx: Vec<i32>,
-    summary_strip: Vec<i32>,
-    block_total: Vec<i64>,
-    summary_total: Vec<i64>,
-    preamble: Vec<i64>,
-    between: Vec<i64>,
-    answer: Vec<i64>,
-    span_counts: Vec<usize>,
-    span_tok: Vec<i32>,
+/// The token figures of one row.
+struct RowTokens {
+    total: i64,
+    block_total: i64,
+    summary_total: i64,
+    preamble: i64,
+    between: i64,
+    answer: i64,
+}
+
+mementos_core::accumulators! {
+    /// Columns of one chunk of rows: the figures of each row (`None` for a null row), the list
+    /// values flat with one length per row.
+    struct Chunk {
+        rows: Option<RowTokens>,
+        block_counts: usize,
+        block_ctx: i32,
+        block_strip: i32,
+        summary_counts: usize,
+        summary_ctx: i32,
+        summary_strip: i32,
+        span_counts: usize,
+        span_tok: i32,
+    }
 }
 
 impl Chunk {
-    fn extend(&mut self, o: Chunk) {
-        self.valid.extend(o.valid);
-        self.total.extend(o.total);
-        self.block_counts.extend(o.block_counts);
-        self.block_ctx.extend(o.block_ctx);
-        self.block_strip.extend(o.block_strip);
-        self.summary_counts.extend(o.summary_counts);
-        self.summary_ctx.extend(o.summary_ctx);
-        self.summary_strip.extend(o.summary_strip);
-        self.block_total.extend(o.block_total);
-        self.summary_total.extend(o.summary_total);
-        self.preamble.extend(o.preamble);
-        self.between.extend(o.between);
-        self.answer.extend(o.answer);
-        self.span_counts.extend(o.span_counts);
-        self.span_tok.extend(o.span_tok);
-    }
-
     fn push_null(&mut self) {
-        self.valid.push(false);
-        for v in [
-            &mut self.total,
-            &mut self.block_total,
-            &mut self.summary_total,
-            &mut self.preamble,
-            &mut self.between,
-            &mut self.answer,
-        ] {
-            v.push(0);
-        }
+        self.rows.push(None);
         self.block_counts.push(0);
         self.summary_counts.push(0);
         self.span_counts.push(0);
@@ -213,9 +193,7 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &
     parse_row(text.as_bytes(), &mut s.tokens, &mut s.parsed, true);
     s.count_gaps(text, counter);
     let n = s.tokens.len();
-    c.valid.push(true);
-    c.total.push((s.prefix[n + 1] + n as u64) as i64);
-
+    let (mut block_total, mut summary_total) = (0i64, 0i64);
     for (open, close, stripped, counts, ctx, strip, total) in [
         (
             Delim::BlockStart,
@@ -224,7 +202,7 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &
             &mut c.block_counts,
             &mut c.block_ctx,
             &mut c.block_strip,
-            &mut c.block_total,
+            &mut block_total,
         ),
         (
             Delim::SummaryStart,
@@ -233,10 +211,10 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &
             &mut c.summary_counts,
             &mut c.summary_ctx,
             &mut c.summary_strip,
-            &mut c.summary_total,
+            &mut summary_total,
         ),
     ] {
-        let mut pairs_buf = std::mem::take(&mut s.pairs);
+        let mut pairs_buf = take(&mut s.pairs);
         pairs(&s.tokens, open, close, &mut pairs_buf);
         debug_assert_eq!(pairs_buf.len(), stripped.len());
         let mut sum = 0u64;
@@ -249,7 +227,7 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &
             }
         }
         counts.push(pairs_buf.len());
-        total.push(sum as i64);
+        *total = sum as i64;
         s.pairs = pairs_buf;
     }
 
@@ -286,9 +264,8 @@ fn count_row(text: &str, counter: &dyn SegmentCounter, want_stripped: bool, s: &
         }
     }
     c.span_counts.push(spans.len());
-    c.preamble.push(pre);
-    c.between.push(between);
-    c.answer.push(answer);
+    let total = (s.prefix[n + 1] + n as u64) as i64;
+    c.rows.push(Some(RowTokens { total, block_total, summary_total, preamble: pre, between, answer }));
 }
 
 fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounter, stripped: bool) -> Chunk {
@@ -304,28 +281,61 @@ fn count_chunk(rows: &dyn Rows, range: Range<usize>, counter: &dyn SegmentCounte
     c
 }
 
+/// The counted rows.
+struct Counted {
+    rows: PerRow<RowTokens>,
+    c: Chunk,
+}
+
+fn token_list_type() -> DataType {
+    output::list_type(DataType::Int32, false)
+}
+
+/// A list column of token counts: row `i` holds the next `lengths[i]` of `values`.
+fn token_list(rows: &PerRow<RowTokens>, values: Vec<i32>, lengths: &[usize]) -> ArrayRef {
+    rows.list(Arc::new(Int32Array::from(values)), lengths.iter().copied())
+}
+
+/// Every output column of [`count_arrays`], in order (the `*_stripped` columns only with
+/// [`CountOptions::stripped`]).
+const OUTPUT: [Column<Counted>; 12] = [
+    Column::new("total_tokens", || DataType::Int64, |o| o.rows.values::<Int64Type>(|r| r.total)),
+    Column::new("block_tokens", token_list_type, |o| token_list(&o.rows, take(&mut o.c.block_ctx), &o.c.block_counts)),
+    Column::new("summary_tokens", token_list_type, |o| {
+        token_list(&o.rows, take(&mut o.c.summary_ctx), &o.c.summary_counts)
+    }),
+    Column::optional("block_tokens_stripped", token_list_type, |o| {
+        token_list(&o.rows, take(&mut o.c.block_strip), &o.c.block_counts)
+    }),
+    Column::optional("summary_tokens_stripped", token_list_type, |o| {
+        token_list(&o.rows, take(&mut o.c.summary_strip), &o.c.summary_counts)
+    }),
+    Column::new("block_tokens_total", || DataType::Int64, |o| o.rows.values::<Int64Type>(|r| r.block_total)),
+    Column::new("summary_tokens_total", || DataType::Int64, |o| o.rows.values::<Int64Type>(|r| r.summary_total)),
+    Column::new(
+        "compression_ratio",
+        || DataType::Float64,
+        |o| {
+            o.rows.options::<Float64Type>(|r| {
+                (r.summary_total > 0).then(|| r.block_total as f64 / r.summary_total as f64)
+            })
+        },
+    ),
+    Column::new("think_preamble_tokens", || DataType::Int64, |o| o.rows.values::<Int64Type>(|r| r.preamble)),
+    Column::new("between_tokens", || DataType::Int64, |o| o.rows.values::<Int64Type>(|r| r.between)),
+    Column::new("answer_tokens", || DataType::Int64, |o| o.rows.values::<Int64Type>(|r| r.answer)),
+    Column::new("span_tokens", token_list_type, |o| token_list(&o.rows, take(&mut o.c.span_tok), &o.c.span_counts)),
+];
+
+/// The schema metadata naming the counting backend (key `backend`).
+pub(crate) fn backend_metadata(backend: &str) -> HashMap<String, String> {
+    HashMap::from([("backend".to_string(), backend.to_string())])
+}
+
 /// Output schema of [`count_arrays`] (the `*_stripped` columns only with `stripped`); the
 /// metadata key `backend` names the counter.
 pub fn output_schema(backend: &str, stripped: bool) -> Schema {
-    let int_list = DataType::List(Arc::new(Field::new("item", DataType::Int32, false)));
-    let mut fields = vec![
-        Field::new("total_tokens", DataType::Int64, true),
-        Field::new("block_tokens", int_list.clone(), true),
-        Field::new("summary_tokens", int_list.clone(), true),
-        Field::new("block_tokens_stripped", int_list.clone(), true),
-        Field::new("summary_tokens_stripped", int_list.clone(), true),
-        Field::new("block_tokens_total", DataType::Int64, true),
-        Field::new("summary_tokens_total", DataType::Int64, true),
-        Field::new("compression_ratio", DataType::Float64, true),
-        Field::new("think_preamble_tokens", DataType::Int64, true),
-        Field::new("between_tokens", DataType::Int64, true),
-        Field::new("answer_tokens", DataType::Int64, true),
-        Field::new("span_tokens", int_list, true),
-    ];
-    if !stripped {
-        fields.retain(|f| !f.name().ends_with("_stripped"));
-    }
-    Schema::new_with_metadata(fields, HashMap::from([("backend".to_string(), backend.to_string())]))
+    output::schema(&OUTPUT, stripped).with_metadata(backend_metadata(backend))
 }
 
 /// Count the rows of `rows` (see the crate docs for the columns).
@@ -336,43 +346,9 @@ pub fn count_rows(
 ) -> Result<RecordBatch, CoreError> {
     check_utf8(rows)?;
     let parts = map_chunks(rows, opts.threads, Work::Tokenize, |r| count_chunk(rows, r, counter, opts.stripped))?;
-    let mut c = Chunk::default();
-    for p in parts {
-        c.extend(p);
-    }
-    let nulls = if c.valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(c.valid.clone())) };
-    let item = Arc::new(Field::new("item", DataType::Int32, false));
-    let list = |values: Vec<i32>, counts: &[usize]| -> ArrayRef {
-        Arc::new(ListArray::new(
-            item.clone(),
-            OffsetBuffer::from_lengths(counts.iter().copied()),
-            Arc::new(Int32Array::from(values)),
-            nulls.clone(),
-        ))
-    };
-    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls.clone())) };
-    let ratio: Float64Array = c
-        .valid
-        .iter()
-        .zip(c.block_total.iter().zip(&c.summary_total))
-        .map(|(&v, (&b, &s))| (v && s > 0).then(|| b as f64 / s as f64))
-        .collect();
-    let mut columns: Vec<ArrayRef> =
-        vec![i64s(c.total), list(c.block_ctx, &c.block_counts), list(c.summary_ctx, &c.summary_counts)];
-    if opts.stripped {
-        columns.push(list(c.block_strip, &c.block_counts));
-        columns.push(list(c.summary_strip, &c.summary_counts));
-    }
-    columns.extend([
-        i64s(c.block_total),
-        i64s(c.summary_total),
-        Arc::new(ratio) as ArrayRef,
-        i64s(c.preamble),
-        i64s(c.between),
-        i64s(c.answer),
-        list(c.span_tok, &c.span_counts),
-    ]);
-    Ok(RecordBatch::try_new(Arc::new(output_schema(counter.name(), opts.stripped)), columns)?)
+    let mut c = Chunk::concat(parts);
+    let rows = PerRow::new(take(&mut c.rows));
+    Ok(output::record_batch(&OUTPUT, opts.stripped, &mut Counted { rows, c }, backend_metadata(counter.name()))?)
 }
 
 /// Count the chunks of one string column as one batch.

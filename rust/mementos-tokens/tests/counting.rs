@@ -108,7 +108,7 @@ fn layouts_threads_and_nulls() {
     let base =
         count_arrays(&[&StringArray::from(rows.clone())], &c, &CountOptions { threads: Some(1), ..Default::default() })
             .unwrap();
-    assert_eq!(base.column(0).null_count(), 12);
+    assert_eq!(base.column_by_name("total_tokens").unwrap().null_count(), 12);
     let large = LargeStringArray::from(rows.clone());
     let view = StringViewArray::from(rows.iter().map(|r| r.as_deref()).collect::<Vec<_>>());
     let (a, b) = (StringArray::from(rows[..100].to_vec()), LargeStringArray::from(rows[100..].to_vec()));
@@ -282,7 +282,7 @@ fn analyze_equals_encodes_and_the_token_replay() {
             }
             for (i, row) in rows.iter().enumerate() {
                 let Some(row) = row else {
-                    assert!(got.column(0).is_null(i));
+                    assert!(got.column_by_name("response_tokens").unwrap().is_null(i));
                     continue;
                 };
                 let p = parse(row);
