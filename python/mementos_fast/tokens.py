@@ -243,7 +243,7 @@ def count_tokens(
         prompts = render_prompts(problem, chat_template)
         if len(prompts) != batch.num_rows:
             raise MementoValueError(f"problem has {len(prompts)} rows, the responses {batch.num_rows}")
-        prompt_tokens = _core.count_totals(prompts, counter, threads=threads).column(0)
+        prompt_tokens = _core.count_totals(prompts, counter, threads=threads).column("tokens")
         batch = batch.append_column("prompt_tokens", prompt_tokens)
     elif chat_template is not None:
         raise MementoValueError("chat_template needs a problem column")
