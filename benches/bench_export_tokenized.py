@@ -33,6 +33,7 @@ import pytest
 
 from mementos_fast import export as ex
 from mementos_fast import synthetic
+from mementos_fast.export.formats import _chatml_column, _large, _loaded
 
 _cache: dict[str, object] = {}
 
@@ -40,7 +41,7 @@ _cache: dict[str, object] = {}
 def _qwen():
     if "qwen" not in _cache:
         try:
-            _cache["qwen"] = ex._loaded("qwen3")
+            _cache["qwen"] = _loaded("qwen3")
         except Exception as e:  # pragma: no cover - depends on the environment
             pytest.skip(f"the Qwen3 tokenizer is not available: {e}")
     return _cache["qwen"]
@@ -80,7 +81,7 @@ IMPLS = [
 def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
     loaded = _qwen()
     table = tok_corpus
-    texts_arrow = ex._chatml_column(ex._large(table.column("problem")), ex._large(table.column("response")), None)
+    texts_arrow = _chatml_column(_large(table.column("problem")), _large(table.column("response")), None)
     nbytes = pc.sum(pc.binary_length(texts_arrow)).as_py()
     benchmark.group = "export/tokenized"
     benchmark.extra_info.update(rows=table.num_rows, chatml_bytes=nbytes, impl=impl)

@@ -22,10 +22,40 @@ TABLE = synthetic.generate_table(24, seed=7, malformed_rate=0.2)
 
 @pytest.mark.parametrize("fn", [transform_table, export_sft])
 def test_every_field_is_an_export_keyword_with_the_same_default(fn):
+    """The signature (help, IDEs) lists every field with its default; the function declares them
+    once, as ``**fields`` checked by ``ExportOptions.of``, beside ``options``."""
     params = inspect.signature(fn).parameters
+    assert params["options"].default is None
+    assert params["format"].default is None  # the shorthand for options.format
     for f in dataclasses.fields(ExportOptions):
         assert f.name in params, f"{fn.__name__} has no {f.name}"
-        assert params[f.name].default == f.default, f.name
+        if f.name != "format":
+            assert params[f.name].default == f.default, f.name
+            assert params[f.name].kind is inspect.Parameter.KEYWORD_ONLY, f.name
+    assert fn.__code__.co_flags & inspect.CO_VARKEYWORDS
+    assert not {f.name for f in dataclasses.fields(ExportOptions)} & set(fn.__code__.co_varnames) - {"format"}
+
+
+def test_keywords_replace_the_fields_of_options(tmp_path):
+    expected = transform_table(TABLE, "chatml", only_ok=True)
+    assert expected.column_names == ["text", "domain", "source", "difficulty"]
+    opts = ExportOptions(format="messages", only_ok=True)
+    assert transform_table(TABLE, options=dataclasses.replace(opts, format="chatml")).equals(expected)
+    assert transform_table(TABLE, "chatml", options=opts).equals(expected)
+    assert transform_table(TABLE, options=opts, format="chatml").equals(expected)
+    assert not transform_table(TABLE, options=opts).equals(expected)
+    with pytest.raises(mf.MementoValueError, match=r"unknown export option\(s\) fromat"):
+        transform_table(TABLE, fromat="chatml")
+    with pytest.raises(mf.MementoValueError, match="format must be one of messages, chatml, tokenized; got 'xml'"):
+        transform_table(TABLE, options=ExportOptions(format="xml"))
+    batches = TABLE.to_batches(max_chunksize=10)
+    a = export_sft(out=tmp_path / "a.jsonl", batches=batches, options=ExportOptions(format="chatml", only_ok=True))
+    b = export_sft(None, tmp_path / "b.jsonl", "chatml", batches=batches, only_ok=True)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert {k: v for k, v in a.items() if k not in ("seconds", "files")} == {
+        k: v for k, v in b.items() if k not in ("seconds", "files")
+    }
+    assert a["format"] == "chatml" and a["only_ok"] is True and a["rows_written"] == expected.num_rows
 
 
 def test_export_table_takes_options_or_their_fields():

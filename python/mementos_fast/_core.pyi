@@ -29,6 +29,8 @@ ALIGN_STATUSES: list[tuple[str, str]]
 BLOCK_MATCHES: list[str]
 SPAN_KINDS: list[str]
 SEGMENTS: tuple[str, ...]
+IGNORE_INDEX: int
+EVICT_NEVER: int
 
 @final
 class Parsed:

@@ -429,7 +429,7 @@ def cmd_export_sft(args) -> int:
             batch_size=args.batch_size,
             batches=batches,
             progress=tick,
-            **dataclasses.replace(options, tokenizer=options.tokenizer or "qwen3").kwargs(),
+            options=dataclasses.replace(options, tokenizer=options.tokenizer or "qwen3"),
         )
     finally:
         if progress:

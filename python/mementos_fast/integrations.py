@@ -144,7 +144,7 @@ def export_table(batch: pa.Table | pa.RecordBatch, options: ExportOptions | None
     ``datasets.Dataset.map``."""
     from mementos_fast.export import transform_table
 
-    return transform_table(_table(batch), **ExportOptions.of(options, **fields).kwargs())
+    return transform_table(_table(batch), options=options, **fields)
 
 
 class SFTExporter:
@@ -169,7 +169,7 @@ class SFTExporter:
     def __call__(self, batch: pa.Table | pa.RecordBatch) -> pa.Table:
         from mementos_fast.export import transform_table
 
-        return transform_table(_table(batch), drops=self.drops, **self.options.kwargs())
+        return transform_table(_table(batch), options=self.options, drops=self.drops)
 
 
 def ray_export(

@@ -15,13 +15,17 @@ Each field is one option of :func:`mementos_fast.export.transform_table` /
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
+from mementos_fast.compaction import EngineRules
 from mementos_fast.errors import MementoValueError
 
 __all__ = ["ExportOptions"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _option(default: Any, help: str | None = None, **cli: Any) -> Any:
@@ -115,20 +119,59 @@ class ExportOptions:
             if f.metadata:
                 yield f, dict(f.metadata)
 
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        """The values field ``name`` takes (``ExportOptions.choices("format")``)."""
+        return next(meta["choices"] for f, meta in cls.flags() if f.name == name)
+
+    @classmethod
+    def in_signature(cls, fn: _F) -> _F:
+        """``fn``, which takes the fields as ``**fields``, with a signature (``help()``,
+        ``inspect.signature``, IDEs) listing them as keyword-only parameters with their defaults
+        (``format`` stays where ``fn`` declares it)."""
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        named = {p.name for p in params}
+        params += [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+            for f in fields(cls)
+            if f.name not in named
+        ]
+        setattr(fn, "__signature__", sig.replace(parameters=params))  # noqa: B010 (a function attribute mypy does not know)
+        return fn
+
     def kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments of ``export.transform_table`` / ``export_sft``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def check(self) -> None:
-        """The export's own checks of the values and their combinations (``MementoValueError``)."""
-        from mementos_fast.export import _check
-
-        _check(
-            self.format,
-            self.variant,
-            self.style,
-            self.overflow,
-            self.max_length,
+    @property
+    def rules(self) -> EngineRules:
+        """The engine's rules the tokenized format's ``evict_at`` follows (``stage2_keep_last_k``
+        is their ``keep_last_k``): the keywords of the compiled export and the manifest's
+        ``stage2``."""
+        return EngineRules(
             self.stage2_keep_last_k,
-            self.pack,
+            self.mask_delimiters,
+            self.keep_last_block_for_answer,
+            self.restart_mode,
+            self.compact_on_summary_end,
         )
+
+    def check(self) -> ExportOptions:
+        """The export's checks of the values and their combinations: a
+        :class:`~mementos_fast.MementoValueError` naming the first wrong one; returns ``self``."""
+        for f, meta in self.flags():
+            value = getattr(self, f.name)
+            if "choices" in meta and value not in meta["choices"]:
+                raise MementoValueError(f"{f.name} must be one of {', '.join(meta['choices'])}; got {value!r}")
+        if self.max_length is not None:
+            if self.max_length < 1:
+                raise MementoValueError("max_length must be >= 1")
+            if self.format != "tokenized":
+                raise MementoValueError("max_length applies to the tokenized format (token counts need a tokenizer)")
+        if self.pack and (self.format != "tokenized" or self.max_length is None):
+            raise MementoValueError("packing needs the tokenized format and a max_length (--pack --max-length L)")
+        k = self.stage2_keep_last_k
+        if isinstance(k, bool) or not isinstance(k, int) or k < -1:
+            raise MementoValueError(f"stage2_keep_last_k must be -1 (never evict) or >= 0, got {k!r}")
+        return self

@@ -12,7 +12,11 @@ The package, by job:
 - :mod:`~mementos_fast.export.labels`: what the token columns mean (:data:`SEGMENTS`, :data:`IGNORE_INDEX`,
   :data:`EVICT_NEVER`) and the stage-2 mask (:func:`dense_mask`, :func:`stage2_mask`);
 - :mod:`~mementos_fast.export.sinks`: :class:`ExportSink` (JSONL, Parquet shards, ``datasets``), atomic;
-- :mod:`~mementos_fast.export.api`: :func:`transform_table` and :func:`export_sft`.
+- :mod:`~mementos_fast.export.api`: :func:`transform_table` and :func:`export_sft`, which take the
+  options as one :class:`~mementos_fast.options.ExportOptions` (re-exported here) or its fields as
+  keywords.
+
+This module re-exports the public names; the private helpers are imported from their module.
 
 Formats
 -------
@@ -30,24 +34,8 @@ Formats
 
 from __future__ import annotations
 
-from mementos_fast.export.api import _TOKENIZED_SLICE_BYTES, _check, _sliced, export_sft, transform_table
-from mementos_fast.export.formats import (
-    _EXPORTERS,
-    _FATES,
-    _TOKENIZERS,
-    DELIMITERS,
-    FORMATS,
-    MEMENTO_CHAT_TEMPLATE,
-    METADATA,
-    _as_tokenizer,
-    _chatml_column,
-    _large,
-    _loaded,
-    _messages_column,
-    _tokenized,
-    exporter,
-    render_chatml,
-)
+from mementos_fast.export.api import export_sft, transform_table
+from mementos_fast.export.formats import DELIMITERS, FORMATS, MEMENTO_CHAT_TEMPLATE, METADATA, exporter, render_chatml
 from mementos_fast.export.labels import (
     EVICT_NEVER,
     IGNORE_INDEX,
@@ -57,26 +45,21 @@ from mementos_fast.export.labels import (
     dense_mask,
     stage2_mask,
 )
-from mementos_fast.export.sinks import (
-    _PARQUET_OPTIONS,
-    OUTPUTS,
-    ExportSink,
-    _fsync_path,
-    _infer_output,
-    _json_default,
-    _umask,
-    _write_json_atomic,
-    _WriteBehind,
-    jsonl_bytes,
-)
+from mementos_fast.export.sinks import OUTPUTS, ExportSink, jsonl_bytes
+from mementos_fast.options import ExportOptions
 
 __all__ = [
+    "DELIMITERS",
     "EVICT_NEVER",
     "FORMATS",
     "IGNORE_INDEX",
     "MEMENTO_CHAT_TEMPLATE",
+    "METADATA",
     "OUTPUTS",
+    "SEG",
     "SEGMENTS",
+    "STAGE2_DEFAULTS",
+    "ExportOptions",
     "ExportSink",
     "dense_mask",
     "export_sft",
@@ -86,30 +69,3 @@ __all__ = [
     "stage2_mask",
     "transform_table",
 ]
-
-# Names importable from the single-module export before it became this package.
-_ = (
-    _TOKENIZED_SLICE_BYTES,
-    _check,
-    _sliced,
-    _EXPORTERS,
-    _FATES,
-    _TOKENIZERS,
-    DELIMITERS,
-    METADATA,
-    _as_tokenizer,
-    _chatml_column,
-    _large,
-    _loaded,
-    _messages_column,
-    _tokenized,
-    SEG,
-    STAGE2_DEFAULTS,
-    _fsync_path,
-    _infer_output,
-    _json_default,
-    _umask,
-    _write_json_atomic,
-    _PARQUET_OPTIONS,
-    _WriteBehind,
-)

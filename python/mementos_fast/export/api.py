@@ -5,10 +5,12 @@ with its manifest). See docs/EXPORT.md.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,6 @@ import mementos_fast._core as _core
 from mementos_fast.compaction import compress_batch
 from mementos_fast.errors import MementoValueError
 from mementos_fast.export.formats import (
-    FORMATS,
     METADATA,
     _chatml_column,
     _large,
@@ -31,49 +32,44 @@ from mementos_fast.export.formats import (
 from mementos_fast.export.labels import EVICT_NEVER, IGNORE_INDEX, SEGMENTS
 from mementos_fast.export.sinks import ExportSink, _WriteBehind
 from mementos_fast.loading import load
+from mementos_fast.options import ExportOptions
 from mementos_fast.parsing import parse_batch
 
 __all__ = ["export_sft", "transform_table"]
 
 
+@ExportOptions.in_signature
 def transform_table(
     table: pa.Table | pa.RecordBatch,
-    format: str = "messages",
+    format: str | None = None,
     *,
-    variant: str = "full",
-    keep_last_k: int = 1,
-    style: str = "tutorial",
-    tokenizer: Any = None,
-    max_length: int | None = None,
-    overflow: str = "truncate",
-    system_prompt: str | None = None,
-    only_ok: bool = False,
+    options: ExportOptions | None = None,
     drops: Counter | None = None,
-    stage2_keep_last_k: int = 0,
-    mask_delimiters: bool = False,
-    keep_last_block_for_answer: bool = False,
-    restart_mode: bool = False,
-    compact_on_summary_end: bool = True,
-    pack: bool = False,
     threads: int | None = None,
+    **fields: Any,
 ) -> pa.Table:
     """Turn one table of OpenMementos rows (``problem``, ``response`` and optional metadata)
     into export rows of ``format``. Dropped rows are counted by reason in ``drops``.
+
+    The export's options are ``options`` (an :class:`~mementos_fast.options.ExportOptions`,
+    default: the defaults) and its fields given as keywords, which replace those of ``options``
+    (``format``, the second argument, too): ``variant``, ``keep_last_k``, ``style``,
+    ``tokenizer``, ``max_length``, ``overflow``, ``stage2_keep_last_k``, ``mask_delimiters``,
+    ``keep_last_block_for_answer``, ``restart_mode``, ``compact_on_summary_end``, ``pack``,
+    ``system_prompt``, ``only_ok`` (docs/EXPORT.md); a misspelt name is an error listing them.
 
     Reasons: ``null_text`` (problem or response null), ``status:<name>`` (``only_ok`` and a
     malformed trace), ``prompt_too_long`` (the prompt alone reaches ``max_length``: every label
     would be masked), ``too_long`` (``overflow="drop"``). ``truncated_rows`` counts kept rows cut
     to ``max_length``.
 
-    Tokenized format only: ``stage2_keep_last_k`` (``-1``: never evict), ``mask_delimiters``,
-    ``keep_last_block_for_answer``, ``restart_mode`` and ``compact_on_summary_end`` are the
-    engine's block-masking options (FORMAT.md section 5) the per-token ``evict_at`` follows;
-    ``pack`` (with ``max_length``) bin-packs the rows into sequences of at most ``max_length``
-    tokens (adds ``position_ids`` and ``seq_lens``; metadata columns become lists, one value per
-    packed row); ``threads``: worker threads (None: all cores).
+    Tokenized format only: the engine's rules (:attr:`ExportOptions.rules`, FORMAT.md section 5)
+    set the per-token ``evict_at``; ``pack`` (with ``max_length``) bin-packs the rows into
+    sequences of at most ``max_length`` tokens (adds ``position_ids`` and ``seq_lens``; metadata
+    columns become lists, one value per packed row). ``threads``: worker threads (None: all cores).
     """
+    opts = _options(options, format, fields)
     drops = Counter() if drops is None else drops
-    _check(format, variant, style, overflow, max_length, stage2_keep_last_k, pack)
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     for col in ("problem", "response"):
@@ -84,7 +80,7 @@ def transform_table(
     if n_null:
         drops["null_text"] += n_null
         table = table.filter(valid)
-    if only_ok and table.num_rows:
+    if opts.only_ok and table.num_rows:
         status = parse_batch(table.column("response")).column("status").cast(pa.string())
         ok = pc.equal(status, "ok")
         for name, count in Counter(status.filter(pc.invert(ok)).to_pylist()).items():
@@ -92,24 +88,15 @@ def transform_table(
         table = table.filter(ok)
     problem = _large(table.column("problem"))
     response = _large(table.column("response"))
-    if variant == "compressed":
-        response = _large(compress_batch(response, keep_last_k, style=style))
+    if opts.variant == "compressed":
+        response = _large(compress_batch(response, opts.keep_last_k, style=opts.style))
     meta = {c: table.column(c).combine_chunks() for c in METADATA if c in table.column_names}
-    if format == "messages":
-        cols: dict[str, Any] = {"messages": _messages_column(problem, response, system_prompt)}
-    elif format == "chatml":
-        cols = {"text": _chatml_column(problem, response, system_prompt)}
+    if opts.format == "messages":
+        cols: dict[str, Any] = {"messages": _messages_column(problem, response, opts.system_prompt)}
+    elif opts.format == "chatml":
+        cols = {"text": _chatml_column(problem, response, opts.system_prompt)}
     else:
-        stage2 = {
-            "keep_last_k": stage2_keep_last_k,
-            "mask_delimiters": mask_delimiters,
-            "keep_last_block_for_answer": keep_last_block_for_answer,
-            "restart_mode": restart_mode,
-            "compact_on_summary_end": compact_on_summary_end,
-        }
-        cols, keep, order = _tokenized(
-            problem, response, system_prompt, tokenizer, max_length, overflow, drops, stage2, pack=pack, threads=threads
-        )
+        cols, keep, order = _tokenized(problem, response, opts, drops, threads=threads)
         if not keep.all():
             mask = pa.array(keep)
             meta = {c: a.filter(mask) for c, a in meta.items()}
@@ -121,32 +108,11 @@ def transform_table(
     return pa.table(cols)
 
 
-def _check(
-    format: str,
-    variant: str,
-    style: str,
-    overflow: str,
-    max_length: int | None,
-    stage2_keep_last_k: int = 0,
-    pack: bool = False,
-) -> None:
-    if format not in FORMATS:
-        raise MementoValueError(f"format must be one of {FORMATS}, got {format!r}")
-    if variant not in ("full", "compressed"):
-        raise MementoValueError(f"variant must be 'full' or 'compressed', got {variant!r}")
-    if style not in ("tutorial", "inplace"):
-        raise MementoValueError(f"style must be 'tutorial' or 'inplace', got {style!r}")
-    if overflow not in ("truncate", "drop"):
-        raise MementoValueError(f"overflow must be 'truncate' or 'drop', got {overflow!r}")
-    if max_length is not None:
-        if max_length < 1:
-            raise MementoValueError("max_length must be >= 1")
-        if format != "tokenized":
-            raise MementoValueError("max_length applies to the tokenized format (token counts need a tokenizer)")
-    if pack and (format != "tokenized" or max_length is None):
-        raise MementoValueError("packing needs the tokenized format and a max_length (--pack --max-length L)")
-    if isinstance(stage2_keep_last_k, bool) or not isinstance(stage2_keep_last_k, int) or stage2_keep_last_k < -1:
-        raise MementoValueError(f"stage2_keep_last_k must be -1 (never evict) or >= 0, got {stage2_keep_last_k!r}")
+def _options(options: ExportOptions | None, format: str | None, fields: dict[str, Any]) -> ExportOptions:
+    """``options`` with ``format`` (when given) and ``fields`` replaced, checked."""
+    if format is not None:
+        fields["format"] = format
+    return ExportOptions.of(options, **fields).check()
 
 
 # Text per tokenized slice: ~20 bytes of output per token, two slices alive with the write-behind
@@ -176,20 +142,14 @@ def _sliced(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[pa.Record
             start = stop
 
 
+@ExportOptions.in_signature
 def export_sft(
     source: Any = None,
     out: str | os.PathLike = "sft.jsonl",
-    format: str = "messages",
+    format: str | None = None,
     *,
+    options: ExportOptions | None = None,
     output: str | None = None,
-    variant: str = "full",
-    keep_last_k: int = 1,
-    style: str = "tutorial",
-    tokenizer: Any = None,
-    max_length: int | None = None,
-    overflow: str = "truncate",
-    system_prompt: str | None = None,
-    only_ok: bool = False,
     shard_bytes: int = 256 << 20,
     overwrite: bool = False,
     config: str = "default",
@@ -199,47 +159,33 @@ def export_sft(
     batch_size: int = 1024,
     batches: Iterable[pa.RecordBatch] | None = None,
     progress: Any = None,
-    stage2_keep_last_k: int = 0,
-    mask_delimiters: bool = False,
-    keep_last_block_for_answer: bool = False,
-    restart_mode: bool = False,
-    compact_on_summary_end: bool = True,
-    pack: bool = False,
     threads: int | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Export ``source`` (anything :func:`mementos_fast.load` takes; the built-in sample by
     default) as SFT rows of ``format`` to ``out`` and return the manifest.
 
+    The export's options: ``options`` and its fields as keywords, as in :func:`transform_table`.
     ``output``: ``"jsonl"`` (one file, streamed; ``"-"`` is stdout), ``"parquet"`` (a directory
     of ``part-NNNNN.parquet`` shards of about ``shard_bytes`` each) or ``"datasets"`` (a
     ``Dataset.save_to_disk`` directory); inferred from ``out`` when omitted (``.jsonl`` ->
     JSONL, otherwise Parquet). The manifest (``_manifest.json`` inside a directory, ignored by Parquet readers,
-    ``OUT.manifest.json`` beside a JSONL file) records rows read, written and dropped by reason.
-    ``batches``: already loaded ``RecordBatch`` es (then ``source`` is ignored).
+    ``OUT.manifest.json`` beside a JSONL file) records the options, rows read, written and
+    dropped by reason. ``batches``: already loaded ``RecordBatch`` es (then ``source`` is ignored).
 
-    Tokenized format: ``stage2_keep_last_k``, ``mask_delimiters``, ``keep_last_block_for_answer``,
-    ``restart_mode``, ``compact_on_summary_end`` set the engine rules ``evict_at`` follows;
-    ``pack=True`` with ``max_length`` packs rows into sequences (first-fit decreasing within each
-    batch; the manifest reports ``packing_efficiency`` = tokens / (sequences x max_length)).
+    Tokenized format: ``pack=True`` with ``max_length`` packs rows into sequences (first-fit
+    decreasing within each batch; the manifest reports ``packing_efficiency`` = tokens /
+    (sequences x max_length)).
     """
-    _check(format, variant, style, overflow, max_length, stage2_keep_last_k, pack)
-    loaded = _loaded(tokenizer) if format == "tokenized" else None
+    opts = _options(options, format, fields)
+    loaded = _loaded(opts.tokenizer) if opts.format == "tokenized" else None
     tok = exporter(loaded) if loaded is not None else None
-    stage2: dict[str, Any] = (
-        {
-            "stage2_keep_last_k": stage2_keep_last_k,
-            "mask_delimiters": mask_delimiters,
-            "keep_last_block_for_answer": keep_last_block_for_answer,
-            "restart_mode": restart_mode,
-            "compact_on_summary_end": compact_on_summary_end,
-        }
-        if format == "tokenized"
-        else {}
-    )
+    # Each batch is exported with the compiled exporter, loaded once here.
+    batch_opts = dataclasses.replace(opts, tokenizer=tok)
     tokens_written = sequences = 0
     if batches is None:
         batches = load(source, config, sample=sample, limit=limit, seed=seed, batch_size=batch_size)
-    if format == "tokenized":
+    if opts.format == "tokenized":
         # Token columns take ~20 bytes per token: cut batches into slices of bounded text so
         # memory stays bounded whatever the batch size (packing works within a slice).
         batches = _sliced(batches, _TOKENIZED_SLICE_BYTES)
@@ -256,23 +202,8 @@ def export_sft(
             rows_read += batch.num_rows
             if "response" in batch.schema.names:
                 bytes_read += pc.sum(pc.binary_length(batch.column("response"))).as_py() or 0
-            table = transform_table(
-                batch,
-                format,
-                variant=variant,
-                keep_last_k=keep_last_k,
-                style=style,
-                tokenizer=tok,
-                max_length=max_length,
-                overflow=overflow,
-                system_prompt=system_prompt,
-                only_ok=only_ok,
-                drops=drops,
-                pack=pack,
-                threads=threads,
-                **stage2,
-            )
-            if format == "tokenized":
+            table = transform_table(batch, options=batch_opts, drops=drops, threads=threads)
+            if opts.format == "tokenized":
                 tokens_written += pc.sum(table.column("n_tokens")).as_py() or 0
                 sequences += table.num_rows
             writer.submit(table)
@@ -283,53 +214,63 @@ def export_sft(
         writer.wait()
         elapsed = time.perf_counter() - t0
         truncated = drops.pop("truncated_rows", 0)
+        rows_dropped = sum(drops.values())
         manifest = {
-            "format": format,
+            "format": opts.format,
             "output": sink.output,
             "source": str(source) if source is not None else "built-in sample",
-            "variant": variant,
-            **({"keep_last_k": keep_last_k, "style": style} if variant == "compressed" else {}),
-            **({"max_length": max_length, "overflow": overflow} if max_length is not None else {}),
-            **(
-                {
-                    "tokenizer": loaded.name,
-                    "tokenizer_backend": tok.backend if tok is not None else None,
-                    "delimiter_ids": loaded.ids,
-                    "segments": list(SEGMENTS),
-                    "ignore_index": IGNORE_INDEX,
-                    "evict_never": EVICT_NEVER,
-                    "stage2": {k.removeprefix("stage2_"): v for k, v in stage2.items()},
-                    "tokens_written": tokens_written,
-                }
-                if loaded is not None
-                else {}
-            ),
-            **(
-                {
-                    "packed": True,
-                    "sequences": sequences,
-                    "rows_packed": None,
-                    "packing_efficiency": round(tokens_written / (sequences * max_length), 4)
-                    if sequences and max_length
-                    else None,
-                }
-                if pack
-                else {}
-            ),
-            "system_prompt": system_prompt,
-            "only_ok": only_ok,
+            **_options_manifest(opts, loaded, tok, tokens_written, sequences, rows_read - rows_dropped),
             "rows_read": rows_read,
-            "rows_dropped": sum(drops.values()),
+            "rows_dropped": rows_dropped,
             "dropped": dict(sorted(drops.items())),
             "rows_truncated": truncated,
             "response_bytes_read": bytes_read,
             "seconds": round(elapsed, 3),
             "mementos_fast": _core.__version__,
         }
-        if pack:
-            manifest["rows_packed"] = rows_read - manifest["rows_dropped"]
         manifest = sink.close(manifest)
-    written = manifest["rows_packed"] if pack else manifest["rows_written"]
+    written = manifest["rows_packed"] if opts.pack else manifest["rows_written"]
     if written + manifest["rows_dropped"] != rows_read:  # pragma: no cover - invariant
         raise MementoValueError(f"row accounting is off: {manifest}")
     return manifest
+
+
+def _options_manifest(
+    opts: ExportOptions, loaded: Any, tok: Any, tokens_written: int, sequences: int, rows_kept: int
+) -> dict[str, Any]:
+    """The manifest's record of the options that applied, with the tokenized format's tokenizer,
+    codes and token count, and the packing's figures."""
+    max_length = opts.max_length
+    return {
+        "variant": opts.variant,
+        **({"keep_last_k": opts.keep_last_k, "style": opts.style} if opts.variant == "compressed" else {}),
+        **({"max_length": max_length, "overflow": opts.overflow} if max_length is not None else {}),
+        **(
+            {
+                "tokenizer": loaded.name,
+                "tokenizer_backend": tok.backend if tok is not None else None,
+                "delimiter_ids": loaded.ids,
+                "segments": list(SEGMENTS),
+                "ignore_index": IGNORE_INDEX,
+                "evict_never": EVICT_NEVER,
+                "stage2": asdict(opts.rules),
+                "tokens_written": tokens_written,
+            }
+            if loaded is not None
+            else {}
+        ),
+        **(
+            {
+                "packed": True,
+                "sequences": sequences,
+                "rows_packed": rows_kept,
+                "packing_efficiency": round(tokens_written / (sequences * max_length), 4)
+                if sequences and max_length
+                else None,
+            }
+            if opts.pack
+            else {}
+        ),
+        "system_prompt": opts.system_prompt,
+        "only_ok": opts.only_ok,
+    }

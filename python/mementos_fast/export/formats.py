@@ -13,7 +13,7 @@ Python loop over rows), ``tokenized`` with one call into the Rust crate ``mement
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,12 @@ import pyarrow.compute as pc
 import mementos_fast._core as _core
 from mementos_fast.chat import _ASSISTANT_OPEN, _TURN_CLOSE, _USER_OPEN, MEMENTO_CHAT_TEMPLATE, render_chatml
 from mementos_fast.errors import MementoValueError
+from mementos_fast.options import ExportOptions
 
 __all__ = ["FORMATS", "MEMENTO_CHAT_TEMPLATE", "METADATA", "exporter", "render_chatml"]
 
-FORMATS = ("messages", "chatml", "tokenized")
+#: The formats (the choices of :attr:`ExportOptions.format`).
+FORMATS: tuple[str, ...] = ExportOptions.choices("format")
 #: Metadata columns carried over from the source when present.
 METADATA = ("domain", "source", "difficulty")
 #: The six delimiters, from the core (the only definition).
@@ -118,8 +120,6 @@ def exporter(tokenizer: Any, backend: str = "auto") -> Any:
     ``backend``: ``"auto"`` (the package's exact fast BPE when it supports the tokenizer, else the
     ``tokenizers`` crate), ``"fast"`` or ``"hf"``. Ids equal ``tokenizers``' encoding either way.
     """
-    import mementos_fast._core as _core
-
     if isinstance(tokenizer, _core.Exporter):
         return tokenizer
     loaded = _loaded(tokenizer)
@@ -141,32 +141,26 @@ _FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long")
 def _tokenized(
     problem: pa.Array,
     response: pa.Array,
-    system_prompt: str | None,
-    tokenizer: Any,
-    max_length: int | None,
-    overflow: str,
+    options: ExportOptions,
     drops: Counter,
-    stage2: Mapping[str, Any],
-    pack: bool = False,
     threads: int | None = None,
 ) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray | None]:
-    """Token columns of one batch, computed end to end in Rust (crate ``mementos-export``).
+    """Token columns of one batch, computed end to end in Rust (crate ``mementos-export``), as
+    ``options`` say (its tokenizer, system prompt, length limit, packing and engine rules).
 
     Returns the columns, the kept-row mask over the input rows and, when packing, the index (among
     kept rows) of each packed row, in sequence order.
     """
-    import mementos_fast._core as _core
-
     batch, fates, rows = _core.export_tokenized(
         problem,
         response,
-        exporter(tokenizer),
-        system_prompt=system_prompt,
-        max_length=max_length,
-        overflow=overflow,
-        pack=max_length if pack else None,
+        exporter(options.tokenizer),
+        system_prompt=options.system_prompt,
+        max_length=options.max_length,
+        overflow=options.overflow,
+        pack=options.max_length if options.pack else None,
         threads=threads,
-        **stage2,
+        **asdict(options.rules),
     )
     codes = fates.column(0).to_numpy(zero_copy_only=False)
     counts = np.bincount(codes, minlength=len(_FATES))

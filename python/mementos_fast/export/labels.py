@@ -12,45 +12,33 @@ FlexAttention ``mask_mod``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+import mementos_fast._core as _core
+from mementos_fast.compaction import EngineRules
 from mementos_fast.errors import MementoValueError
 
 __all__ = ["EVICT_NEVER", "IGNORE_INDEX", "SEG", "SEGMENTS", "STAGE2_DEFAULTS", "dense_mask", "stage2_mask"]
 
-#: Segment kinds of the ``segment`` column of the tokenized format (the value is the index).
+#: Segment kinds of the ``segment`` column of the tokenized format (the value is the index), from
+#: the Rust crate ``mementos-export`` that writes them (``seg::NAMES``, the only definition).
 #: ``chat``: template tokens (``<|im_start|>``, role names, ``<|im_end|>``, template newlines);
 #: ``prompt``: system prompt and problem text; ``think``: ``<think>`` / ``</think>``;
 #: ``block_start`` / ``block_end`` and ``summary_start`` / ``summary_end``: the four delimiters;
 #: ``block``: block content; ``memento``: memento content; ``between``: text inside ``<think>``
 #: outside any unit (and text before ``<think>``); ``answer``: text after ``</think>``.
-SEGMENTS = (
-    "chat",
-    "prompt",
-    "think",
-    "block_start",
-    "block",
-    "block_end",
-    "summary_start",
-    "memento",
-    "summary_end",
-    "between",
-    "answer",
-)
+SEGMENTS: tuple[str, ...] = _core.SEGMENTS
 SEG = {name: i for i, name in enumerate(SEGMENTS)}
-IGNORE_INDEX = -100
-#: ``evict_at`` of a token no later token loses sight of (2**31 - 1).
-EVICT_NEVER = 2**31 - 1
-#: The stage-2 options (FORMAT.md section 5), with their defaults.
-STAGE2_DEFAULTS = {
-    "keep_last_k": 0,
-    "mask_delimiters": False,
-    "keep_last_block_for_answer": False,
-    "restart_mode": False,
-    "compact_on_summary_end": True,
-}
+#: ``labels`` of a token without loss (-100), from ``mementos-export``.
+IGNORE_INDEX: int = _core.IGNORE_INDEX
+#: ``evict_at`` of a token no later token loses sight of (2**31 - 1), from ``mementos-export``.
+EVICT_NEVER: int = _core.EVICT_NEVER
+#: The stage-2 options (FORMAT.md section 5), with their defaults: the engine's rules
+#: (:class:`mementos_fast.compaction.EngineRules`).
+STAGE2_DEFAULTS = asdict(EngineRules())
 
 
 def dense_mask(evict_at: Any, seq_lens: Any = None, *, max_tokens: int = 16384) -> np.ndarray:

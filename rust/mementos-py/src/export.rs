@@ -1,5 +1,5 @@
 //! The tokenized SFT export (crate `mementos-export`): `_core.Exporter` and
-//! `_core.export_tokenized`. The public API is `mementos_fast.export` (python/mementos_fast/export.py).
+//! `_core.export_tokenized`. The public API is `mementos_fast.export` (python/mementos_fast/export/).
 
 use std::sync::Arc;
 

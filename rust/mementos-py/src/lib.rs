@@ -155,6 +155,8 @@ fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BLOCK_MATCHES", BlockMatch::ALL.iter().map(|b| b.name()).collect::<Vec<_>>())?;
     m.add("SPAN_KINDS", mementos_core::SpanKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>())?;
     m.add("SEGMENTS", pyo3::types::PyTuple::new(py, mementos_export::seg::NAMES)?)?;
+    m.add("IGNORE_INDEX", mementos_export::IGNORE_INDEX)?;
+    m.add("EVICT_NEVER", mementos_export::NEVER)?;
     Ok(())
 }
 
