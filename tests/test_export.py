@@ -818,6 +818,8 @@ def test_tokenized_parquet_statistics_on_flat_columns_only(corpus, qwen, tmp_pat
     stats = {rg.column(i).path_in_schema: rg.column(i).is_stats_set for i in range(rg.num_columns)}
     assert stats["n_tokens"] and stats["difficulty"]
     assert not any(v for k, v in stats.items() if k.endswith(".list.element"))
-    assert pq.read_table(out).column("input_ids").equals(
-        ex.transform_table(_table(corpus[2:8]), "tokenized", tokenizer=qwen).column("input_ids")
+    assert (
+        pq.read_table(out)
+        .column("input_ids")
+        .equals(ex.transform_table(_table(corpus[2:8]), "tokenized", tokenizer=qwen).column("input_ids"))
     )
