@@ -84,7 +84,9 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
     texts_arrow = _chatml_column(_large(table.column("problem")), _large(table.column("response")), None)
     nbytes = pc.sum(pc.binary_length(texts_arrow)).as_py()
     benchmark.group = "export/tokenized"
-    benchmark.extra_info.update(rows=table.num_rows, chatml_bytes=nbytes, impl=impl)
+    benchmark.extra_info.update(
+        rows=table.num_rows, chatml_bytes=nbytes, bytes=nbytes, impl=impl, baseline=impl.startswith("hf_")
+    )
     exp = ex.exporter(loaded)
     result: dict[str, object] = {}
     if impl == "hf_encode_batch_fast":
