@@ -53,194 +53,27 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
+    fn pick<'a>(&mut self, xs: &'a [String]) -> &'a str {
+        &xs[self.below(xs.len())]
     }
 }
 
-/// Fragments covering every class the split patterns care about.
-const FRAGMENTS: &[&str] = &[
-    // letters, marks, decomposed and composed accents
-    "hello",
-    "World",
-    "ÉCOLE",
-    "école",
-    "e\u{301}cole",
-    "A\u{30A}ngstro\u{308}m",
-    "naïve",
-    "Straße",
-    "ǅungla",
-    "\u{301}",
-    "\u{20DD}",
-    "\u{93F}",
-    "हिन्दी",
-    "日本語のテキスト",
-    "中文",
-    "한국어",
-    "\u{1100}\u{1161}\u{11A8}",
-    "ελληνικά",
-    "кириллица",
-    "עברית",
-    "العربية",
-    "ſ",
-    "ﬅ",
-    "ß",
-    "İ",
-    "K",
-    // numbers of every kind
-    "0",
-    "7",
-    "42",
-    "12345678",
-    "3.14159",
-    "١٢٣",
-    "１２３",
-    "²³",
-    "Ⅻ",
-    "½",
-    "𝟘𝟙",
-    "٣",
-    // contractions in any case, apostrophes
-    "'s",
-    "'S",
-    "'t",
-    "'T",
-    "'re",
-    "'RE",
-    "'rE",
-    "'ve",
-    "'Ve",
-    "'m",
-    "'M",
-    "'ll",
-    "'LL",
-    "'lL",
-    "'d",
-    "'D",
-    "'ſ",
-    "'",
-    "''",
-    "’s",
-    "don't",
-    "I'LL",
-    "it'S",
-    "we'Re",
-    // punctuation and symbols
-    ".",
-    ",",
-    "!!",
-    "?!",
-    "...",
-    "—",
-    "–",
-    "«»",
-    "()",
-    "[]",
-    "{}",
-    "$",
-    "$$",
-    "\\frac{a}{b}",
-    "\\(x^2\\)",
-    "=",
-    "+-",
-    "->",
-    "<=",
-    "≤",
-    "π",
-    "∑",
-    "€",
-    "©",
-    "™",
-    "#",
-    "@",
-    "%",
-    "&&",
-    "||",
-    "/*",
-    "*/",
-    "`",
-    "```python",
-    "~",
-    "^",
-    "_",
-    "\"",
-    // emoji
-    "😀",
-    "👍🏽",
-    "👨\u{200D}👩\u{200D}👧",
-    "🇫🇷",
-    "❤\u{FE0F}",
-    "🙂🙂🙂",
-    // whitespace of every kind (and look-alikes that are not \s)
-    " ",
-    "  ",
-    "   ",
-    "\t",
-    "\n",
-    "\n\n",
-    "\r\n",
-    "\r",
-    "\r\r\n",
-    " \n ",
-    "\u{B}",
-    "\u{C}",
-    "\u{85}",
-    "\u{A0}",
-    "\u{1680}",
-    "\u{2000}",
-    "\u{2003}",
-    "\u{200A}",
-    "\u{2028}",
-    "\u{2029}",
-    "\u{202F}",
-    "\u{205F}",
-    "\u{3000}",
-    "\u{200B}",
-    "\u{180E}",
-    "\u{FEFF}",
-    // added tokens, MEMENTO delimiters and near misses
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<think>",
-    "</think>",
-    "<|im_sta",
-    "<|endoftext",
-    "<|block_start|>",
-    "<|summary_end|>",
-    "<tool_call>",
-    "<|fim_prefix|>",
-    // the ASCII fast paths: letter runs longer than 8 bytes, ending at every neighbour of the
-    // letter ranges ('@', '[', '`', '{', DEL) or at a non-ASCII letter, mark or digit; whitespace
-    // runs (indentation, blank lines with trailing spaces, mixed with non-ASCII spaces)
-    "abcdefghijklmnopqrstuvwxyz",
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-    "Internationalization",
-    "supercalifragilisticé",
-    "abcdefgh\u{301}ijk",
-    "abcdefgh@x",
-    "ABCDEFGHZ[",
-    "abcdefghijklmnop`",
-    "abcdefghijklmnopqrstuvwxyz{",
-    "abcdefghi\u{7F}",
-    "abcdefghij٣",
-    "        ",
-    "\t\t\t\t",
-    "\n    \n    @",
-    "\n \n ",
-    "\r\n\r\n        ",
-    "    \u{A0}   \u{3000}  ",
-    "0123456789012345678901234567890",
-    // unusual but valid UTF-8
-    "\u{0}",
-    "\u{7F}",
-    "\u{80}",
-    "\u{FFFD}",
-    "\u{10FFFF}",
-    "\u{E000}",
-    "\u{1F9FF}",
-    "\u{E0041}",
-];
+/// Fragments covering every class the split patterns care about, shared with the Python
+/// differential tests (tests/test_bpe.py): tests/fragments.json, grouped by what they cover.
+fn fragments() -> &'static [String] {
+    static FRAGMENTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("fragments.json")).expect("tests/fragments.json is JSON");
+        doc["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["fragments"].as_array().expect("fragments").iter())
+            .map(|f| f.as_str().expect("a string").to_string())
+            .collect()
+    });
+    &FRAGMENTS
+}
 
 fn generated(rng: &mut Rng) -> String {
     let mut s = String::new();
@@ -249,7 +82,7 @@ fn generated(rng: &mut Rng) -> String {
         match rng.below(20) {
             // a long run without whitespace
             0 => {
-                let frag = rng.pick(FRAGMENTS);
+                let frag = rng.pick(fragments());
                 for _ in 0..(20 + rng.below(400)) {
                     s.push_str(frag);
                 }
@@ -270,7 +103,7 @@ fn generated(rng: &mut Rng) -> String {
                     s.push(c);
                 }
             }
-            _ => s.push_str(rng.pick(FRAGMENTS)),
+            _ => s.push_str(rng.pick(fragments())),
         }
     }
     s
