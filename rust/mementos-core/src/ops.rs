@@ -33,11 +33,7 @@ pub enum Style {
 impl std::str::FromStr for Style {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, CoreError> {
-        match s {
-            "tutorial" => Ok(Style::Tutorial),
-            "inplace" => Ok(Style::Inplace),
-            other => Err(CoreError::InvalidArgument(format!("style must be 'tutorial' or 'inplace', got {other:?}"))),
-        }
+        crate::error::parse_choice("style", s, &[("tutorial", Style::Tutorial), ("inplace", Style::Inplace)])
     }
 }
 

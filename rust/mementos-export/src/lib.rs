@@ -116,11 +116,7 @@ pub enum Overflow {
 impl FromStr for Overflow {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, CoreError> {
-        match s {
-            "truncate" => Ok(Overflow::Truncate),
-            "drop" => Ok(Overflow::Drop),
-            o => Err(CoreError::InvalidArgument(format!("overflow must be 'truncate' or 'drop', got {o:?}"))),
-        }
+        mementos_core::error::parse_choice("overflow", s, &[("truncate", Overflow::Truncate), ("drop", Overflow::Drop)])
     }
 }
 
