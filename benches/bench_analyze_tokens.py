@@ -121,15 +121,26 @@ RUN = textwrap.dedent("""
 """)
 
 
-def _analyze(root, out, extra: list[str]) -> float:
+def _analyze(root, out, extra: list[str], env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", RUN, str(root), str(out), *extra], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-c", RUN, str(root), str(out), *extra],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     wall = time.perf_counter() - t
     assert p.returncode == 0 and "RC 0" in p.stdout, p.stderr[-2000:]
     return wall
 
 
-IMPLS = ["hf_encode_batch_fast_2threads", "analyze_tokenizer_qwen3", "analyze_no_tokenizer"]
+# `..._mimalloc`: the same run with pyarrow's default pool instead of the CLI's jemalloc choice.
+IMPLS = [
+    "hf_encode_batch_fast_2threads",
+    "analyze_tokenizer_qwen3",
+    "analyze_tokenizer_qwen3_mimalloc",
+    "analyze_no_tokenizer",
+]
 _results: dict[str, float] = {}
 
 
@@ -154,7 +165,8 @@ def test_analyze_tokens_end_to_end(benchmark, token_hub_corpus, qwen3_path, tmp_
         return
     out = tmp_path / "report"
     extra = ["--tokenizer", "qwen3"] if "tokenizer_qwen3" in impl else []
-    wall = benchmark.pedantic(_analyze, args=(root, out, extra), rounds=1, iterations=1)
+    env = {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"} if impl.endswith("_mimalloc") else None
+    wall = benchmark.pedantic(_analyze, args=(root, out, extra, env), rounds=1, iterations=1)
     _results[impl] = wall
     timing = json.loads((out / "timing.json").read_text())
     rows = pq.read_table(out / "rows.parquet")

@@ -33,6 +33,7 @@ import pytest
 
 from mementos_fast import export as ex
 from mementos_fast import synthetic
+from mementos_fast.export import sinks
 from mementos_fast.export.formats import _chatml_column, _large, _loaded
 
 _cache: dict[str, object] = {}
@@ -147,6 +148,23 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
         if "packed" in impl:  # the packed export truncates rows to max_length (--overflow truncate)
             want = [w[:32768] for w in want]
         assert result["ids"] == want
+
+
+@pytest.mark.parametrize("statistics", ["all_columns", "flat_columns"])
+def test_parquet_write_statistics(benchmark, tok_corpus, tmp_path, statistics):
+    """Writing one tokenized table to zstd Parquet on one thread: min/max statistics on every
+    column (pyarrow's default) against the sink's choice, on the flat columns only."""
+    table = ex.transform_table(tok_corpus, "tokenized", tokenizer=ex.exporter(_qwen()), stage2_keep_last_k=1)
+    options = dict(sinks._PARQUET_OPTIONS) if statistics == "all_columns" else sinks._parquet_options(table.schema)
+    benchmark.group = "export/tokenized/parquet_write"
+    tokens = pc.sum(table.column("n_tokens")).as_py()
+    baseline = statistics == "all_columns"
+    benchmark.extra_info.update(impl=statistics, bytes=table.nbytes, tokens=tokens, baseline=baseline)
+    path = tmp_path / "t.parquet"
+    benchmark.pedantic(
+        lambda: pq.write_table(table, path, row_group_size=table.num_rows, **options), rounds=3, iterations=1
+    )
+    assert pq.read_table(path).equals(table)
 
 
 def _split(table: pa.Table, seq: int) -> list[list[int]]:

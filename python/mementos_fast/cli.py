@@ -161,9 +161,9 @@ def _batch_tokens(loading: Future, batch: pa.RecordBatch, keep_last_k: int) -> t
 def _jemalloc_for_arrow() -> None:
     """This process's Arrow buffers come from pyarrow's jemalloc pool, unless
     ``ARROW_DEFAULT_MEMORY_POOL`` chooses or pyarrow was built without it. Reading Parquet a batch
-    at a time frees and allocates a batch's worth of buffers each time; with the default mimalloc
-    pool, `analyze --tokenizer qwen3` over 269 MB took 13% more CPU (4.6-4.8 against 4.1 CPU-s,
-    three runs each), most of it the kernel zeroing pages handed back and faulted in again."""
+    at a time frees and allocates a batch's worth of buffers each time, and with the default
+    mimalloc pool `analyze --tokenizer qwen3` is slower (benches/bench_analyze_tokens.py,
+    ``analyze_tokenizer_qwen3`` against ``analyze_tokenizer_qwen3_mimalloc``)."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     with contextlib.suppress(NotImplementedError, AttributeError):
