@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
@@ -158,6 +159,19 @@ def _batch_tokens(loading: Future, batch: pa.RecordBatch, keep_last_k: int) -> t
     return table, time.perf_counter() - t
 
 
+#: analyze --tokenizer: how far (batches, response bytes) parsing may run ahead of the token pass.
+TOKEN_WINDOW = 8
+TOKEN_WINDOW_BYTES = 512 << 20
+
+
+def _join_tokens(stats_parts: list[pa.Table], job: tuple[int, Future, int]) -> float:
+    """Add one batch's token columns to its row table; the token pass's seconds."""
+    i, future, _ = job
+    token_table, seconds = future.result()
+    stats_parts[i] = st.add_token_columns(stats_parts[i], token_table)
+    return seconds
+
+
 def _jemalloc_for_arrow() -> None:
     """This process's Arrow buffers come from pyarrow's jemalloc pool, unless
     ``ARROW_DEFAULT_MEMORY_POOL`` chooses or pyarrow was built without it. Reading Parquet a batch
@@ -188,6 +202,12 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     # batch's tokens (Rust, GIL released) while this thread parses it and computes the rest: the
     # load overlaps the first batches' reading, the counting the other statistics.
     tokens_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-tokens") if args.tokenizer else None
+    # The token pass keeps the core's thread pool busy: this thread's own core calls then run on
+    # itself (threads=1) instead of queueing behind it, and it does not wait for a batch's token
+    # figures before reading the next (up to TOKEN_WINDOW batches ahead, joined in order).
+    main_threads = 1 if tokens_pool is not None else None
+    pending: deque = deque()  # (index in stats_parts, token job, response bytes)
+    pending_bytes = 0
     if tokens_pool is None:
         tok, model = _analyze_tokenizer(args)  # None, None (or the --model-without---tokenizer error)
     else:
@@ -202,14 +222,17 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
         progress.start()
     try:
         for batch in batches:
+            tokens_job = None
             if tokens_pool is not None:
+                if loading.done():
+                    loading.result()  # a tokenizer that failed to load stops the run now
                 tokens_job = tokens_pool.submit(_batch_tokens, loading, batch, max(args.keep_last_k, -1))
             t = time.perf_counter()
-            parsed = mf.parse_batch(batch.column("response"))
+            parsed = mf.parse_batch(batch.column("response"), threads=main_threads)
             parse_time += time.perf_counter() - t
             row_table = st.row_stats(batch, row_offset=rows, parsed=parsed)
             # Context replay under the engine's rules (characters): peak and mean visible context.
-            replay = mf.replay_batch(batch.column("response"), max(args.keep_last_k, -1))
+            replay = mf.replay_batch(batch.column("response"), max(args.keep_last_k, -1), threads=main_threads)
             for c in ("peak_ratio", "mean_ratio"):
                 row_table = row_table.append_column(f"replay_{c}", replay.column(c))
             if {"sentences", "blocks", "block_summaries"} <= set(batch.schema.names):
@@ -221,14 +244,17 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
                 if ok:
                     example = batch.column("response")[ok[0]].as_py()
             html.note_examples(examples, batch, parsed, rows)
-            if tokens_pool is not None:  # --tokenizer: token figures and the token replay
-                token_table, seconds = tokens_job.result()
-                row_table = st.add_token_columns(row_table, token_table)
-                token_time += seconds
+            batch_bytes = pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
             stats_parts.append(row_table)
+            if tokens_job is not None:  # --tokenizer: token figures and the token replay, joined later
+                pending.append((len(stats_parts) - 1, tokens_job, batch_bytes))
+                pending_bytes += batch_bytes
+                while pending and (len(pending) > TOKEN_WINDOW or pending_bytes > TOKEN_WINDOW_BYTES):
+                    pending_bytes -= pending[0][2]
+                    token_time += _join_tokens(stats_parts, pending.popleft())
             rows += batch.num_rows
-            nbytes += pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
-            del batch, parsed
+            nbytes += batch_bytes
+            del batch, parsed, tokens_job
             # pyarrow's allocator (mimalloc) reuses the pages freed by the last batch; handing
             # them back to the OS after every batch cost a tenth of the run in page faults (the
             # next batch faults them in again), so it is done every RELEASE_BYTES of responses:
@@ -239,6 +265,8 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             if progress:
                 el = time.perf_counter() - t0
                 progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")
+        while pending:
+            token_time += _join_tokens(stats_parts, pending.popleft())
     finally:
         if progress:
             progress.stop()

@@ -18,7 +18,7 @@ use mementos_tokens::TokenUnits;
 
 use crate::engine::engine_binding;
 use crate::tokens::TokenCounter;
-use crate::{collect_arrays, run, Class};
+use crate::{collect_arrays, run, run_with, Class};
 
 fn refs(arrays: &[ArrayRef]) -> Vec<&dyn Array> {
     arrays.iter().map(|a| a.as_ref()).collect()
@@ -78,7 +78,7 @@ engine_binding! {
         let arrays = collect_arrays(py, column)?;
         let prompt_arrays = prompt.map(|p| collect_arrays(py, p)).transpose()?;
         let inner = counter.map(|c| c.inner.clone());
-        let batch = run(py, || {
+        let batch = run_with(py, threads, || {
             let opts = sw.engine(keep_last_k);
             let lens = match &prompt_lens {
                 Some(v) => PromptLen::PerRow(v),

@@ -31,9 +31,26 @@ where
     T: Send,
     E: ToPyErr + Send,
 {
-    let outcome = py.detach(|| match mementos_core::par::thread_pool(None) {
-        Ok(pool) => pool.install(|| catch_unwind(AssertUnwindSafe(f))).map(|r| r.map_err(Failure::Crate)),
-        Err(e) => Ok(Err(Failure::Pool(e))),
+    run_with(py, None, f)
+}
+
+/// [`run`] for a call given `threads`: with `Some(1)` the work stays on the calling thread (it
+/// never waits for the pool, which another thread may be keeping busy, as `analyze --tokenizer`
+/// does while its main thread parses); otherwise as [`run`].
+pub(crate) fn run_with<T, E, F>(py: Python<'_>, threads: Option<usize>, f: F) -> PyResult<T>
+where
+    F: FnOnce() -> Result<T, E> + Send,
+    T: Send,
+    E: ToPyErr + Send,
+{
+    let outcome = py.detach(|| {
+        if threads == Some(1) {
+            return catch_unwind(AssertUnwindSafe(f)).map(|r| r.map_err(Failure::Crate));
+        }
+        match mementos_core::par::thread_pool(None) {
+            Ok(pool) => pool.install(|| catch_unwind(AssertUnwindSafe(f))).map(|r| r.map_err(Failure::Crate)),
+            Err(e) => Ok(Err(Failure::Pool(e))),
+        }
     });
     match outcome {
         Ok(Ok(v)) => Ok(v),
@@ -77,7 +94,7 @@ fn parse_batch<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let arrays = collect_arrays(py, column)?;
     let opts = ParseOptions { spans, threads };
-    let batch = run(py, || {
+    let batch = run_with(py, threads, || {
         let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
         parse_arrays(&refs, &opts)
     })?;

@@ -14,7 +14,7 @@ use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
 use crate::engine::engine_binding;
-use crate::{collect_arrays, run, run_ok};
+use crate::{collect_arrays, run, run_with};
 
 /// mimalloc for the whole extension: the `tokenizers` pipeline allocates per piece (normalized
 /// strings with per-byte alignments, splits, tokens) and glibc malloc took ~40% of counting time.
@@ -45,12 +45,13 @@ impl TokenCounter {
 
     /// Tokens of one whole text (each delimiter one token).
     fn count(&self, py: Python<'_>, text: &str) -> PyResult<u64> {
-        run_ok(py, || mementos_tokens::count_text(text, self.inner.as_ref()))
+        // One text, no parallel work: on the calling thread, never queued behind the pool.
+        run_with(py, Some(1), || Ok::<_, CoreError>(mementos_tokens::count_text(text, self.inner.as_ref())))
     }
 
     /// Tokens of one piece without delimiters, as the backend counts it.
     fn count_piece(&self, py: Python<'_>, text: &str) -> PyResult<usize> {
-        run_ok(py, || self.inner.count(text))
+        run_with(py, Some(1), || Ok::<_, CoreError>(self.inner.count(text)))
     }
 
     fn __repr__(&self) -> String {
