@@ -16,7 +16,7 @@ from mementos_fast import cli, reference, stats, synthetic
 from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.compaction import MODELS
 from mementos_fast.tokenizer import clear_cache
-from mementos_fast.tokens import analyze_tokens, token_counter
+from mementos_fast.tokens import analyze_tokens, checked_counter, early_counter, token_counter
 
 tk = pytest.importorskip("tokenizers")
 
@@ -273,3 +273,57 @@ def test_token_report_on_generated_domains(qwen3):
     assert per_domain["math"]["median_token_ratio"] == pytest.approx(
         float(np.median(math.column("token_ratio").to_numpy(zero_copy_only=False)))
     )
+
+
+# ---- the early counter (built from the file in Rust while Python loads the tokenizer) -------
+
+
+@pytest.mark.parametrize("extra", [None, ["<|block_start|>", "zqxjv"]])
+def test_early_counter_counts_like_the_loaded_tokenizer(tmp_path, real, extra):
+    path = tmp_path / "tokenizer.json"
+    small_bpe(extra).save(str(path))
+    clear_cache()
+    early = early_counter(path)
+    assert early is not None and early.backend == "fast"
+    loaded = mf.load_tokenizer(path)
+    texts = [r["response"] for r in real] + [
+        r["response"] for r in synthetic.generate_rows(30, seed=5, malformed_rate=0.3) if r["response"]
+    ]
+    texts.append("<|block_start|>zqxjv<|block_end|><|summary_start|> a <|summary_end|>\n</think>x")
+    want = [hf_len(loaded.tokenizer, t) for t in texts]
+    assert [early.count(t) for t in texts] == want
+    counter, accepted = checked_counter(path, early)
+    assert accepted and counter is early and token_counter(path) is early  # cached: one self-check
+
+
+def test_early_counter_only_for_supported_local_files(tmp_path, qwen3):
+    from tokenizers import models
+
+    assert early_counter("some-org/some-model") is None  # a hub id: loaded the usual way
+    assert early_counter(tmp_path / "missing.json") is None
+    wordpiece = tk.Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    wordpiece.save(str(tmp_path / "wp.json"))
+    assert early_counter(tmp_path / "wp.json") is None  # not a byte-level BPE: no fast counter
+    early = early_counter("qwen3")
+    assert early is not None
+    texts = [r["response"] for r in synthetic.generate_rows(5, seed=6)]
+    assert [early.count(t) for t in texts] == [hf_len(qwen3.tokenizer, t) for t in texts]
+
+
+def test_cli_recounts_when_the_early_counter_is_rejected(real_dir, tmp_path, monkeypatch):
+    """Figures of an early counter the self-check rejects are counted again with the counter the
+    loaded tokenizer gives: the output equals a run without the early counter."""
+    args = ["analyze", str(real_dir), "--quiet", "--no-plots", "--tokenizer", "qwen3", "--batch-size", "2"]
+    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 0
+    used = []
+
+    def reject(spec, early):
+        used.append(early)
+        return token_counter(spec, "hf"), False
+
+    monkeypatch.setattr(cli, "checked_counter", reject)
+    assert cli.main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert used and used[0] is not None
+    a, b = (pq.read_table(tmp_path / d / "rows.parquet") for d in "ab")
+    tokens = [c for c in a.column_names if "token" in c]
+    assert tokens and a.select(tokens).equals(b.select(tokens))

@@ -1,5 +1,6 @@
 """Type stubs for the compiled module ``mementos_fast._core`` (checked with mypy.stubtest)."""
 
+import os
 from typing import Any, final
 
 import pyarrow as pa
@@ -120,6 +121,8 @@ TOKEN_BACKENDS: list[str]
 @final
 class TokenCounter:
     def __new__(cls, tokenizer_json: str, backend: str = "hf") -> TokenCounter: ...
+    @staticmethod
+    def fast_from_file(path: str | os.PathLike[str]) -> TokenCounter: ...
     @property
     def backend(self) -> str: ...
     def count(self, text: str) -> int: ...

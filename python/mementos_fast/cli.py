@@ -40,7 +40,8 @@ from mementos_fast import loading as loader
 from mementos_fast import stats as st
 from mementos_fast.compaction import MODELS
 from mementos_fast.options import ExportOptions
-from mementos_fast.tokens import analyze_tokens, token_counter
+from mementos_fast.tokenizer import load_tokenizer
+from mementos_fast.tokens import analyze_tokens, checked_counter, early_counter, token_counter
 
 
 def _progress(enabled: bool):
@@ -150,13 +151,26 @@ def _analyze_tokenizer(args):
     return token_counter(args.tokenizer), args.model or "qwen3-8b"
 
 
-def _batch_tokens(loading: Future, batch: pa.RecordBatch, keep_last_k: int) -> tuple[pa.Table, float]:
-    """`analyze --tokenizer`'s token figures of one batch (one pass in Rust), and its seconds."""
-    tok, model = loading.result()
+def _checked_tokenizer(args, early: Future) -> tuple[mf._core.TokenCounter, str, bool]:
+    """`analyze --tokenizer`: (the counter, the KV model preset, whether the counter is the early
+    one). Loads the tokenizer (Python, holds the GIL) while `early` is built (Rust, no GIL)."""
+    load_tokenizer(args.tokenizer)
+    counter, is_early = checked_counter(args.tokenizer, early.result())
+    return counter, args.model or "qwen3-8b", is_early
+
+
+def _batch_tokens(
+    early: Future, loading: Future, batch: pa.RecordBatch, keep_last_k: int, model: str
+) -> tuple[pa.Table, float, bool]:
+    """`analyze --tokenizer`'s token figures of one batch (one pass in Rust), its seconds, and
+    whether the early counter made them (valid once `loading` has accepted it)."""
+    counter = early.result()
+    if counter is None:
+        counter = loading.result()[0]
     t = time.perf_counter()
     problem = batch.column("problem") if "problem" in batch.schema.names else None
-    table = analyze_tokens(batch.column("response"), tok, problem=problem, keep_last_k=keep_last_k, model=model)
-    return table, time.perf_counter() - t
+    table = analyze_tokens(batch.column("response"), counter, problem=problem, keep_last_k=keep_last_k, model=model)
+    return table, time.perf_counter() - t, counter is early.result()
 
 
 #: analyze --tokenizer: how far (batches, response bytes) parsing may run ahead of the token pass.
@@ -164,10 +178,19 @@ TOKEN_WINDOW = 8
 TOKEN_WINDOW_BYTES = 512 << 20
 
 
-def _join_tokens(stats_parts: list[pa.Table], job: tuple[int, Future, int]) -> float:
-    """Add one batch's token columns to its row table; the token pass's seconds."""
-    i, future, _ = job
-    token_table, seconds = future.result()
+def _join_tokens(stats_parts: list[pa.Table], loading: Future, job: tuple) -> float:
+    """Add one batch's token columns to its row table; the token pass's seconds. Figures of the
+    early counter are used only once the loaded tokenizer has accepted it (else counted again)."""
+    i, future, _, batch, keep_last_k = job
+    token_table, seconds, by_early = future.result()
+    counter, model, early_ok = loading.result()
+    if by_early and not early_ok:
+        t = time.perf_counter()
+        problem = batch.column("problem") if "problem" in batch.schema.names else None
+        token_table = analyze_tokens(
+            batch.column("response"), counter, problem=problem, keep_last_k=keep_last_k, model=model
+        )
+        seconds += time.perf_counter() - t
     stats_parts[i] = st.add_token_columns(stats_parts[i], token_table)
     return seconds
 
@@ -202,16 +225,21 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     # batch's tokens (Rust, GIL released) while this thread parses it and computes the rest: the
     # load overlaps the first batches' reading, the counting the other statistics.
     tokens_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-tokens") if args.tokenizer else None
+    loader_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-load") if args.tokenizer else None
     # The token pass keeps the core's thread pool busy: this thread's own core calls then run on
     # itself (threads=1) instead of queueing behind it, and it does not wait for a batch's token
     # figures before reading the next (up to TOKEN_WINDOW batches ahead, joined in order).
     main_threads = 1 if tokens_pool is not None else None
     pending: deque = deque()  # (index in stats_parts, token job, response bytes)
     pending_bytes = 0
-    if tokens_pool is None:
+    if tokens_pool is None or loader_pool is None:
         tok, model = _analyze_tokenizer(args)  # None, None (or the --model-without---tokenizer error)
     else:
-        loading = tokens_pool.submit(_analyze_tokenizer, args)
+        # The fast counter is built from the tokenizer file in Rust and starts counting at once;
+        # meanwhile the tokenizer is loaded in Python and the counter is checked against it.
+        model = args.model or "qwen3-8b"
+        early = tokens_pool.submit(early_counter, args.tokenizer)
+        loading = loader_pool.submit(_checked_tokenizer, args, early)
     t0 = time.perf_counter()
     progress = _progress(not args.quiet)
     total = args.sample if args.sample is not None else args.limit
@@ -226,7 +254,7 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             if tokens_pool is not None:
                 if loading.done():
                     loading.result()  # a tokenizer that failed to load stops the run now
-                tokens_job = tokens_pool.submit(_batch_tokens, loading, batch, max(args.keep_last_k, -1))
+                tokens_job = tokens_pool.submit(_batch_tokens, early, loading, batch, max(args.keep_last_k, -1), model)
             t = time.perf_counter()
             parsed = mf.parse_batch(batch.column("response"), threads=main_threads)
             parse_time += time.perf_counter() - t
@@ -247,11 +275,11 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
             batch_bytes = pa.compute.sum(pa.compute.binary_length(batch.column("response"))).as_py() or 0
             stats_parts.append(row_table)
             if tokens_job is not None:  # --tokenizer: token figures and the token replay, joined later
-                pending.append((len(stats_parts) - 1, tokens_job, batch_bytes))
+                pending.append((len(stats_parts) - 1, tokens_job, batch_bytes, batch, max(args.keep_last_k, -1)))
                 pending_bytes += batch_bytes
                 while pending and (len(pending) > TOKEN_WINDOW or pending_bytes > TOKEN_WINDOW_BYTES):
                     pending_bytes -= pending[0][2]
-                    token_time += _join_tokens(stats_parts, pending.popleft())
+                    token_time += _join_tokens(stats_parts, loading, pending.popleft())
             rows += batch.num_rows
             nbytes += batch_bytes
             del batch, parsed, tokens_job
@@ -266,15 +294,16 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
                 el = time.perf_counter() - t0
                 progress.update(task, completed=rows, rate=f"{rows / el:,.0f} rows/s {nbytes / el / 1e6:,.0f} MB/s")
         while pending:
-            token_time += _join_tokens(stats_parts, pending.popleft())
+            token_time += _join_tokens(stats_parts, loading, pending.popleft())
     finally:
         if progress:
             progress.stop()
-        if tokens_pool is not None:
-            tokens_pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (tokens_pool, loader_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - t0
     if tokens_pool is not None:
-        tok, model = loading.result()  # its error, also when there were no rows
+        tok, model, _ = loading.result()  # its error, also when there were no rows
     if not stats_parts:
         print("no rows", file=sys.stderr)
         return 1

@@ -226,16 +226,26 @@ def _file_key(path: Path) -> tuple | None:
     return ("file", str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _cache_key(spec: Any) -> tuple | None:
-    """The cache key of ``spec``, or None when it is not cached (a :class:`LoadedTokenizer`)."""
+def local_file(spec: Any) -> Path | None:
+    """The ``tokenizer.json`` file ``spec`` names (``"qwen3"``, a file or a folder holding one),
+    or None (a hub id, a missing file, an object)."""
     if isinstance(spec, str) and spec.strip().lower() == QWEN3:
-        return _file_key(qwen3_tokenizer_path())
+        return qwen3_tokenizer_path()
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec).expanduser()
         if path.is_dir():
             path = path / "tokenizer.json"
         if path.is_file():
-            return _file_key(path)
+            return path
+    return None
+
+
+def _cache_key(spec: Any) -> tuple | None:
+    """The cache key of ``spec``, or None when it is not cached (a :class:`LoadedTokenizer`)."""
+    path = local_file(spec)
+    if path is not None:
+        return _file_key(path)
+    if isinstance(spec, (str, os.PathLike)):
         return None  # a hub id (or a missing file): not cached, so errors and downloads stay visible
     if isinstance(spec, LoadedTokenizer):
         return None

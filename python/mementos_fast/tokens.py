@@ -21,7 +21,7 @@ from mementos_fast._arrow import as_arrow_strings
 from mementos_fast.chat import MEMENTO_PROMPT_TEMPLATE
 from mementos_fast.compaction import EngineRules, _kv_shape
 from mementos_fast.errors import MementoTypeError, MementoValueError
-from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer
+from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer, local_file
 
 __all__ = ["MEMENTO_PROMPT_TEMPLATE", "analyze_tokens", "count_tokens", "render_prompts", "token_counter"]
 
@@ -122,6 +122,34 @@ def token_counter(tokenizer: Any, backend: str = "auto") -> _core.TokenCounter:
         return cache["auto"]
     cache[name] = _core.TokenCounter(loaded.to_json(), name)
     return cache[name]
+
+
+def early_counter(spec: Any) -> _core.TokenCounter | None:
+    """The fast counter for ``spec`` built straight from its ``tokenizer.json`` file in Rust
+    (without the GIL, before :func:`load_tokenizer` has run), or None when ``spec`` is not a local
+    file or the fast backend does not support it. Its counts are to be used only once
+    :func:`checked_counter` has accepted it."""
+    path = local_file(spec)
+    if path is None:
+        return None
+    try:
+        return _core.TokenCounter.fast_from_file(path)
+    except MementoValueError:
+        return None
+
+
+def checked_counter(spec: Any, early: _core.TokenCounter | None) -> tuple[_core.TokenCounter, bool]:
+    """(the counter :func:`token_counter` gives ``spec``, whether it is ``early``).
+
+    ``early`` (from :func:`early_counter`) is accepted when it passes the self-check against the
+    loaded tokenizer, as the fast backend must; it then becomes the cached counter of ``spec``.
+    Otherwise this is ``token_counter(spec)``, with its fallback and warning."""
+    loaded = load_tokenizer(spec)
+    cache: dict[str, _core.TokenCounter] = loaded.__dict__.setdefault("_counters", {})
+    if early is not None and "auto" not in cache and _self_check(loaded, early) is None:
+        cache["auto"] = cache["fast"] = early
+        return early, True
+    return token_counter(loaded), False
 
 
 def _as_pyarrow(column: Any) -> pa.Array | pa.ChunkedArray:

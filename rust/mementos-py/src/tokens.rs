@@ -7,7 +7,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_core::CoreError;
 use mementos_tokens::{
-    analyze_arrays, count_arrays, counter_for, total_arrays, AnalyzeOptions, CountOptions, SegmentCounter,
+    analyze_arrays, count_arrays, counter_for, total_arrays, AnalyzeOptions, CountOptions, FastCounter, SegmentCounter,
+    TokensError,
 };
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyArray;
@@ -35,6 +36,18 @@ impl TokenCounter {
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
         let inner = run(py, || counter_for(backend, tokenizer_json))?;
         Ok(TokenCounter { inner: Arc::from(inner) })
+    }
+
+    /// The fast backend from a `tokenizer.json` file as it is on disk, the six delimiters
+    /// registered as `load_tokenizer` registers them (read and built without the GIL).
+    #[staticmethod]
+    fn fast_from_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let inner = run(py, || -> Result<_, TokensError> {
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| TokensError::Tokenizer(format!("{}: {e}", path.display())))?;
+            FastCounter::from_file_json(&json)
+        })?;
+        Ok(TokenCounter { inner: Arc::new(inner) })
     }
 
     /// The backend's name.

@@ -48,6 +48,53 @@ impl FastCounter {
     }
 }
 
+impl FastCounter {
+    /// Load from a `tokenizer.json` as it is on disk, registering the six delimiters the way
+    /// `mementos_fast.load_tokenizer` does for counting: a delimiter that is already an added token
+    /// keeps its settings; any other becomes an added token that is not normalized (keeping its
+    /// vocabulary id, or taking the next free one). Counting with the result equals counting with
+    /// [`FastCounter::from_json`] of the registered tokenizer's JSON; this one needs neither the
+    /// Python `tokenizers` object nor its JSON dump, so `analyze --tokenizer` can start counting
+    /// while the Python side is still loading the tokenizer it checks this counter against.
+    pub fn from_file_json(json: &str) -> Result<Self, TokensError> {
+        let registered = register_delimiters(json)?;
+        Self::from_json(&registered)
+    }
+}
+
+/// `json` with every delimiter that is not an added token added (not normalized, special).
+fn register_delimiters(json: &str) -> Result<String, TokensError> {
+    use serde_json::{json, Value};
+    let invalid = |e: String| TokensError::Tokenizer(e);
+    let mut root: Value = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+    let added = root.get("added_tokens").and_then(Value::as_array).cloned().unwrap_or_default();
+    let present = |d: &str| added.iter().any(|t| t.get("content").and_then(Value::as_str) == Some(d));
+    let missing: Vec<&str> = Delim::ALL.iter().map(|d| d.text()).filter(|d| !present(d)).collect();
+    if missing.is_empty() {
+        return Ok(json.to_string());
+    }
+    let vocab = root.pointer("/model/vocab").and_then(Value::as_object);
+    let id_of = |t: &str| vocab.and_then(|v| v.get(t)).and_then(Value::as_u64);
+    let mut next = vocab.into_iter().flat_map(|v| v.values()).filter_map(Value::as_u64).max().map_or(0, |m| m + 1);
+    next = added.iter().filter_map(|t| t.get("id").and_then(Value::as_u64)).fold(next, |n, id| n.max(id + 1));
+    let mut entries = Vec::new();
+    for d in missing {
+        let id = id_of(d).unwrap_or_else(|| {
+            next += 1;
+            next - 1
+        });
+        entries.push(json!({"id": id, "content": d, "single_word": false, "lstrip": false,
+                            "rstrip": false, "normalized": false, "special": true}));
+    }
+    match root.get_mut("added_tokens") {
+        Some(Value::Array(a)) => a.extend(entries),
+        _ => {
+            root["added_tokens"] = Value::Array(entries);
+        }
+    }
+    serde_json::to_string(&root).map_err(|e| invalid(e.to_string()))
+}
+
 /// Whether byte `p` of `b` is a *cut*: an ASCII space between two ASCII letters.
 ///
 /// Every text splits there exactly as its two halves do (`count(t) = count(t[..p]) +
