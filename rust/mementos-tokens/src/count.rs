@@ -83,7 +83,7 @@ impl Chunk {
 
 /// Row text as `&str`, after [`check_utf8`] accepted the rows.
 pub(crate) fn row_str(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).expect("rows were checked by check_utf8")
+    simdutf8::basic::from_utf8(bytes).expect("rows were checked by check_utf8")
 }
 
 /// Check that every non-null row is valid UTF-8. Arrow requires it of string arrays, but an
@@ -95,6 +95,10 @@ pub fn check_utf8(rows: &dyn Rows) -> Result<(), CoreError> {
         if !rows.is_valid(i) {
             continue;
         }
+        if simdutf8::basic::from_utf8(rows.bytes(i)).is_ok() {
+            continue;
+        }
+        // Only a bad row pays for the position of the error.
         if let Err(e) = std::str::from_utf8(rows.bytes(i)) {
             return Err(CoreError::InvalidArgument(format!(
                 "row {i}: invalid UTF-8 at byte {} of the row; Arrow string data must be UTF-8 (decode or repair \
