@@ -328,6 +328,11 @@ def values_from_tables(md: str) -> dict[str, dict[str, float]]:
             f["mb_per_s"] = _num(v["throughput"])
             if v[h[3]] != "n/a":
                 f["x"] = _num(v[h[3]])
+        elif h[:2] == ["job", "input"]:
+            f["input_mb"] = _num(v["input"])
+            f["peak_rss_mib"] = _num(v["peak RSS"])
+            f["seconds"] = _num(v["time"])
+            f["mb_per_s"] = _num(v["throughput"])
         elif h[0] == "job":
             f["mean_s"] = _num(v["time"])
             f["mb_per_s"] = _num(v["throughput"])
@@ -380,7 +385,8 @@ class Quote:
     report: str | None  # the bench-report in force, if any
 
     def where(self) -> str:
-        return f"{self.doc.relative_to(ROOT)}:{self.line}"
+        doc = self.doc.resolve()
+        return f"{doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc}:{self.line}"
 
 
 def quotes(doc: Path) -> list[Quote]:
@@ -472,7 +478,8 @@ def update_docs(docs: list[Path] = DOCS) -> list[str]:
             if q.text != want:
                 changes.append(f"{q.where()}: {q.text} -> {want}")
                 text = text[: q.start] + want + text[q.end :]
-        doc.write_text(text, encoding="utf-8")
+        if text != doc.read_text(encoding="utf-8"):
+            doc.write_text(text, encoding="utf-8")
     return changes[::-1]
 
 
