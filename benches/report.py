@@ -8,6 +8,7 @@
     python benches/report.py --save R.json     # also keep the raw results of this run
     python benches/report.py --update-docs     # rewrite every quoted number in README.md and docs/ from the reports
     python benches/report.py --check-docs      # list quoted numbers that differ from their report (exit 1)
+    python benches/report.py --list-quotes     # every quoted number of the docs and the report value behind it
 
 Throughput is bytes / mean time; "x BASE" is the ratio to the group's baseline measured in the same
 run and the same group (fixture). The machine is described from the run.
@@ -58,7 +59,10 @@ PRESETS: dict[str, list[dict]] = {
             "args": ["benches/bench_analyze_tokens.py", "-k", "end_to_end and not mimalloc"],
         },
         {"env": {"MEMENTOS_BENCH_TOKENIZED_MB": "40"}, "args": ["benches/bench_export_tokenized.py", "-k", "not peak"]},
-        {"env": {"MEMENTOS_BENCH_TOKENIZED_PEAK_MB": "250"}, "args": ["benches/bench_export_tokenized.py", "-k", "peak"]},
+        {
+            "env": {"MEMENTOS_BENCH_TOKENIZED_PEAK_MB": "250"},
+            "args": ["benches/bench_export_tokenized.py", "-k", "peak"],
+        },
     ],
 }
 
@@ -400,8 +404,14 @@ def quotes(doc: Path) -> list[Quote]:
                 current = name
         out.append(
             Quote(
-                doc, text.count("\n", 0, m.start()) + 1, m.start("text"), m.end("text"), m.group("text"),
-                m.group("expr"), m.group("fmt"), current,
+                doc,
+                text.count("\n", 0, m.start()) + 1,
+                m.start("text"),
+                m.end("text"),
+                m.group("text"),
+                m.group("expr"),
+                m.group("fmt"),
+                current,
             )
         )
     return out
@@ -483,6 +493,16 @@ def update_docs(docs: list[Path] = DOCS) -> list[str]:
     return changes[::-1]
 
 
+def list_quotes(docs: list[Path] = DOCS) -> list[str]:
+    """One line per quoted number: where, the text, and the report values it comes from."""
+    out = []
+    for doc in docs:
+        for q in quotes(doc):
+            refs = [f"{m.group('file') or q.report}:{m.group('row')}.{m.group('field')}" for m in REF.finditer(q.expr)]
+            out.append(f"{q.where()}\t{q.text}\t{q.expr} ({', '.join(dict.fromkeys(refs))})")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -492,7 +512,10 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="keep the raw pytest-benchmark JSON of this run here")
     ap.add_argument("--out", type=Path, help="the report (default reports/BENCHMARKS.md, or the preset's)")
     ap.add_argument("--update-docs", action="store_true", help="then rewrite the docs' quoted numbers from reports/")
-    ap.add_argument("--check-docs", action="store_true", help="only check the docs' quoted numbers (exit 1 on a difference)")
+    ap.add_argument(
+        "--check-docs", action="store_true", help="only check the docs' quoted numbers (exit 1 on a difference)"
+    )
+    ap.add_argument("--list-quotes", action="store_true", help="list every quoted number and its source")
     ap.add_argument("--index", type=Path, help="add the data block to a report whose raw JSON was not kept")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args()
@@ -500,6 +523,9 @@ def main() -> None:
         problems = check_docs()
         print("\n".join(problems) or "every quoted number equals its report")
         sys.exit(1 if problems else 0)
+    if args.list_quotes:
+        print("\n".join(list_quotes()))
+        return
     if args.index:
         index_legacy(args.index)
         return
@@ -531,7 +557,20 @@ def main() -> None:
     out.write_text(text, encoding="utf-8")
     print(text)
     if args.update_docs:
+        if args.preset:
+            repoint(args.preset, out.name)
         print("\n".join(update_docs()) or "the docs already quote the reports")
+
+
+def repoint(preset: str, name: str, docs: list[Path] = DOCS) -> None:
+    """Make the docs quote and link the new report of a preset (its file name holds the date)."""
+    old = re.compile(rf"BENCHMARKS_{re.escape(preset)}_\d{{4}}-\d{{2}}-\d{{2}}\.md")
+    for doc in docs:
+        text = doc.read_text(encoding="utf-8")
+        new = old.sub(name, text)
+        if new != text:
+            doc.write_text(new, encoding="utf-8")
+            print(f"{doc}: now quotes {name}")
 
 
 if __name__ == "__main__":

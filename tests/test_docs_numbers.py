@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def test_expressions_formats_and_explicit_reports(tmp_path):
     name = "BENCHMARKS_tokens_2026-11-29.md"
     vals = report.read_values(REPO / "reports" / name)
     a, b = vals["export/tokenized/mementos_fast_1t"]["mean_s"], vals["export/tokenized/mementos_fast_2t"]["mean_s"]
-    text = f"<!-- bench {{{name}:export/tokenized/mementos_fast_1t.mean_s}}/{{{name}:export/tokenized/mementos_fast_2t.mean_s}} .3f -->0<!-- /bench -->x"
+    one, two = (f"{{{name}:export/tokenized/mementos_fast_{t}.mean_s}}" for t in ("1t", "2t"))
+    text = f"<!-- bench {one}/{two} .3f -->0<!-- /bench -->x"
     doc = _doc(tmp_path, text)
     report.update_docs([doc])
     assert doc.read_text() == text.replace("-->0<", f"-->{a / b:.3f}<")
@@ -101,7 +103,10 @@ def test_expressions_formats_and_explicit_reports(tmp_path):
     [
         ("<!-- bench {parse/realistic/reference.x} .1f -->1.0<!-- /bench -->", "names no report"),
         ("<!-- bench-report BENCHMARKS.md -->\n<!-- bench {parse/nope/reference.x} .1f -->1<!-- /bench -->", "no row"),
-        ("<!-- bench-report BENCHMARKS.md -->\n<!-- bench {parse/realistic/reference.nope} .1f -->1<!-- /bench -->", "no field"),
+        (
+            "<!-- bench-report BENCHMARKS.md -->\n<!-- bench {parse/realistic/reference.nope} .1f -->1<!-- /bench -->",
+            "no field",
+        ),
         ("<!-- bench {NOPE.md:parse/realistic/reference.x} .1f -->1<!-- /bench -->", "no report NOPE.md"),
         ("<!-- bench-report BENCHMARKS.md -->\n<!-- bench __import__('os') .1f -->1<!-- /bench -->", "only numbers"),
     ],
@@ -130,3 +135,29 @@ def test_readme_benchmark_numbers_are_all_quoted():
     assert not loose, "measured numbers typed into the README instead of quoted from reports/:\n" + "\n".join(
         f"{n!r} in: {line}" for line, n in loose
     )
+
+
+def test_a_new_preset_report_is_quoted_by_the_docs(tmp_path):
+    doc = _doc(
+        tmp_path,
+        "<!-- bench-report BENCHMARKS_tokens_2026-11-29.md -->\n[table](reports/BENCHMARKS_tokens_2026-11-29.md)\n"
+        "<!-- bench {BENCHMARKS_analyze_pool_2026-11-29.md:analyze/tokens/analyze_tokenizer_qwen3.mean_s} .2f -->"
+        "3.06<!-- /bench -->",
+    )
+    report.repoint("tokens", "BENCHMARKS_tokens_2026-12-01.md", [doc])
+    text = doc.read_text()
+    assert "BENCHMARKS_tokens_2026-11-29" not in text and text.count("BENCHMARKS_tokens_2026-12-01.md") == 2
+    assert "BENCHMARKS_analyze_pool_2026-11-29.md" in text
+
+
+def test_cli_formats_raw_json_outside_reports(tmp_path):
+    raw = REPO / "reports" / "json" / "BENCHMARKS_analyze_pool_2026-11-29.json"
+    out = tmp_path / "r.md"
+    subprocess.run(
+        [sys.executable, str(REPO / "benches" / "report.py"), "--json", str(raw), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    assert not (tmp_path / "json").exists()  # raw results are kept only for reports in reports/
+    text = out.read_text()
+    assert "| analyze_tokenizer_qwen3 | 3062.2 ms |" in text and report.DATA_MARK in text
