@@ -387,6 +387,7 @@ class Quote:
     expr: str
     fmt: str
     report: str | None  # the bench-report in force, if any
+    at_line_start: bool = False
 
     def where(self) -> str:
         doc = self.doc.resolve()
@@ -412,6 +413,7 @@ def quotes(doc: Path) -> list[Quote]:
                 m.group("expr"),
                 m.group("fmt"),
                 current,
+                m.start() == 0 or text[m.start() - 1] == "\n",
             )
         )
     return out
@@ -475,6 +477,8 @@ def check_docs(docs: list[Path] = DOCS) -> list[str]:
                 continue
             if q.text != want:
                 problems.append(f"{q.where()}: quotes {q.text!r}, the report says {want!r} ({q.expr})")
+            if q.at_line_start:
+                problems.append(f"{q.where()}: a quote begins the line, which Markdown reads as an HTML block")
     return problems
 
 

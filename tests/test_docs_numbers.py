@@ -109,6 +109,7 @@ def test_expressions_formats_and_explicit_reports(tmp_path):
         ),
         ("<!-- bench {NOPE.md:parse/realistic/reference.x} .1f -->1<!-- /bench -->", "no report NOPE.md"),
         ("<!-- bench-report BENCHMARKS.md -->\n<!-- bench __import__('os') .1f -->1<!-- /bench -->", "only numbers"),
+        ("text\n<!-- bench {BENCHMARKS.md:parse/realistic/reference.x} .1f -->1.0<!-- /bench -->x", "begins the line"),
     ],
 )
 def test_bad_quotes_are_named(tmp_path, text, message):
@@ -161,3 +162,13 @@ def test_cli_formats_raw_json_outside_reports(tmp_path):
     assert not (tmp_path / "json").exists()  # raw results are kept only for reports in reports/
     text = out.read_text()
     assert "| analyze_tokenizer_qwen3 | 3062.2 ms |" in text and report.DATA_MARK in text
+
+
+@pytest.mark.parametrize("doc", report.DOCS, ids=lambda p: p.name)
+def test_quoted_docs_render_as_before(doc):
+    """The spans are invisible on GitHub: each is inline HTML inside its paragraph or table cell."""
+    markdown_it = pytest.importorskip("markdown_it")
+    html = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(doc.read_text(encoding="utf-8"))
+    visible = re.sub(r"<pre>.*?</pre>|<code>.*?</code>", "", re.sub(r"<!--.*?-->", "", html, flags=re.S), flags=re.S)
+    assert "**" not in visible, "an emphasis around a quote did not render"
+    assert "bench {" not in visible and "/bench" not in visible
