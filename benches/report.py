@@ -162,8 +162,12 @@ def values(data: dict) -> dict[str, dict[str, float]]:
             for k, x in e.items():
                 if isinstance(x, (int, float)) and not isinstance(x, bool):
                     v.setdefault(k, x)
-            if row in out:
-                raise ValueError(f"two benchmarks give the table row {row!r}: report them from separate runs")
+            if row in out:  # the same benchmark merged from two runs: keep both, the later one numbered
+                n = 2
+                while f"{row}#{n}" in out:
+                    n += 1
+                print(f"warning: two results for the table row {row!r}; the later one is {row}#{n}", file=sys.stderr)
+                row = f"{row}#{n}"
             out[row] = v
     return out
 
@@ -356,8 +360,11 @@ def values_from_tables(md: str) -> dict[str, dict[str, float]]:
             f["ns_per_byte"] = _num(v["ns per byte"])
         else:
             raise ValueError(f"unknown table header {h}")
-        if row in out:
-            raise ValueError(f"two table rows are {row!r}")
+        if row in out:  # numbered as values() numbers them
+            n = 2
+            while f"{row}#{n}" in out:
+                n += 1
+            row = f"{row}#{n}"
         out[row] = f
     return out
 

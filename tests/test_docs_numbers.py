@@ -172,3 +172,24 @@ def test_quoted_docs_render_as_before(doc):
     visible = re.sub(r"<pre>.*?</pre>|<code>.*?</code>", "", re.sub(r"<!--.*?-->", "", html, flags=re.S), flags=re.S)
     assert "**" not in visible, "an emphasis around a quote did not render"
     assert "bench {" not in visible and "/bench" not in visible
+
+
+def test_a_preset_runs_measures_and_merges(tmp_path, monkeypatch):
+    """The --preset path end to end on a trivial benchmark: every run measured, results merged, the
+    runs (environment, arguments) kept, the report and its data block rendered."""
+    bench = tmp_path / "bench_trivial.py"
+    bench.write_text(
+        "import os\n\n"
+        "def test_trivial(benchmark):\n"
+        "    benchmark.group = 'trivial/' + os.environ['MEMENTOS_TRIVIAL']\n"
+        "    benchmark.extra_info.update(impl='sum', bytes=8000, baseline=True)\n"
+        "    benchmark.pedantic(sum, args=(range(1000),), rounds=2, iterations=1)\n"
+    )
+    runs = [{"env": {"MEMENTOS_TRIVIAL": name}, "args": [str(bench)]} for name in ("a", "b")]
+    monkeypatch.setitem(report.PRESETS, "trivial", runs)
+    data = report.run_preset("trivial")
+    assert [r["env"]["MEMENTOS_TRIVIAL"] for r in data["mementos_runs"]] == ["a", "b"]
+    vals = report.values(data)
+    assert sorted(vals) == ["trivial/a/sum", "trivial/b/sum"] and vals["trivial/a/sum"]["x"] == 1.0
+    text = report.render(data, "reports/json/BENCHMARKS_trivial_2026-12-01.json")
+    assert "- `MEMENTOS_TRIVIAL=b pytest" in text and '"trivial/b/sum": {"mean_s":' in text
