@@ -15,6 +15,7 @@
 //! exactly is refused at load time with [`BpeError::Unsupported`], never approximated.
 
 mod cache;
+mod load;
 pub mod pretok;
 pub mod tables;
 
@@ -24,6 +25,7 @@ use std::collections::BinaryHeap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use cache::{MergeTable, PieceTable};
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use thread_local::ThreadLocal;
@@ -217,42 +219,116 @@ fn parse_pre_tokenizer(v: &Value) -> Result<(Pattern, PrefixSpace), BpeError> {
     }
 }
 
+/// The checks on the root object's small members (everything but the model's vocabulary and
+/// merges): `truncation`, `padding`, `normalizer`, `pre_tokenizer`. Returns (is NFC, pattern,
+/// prefix space). Shared by both loaders (see [`load`]), so they refuse with the same messages.
+fn parse_head(root: &Value) -> Result<(bool, Pattern, PrefixSpace), BpeError> {
+    for key in ["truncation", "padding"] {
+        if !root.get(key).is_none_or(Value::is_null) {
+            return Err(unsupported(format!("{key} (it changes what encode returns)")));
+        }
+    }
+    let nfc = parse_normalizer(root.get("normalizer").unwrap_or(&Value::Null))?;
+    let pre = root.get("pre_tokenizer").unwrap_or(&Value::Null);
+    if pre.is_null() {
+        return Err(unsupported("no pre-tokenizer (not a byte-level BPE)"));
+    }
+    let (pattern, prefix) = parse_pre_tokenizer(pre)?;
+    Ok((nfc, pattern, prefix))
+}
+
+/// The checks on the model's small members; returns `ignore_merges`.
+fn parse_model_head(model: &Value) -> Result<bool, BpeError> {
+    if let Some(t) = get_str(model, "type") {
+        if t != "BPE" {
+            return Err(unsupported(format!("model {t}")));
+        }
+    }
+    if let Some(d) = model.get("dropout").and_then(Value::as_f64) {
+        if d != 0.0 {
+            return Err(unsupported(format!("BPE dropout {d}")));
+        }
+    }
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        if let Some(s) = get_str(model, key) {
+            if !s.is_empty() {
+                return Err(unsupported(format!("BPE {key} {s:?}")));
+            }
+        }
+    }
+    Ok(get_bool(model, "ignore_merges", false))
+}
+
+/// Added tokens of the root object: (non-normalized, normalized) lists of (content, id), the
+/// normalized ones' content normalized like the text they are matched in.
+type AddedLists = (Vec<(String, u32)>, Vec<(String, u32)>);
+
+fn parse_added(root: &Value, nfc: bool) -> Result<AddedLists, BpeError> {
+    let mut raw = Vec::new();
+    let mut norm = Vec::new();
+    for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+        let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
+        let id = t
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| BpeError::Invalid("added token id".into()))?;
+        for flag in ["lstrip", "rstrip", "single_word"] {
+            if get_bool(t, flag, false) {
+                return Err(unsupported(format!("added token {content:?} with {flag}")));
+            }
+        }
+        if content.is_empty() {
+            continue;
+        }
+        // `special` only matters with HF's `encode_special_tokens` (off by default): every
+        // added token, special or not, splits the input.
+        if get_bool(t, "normalized", !get_bool(t, "special", false)) {
+            let c = if nfc { content.nfc().map(|(c, _)| c).collect::<String>() } else { content.to_string() };
+            norm.push((c, id));
+        } else {
+            raw.push((content.to_string(), id));
+        }
+    }
+    Ok((raw, norm))
+}
+
+/// Everything a loader extracts from a `tokenizer.json`; [`FastBpe::assemble`] builds the rest.
+struct Parts<'v> {
+    nfc: bool,
+    pattern: Pattern,
+    prefix: PrefixSpace,
+    ignore_merges: bool,
+    byte_ids: [u32; 256],
+    merges: MergeTable,
+    /// Every distinct vocabulary entry of 2..=`cache::MAX_SHORT` bytes.
+    short_tokens: Vec<&'v [u8]>,
+    /// Byte string -> id, kept only with `ignore_merges` (empty otherwise).
+    vocab: FxHashMap<Box<[u8]>, u32>,
+    added: AddedLists,
+}
+
 impl FastBpe {
     /// Load a `tokenizer.json`. Fails with [`BpeError::Unsupported`] naming the first feature
     /// that cannot be reproduced exactly.
+    ///
+    /// Two loaders give the same result: a fast one (`load::fast`: typed serde visitors,
+    /// borrowed strings, no `serde_json::Value` of the vocabulary) that gives up on anything
+    /// unusual or wrong, and the reference one (`FastBpe::from_value`) that then decides, with
+    /// its error messages.
     pub fn from_json(json: &str) -> Result<FastBpe, BpeError> {
-        let root: Value = serde_json::from_str(json)?;
-        for key in ["truncation", "padding"] {
-            if !root.get(key).is_none_or(Value::is_null) {
-                return Err(unsupported(format!("{key} (it changes what encode returns)")));
-            }
+        if let Some(bpe) = load::fast(json) {
+            return Ok(bpe);
         }
-        let nfc = parse_normalizer(root.get("normalizer").unwrap_or(&Value::Null))?;
-        let pre = root.get("pre_tokenizer").unwrap_or(&Value::Null);
-        if pre.is_null() {
-            return Err(unsupported("no pre-tokenizer (not a byte-level BPE)"));
-        }
-        let (pattern, prefix) = parse_pre_tokenizer(pre)?;
+        Self::from_value(json)
+    }
 
+    /// The reference loader: the whole file as a `serde_json::Value`, checked member by member.
+    fn from_value(json: &str) -> Result<FastBpe, BpeError> {
+        let root: Value = serde_json::from_str(json)?;
+        let (nfc, pattern, prefix) = parse_head(&root)?;
         let model = root.get("model").ok_or_else(|| BpeError::Invalid("no model".into()))?;
-        if let Some(t) = get_str(model, "type") {
-            if t != "BPE" {
-                return Err(unsupported(format!("model {t}")));
-            }
-        }
-        if let Some(d) = model.get("dropout").and_then(Value::as_f64) {
-            if d != 0.0 {
-                return Err(unsupported(format!("BPE dropout {d}")));
-            }
-        }
-        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-            if let Some(s) = get_str(model, key) {
-                if !s.is_empty() {
-                    return Err(unsupported(format!("BPE {key} {s:?}")));
-                }
-            }
-        }
-        let ignore_merges = get_bool(model, "ignore_merges", false);
+        let ignore_merges = parse_model_head(model)?;
 
         // Vocabulary, converted from byte-level strings to raw bytes.
         let chars = byte_level_chars();
@@ -285,8 +361,7 @@ impl FastBpe {
         // Merges: pair -> (rank, new id); a later duplicate overrides, as in HF.
         let merges_json =
             model.get("merges").and_then(Value::as_array).ok_or_else(|| BpeError::Invalid("model.merges".into()))?;
-        let mut merges: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
-        merges.reserve(merges_json.len());
+        let mut merges = MergeTable::with_capacity(merges_json.len());
         for (rank, m) in merges_json.iter().enumerate() {
             let (a, b) = match m {
                 Value::String(s) => {
@@ -310,47 +385,27 @@ impl FastBpe {
             };
             let (ia, ib) = (id(a)?, id(b)?);
             let new = id(&format!("{a}{b}"))?;
-            merges.insert(((ia as u64) << 32) | ib as u64, (rank as u32, new));
+            merges.insert(ia, ib, rank as u32, new);
         }
 
-        // Added tokens.
-        let mut raw = Vec::new();
-        let mut norm = Vec::new();
-        for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-            let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
-            let id = t
-                .get("id")
-                .and_then(Value::as_u64)
-                .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| BpeError::Invalid("added token id".into()))?;
-            for flag in ["lstrip", "rstrip", "single_word"] {
-                if get_bool(t, flag, false) {
-                    return Err(unsupported(format!("added token {content:?} with {flag}")));
-                }
-            }
-            if content.is_empty() {
-                continue;
-            }
-            // `special` only matters with HF's `encode_special_tokens` (off by default): every
-            // added token, special or not, splits the input.
-            if get_bool(t, "normalized", !get_bool(t, "special", false)) {
-                let c = if nfc { content.nfc().map(|(c, _)| c).collect::<String>() } else { content.to_string() };
-                norm.push((c, id));
-            } else {
-                raw.push((content.to_string(), id));
-            }
-        }
+        let added = parse_added(&root, nfc)?;
+        let short_tokens: Vec<&[u8]> =
+            vocab.keys().filter(|t| (2..=cache::MAX_SHORT).contains(&t.len())).map(|t| &t[..]).collect();
+        let vocab = if ignore_merges { vocab.clone() } else { FxHashMap::default() };
+        FastBpe::assemble(Parts { nfc, pattern, prefix, ignore_merges, byte_ids, merges, short_tokens, vocab, added })
+    }
 
+    /// The tokenizer of `parts`: byte-pair table, added-token automata, and the count of every
+    /// short vocabulary entry (by the same BPE, on all threads of the current rayon pool).
+    fn assemble(parts: Parts<'_>) -> Result<FastBpe, BpeError> {
+        let Parts { nfc, pattern, prefix, ignore_merges, byte_ids, merges, short_tokens, vocab, added } = parts;
         let mut byte_pairs = vec![(NONE, NONE); 1 << 16].into_boxed_slice();
         for a in 0..256usize {
             for b in 0..256usize {
-                if let Some(&m) = merges.get(&(((byte_ids[a] as u64) << 32) | byte_ids[b] as u64)) {
-                    byte_pairs[(a << 8) | b] = m;
-                }
+                byte_pairs[(a << 8) | b] = merges.get(byte_ids[a], byte_ids[b]);
             }
         }
-        let tokens: Vec<Box<[u8]>> =
-            vocab.keys().filter(|t| (2..=cache::MAX_SHORT).contains(&t.len())).cloned().collect();
+        let (raw, norm) = added;
         let mut bpe = FastBpe {
             pattern,
             prefix,
@@ -358,18 +413,22 @@ impl FastBpe {
             raw_added: Added::new(raw)?,
             norm_added: Added::new(norm)?,
             byte_ids,
-            merges: MergeTable::new(&merges),
+            merges,
             byte_pairs,
             known: PieceTable::with_room_for(0, 0),
-            vocab: if ignore_merges { vocab } else { FxHashMap::default() },
+            vocab,
             ignore_merges,
             local: ThreadLocal::new(),
         };
-        let n7 = tokens.iter().filter(|t| t.len() < 8).count();
-        let mut known = PieceTable::with_room_for(n7, tokens.len() - n7);
-        for t in &tokens {
+        let counts: Vec<u32> = {
+            let bpe = &bpe;
+            short_tokens.par_iter().with_min_len(4096).map(|t| bpe.count_uncached(t) as u32).collect()
+        };
+        let n7 = short_tokens.iter().filter(|t| t.len() < 8).count();
+        let mut known = PieceTable::with_room_for(n7, short_tokens.len() - n7);
+        for (t, n) in short_tokens.iter().zip(counts) {
             if known.get(t).is_none() {
-                known.insert(t, bpe.count_uncached(t) as u32);
+                known.insert(t, n);
             }
         }
         bpe.known = known;
