@@ -685,21 +685,37 @@ enum Seg<'a> {
 }
 
 /// Whether `text` is in NFC, by the quick check of the crate HF uses (`Yes` only: `Maybe` and
-/// `No` are normalized). Code points below U+0300 are NFC with combining class 0, so the check
-/// starts at the char before the first byte >= 0xCC (the UTF-8 lead bytes of U+0300 and above):
-/// the quick check's state after such a char is its initial state.
+/// `No` are normalized).
+///
+/// The check walks the chars keeping one state, the combining class of the previous char; a char
+/// of class 0 whose NFC_QC is Yes passes and resets it, so the text splits there into parts
+/// checked independently (the whole is Yes iff every part is). Every code point below U+0300 is
+/// such a char, and those are exactly the ASCII bytes and the UTF-8 sequences whose lead byte is
+/// below 0xCC. So only the maximal runs of non-ASCII bytes that hold a byte >= 0xCC are checked,
+/// each from that byte (always a lead byte: continuation bytes are below 0xC0) to the run's end;
+/// the text between them is skipped 32 bytes at a time.
 #[inline]
 fn is_nfc_fast(text: &str) -> bool {
     let b = text.as_bytes();
-    // 32 bytes at a time (no early exit inside a block, so it vectorises), then byte by byte.
     let mut i = 0;
+    while let Some(start) = find_from_0xcc(b, i) {
+        let end = b[start..].iter().position(|&x| x < 0x80).map_or(b.len(), |k| start + k);
+        if is_nfc_quick(text[start..end].chars()) != IsNormalized::Yes {
+            return false;
+        }
+        i = end;
+    }
+    true
+}
+
+/// The first position at or after `i` of a byte >= 0xCC: 32 bytes at a time (no early exit
+/// inside a block, so it vectorises), then byte by byte.
+#[inline(always)]
+fn find_from_0xcc(b: &[u8], mut i: usize) -> Option<usize> {
     while i + 32 <= b.len() && !b[i..i + 32].iter().fold(false, |any, &x| any | (x >= 0xCC)) {
         i += 32;
     }
-    match b[i..].iter().position(|&x| x >= 0xCC) {
-        None => true,
-        Some(j) => is_nfc_quick(text[i + j..].chars()) == IsNormalized::Yes,
-    }
+    b[i..].iter().position(|&x| x >= 0xCC).map(|j| i + j)
 }
 
 /// Split `text` on added tokens (leftmost-longest), calling `f` with `Ok(id)` for a token and
@@ -770,6 +786,94 @@ mod tests {
                 if token.len() >= 2 {
                     let want = bpe.bpe(token, &mut local);
                     assert_eq!(bpe.count_piece(token, &mut Local::default()), want);
+                }
+            }
+        }
+    }
+
+    /// Chars of every kind the NFC quick check treats differently: ASCII, Latin below U+0300,
+    /// combining marks of several classes (U+0300-U+036F, Hebrew and Arabic points, U+0F71-U+0F74
+    /// whose classes are out of order), chars that are never NFC (U+0340, U+0958, CJK
+    /// compatibility ideographs), Hangul syllables and conjoining jamo (NFC_QC Maybe), CJK,
+    /// emoji with modifiers, ZWJ and variation selectors, and the ends of each range.
+    fn nfc_probe_chars() -> Vec<char> {
+        let ranges: [(u32, u32); 22] = [
+            (0x20, 0x7F),
+            (0xC0, 0xFF),
+            (0x100, 0x2FF),
+            (0x300, 0x36F),
+            (0x374, 0x3CE),
+            (0x591, 0x5C7),
+            (0x610, 0x65F),
+            (0x93C, 0x94D),
+            (0x958, 0x95F),
+            (0xF71, 0xF84),
+            (0x1100, 0x1112),
+            (0x1161, 0x1175),
+            (0x11A8, 0x11C2),
+            (0x1E00, 0x1E0F),
+            (0x200B, 0x200F),
+            (0x2126, 0x212B),
+            (0x2200, 0x22FF),
+            (0x3099, 0x309A),
+            (0x4E00, 0x4E10),
+            (0xAC00, 0xAC1F),
+            (0xF900, 0xF90F),
+            (0xFE00, 0xFE0F),
+        ];
+        let mut out: Vec<char> = ranges.iter().flat_map(|&(a, b)| (a..=b).filter_map(char::from_u32)).collect();
+        out.extend(['\u{1F44D}', '\u{1F3FD}', '\u{1F600}', '\u{D7A3}', '\u{10FFFF}', '\u{1D15E}', '\u{1D165}']);
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// `is_nfc_fast` is the quick check's "Yes" on any mix of those chars.
+        #[test]
+        fn is_nfc_fast_is_the_quick_check(picks in proptest::collection::vec((0usize..10_000, 0usize..4), 0..48)) {
+            let chars = nfc_probe_chars();
+            let mut s = String::new();
+            for (k, repeat) in picks {
+                // Runs of ASCII long enough to cross the 32-byte blocks, sometimes.
+                let c = chars[k % chars.len()];
+                for _ in 0..if c.is_ascii() { 1 + repeat * repeat * 4 } else { 1 + repeat / 3 } {
+                    s.push(c);
+                }
+            }
+            proptest::prop_assert_eq!(is_nfc_fast(&s), is_nfc_quick(s.chars()) == IsNormalized::Yes, "{:?}", s);
+        }
+    }
+
+    /// The same on every pair and triple of a few marks and letters, at every offset from a
+    /// 32-byte block boundary.
+    #[test]
+    fn is_nfc_fast_on_short_mixes() {
+        let probe = [
+            'a',
+            ' ',
+            '\u{E9}',
+            '\u{2FF}',
+            '\u{300}',
+            '\u{301}',
+            '\u{316}',
+            '\u{340}',
+            '\u{5B0}',
+            '\u{F73}',
+            '\u{1161}',
+            '\u{AC00}',
+            '\u{4E00}',
+            '\u{F900}',
+            '\u{2264}',
+            '\u{1F44D}',
+        ];
+        for pad in 0..34 {
+            let prefix = "x".repeat(pad);
+            for &a in &probe {
+                for &b in &probe {
+                    for &c in &probe {
+                        let s = format!("{prefix}{a}{b}{c}");
+                        assert_eq!(is_nfc_fast(&s), is_nfc_quick(s.chars()) == IsNormalized::Yes, "{s:?}");
+                    }
                 }
             }
         }
