@@ -141,6 +141,17 @@ impl PieceTable {
         }
     }
 
+    /// Every entry, sorted (for comparing tables in tests).
+    #[cfg(test)]
+    pub fn entries(&self) -> (Vec<u64>, Vec<(u64, u64, u32)>) {
+        let mut a: Vec<u64> = self.t7.iter().copied().filter(|&e| e != 0).collect();
+        let mut b: Vec<(u64, u64, u32)> =
+            self.t16.iter().filter(|e| e.meta != 0).map(|e| (e.lo, e.hi, e.meta)).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        (a, b)
+    }
+
     /// Remember the count of a piece of 2..=16 bytes that is not held yet.
     pub fn insert(&mut self, p: &[u8], count: u32) {
         debug_assert!((2..=MAX_SHORT).contains(&p.len()) && count as usize <= p.len());
@@ -186,6 +197,7 @@ impl PieceTable {
 /// side by side; open addressing with linear probing, at most 60% full).
 pub struct MergeTable {
     slots: Vec<(u64, u32, u32)>,
+    len: usize,
 }
 
 const EMPTY_PAIR: u64 = u64::MAX;
@@ -196,16 +208,41 @@ fn pair_key(a: u32, b: u32) -> u64 {
 }
 
 impl MergeTable {
+    /// An empty table with room for `n` pairs before it grows.
+    pub fn with_capacity(n: usize) -> MergeTable {
+        let size = (n * 5 / 3 + 2).next_power_of_two();
+        MergeTable { slots: vec![(EMPTY_PAIR, 0, 0); size], len: 0 }
+    }
+
     /// The table of `merges` (pair key `a << 32 | b` -> (rank, new id)).
+    #[cfg(test)]
     pub fn new(merges: &rustc_hash::FxHashMap<u64, (u32, u32)>) -> MergeTable {
-        let size = (merges.len() * 5 / 3 + 2).next_power_of_two();
-        let mut t = MergeTable { slots: vec![(EMPTY_PAIR, 0, 0); size] };
+        let mut t = MergeTable::with_capacity(merges.len());
         for (&k, &(rank, new)) in merges {
-            debug_assert_ne!(k, EMPTY_PAIR);
-            let i = t.slot(k);
-            t.slots[i] = (k, rank, new);
+            t.insert((k >> 32) as u32, k as u32, rank, new);
         }
         t
+    }
+
+    /// Set the merge of `a` and `b` (a pair already present is overwritten: a later duplicate
+    /// merge keeps its later rank, as in HF's map).
+    pub fn insert(&mut self, a: u32, b: u32, rank: u32, new: u32) {
+        let k = pair_key(a, b);
+        debug_assert_ne!(k, EMPTY_PAIR);
+        let mut i = self.slot(k);
+        if self.slots[i].0 == EMPTY_PAIR {
+            if 5 * (self.len + 1) > 3 * self.slots.len() {
+                let bigger = vec![(EMPTY_PAIR, 0, 0); 2 * self.slots.len()];
+                let old = std::mem::replace(&mut self.slots, bigger);
+                for s in old.into_iter().filter(|s| s.0 != EMPTY_PAIR) {
+                    let j = self.slot(s.0);
+                    self.slots[j] = s;
+                }
+                i = self.slot(k);
+            }
+            self.len += 1;
+        }
+        self.slots[i] = (k, rank, new);
     }
 
     #[inline(always)]
@@ -219,6 +256,14 @@ impl MergeTable {
             }
             i = (i + 1) & mask;
         }
+    }
+
+    /// Every (pair key, rank, new id), sorted (for comparing tables in tests).
+    #[cfg(test)]
+    pub fn entries(&self) -> Vec<(u64, u32, u32)> {
+        let mut v: Vec<_> = self.slots.iter().copied().filter(|s| s.0 != EMPTY_PAIR).collect();
+        v.sort_unstable();
+        v
     }
 
     /// (rank, new id) of merging `a` and `b`, or (`u32::MAX`, `u32::MAX`) when they do not merge.

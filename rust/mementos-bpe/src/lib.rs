@@ -15,6 +15,7 @@
 //! exactly is refused at load time with [`BpeError::Unsupported`], never approximated.
 
 mod cache;
+mod load;
 pub mod pretok;
 pub mod tables;
 
@@ -24,6 +25,7 @@ use std::collections::BinaryHeap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use cache::{MergeTable, PieceTable};
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use thread_local::ThreadLocal;
@@ -217,42 +219,116 @@ fn parse_pre_tokenizer(v: &Value) -> Result<(Pattern, PrefixSpace), BpeError> {
     }
 }
 
+/// The checks on the root object's small members (everything but the model's vocabulary and
+/// merges): `truncation`, `padding`, `normalizer`, `pre_tokenizer`. Returns (is NFC, pattern,
+/// prefix space). Shared by both loaders (see [`load`]), so they refuse with the same messages.
+fn parse_head(root: &Value) -> Result<(bool, Pattern, PrefixSpace), BpeError> {
+    for key in ["truncation", "padding"] {
+        if !root.get(key).is_none_or(Value::is_null) {
+            return Err(unsupported(format!("{key} (it changes what encode returns)")));
+        }
+    }
+    let nfc = parse_normalizer(root.get("normalizer").unwrap_or(&Value::Null))?;
+    let pre = root.get("pre_tokenizer").unwrap_or(&Value::Null);
+    if pre.is_null() {
+        return Err(unsupported("no pre-tokenizer (not a byte-level BPE)"));
+    }
+    let (pattern, prefix) = parse_pre_tokenizer(pre)?;
+    Ok((nfc, pattern, prefix))
+}
+
+/// The checks on the model's small members; returns `ignore_merges`.
+fn parse_model_head(model: &Value) -> Result<bool, BpeError> {
+    if let Some(t) = get_str(model, "type") {
+        if t != "BPE" {
+            return Err(unsupported(format!("model {t}")));
+        }
+    }
+    if let Some(d) = model.get("dropout").and_then(Value::as_f64) {
+        if d != 0.0 {
+            return Err(unsupported(format!("BPE dropout {d}")));
+        }
+    }
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        if let Some(s) = get_str(model, key) {
+            if !s.is_empty() {
+                return Err(unsupported(format!("BPE {key} {s:?}")));
+            }
+        }
+    }
+    Ok(get_bool(model, "ignore_merges", false))
+}
+
+/// Added tokens of the root object: (non-normalized, normalized) lists of (content, id), the
+/// normalized ones' content normalized like the text they are matched in.
+type AddedLists = (Vec<(String, u32)>, Vec<(String, u32)>);
+
+fn parse_added(root: &Value, nfc: bool) -> Result<AddedLists, BpeError> {
+    let mut raw = Vec::new();
+    let mut norm = Vec::new();
+    for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+        let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
+        let id = t
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| BpeError::Invalid("added token id".into()))?;
+        for flag in ["lstrip", "rstrip", "single_word"] {
+            if get_bool(t, flag, false) {
+                return Err(unsupported(format!("added token {content:?} with {flag}")));
+            }
+        }
+        if content.is_empty() {
+            continue;
+        }
+        // `special` only matters with HF's `encode_special_tokens` (off by default): every
+        // added token, special or not, splits the input.
+        if get_bool(t, "normalized", !get_bool(t, "special", false)) {
+            let c = if nfc { content.nfc().map(|(c, _)| c).collect::<String>() } else { content.to_string() };
+            norm.push((c, id));
+        } else {
+            raw.push((content.to_string(), id));
+        }
+    }
+    Ok((raw, norm))
+}
+
+/// Everything a loader extracts from a `tokenizer.json`; [`FastBpe::assemble`] builds the rest.
+struct Parts<'v> {
+    nfc: bool,
+    pattern: Pattern,
+    prefix: PrefixSpace,
+    ignore_merges: bool,
+    byte_ids: [u32; 256],
+    merges: MergeTable,
+    /// Every distinct vocabulary entry of 2..=`cache::MAX_SHORT` bytes.
+    short_tokens: Vec<&'v [u8]>,
+    /// Byte string -> id, kept only with `ignore_merges` (empty otherwise).
+    vocab: FxHashMap<Box<[u8]>, u32>,
+    added: AddedLists,
+}
+
 impl FastBpe {
     /// Load a `tokenizer.json`. Fails with [`BpeError::Unsupported`] naming the first feature
     /// that cannot be reproduced exactly.
+    ///
+    /// Two loaders give the same result: a fast one (`load::fast`: typed serde visitors,
+    /// borrowed strings, no `serde_json::Value` of the vocabulary) that gives up on anything
+    /// unusual or wrong, and the reference one (`FastBpe::from_value`) that then decides, with
+    /// its error messages.
     pub fn from_json(json: &str) -> Result<FastBpe, BpeError> {
-        let root: Value = serde_json::from_str(json)?;
-        for key in ["truncation", "padding"] {
-            if !root.get(key).is_none_or(Value::is_null) {
-                return Err(unsupported(format!("{key} (it changes what encode returns)")));
-            }
+        if let Some(bpe) = load::fast(json) {
+            return Ok(bpe);
         }
-        let nfc = parse_normalizer(root.get("normalizer").unwrap_or(&Value::Null))?;
-        let pre = root.get("pre_tokenizer").unwrap_or(&Value::Null);
-        if pre.is_null() {
-            return Err(unsupported("no pre-tokenizer (not a byte-level BPE)"));
-        }
-        let (pattern, prefix) = parse_pre_tokenizer(pre)?;
+        Self::from_value(json)
+    }
 
+    /// The reference loader: the whole file as a `serde_json::Value`, checked member by member.
+    fn from_value(json: &str) -> Result<FastBpe, BpeError> {
+        let root: Value = serde_json::from_str(json)?;
+        let (nfc, pattern, prefix) = parse_head(&root)?;
         let model = root.get("model").ok_or_else(|| BpeError::Invalid("no model".into()))?;
-        if let Some(t) = get_str(model, "type") {
-            if t != "BPE" {
-                return Err(unsupported(format!("model {t}")));
-            }
-        }
-        if let Some(d) = model.get("dropout").and_then(Value::as_f64) {
-            if d != 0.0 {
-                return Err(unsupported(format!("BPE dropout {d}")));
-            }
-        }
-        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-            if let Some(s) = get_str(model, key) {
-                if !s.is_empty() {
-                    return Err(unsupported(format!("BPE {key} {s:?}")));
-                }
-            }
-        }
-        let ignore_merges = get_bool(model, "ignore_merges", false);
+        let ignore_merges = parse_model_head(model)?;
 
         // Vocabulary, converted from byte-level strings to raw bytes.
         let chars = byte_level_chars();
@@ -285,8 +361,7 @@ impl FastBpe {
         // Merges: pair -> (rank, new id); a later duplicate overrides, as in HF.
         let merges_json =
             model.get("merges").and_then(Value::as_array).ok_or_else(|| BpeError::Invalid("model.merges".into()))?;
-        let mut merges: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
-        merges.reserve(merges_json.len());
+        let mut merges = MergeTable::with_capacity(merges_json.len());
         for (rank, m) in merges_json.iter().enumerate() {
             let (a, b) = match m {
                 Value::String(s) => {
@@ -310,47 +385,27 @@ impl FastBpe {
             };
             let (ia, ib) = (id(a)?, id(b)?);
             let new = id(&format!("{a}{b}"))?;
-            merges.insert(((ia as u64) << 32) | ib as u64, (rank as u32, new));
+            merges.insert(ia, ib, rank as u32, new);
         }
 
-        // Added tokens.
-        let mut raw = Vec::new();
-        let mut norm = Vec::new();
-        for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-            let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
-            let id = t
-                .get("id")
-                .and_then(Value::as_u64)
-                .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| BpeError::Invalid("added token id".into()))?;
-            for flag in ["lstrip", "rstrip", "single_word"] {
-                if get_bool(t, flag, false) {
-                    return Err(unsupported(format!("added token {content:?} with {flag}")));
-                }
-            }
-            if content.is_empty() {
-                continue;
-            }
-            // `special` only matters with HF's `encode_special_tokens` (off by default): every
-            // added token, special or not, splits the input.
-            if get_bool(t, "normalized", !get_bool(t, "special", false)) {
-                let c = if nfc { content.nfc().map(|(c, _)| c).collect::<String>() } else { content.to_string() };
-                norm.push((c, id));
-            } else {
-                raw.push((content.to_string(), id));
-            }
-        }
+        let added = parse_added(&root, nfc)?;
+        let short_tokens: Vec<&[u8]> =
+            vocab.keys().filter(|t| (2..=cache::MAX_SHORT).contains(&t.len())).map(|t| &t[..]).collect();
+        let vocab = if ignore_merges { vocab.clone() } else { FxHashMap::default() };
+        FastBpe::assemble(Parts { nfc, pattern, prefix, ignore_merges, byte_ids, merges, short_tokens, vocab, added })
+    }
 
+    /// The tokenizer of `parts`: byte-pair table, added-token automata, and the count of every
+    /// short vocabulary entry (by the same BPE, on all threads of the current rayon pool).
+    fn assemble(parts: Parts<'_>) -> Result<FastBpe, BpeError> {
+        let Parts { nfc, pattern, prefix, ignore_merges, byte_ids, merges, short_tokens, vocab, added } = parts;
         let mut byte_pairs = vec![(NONE, NONE); 1 << 16].into_boxed_slice();
         for a in 0..256usize {
             for b in 0..256usize {
-                if let Some(&m) = merges.get(&(((byte_ids[a] as u64) << 32) | byte_ids[b] as u64)) {
-                    byte_pairs[(a << 8) | b] = m;
-                }
+                byte_pairs[(a << 8) | b] = merges.get(byte_ids[a], byte_ids[b]);
             }
         }
-        let tokens: Vec<Box<[u8]>> =
-            vocab.keys().filter(|t| (2..=cache::MAX_SHORT).contains(&t.len())).cloned().collect();
+        let (raw, norm) = added;
         let mut bpe = FastBpe {
             pattern,
             prefix,
@@ -358,18 +413,22 @@ impl FastBpe {
             raw_added: Added::new(raw)?,
             norm_added: Added::new(norm)?,
             byte_ids,
-            merges: MergeTable::new(&merges),
+            merges,
             byte_pairs,
             known: PieceTable::with_room_for(0, 0),
-            vocab: if ignore_merges { vocab } else { FxHashMap::default() },
+            vocab,
             ignore_merges,
             local: ThreadLocal::new(),
         };
-        let n7 = tokens.iter().filter(|t| t.len() < 8).count();
-        let mut known = PieceTable::with_room_for(n7, tokens.len() - n7);
-        for t in &tokens {
+        let counts: Vec<u32> = {
+            let bpe = &bpe;
+            short_tokens.par_iter().with_min_len(4096).map(|t| bpe.count_uncached(t) as u32).collect()
+        };
+        let n7 = short_tokens.iter().filter(|t| t.len() < 8).count();
+        let mut known = PieceTable::with_room_for(n7, short_tokens.len() - n7);
+        for (t, n) in short_tokens.iter().zip(counts) {
             if known.get(t).is_none() {
-                known.insert(t, bpe.count_uncached(t) as u32);
+                known.insert(t, n);
             }
         }
         bpe.known = known;
@@ -626,21 +685,37 @@ enum Seg<'a> {
 }
 
 /// Whether `text` is in NFC, by the quick check of the crate HF uses (`Yes` only: `Maybe` and
-/// `No` are normalized). Code points below U+0300 are NFC with combining class 0, so the check
-/// starts at the char before the first byte >= 0xCC (the UTF-8 lead bytes of U+0300 and above):
-/// the quick check's state after such a char is its initial state.
+/// `No` are normalized).
+///
+/// The check walks the chars keeping one state, the combining class of the previous char; a char
+/// of class 0 whose NFC_QC is Yes passes and resets it, so the text splits there into parts
+/// checked independently (the whole is Yes iff every part is). Every code point below U+0300 is
+/// such a char, and those are exactly the ASCII bytes and the UTF-8 sequences whose lead byte is
+/// below 0xCC. So only the maximal runs of non-ASCII bytes that hold a byte >= 0xCC are checked,
+/// each from that byte (always a lead byte: continuation bytes are below 0xC0) to the run's end;
+/// the text between them is skipped 32 bytes at a time.
 #[inline]
 fn is_nfc_fast(text: &str) -> bool {
     let b = text.as_bytes();
-    // 32 bytes at a time (no early exit inside a block, so it vectorises), then byte by byte.
     let mut i = 0;
+    while let Some(start) = find_from_0xcc(b, i) {
+        let end = b[start..].iter().position(|&x| x < 0x80).map_or(b.len(), |k| start + k);
+        if is_nfc_quick(text[start..end].chars()) != IsNormalized::Yes {
+            return false;
+        }
+        i = end;
+    }
+    true
+}
+
+/// The first position at or after `i` of a byte >= 0xCC: 32 bytes at a time (no early exit
+/// inside a block, so it vectorises), then byte by byte.
+#[inline(always)]
+fn find_from_0xcc(b: &[u8], mut i: usize) -> Option<usize> {
     while i + 32 <= b.len() && !b[i..i + 32].iter().fold(false, |any, &x| any | (x >= 0xCC)) {
         i += 32;
     }
-    match b[i..].iter().position(|&x| x >= 0xCC) {
-        None => true,
-        Some(j) => is_nfc_quick(text[i + j..].chars()) == IsNormalized::Yes,
-    }
+    b[i..].iter().position(|&x| x >= 0xCC).map(|j| i + j)
 }
 
 /// Split `text` on added tokens (leftmost-longest), calling `f` with `Ok(id)` for a token and
@@ -711,6 +786,94 @@ mod tests {
                 if token.len() >= 2 {
                     let want = bpe.bpe(token, &mut local);
                     assert_eq!(bpe.count_piece(token, &mut Local::default()), want);
+                }
+            }
+        }
+    }
+
+    /// Chars of every kind the NFC quick check treats differently: ASCII, Latin below U+0300,
+    /// combining marks of several classes (U+0300-U+036F, Hebrew and Arabic points, U+0F71-U+0F74
+    /// whose classes are out of order), chars that are never NFC (U+0340, U+0958, CJK
+    /// compatibility ideographs), Hangul syllables and conjoining jamo (NFC_QC Maybe), CJK,
+    /// emoji with modifiers, ZWJ and variation selectors, and the ends of each range.
+    fn nfc_probe_chars() -> Vec<char> {
+        let ranges: [(u32, u32); 22] = [
+            (0x20, 0x7F),
+            (0xC0, 0xFF),
+            (0x100, 0x2FF),
+            (0x300, 0x36F),
+            (0x374, 0x3CE),
+            (0x591, 0x5C7),
+            (0x610, 0x65F),
+            (0x93C, 0x94D),
+            (0x958, 0x95F),
+            (0xF71, 0xF84),
+            (0x1100, 0x1112),
+            (0x1161, 0x1175),
+            (0x11A8, 0x11C2),
+            (0x1E00, 0x1E0F),
+            (0x200B, 0x200F),
+            (0x2126, 0x212B),
+            (0x2200, 0x22FF),
+            (0x3099, 0x309A),
+            (0x4E00, 0x4E10),
+            (0xAC00, 0xAC1F),
+            (0xF900, 0xF90F),
+            (0xFE00, 0xFE0F),
+        ];
+        let mut out: Vec<char> = ranges.iter().flat_map(|&(a, b)| (a..=b).filter_map(char::from_u32)).collect();
+        out.extend(['\u{1F44D}', '\u{1F3FD}', '\u{1F600}', '\u{D7A3}', '\u{10FFFF}', '\u{1D15E}', '\u{1D165}']);
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// `is_nfc_fast` is the quick check's "Yes" on any mix of those chars.
+        #[test]
+        fn is_nfc_fast_is_the_quick_check(picks in proptest::collection::vec((0usize..10_000, 0usize..4), 0..48)) {
+            let chars = nfc_probe_chars();
+            let mut s = String::new();
+            for (k, repeat) in picks {
+                // Runs of ASCII long enough to cross the 32-byte blocks, sometimes.
+                let c = chars[k % chars.len()];
+                for _ in 0..if c.is_ascii() { 1 + repeat * repeat * 4 } else { 1 + repeat / 3 } {
+                    s.push(c);
+                }
+            }
+            proptest::prop_assert_eq!(is_nfc_fast(&s), is_nfc_quick(s.chars()) == IsNormalized::Yes, "{:?}", s);
+        }
+    }
+
+    /// The same on every pair and triple of a few marks and letters, at every offset from a
+    /// 32-byte block boundary.
+    #[test]
+    fn is_nfc_fast_on_short_mixes() {
+        let probe = [
+            'a',
+            ' ',
+            '\u{E9}',
+            '\u{2FF}',
+            '\u{300}',
+            '\u{301}',
+            '\u{316}',
+            '\u{340}',
+            '\u{5B0}',
+            '\u{F73}',
+            '\u{1161}',
+            '\u{AC00}',
+            '\u{4E00}',
+            '\u{F900}',
+            '\u{2264}',
+            '\u{1F44D}',
+        ];
+        for pad in 0..34 {
+            let prefix = "x".repeat(pad);
+            for &a in &probe {
+                for &b in &probe {
+                    for &c in &probe {
+                        let s = format!("{prefix}{a}{b}{c}");
+                        assert_eq!(is_nfc_fast(&s), is_nfc_quick(s.chars()) == IsNormalized::Yes, "{s:?}");
+                    }
                 }
             }
         }
