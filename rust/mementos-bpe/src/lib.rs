@@ -54,6 +54,8 @@ const CACHE_CAPACITY: usize = 1 << 18;
 struct Added {
     ac: AhoCorasick,
     ids: Vec<u32>,
+    /// The tokens' texts (as matched: normalized for the normalized ones), in `ids` order.
+    contents: Vec<String>,
 }
 
 impl Added {
@@ -65,7 +67,12 @@ impl Added {
             .match_kind(MatchKind::LeftmostLongest)
             .build(tokens.iter().map(|t| t.0.as_str()))
             .map_err(|e| BpeError::Invalid(format!("added tokens: {e}")))?;
-        Ok(Some(Added { ac, ids: tokens.into_iter().map(|t| t.1).collect() }))
+        let (contents, ids) = tokens.into_iter().unzip();
+        Ok(Some(Added { ac, ids, contents }))
+    }
+
+    fn tokens(&self) -> impl Iterator<Item = (String, u32)> + '_ {
+        self.contents.iter().cloned().zip(self.ids.iter().copied())
     }
 }
 
@@ -443,6 +450,29 @@ impl FastBpe {
     /// The split pattern in use.
     pub fn pattern(&self) -> Pattern {
         self.pattern
+    }
+
+    /// The texts of the added tokens (those matched before normalization, then the normalized
+    /// ones as the normalizer leaves them).
+    pub fn added_texts(&self) -> impl Iterator<Item = &str> + '_ {
+        [&self.raw_added, &self.norm_added].into_iter().flatten().flat_map(|a| a.contents.iter().map(String::as_str))
+    }
+
+    /// `self` with `tokens` (text, id) added as tokens matched before normalization, as
+    /// `tokenizers` adds a special token that is not normalized; a text that is already an added
+    /// token is left as it is.
+    pub fn with_raw_added(mut self, tokens: &[(&str, u32)]) -> Result<Self, BpeError> {
+        let new: Vec<(String, u32)> = tokens
+            .iter()
+            .filter(|(t, _)| !t.is_empty() && !self.added_texts().any(|a| a == *t))
+            .map(|&(t, id)| (t.to_string(), id))
+            .collect();
+        if !new.is_empty() {
+            let old = self.raw_added.take();
+            let all = old.iter().flat_map(|a| a.tokens()).chain(new).collect();
+            self.raw_added = Added::new(all)?;
+        }
+        Ok(self)
     }
 
     /// Number of tokens HF produces for `text` (`len(encode(text, add_special_tokens=False))`).

@@ -5,7 +5,6 @@ use std::ops::Range;
 
 use mementos_bpe::FastBpe;
 use mementos_core::Delim;
-use serde::Deserialize;
 
 use crate::{SegmentCounter, TokensError};
 
@@ -17,27 +16,33 @@ pub struct FastCounter {
     cuts_are_safe: bool,
 }
 
-#[derive(Deserialize)]
-struct AddedTokens {
-    #[serde(default)]
-    added_tokens: Vec<AddedToken>,
-}
-
-#[derive(Deserialize)]
-struct AddedToken {
-    content: String,
-}
-
 impl FastCounter {
     /// Load from a `tokenizer.json` string; an unsupported feature is
     /// [`TokensError::Unsupported`] (the caller falls back to the HF backend).
     pub fn from_json(json: &str) -> Result<Self, TokensError> {
         let bpe = FastBpe::from_json(json).map_err(|e| TokensError::Unsupported(e.to_string()))?;
-        let added: AddedTokens = serde_json::from_str(json).map_err(|e| TokensError::Tokenizer(e.to_string()))?;
-        let cuts_are_safe = added
-            .added_tokens
-            .iter()
-            .all(|t| !t.content.as_bytes().windows(2).any(|w| w[0].is_ascii_alphabetic() && w[1] == b' '));
+        Self::new(bpe)
+    }
+
+    /// Load from a `tokenizer.json` as it is on disk, registering the six delimiters the way
+    /// `mementos_fast.load_tokenizer` does: a delimiter that is already an added token keeps its
+    /// settings; any other becomes an added token matched before normalization. Counting with
+    /// the result equals counting with [`FastCounter::from_json`] of the registered tokenizer's
+    /// JSON (the ids of the delimiters it adds are placeholders: this counter only counts). It
+    /// needs neither the Python `tokenizers` object nor its JSON dump, so `analyze --tokenizer`
+    /// can start counting while the Python side still loads the tokenizer it checks this
+    /// counter against.
+    pub fn from_file_json(json: &str) -> Result<Self, TokensError> {
+        let bpe = FastBpe::from_json(json).map_err(|e| TokensError::Unsupported(e.to_string()))?;
+        let delims: Vec<(&str, u32)> =
+            Delim::ALL.iter().enumerate().map(|(i, d)| (d.text(), u32::MAX - i as u32)).collect();
+        let bpe = bpe.with_raw_added(&delims).map_err(|e| TokensError::Unsupported(e.to_string()))?;
+        Self::new(bpe)
+    }
+
+    fn new(bpe: FastBpe) -> Result<Self, TokensError> {
+        let cuts_are_safe =
+            bpe.added_texts().all(|t| !t.as_bytes().windows(2).any(|w| w[0].is_ascii_alphabetic() && w[1] == b' '));
         let counter = FastCounter { bpe, cuts_are_safe };
         for d in Delim::ALL {
             if counter.bpe.count(d.text()) != 1 {
@@ -46,53 +51,6 @@ impl FastCounter {
         }
         Ok(counter)
     }
-}
-
-impl FastCounter {
-    /// Load from a `tokenizer.json` as it is on disk, registering the six delimiters the way
-    /// `mementos_fast.load_tokenizer` does for counting: a delimiter that is already an added token
-    /// keeps its settings; any other becomes an added token that is not normalized (keeping its
-    /// vocabulary id, or taking the next free one). Counting with the result equals counting with
-    /// [`FastCounter::from_json`] of the registered tokenizer's JSON; this one needs neither the
-    /// Python `tokenizers` object nor its JSON dump, so `analyze --tokenizer` can start counting
-    /// while the Python side is still loading the tokenizer it checks this counter against.
-    pub fn from_file_json(json: &str) -> Result<Self, TokensError> {
-        let registered = register_delimiters(json)?;
-        Self::from_json(&registered)
-    }
-}
-
-/// `json` with every delimiter that is not an added token added (not normalized, special).
-fn register_delimiters(json: &str) -> Result<String, TokensError> {
-    use serde_json::{json, Value};
-    let invalid = |e: String| TokensError::Tokenizer(e);
-    let mut root: Value = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
-    let added = root.get("added_tokens").and_then(Value::as_array).cloned().unwrap_or_default();
-    let present = |d: &str| added.iter().any(|t| t.get("content").and_then(Value::as_str) == Some(d));
-    let missing: Vec<&str> = Delim::ALL.iter().map(|d| d.text()).filter(|d| !present(d)).collect();
-    if missing.is_empty() {
-        return Ok(json.to_string());
-    }
-    let vocab = root.pointer("/model/vocab").and_then(Value::as_object);
-    let id_of = |t: &str| vocab.and_then(|v| v.get(t)).and_then(Value::as_u64);
-    let mut next = vocab.into_iter().flat_map(|v| v.values()).filter_map(Value::as_u64).max().map_or(0, |m| m + 1);
-    next = added.iter().filter_map(|t| t.get("id").and_then(Value::as_u64)).fold(next, |n, id| n.max(id + 1));
-    let mut entries = Vec::new();
-    for d in missing {
-        let id = id_of(d).unwrap_or_else(|| {
-            next += 1;
-            next - 1
-        });
-        entries.push(json!({"id": id, "content": d, "single_word": false, "lstrip": false,
-                            "rstrip": false, "normalized": false, "special": true}));
-    }
-    match root.get_mut("added_tokens") {
-        Some(Value::Array(a)) => a.extend(entries),
-        _ => {
-            root["added_tokens"] = Value::Array(entries);
-        }
-    }
-    serde_json::to_string(&root).map_err(|e| invalid(e.to_string()))
 }
 
 /// Whether byte `p` of `b` is a *cut*: an ASCII space between two ASCII letters.
