@@ -121,6 +121,8 @@ pub struct FastBpe {
     nfc: bool,
     raw_added: Option<Added>,
     norm_added: Option<Added>,
+    /// The content of every added token of the file, as written, in file order.
+    added_tokens: Vec<String>,
     byte_ids: [u32; 256],
     merges: MergeTable,
     /// (rank, new id) of the merge of two bytes, by `first << 8 | second` (rank `NONE`: no merge).
@@ -267,12 +269,14 @@ fn parse_model_head(model: &Value) -> Result<bool, BpeError> {
 }
 
 /// Added tokens of the root object: (non-normalized, normalized) lists of (content, id), the
-/// normalized ones' content normalized like the text they are matched in.
-type AddedLists = (Vec<(String, u32)>, Vec<(String, u32)>);
+/// normalized ones' content normalized like the text they are matched in; and the content of
+/// every added token as written, in file order (see [`FastBpe::added_tokens`]).
+type AddedLists = (Vec<(String, u32)>, Vec<(String, u32)>, Vec<String>);
 
 fn parse_added(root: &Value, nfc: bool) -> Result<AddedLists, BpeError> {
     let mut raw = Vec::new();
     let mut norm = Vec::new();
+    let mut all = Vec::new();
     for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
         let content = get_str(t, "content").ok_or_else(|| BpeError::Invalid("added token content".into()))?;
         let id = t
@@ -285,6 +289,7 @@ fn parse_added(root: &Value, nfc: bool) -> Result<AddedLists, BpeError> {
                 return Err(unsupported(format!("added token {content:?} with {flag}")));
             }
         }
+        all.push(content.to_string());
         if content.is_empty() {
             continue;
         }
@@ -297,7 +302,7 @@ fn parse_added(root: &Value, nfc: bool) -> Result<AddedLists, BpeError> {
             raw.push((content.to_string(), id));
         }
     }
-    Ok((raw, norm))
+    Ok((raw, norm, all))
 }
 
 /// Everything a loader extracts from a `tokenizer.json`; [`FastBpe::assemble`] builds the rest.
@@ -412,13 +417,14 @@ impl FastBpe {
                 byte_pairs[(a << 8) | b] = merges.get(byte_ids[a], byte_ids[b]);
             }
         }
-        let (raw, norm) = added;
+        let (raw, norm, added_tokens) = added;
         let mut bpe = FastBpe {
             pattern,
             prefix,
             nfc,
             raw_added: Added::new(raw)?,
             norm_added: Added::new(norm)?,
+            added_tokens,
             byte_ids,
             merges,
             byte_pairs,
@@ -445,6 +451,12 @@ impl FastBpe {
     /// Empty every thread's piece cache (frees its memory; counts are unchanged).
     pub fn clear_cache(&mut self) {
         self.local.clear();
+    }
+
+    /// The content of every added token of the `tokenizer.json`, as written (not normalized), in
+    /// file order: what a caller would otherwise parse the file a second time for.
+    pub fn added_tokens(&self) -> impl Iterator<Item = &str> + '_ {
+        self.added_tokens.iter().map(String::as_str)
     }
 
     /// The split pattern in use.
@@ -906,6 +918,22 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn added_tokens_are_listed_as_written() {
+        let path = format!("{}/tests/data/llama3_style.json", env!("CARGO_MANIFEST_DIR"));
+        let json = std::fs::read_to_string(path).unwrap();
+        let want: Vec<String> = serde_json::from_str::<Value>(&json).unwrap()["added_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["content"].as_str().unwrap().to_string())
+            .collect();
+        assert!(want.iter().any(|t| t.nfc().map(|(c, _)| c).collect::<String>() != *t), "a token NFC changes");
+        for bpe in [FastBpe::from_json(&json).unwrap(), FastBpe::from_value(&json).unwrap()] {
+            assert_eq!(bpe.added_tokens().collect::<Vec<_>>(), want);
         }
     }
 

@@ -400,7 +400,7 @@ mod tests {
         let text =
             "<|begin_of_text|> café! <think>x</think><|block_start|><|end_of_text|> the <|endoftext|> tha\u{301}n";
         (
-            format!("{:?} {:?}", b.pattern, b.prefix),
+            format!("{:?} {:?} {:?}", b.pattern, b.prefix, b.added_tokens),
             b.nfc,
             b.ignore_merges,
             b.byte_ids.to_vec(),
