@@ -464,22 +464,17 @@ impl FastBpe {
         self.pattern
     }
 
-    /// The texts of the added tokens (those matched before normalization, then the normalized
-    /// ones as the normalizer leaves them).
-    pub fn added_texts(&self) -> impl Iterator<Item = &str> + '_ {
-        [&self.raw_added, &self.norm_added].into_iter().flatten().flat_map(|a| a.contents.iter().map(String::as_str))
-    }
-
     /// `self` with `tokens` (text, id) added as tokens matched before normalization, as
     /// `tokenizers` adds a special token that is not normalized; a text that is already an added
     /// token is left as it is.
     pub fn with_raw_added(mut self, tokens: &[(&str, u32)]) -> Result<Self, BpeError> {
         let new: Vec<(String, u32)> = tokens
             .iter()
-            .filter(|(t, _)| !t.is_empty() && !self.added_texts().any(|a| a == *t))
+            .filter(|(t, _)| !t.is_empty() && !self.added_tokens.iter().any(|a| a == t))
             .map(|&(t, id)| (t.to_string(), id))
             .collect();
         if !new.is_empty() {
+            self.added_tokens.extend(new.iter().map(|t| t.0.clone()));
             let old = self.raw_added.take();
             let all = old.iter().flat_map(|a| a.tokens()).chain(new).collect();
             self.raw_added = Added::new(all)?;

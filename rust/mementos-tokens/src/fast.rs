@@ -42,7 +42,7 @@ impl FastCounter {
 
     fn new(bpe: FastBpe) -> Result<Self, TokensError> {
         let cuts_are_safe =
-            bpe.added_texts().all(|t| !t.as_bytes().windows(2).any(|w| w[0].is_ascii_alphabetic() && w[1] == b' '));
+            bpe.added_tokens().all(|t| !t.as_bytes().windows(2).any(|w| w[0].is_ascii_alphabetic() && w[1] == b' '));
         let counter = FastCounter { bpe, cuts_are_safe };
         for d in Delim::ALL {
             if counter.bpe.count(d.text()) != 1 {
