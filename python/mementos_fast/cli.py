@@ -153,9 +153,11 @@ def _analyze_tokenizer(args):
 
 def _checked_tokenizer(args, early: Future) -> tuple[mf._core.TokenCounter, str, bool]:
     """`analyze --tokenizer`: (the counter, the KV model preset, whether the counter is the early
-    one). Loads the tokenizer (Python, holds the GIL) while `early` is built (Rust, no GIL)."""
+    one). The tokenizer is loaded (Python) once `early` is built (Rust): the load holds the GIL for
+    most of its time, and the early counter is what starts the counting."""
+    first = early.result()
     load_tokenizer(args.tokenizer)
-    counter, is_early = checked_counter(args.tokenizer, early.result())
+    counter, is_early = checked_counter(args.tokenizer, first)
     return counter, args.model or "qwen3-8b", is_early
 
 
