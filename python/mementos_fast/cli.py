@@ -223,22 +223,22 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     examples: dict = {}  # status -> (row, response): the report's viewer pages
     rows = nbytes = released_at = 0
     parse_time = token_time = 0.0
-    # With --tokenizer, one worker thread loads and self-checks the tokenizer, then counts each
-    # batch's tokens (Rust, GIL released) while this thread parses it and computes the rest: the
-    # load overlaps the first batches' reading, the counting the other statistics.
+    # With --tokenizer, one worker thread counts each batch's tokens (Rust, GIL released) while
+    # this thread parses it and computes the rest; a second thread loads the tokenizer in Python
+    # for the self-check of the counter the worker starts with (see _checked_tokenizer).
     tokens_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-tokens") if args.tokenizer else None
     loader_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-load") if args.tokenizer else None
     # The token pass keeps the core's thread pool busy: this thread's own core calls then run on
     # itself (threads=1) instead of queueing behind it, and it does not wait for a batch's token
     # figures before reading the next (up to TOKEN_WINDOW batches ahead, joined in order).
     main_threads = 1 if tokens_pool is not None else None
-    pending: deque = deque()  # (index in stats_parts, token job, response bytes)
+    pending: deque = deque()  # (index in stats_parts, token job, response bytes, batch, k)
     pending_bytes = 0
     if tokens_pool is None or loader_pool is None:
         tok, model = _analyze_tokenizer(args)  # None, None (or the --model-without---tokenizer error)
     else:
         # The fast counter is built from the tokenizer file in Rust and starts counting at once;
-        # meanwhile the tokenizer is loaded in Python and the counter is checked against it.
+        # then the tokenizer is loaded in Python and the counter is checked against it.
         model = args.model or "qwen3-8b"
         early = tokens_pool.submit(early_counter, args.tokenizer)
         loading = loader_pool.submit(_checked_tokenizer, args, early)
