@@ -933,6 +933,27 @@ mod tests {
     }
 
     #[test]
+    fn raw_added_tokens_split_the_text_and_keep_existing_ones() {
+        let path = format!("{}/tests/data/llama3_style.json", env!("CARGO_MANIFEST_DIR"));
+        let json = std::fs::read_to_string(path).unwrap();
+        let bpe = FastBpe::from_json(&json).unwrap();
+        let before: Vec<String> = bpe.added_tokens().map(str::to_string).collect();
+        let (first, delim) = (before[0].clone(), "<|summary_end|>");
+        assert!(bpe.count(delim) > 1, "the fixture does not know the delimiter yet");
+        let first_ids = bpe.encode(&first);
+        let (a, b) = ("Okay, so x = 3.", " then 4");
+        let parts = bpe.count(a) + bpe.count(b);
+        let bpe = bpe.with_raw_added(&[(delim, 9_000_000), (first.as_str(), 9_000_001)]).unwrap();
+        // The new text is one token that splits the input; an existing one keeps its id.
+        assert_eq!(bpe.encode(delim), vec![9_000_000]);
+        assert_eq!(bpe.count(&format!("{a}{delim}{b}")), parts + 1);
+        assert_eq!(bpe.encode(&first), first_ids);
+        let after: Vec<String> = bpe.added_tokens().map(str::to_string).collect();
+        assert_eq!(after.len(), before.len() + 1);
+        assert_eq!(after.last().map(String::as_str), Some(delim));
+    }
+
+    #[test]
     fn byte_level_map_is_gpt2s() {
         let c = byte_level_chars();
         assert_eq!(c[b' ' as usize], 'Ġ');
