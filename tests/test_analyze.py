@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -208,6 +209,30 @@ def test_cli_analyze_full_config_alignment_and_replay(tmp_path):
     stats_table = pq.read_table(out / "rows.parquet")
     ratios = stats_table.column("replay_peak_ratio").to_pylist()
     assert all(r is None or 0 < r <= 1 for r in ratios)
+
+
+@pytest.mark.parametrize(
+    ("env", "first", "want"),
+    [
+        ({}, "", "jemalloc"),  # chosen before pyarrow loads: every Arrow buffer, C++-internal ones too
+        ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, "", "system"),  # the user's choice stands
+        ({}, "import pyarrow; ", "mimalloc"),  # pyarrow loaded first: too late, nothing is changed
+    ],
+)
+def test_importing_the_package_chooses_jemalloc_before_pyarrow_loads(env, first, want):
+    import subprocess
+    import sys
+
+    from mementos_fast import _allocator
+
+    if not _allocator.pyarrow_has_jemalloc():
+        pytest.skip("pyarrow built without jemalloc")
+    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    code = first + "import mementos_fast, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [want] and "Unsupported backend" not in out.stderr
 
 
 def test_analyze_takes_arrow_buffers_from_jemalloc_unless_told(monkeypatch):

@@ -327,3 +327,43 @@ def test_cli_recounts_when_the_early_counter_is_rejected(real_dir, tmp_path, mon
     a, b = (pq.read_table(tmp_path / d / "rows.parquet") for d in "ab")
     tokens = [c for c in a.column_names if "token" in c]
     assert tokens and a.select(tokens).equals(b.select(tokens))
+
+
+def test_verified_files_pass_the_self_check(qwen3):
+    """Every verified file present here passes the runtime self-check it is spared: the installed
+    Qwen3 file when its hash is listed (the benchmarks' tokenizer), else the listing is stale."""
+    import hashlib
+
+    from mementos_fast.tokens import VERIFIED_FAST_FILES, _self_check, verified_file
+
+    path = mf.qwen3_tokenizer_path()
+    if hashlib.sha256(path.read_bytes()).hexdigest() not in VERIFIED_FAST_FILES:
+        pytest.skip(f"the installed Qwen3 tokenizer.json is not a verified file ({path})")
+    assert verified_file("qwen3") and verified_file(path) and verified_file(path.parent)
+    early = early_counter("qwen3")
+    assert early is not None and _self_check(qwen3, early) is None
+
+
+def test_unverified_files_are_self_checked(tmp_path, monkeypatch):
+    """A file not listed gets the self-check (and a rejected early counter is not used); a verified
+    one does not load the tokenizer in Python at all."""
+    from mementos_fast import tokens
+
+    path = tmp_path / "tokenizer.json"
+    small_bpe().save(str(path))
+    clear_cache()
+    assert not tokens.verified_file(path) and not tokens.verified_file("some-org/some-model")
+    early = early_counter(path)
+    checks = []
+    monkeypatch.setattr(tokens, "_self_check", lambda loaded, counter: checks.append(counter) or "differs")
+    with pytest.warns(RuntimeWarning, match="falls back to the hf backend"):
+        counter, accepted = checked_counter(path, early)
+    assert checks and checks[0] is early and not accepted and counter.backend == "hf"
+    import hashlib
+
+    monkeypatch.setitem(tokens.VERIFIED_FAST_FILES, hashlib.sha256(path.read_bytes()).hexdigest(), "test")
+    monkeypatch.setattr(tokens, "load_tokenizer", lambda spec: pytest.fail("loaded a verified file"))
+    clear_cache()
+    checks.clear()
+    counter, accepted = checked_counter(path, early)
+    assert accepted and counter is early and not checks

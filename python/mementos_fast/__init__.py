@@ -9,7 +9,10 @@ from __future__ import annotations
 import warnings
 
 import mementos_fast._core as _core
-from mementos_fast import errors
+from mementos_fast import (
+    _allocator,  # noqa: F401  (first: chooses pyarrow's memory pool before pyarrow loads)
+    errors,
+)
 from mementos_fast.compaction import (
     MODELS,
     KVShape,

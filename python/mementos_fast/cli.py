@@ -40,7 +40,6 @@ from mementos_fast import loading as loader
 from mementos_fast import stats as st
 from mementos_fast.compaction import MODELS
 from mementos_fast.options import ExportOptions
-from mementos_fast.tokenizer import load_tokenizer
 from mementos_fast.tokens import analyze_tokens, checked_counter, early_counter, token_counter
 
 
@@ -153,26 +152,30 @@ def _analyze_tokenizer(args):
 
 def _checked_tokenizer(args, early: Future) -> tuple[mf._core.TokenCounter, str, bool]:
     """`analyze --tokenizer`: (the counter, the KV model preset, whether the counter is the early
-    one). The tokenizer is loaded (Python) once `early` is built (Rust): the load holds the GIL for
-    most of its time, and the early counter is what starts the counting."""
-    first = early.result()
-    load_tokenizer(args.tokenizer)
-    counter, is_early = checked_counter(args.tokenizer, first)
+    one). The check (a Python load of the tokenizer unless the file is a verified one) starts once
+    `early` is built (Rust): the load holds the GIL for most of its time, and the early counter is
+    what starts the counting."""
+    counter, is_early = checked_counter(args.tokenizer, early.result())
     return counter, args.model or "qwen3-8b", is_early
+
+
+def _count_batch(counter, batch: pa.RecordBatch, keep_last_k: int, model: str) -> tuple[pa.Table, float]:
+    """The token figures of one batch (one pass in Rust, GIL released) and its seconds."""
+    t = time.perf_counter()
+    problem = batch.column("problem") if "problem" in batch.schema.names else None
+    table = analyze_tokens(batch.column("response"), counter, problem=problem, keep_last_k=keep_last_k, model=model)
+    return table, time.perf_counter() - t
 
 
 def _batch_tokens(
     early: Future, loading: Future, batch: pa.RecordBatch, keep_last_k: int, model: str
 ) -> tuple[pa.Table, float, bool]:
-    """`analyze --tokenizer`'s token figures of one batch (one pass in Rust), its seconds, and
-    whether the early counter made them (valid once `loading` has accepted it)."""
+    """`analyze --tokenizer`'s token figures of one batch, its seconds, and whether the early
+    counter made them (valid once `loading` has accepted it)."""
     counter = early.result()
     if counter is None:
         counter = loading.result()[0]
-    t = time.perf_counter()
-    problem = batch.column("problem") if "problem" in batch.schema.names else None
-    table = analyze_tokens(batch.column("response"), counter, problem=problem, keep_last_k=keep_last_k, model=model)
-    return table, time.perf_counter() - t, counter is early.result()
+    return (*_count_batch(counter, batch, keep_last_k, model), counter is early.result())
 
 
 #: analyze --tokenizer: how far (batches, response bytes) parsing may run ahead of the token pass.
@@ -187,12 +190,8 @@ def _join_tokens(stats_parts: list[pa.Table], loading: Future, job: tuple) -> fl
     token_table, seconds, by_early = future.result()
     counter, model, early_ok = loading.result()
     if by_early and not early_ok:
-        t = time.perf_counter()
-        problem = batch.column("problem") if "problem" in batch.schema.names else None
-        token_table = analyze_tokens(
-            batch.column("response"), counter, problem=problem, keep_last_k=keep_last_k, model=model
-        )
-        seconds += time.perf_counter() - t
+        token_table, more = _count_batch(counter, batch, keep_last_k, model)
+        seconds += more
     stats_parts[i] = st.add_token_columns(stats_parts[i], token_table)
     return seconds
 

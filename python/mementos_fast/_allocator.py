@@ -1,0 +1,55 @@
+"""pyarrow's memory pool for this process: jemalloc, chosen before pyarrow loads.
+
+Arrow reads ``ARROW_DEFAULT_MEMORY_POOL`` once, when ``libarrow`` loads, and every buffer it
+allocates (Parquet pages, decompression, the arrays it returns, C++-internal scratch) comes from
+that pool; ``pyarrow.set_memory_pool`` afterwards only changes the pool Python-level calls pass
+explicitly. Reading Parquet a batch at a time frees and allocates a batch's worth of buffers each
+time: pyarrow's default (mimalloc) hands those pages back to the OS and faults them in again,
+jemalloc keeps them. On the 2-core VM this halves the system time of ``analyze`` over 1 GB
+(benches/bench_analyze_tokens.py ``analyze_tokenizer_qwen3`` against
+``analyze_tokenizer_qwen3_mimalloc``, which sets ``ARROW_DEFAULT_MEMORY_POOL=mimalloc``).
+
+Nothing is changed when the user chose a pool (the variable is set), when pyarrow is already
+loaded (too late: the choice would not apply), or when this pyarrow was built without jemalloc
+(its ``arrow/util/config.h`` says so; Arrow would print a warning for an unsupported backend).
+This module imports nothing heavy; importing it makes the choice, and ``mementos_fast/__init__.py``
+imports it before anything that imports pyarrow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def pyarrow_has_jemalloc() -> bool:
+    """Whether the installed pyarrow was built with jemalloc (read from its headers, without
+    importing it); False when that cannot be told."""
+    try:
+        spec = importlib.util.find_spec("pyarrow")
+    except (ImportError, ValueError):  # pragma: no cover - a broken installation
+        return False
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        config = Path(location) / "include" / "arrow" / "util" / "config.h"
+        try:
+            text = config.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        return any(line.split() == ["#define", "ARROW_JEMALLOC"] for line in text.splitlines())
+    return False
+
+
+def prefer_jemalloc() -> bool:
+    """Set ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` for this process (and its children) when that
+    can still take effect and nobody chose otherwise; whether it was set."""
+    if VARIABLE in os.environ or "pyarrow" in sys.modules or not pyarrow_has_jemalloc():
+        return False
+    os.environ[VARIABLE] = "jemalloc"
+    return True
+
+
+prefer_jemalloc()
