@@ -367,3 +367,29 @@ def test_unverified_files_are_self_checked(tmp_path, monkeypatch):
     checks.clear()
     counter, accepted = checked_counter(path, early)
     assert accepted and counter is early and not checks
+
+
+def test_cli_loads_no_tokenizer_in_python_for_a_verified_file(qwen3, real_dir, tmp_path, monkeypatch):
+    """`analyze --tokenizer qwen3` with the verified Qwen3 file: counting, the self-check and the
+    report's viewer pages all use the counter built in Rust; the output equals a run that loads
+    the tokenizer (the file made unverified)."""
+    from mementos_fast import tokens
+
+    if not tokens.verified_file("qwen3"):
+        pytest.skip("the installed Qwen3 tokenizer.json is not a verified file")
+    args = ["analyze", str(real_dir), "--quiet", "--no-plots", "--tokenizer", "qwen3"]
+    monkeypatch.setattr(tokens, "VERIFIED_FAST_FILES", {})
+    assert cli.main([*args, "--out", str(tmp_path / "loaded")]) == 0
+    monkeypatch.undo()
+    clear_cache()
+    calls = []
+    monkeypatch.setattr(tokens, "load_tokenizer", lambda spec: calls.append(spec))
+    monkeypatch.setattr(mf, "load_tokenizer", lambda spec: calls.append(spec))
+    assert cli.main([*args, "--out", str(tmp_path / "verified")]) == 0
+    assert calls == []
+    a, b = (pq.read_table(tmp_path / d / "rows.parquet") for d in ("loaded", "verified"))
+    assert a.equals(b)
+    pages = sorted(p.name for p in (tmp_path / "verified").glob("viewer-*.html"))
+    assert pages and pages == sorted(p.name for p in (tmp_path / "loaded").glob("viewer-*.html"))
+    for name in pages:
+        assert (tmp_path / "verified" / name).read_text() == (tmp_path / "loaded" / name).read_text()

@@ -154,6 +154,22 @@ def test_tokens_equal_the_tokenizer() -> None:
     assert d["total_units"] == curve.column("generated").to_pylist()[-1]
 
 
+def test_a_counter_gives_the_same_page_as_the_tokenizer() -> None:
+    """The CLI hands its run's counter to the report: the viewer's data is the same as with the
+    tokenizer itself (sizes and curves in tokens)."""
+    pytest.importorskip("tokenizers")
+    try:
+        mf.qwen3_tokenizer_path()
+    except Exception as e:  # pragma: no cover
+        pytest.skip(f"no Qwen3 tokenizer: {e}")
+    from mementos_fast.tokens import early_counter, token_counter
+
+    text = real_response()
+    want = mh.viewer_data(text, tokenizer="qwen3")
+    for counter in (token_counter("qwen3"), early_counter("qwen3")):
+        assert mh.viewer_data(text, tokenizer=counter) == want
+
+
 def test_page_is_self_contained_and_marks_the_problem(tmp_path: Path) -> None:
     bad = (
         "<think><|block_start|> one <|block_end|><|summary_start|> m1 <|summary_end|>"

@@ -385,7 +385,7 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
         plots=plot_paths,
         examples=examples,
         keep_last_k=max(args.keep_last_k, -1),
-        tokenizer=getattr(args, "tokenizer", None),
+        tokenizer=tok,  # the run's counter (None without --tokenizer): nothing is loaded again
     )
     print(
         f"wrote {final / 'rows.parquet'}, {final / 'report.md'}, {final / 'domains.csv'}, "

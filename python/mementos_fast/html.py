@@ -50,13 +50,24 @@ def _asset(name: str) -> str:
 
 
 def _resolve_tokenizer(tokenizer: Any) -> Any:
-    if tokenizer is None:
-        return None
+    """None, a :class:`LoadedTokenizer`, or a counter from ``token_counter`` (used as it is: the
+    CLI hands over the one its run counted with, so the report loads nothing again)."""
+    if tokenizer is None or isinstance(tokenizer, mf._core.TokenCounter):
+        return tokenizer
     if isinstance(tokenizer, str) and tokenizer.lower() == "qwen3":
         tokenizer = mf.qwen3_tokenizer_path()
     if isinstance(tokenizer, mf.LoadedTokenizer):
         return tokenizer
     return mf.load_tokenizer(tokenizer)
+
+
+def _piece_tokens(pieces: list[str], tok: Any) -> list[int]:
+    """The token count of each piece (its whole text, each delimiter one token)."""
+    if not pieces:
+        return []
+    if isinstance(tok, mf._core.TokenCounter):
+        return mf._core.count_totals(pa.array(pieces, pa.large_string()), tok).column("tokens").to_pylist()
+    return mf.count_tokens(pieces, tok, stripped=False).column("total_tokens").to_pylist()
 
 
 def _segment_ends(raw: bytes) -> list[int]:
@@ -114,7 +125,8 @@ def viewer_data(
     """Everything the viewer page shows, as plain data (the page embeds it as JSON).
 
     ``tokenizer``: ``None`` (sizes and the curve in characters), ``"qwen3"``, a tokenizer.json
-    path, a hub id or a loaded tokenizer (sizes in characters and tokens, the curve in tokens).
+    path, a hub id, a loaded tokenizer or a counter from ``token_counter`` (sizes in characters and
+    tokens, the curve in tokens).
     """
     if not isinstance(response, str):
         raise MementoValueError(f"the viewer needs a response string, got {type(response).__name__}")
@@ -200,7 +212,7 @@ def viewer_data(
     unit_name = "chars"
     if tok is not None:
         unit_name = "tokens"
-        counts = mf.count_tokens(pieces, tok, stripped=False).column("total_tokens").to_pylist() if pieces else []
+        counts = _piece_tokens(pieces, tok)
         it = iter(counts)
         for u in units:
             u["tokens"] = next(it)
