@@ -436,6 +436,26 @@ impl Units for Chars {
 /// Code points of valid UTF-8: the bytes that are not continuation bytes.
 #[inline]
 pub fn count_code_points(s: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if s.len() >= 64 && std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked at runtime).
+            return unsafe { count_code_points_avx2(s) };
+        }
+    }
+    count_code_points_portable(s)
+}
+
+/// [`count_code_points`] compiled for AVX2 (the same loop, vectorized ~3x wider than the SSE2
+/// baseline; the character replay counts every byte of every response with it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn count_code_points_avx2(s: &[u8]) -> u64 {
+    count_code_points_portable(s)
+}
+
+#[inline(always)]
+fn count_code_points_portable(s: &[u8]) -> u64 {
     s.iter().map(|&b| ((b as i8) >= -0x40) as u64).sum()
 }
 

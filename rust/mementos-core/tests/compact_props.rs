@@ -63,6 +63,13 @@ proptest! {
     }
 
     #[test]
+    fn code_points_are_chars(s in "\\PC{0,300}", pad in 0usize..70) {
+        // Any length around the vector path's 64-byte threshold and its chunk tails.
+        let s = "é".repeat(pad) + &s;
+        prop_assert_eq!(count_code_points(s.as_bytes()), s.chars().count() as u64);
+    }
+
+    #[test]
     fn replay_agrees_with_the_rewrite(s in trace(200), o in opts(), prompt in 0u64..100) {
         let tokens = scan(s.as_bytes());
         let st = replay(Stream::response(s.as_bytes(), &tokens), &o, prompt, &Chars, &mut Scratch::default(), &mut Vec::new(), None);
