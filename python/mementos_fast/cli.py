@@ -179,8 +179,8 @@ def _batch_tokens(
 
 
 #: analyze --tokenizer: how far (batches, response bytes) parsing may run ahead of the token pass.
-TOKEN_WINDOW = 8
-TOKEN_WINDOW_BYTES = 512 << 20
+TOKEN_WINDOW = 4
+TOKEN_WINDOW_BYTES = 256 << 20
 
 
 def _join_tokens(stats_parts: list[pa.Table], loading: Future, job: tuple) -> float:
