@@ -119,8 +119,16 @@ RUN = textwrap.dedent("""
     from mementos_fast import cli
     args = ["analyze", sys.argv[1], "--out", sys.argv[2], "--quiet", "--no-plots"] + sys.argv[3:]
     rc = cli.main(args)
-    print("RC", rc, time.perf_counter() - t)
+    # VmHWM: this process's peak resident set (Linux; 0 elsewhere).
+    try:
+        hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+    except (OSError, IndexError):
+        hwm = 0
+    print("RC", rc, time.perf_counter() - t, hwm)
 """)
+
+#: The largest peak RSS (MiB) of the fresh `analyze` processes, per extra arguments.
+_peak_mib: dict[tuple, float] = {}
 
 
 def _analyze(root, out, extra: list[str], env: dict[str, str] | None = None) -> float:
@@ -133,6 +141,9 @@ def _analyze(root, out, extra: list[str], env: dict[str, str] | None = None) -> 
     )
     wall = time.perf_counter() - t
     assert p.returncode == 0 and "RC 0" in p.stdout, p.stderr[-2000:]
+    hwm_kib = int(p.stdout.split("RC 0")[-1].split()[1])
+    key = (*extra, *(env or {}).items())
+    _peak_mib[key] = max(_peak_mib.get(key, 0.0), hwm_kib / 1024)
     return wall
 
 
@@ -179,6 +190,9 @@ def test_analyze_tokens_end_to_end(benchmark, token_hub_corpus, qwen3_path, tmp_
     rows = pq.read_table(out / "rows.parquet")
     assert timing["rows"] == rows.num_rows == len(responses)
     benchmark.extra_info["token_seconds"] = timing.get("token_seconds", 0.0)
+    peak = _peak_mib.get((*extra, *(env or {}).items()), 0.0)
+    if peak:  # the largest of the runs' peak RSS ("max_rss_mib": not a peak-RSS table row)
+        benchmark.extra_info["max_rss_mib"] = peak
     if not extra:
         assert "response_tokens" not in rows.column_names
         return

@@ -56,7 +56,7 @@ PRESETS: dict[str, list[dict]] = {
     "tokens": [
         {
             "env": {"MEMENTOS_BENCH_ANALYZE_TOKENS_MB": "1024"},
-            "args": ["benches/bench_analyze_tokens.py", "-k", "end_to_end and not mimalloc"],
+            "args": ["benches/bench_analyze_tokens.py", "-k", "end_to_end"],
         },
         {"env": {"MEMENTOS_BENCH_TOKENIZED_MB": "40"}, "args": ["benches/bench_export_tokenized.py", "-k", "not peak"]},
         {
