@@ -12,7 +12,8 @@ Implementations (group ``export/tokenized``):
   columns in, every output column out (ids, labels, segment, block_index, evict_at with k=1),
   on one thread / two;
 - ``mementos_fast_packed_2t``: the same plus packing into 32,768-token sequences;
-- ``mementos_fast_parquet_2t``: ``export_sft`` to zstd Parquet shards (the CLI's path).
+- ``mementos_fast_parquet_2t``: ``export_sft`` to zstd Parquet shards (the CLI's path: polars
+  writes the shards when installed); ``..._pyarrow_2t``: the same with ``parquet_engine="pyarrow"``.
 Ids are checked against HF on a sample of rows inside the benchmark. ``extra_info`` has MB/s of
 ChatML text and, for the peak run, ``peak_rss_mib`` of a fresh process exporting
 MEMENTOS_BENCH_TOKENIZED_PEAK_MB of traces from Parquet to Parquet.
@@ -75,6 +76,7 @@ IMPLS = [
     "mementos_fast_packed_2t",
     "mementos_fast_parquet_2t",
     "mementos_fast_parquet_packed_2t",
+    "mementos_fast_parquet_pyarrow_2t",
 ]
 
 
@@ -105,7 +107,9 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
         # The CLI's path: `export-sft SRC --format tokenized --stage2-keep-last-k 1 [--pack
         # --max-length 32768] --out DIR` on a loaded table (zstd Parquet shards, fsynced, renamed).
         out = tmp_path / "sft"
-        kw = {"max_length": 32768, "pack": True} if "packed" in impl else {}
+        kw: dict[str, object] = {"max_length": 32768, "pack": True} if "packed" in impl else {}
+        if "pyarrow" in impl:
+            kw["parquet_engine"] = "pyarrow"
 
         def run():
             m = ex.export_sft(
@@ -150,10 +154,11 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
         assert result["ids"] == want
 
 
-@pytest.mark.parametrize("statistics", ["all_columns", "flat_columns"])
+@pytest.mark.parametrize("statistics", ["all_columns", "flat_columns", "polars"])
 def test_parquet_write_statistics(benchmark, tok_corpus, tmp_path, statistics):
-    """Writing one tokenized table to zstd Parquet on one thread: min/max statistics on every
-    column (pyarrow's default) against the sink's choice, on the flat columns only."""
+    """Writing one tokenized table to zstd Parquet: pyarrow with min/max statistics on every
+    column (its default) against the pyarrow sink's choice (the flat columns only), and the sink's
+    polars writer (statistics on every column; what ``parquet_engine="auto"`` uses)."""
     table = ex.transform_table(tok_corpus, "tokenized", tokenizer=ex.exporter(_qwen()), stage2_keep_last_k=1)
     options = dict(sinks._PARQUET_OPTIONS) if statistics == "all_columns" else sinks._parquet_options(table.schema)
     benchmark.group = "export/tokenized/parquet_write"
@@ -161,10 +166,21 @@ def test_parquet_write_statistics(benchmark, tok_corpus, tmp_path, statistics):
     baseline = statistics == "all_columns"
     benchmark.extra_info.update(impl=statistics, bytes=table.nbytes, tokens=tokens, baseline=baseline)
     path = tmp_path / "t.parquet"
-    benchmark.pedantic(
-        lambda: pq.write_table(table, path, row_group_size=table.num_rows, **options), rounds=3, iterations=1
-    )
-    assert pq.read_table(path).equals(table)
+    if statistics == "polars":
+        pytest.importorskip("polars")
+
+        def run():
+            sinks.write_parquet_polars([table], path)
+    else:
+
+        def run():
+            pq.write_table(table, path, row_group_size=table.num_rows, **options)
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    got = pq.read_table(path)
+    if statistics == "polars":  # polars' list items are "element" and its strings large_string
+        got = got.cast(table.schema)
+    assert got.equals(table)
 
 
 def _split(table: pa.Table, seq: int) -> list[list[int]]:

@@ -160,6 +160,7 @@ def export_sft(
     batches: Iterable[pa.RecordBatch] | None = None,
     progress: Any = None,
     threads: int | None = None,
+    parquet_engine: str = "auto",
     **fields: Any,
 ) -> dict[str, Any]:
     """Export ``source`` (anything :func:`mementos_fast.load` takes; the built-in sample by
@@ -172,6 +173,9 @@ def export_sft(
     JSONL, otherwise Parquet). The manifest (``_manifest.json`` inside a directory, ignored by Parquet readers,
     ``OUT.manifest.json`` beside a JSONL file) records the options, rows read, written and
     dropped by reason. ``batches``: already loaded ``RecordBatch`` es (then ``source`` is ignored).
+    ``parquet_engine``: ``"auto"`` (polars for the tokenized format's per-token lists when polars is
+    installed, about a third of pyarrow's CPU; shards then hold about
+    ``min(shard_bytes, 64 MiB)`` of Arrow data each), ``"polars"`` or ``"pyarrow"``.
 
     Tokenized format: ``pack=True`` with ``max_length`` packs rows into sequences (first-fit
     decreasing within each batch; the manifest reports ``packing_efficiency`` = tokens /
@@ -193,7 +197,7 @@ def export_sft(
     rows_read = bytes_read = 0
     t0 = time.perf_counter()
     with (
-        ExportSink(out, output, shard_bytes=shard_bytes, overwrite=overwrite) as sink,
+        ExportSink(out, output, shard_bytes=shard_bytes, overwrite=overwrite, parquet_engine=parquet_engine) as sink,
         _WriteBehind(sink.write) as writer,
     ):
         # Writing (Parquet encoding and zstd, or JSON) runs on a second thread while the next

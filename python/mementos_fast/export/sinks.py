@@ -73,6 +73,60 @@ def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
     return {**_PARQUET_OPTIONS, "write_statistics": flat if len(flat) < len(schema) else True}
 
 
+#: Parquet shards of per-token list columns (the tokenized export) are written with polars when it
+#: is installed: its writer takes about a third of pyarrow's CPU on them (pyarrow's computes and
+#: RLE-encodes level histograms it cannot be told to skip; benches/bench_export_tokenized.py
+#: ``-k parquet_write``). Polars writes a whole file at once, so tables are buffered until they
+#: hold this many Arrow bytes (or ``shard_bytes``, if smaller), then written as one shard with a
+#: row group per buffered table.
+POLARS_SHARD_BYTES = 64 << 20
+
+PARQUET_ENGINES = ("auto", "polars", "pyarrow")
+
+
+def _has_token_lists(schema: pa.Schema) -> bool:
+    return any(
+        (pa.types.is_list(f.type) or pa.types.is_large_list(f.type))
+        and (pa.types.is_integer(f.type.value_type) or pa.types.is_floating(f.type.value_type))
+        for f in schema
+    )
+
+
+def _parquet_engine(engine: str, schema: pa.Schema) -> str:
+    """The writer of a table of ``schema``: ``"auto"`` is polars for tables with lists of numbers
+    (when polars is installed), pyarrow otherwise."""
+    if engine not in PARQUET_ENGINES:
+        raise MementoValueError(f"parquet_engine must be one of {PARQUET_ENGINES}, got {engine!r}")
+    if engine == "pyarrow" or (engine == "auto" and not _has_token_lists(schema)):
+        return "pyarrow"
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        if engine == "polars":
+            raise MementoValueError("parquet_engine='polars' needs polars: pip install polars") from None
+        return "pyarrow"
+    return "polars"
+
+
+def write_parquet_polars(tables: list[pa.Table], file: Any) -> None:
+    """``tables`` (one schema) as one Parquet file written by polars to ``file`` (a path or a
+    binary file object): zstd, a row group per table, min/max statistics (polars has no
+    per-column choice). Lists come back as ``element`` items and strings as ``large_string``
+    when pyarrow reads the file; values are unchanged."""
+    import polars as pl
+
+    frames = []
+    for t in tables:
+        frame = pl.from_arrow(t, rechunk=False)
+        if isinstance(frame, pl.DataFrame) and frame.height:  # a Table always gives a DataFrame
+            frames.append(frame)
+    if not frames:
+        raise MementoValueError("no rows to write")  # an empty shard is written by pyarrow
+    frame = pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
+    rows = max(f.height for f in frames)
+    frame.write_parquet(file, compression="zstd", statistics=True, row_group_size=rows)
+
+
 class _WriteBehind:
     """Runs ``write(table)`` on one background thread while the caller computes the next table.
 
@@ -125,6 +179,7 @@ class ExportSink:
         *,
         shard_bytes: int = 256 << 20,
         overwrite: bool = False,
+        parquet_engine: str = "auto",
     ) -> None:
         self.out = Path(out)
         self.stdout = str(out) == "-"
@@ -136,6 +191,11 @@ class ExportSink:
         if not self.stdout and self.out.exists() and not overwrite:
             raise MementoValueError(f"{self.out} exists (pass overwrite=True / --overwrite)")
         self.shard_bytes = shard_bytes
+        self.parquet_engine = parquet_engine
+        _parquet_engine(parquet_engine, pa.schema([]))  # a bad name fails here, before any output
+        self._engine: str | None = None  # decided by the first table
+        self._pending: list[pa.Table] = []  # polars: tables not written yet
+        self._pending_bytes = 0
         self.rows = 0
         self.bytes = 0
         self.files: list[str] = []
@@ -183,6 +243,15 @@ class ExportSink:
         self.bytes += len(data)
 
     def _write_parquet(self, table: pa.Table) -> None:
+        if self._engine is None:
+            self._engine = _parquet_engine(self.parquet_engine, table.schema)
+        if self._engine == "polars":
+            if table.num_rows:
+                self._pending.append(table)
+                self._pending_bytes += table.nbytes
+            if self._pending_bytes >= min(self.shard_bytes, POLARS_SHARD_BYTES):
+                self._flush_polars()
+            return
         if self._writer is None:
             self._shard_path = self._tmp() / f"part-{self._shard:05d}.parquet"
             self._file = open(self._shard_path, "wb")  # noqa: SIM115 - closed in _close_shard / abort
@@ -191,7 +260,22 @@ class ExportSink:
         if self._file.tell() >= self.shard_bytes:
             self._close_shard()
 
+    def _flush_polars(self) -> None:
+        """Write the buffered tables as one shard (polars), fsynced."""
+        if not self._pending:
+            return
+        path = self._tmp() / f"part-{self._shard:05d}.parquet"
+        with open(path, "wb") as f:
+            write_parquet_polars(self._pending, f)
+            f.flush()
+            os.fsync(f.fileno())
+            self.bytes += f.tell()
+        self.files.append(path.name)
+        self._pending, self._pending_bytes = [], 0
+        self._shard += 1
+
     def _close_shard(self) -> None:
+        self._flush_polars()
         if self._writer is None:
             return
         self._writer.close()
@@ -230,8 +314,9 @@ class ExportSink:
             atomic.write_json(self.out.with_name(self.out.name + ".manifest.json"), manifest)
             return manifest
         if self.output == "parquet":
+            self._close_shard()
             if self._writer is None and not self.files and self._schema is not None:
-                self._open_empty()
+                self._open_empty()  # no rows: one empty shard with the schema (pyarrow)
             self._close_shard()
             manifest.update(rows_written=self.rows, bytes_written=self.bytes, files=list(self.files))
             atomic.write_json(self._tmp() / "_manifest.json", manifest)
