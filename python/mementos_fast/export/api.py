@@ -175,7 +175,7 @@ def export_sft(
     dropped by reason. ``batches``: already loaded ``RecordBatch`` es (then ``source`` is ignored).
     ``parquet_engine``: ``"auto"`` (polars for the tokenized format's per-token lists when polars is
     installed, about a third of pyarrow's CPU; shards then hold about
-    ``min(shard_bytes, 64 MiB)`` of Arrow data each), ``"polars"`` or ``"pyarrow"``.
+    ``min(shard_bytes, 32 MiB)`` of Arrow data each), ``"polars"`` or ``"pyarrow"``.
 
     Tokenized format: ``pack=True`` with ``max_length`` packs rows into sequences (first-fit
     decreasing within each batch; the manifest reports ``packing_efficiency`` = tokens /

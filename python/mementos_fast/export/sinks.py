@@ -79,7 +79,7 @@ def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
 #: ``-k parquet_write``). Polars writes a whole file at once, so tables are buffered until they
 #: hold this many Arrow bytes (or ``shard_bytes``, if smaller), then written as one shard with a
 #: row group per buffered table.
-POLARS_SHARD_BYTES = 64 << 20
+POLARS_SHARD_BYTES = 32 << 20
 
 PARQUET_ENGINES = ("auto", "polars", "pyarrow")
 
