@@ -124,7 +124,7 @@ def write_parquet_polars(tables: list[pa.Table], file: Any) -> None:
         raise MementoValueError("no rows to write")  # an empty shard is written by pyarrow
     frame = pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
     rows = max(f.height for f in frames)
-    frame.write_parquet(file, compression="zstd", statistics=True, row_group_size=rows)
+    frame.write_parquet(file, compression="zstd", compression_level=1, statistics=True, row_group_size=rows)
 
 
 class _WriteBehind:
