@@ -135,7 +135,7 @@ def exporter(tokenizer: Any, backend: str = "auto") -> Any:
 
 
 #: Fate codes the compiled export returns per input row (index = code).
-_FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long")
+_FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long", "invalid_utf8")
 
 
 def _tokenized(

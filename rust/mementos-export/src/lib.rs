@@ -170,6 +170,10 @@ pub enum RowFate {
     NullText,
     PromptTooLong,
     TooLong,
+    /// The problem or the response is not valid UTF-8 (Arrow requires it of string data, but an
+    /// array imported through the C data interface is not validated by its producer): the row
+    /// is dropped and counted, never tokenized as something else.
+    InvalidUtf8,
 }
 
 /// A tokenizer loaded for the export: the exact fast BPE when it supports the tokenizer, and
@@ -636,9 +640,14 @@ fn export_chunk(
             out.fates.push(RowFate::NullText);
             continue;
         }
-        // Arrow string arrays hold UTF-8 (validated when they were built).
-        let p = std::str::from_utf8(problems.bytes(i)).unwrap_or("");
-        let r = std::str::from_utf8(responses.bytes(i)).unwrap_or("");
+        // Arrow requires UTF-8 of string data but does not check arrays imported through the C
+        // data interface (or built from raw buffers): a row that is not UTF-8 is its own fate.
+        let (Ok(p), Ok(r)) =
+            (simdutf8::basic::from_utf8(problems.bytes(i)), simdutf8::basic::from_utf8(responses.bytes(i)))
+        else {
+            out.fates.push(RowFate::InvalidUtf8);
+            continue;
+        };
         let fate = export_row(enc, opts, p, r, &mut sc, &mut out);
         out.fates.push(fate);
     }

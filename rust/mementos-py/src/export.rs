@@ -55,6 +55,7 @@ fn fate_code(f: &RowFate) -> i8 {
         RowFate::NullText => 2,
         RowFate::PromptTooLong => 3,
         RowFate::TooLong => 4,
+        RowFate::InvalidUtf8 => 5,
     }
 }
 
@@ -63,8 +64,8 @@ type Exported<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, Py
 
 /// Tokenize (problem, response) columns. Returns `(batch, fates, rows)`: the output rows (or
 /// packed sequences), one fate code per input row (0 kept, 1 truncated, 2 null text, 3 prompt
-/// too long, 4 too long), and with `pack` the kept-row index of every packed row in sequence
-/// order (None otherwise).
+/// too long, 4 too long, 5 invalid UTF-8), and with `pack` the kept-row index of every packed row
+/// in sequence order (None otherwise).
 #[pyfunction]
 #[pyo3(signature = (problem, response, exporter, *, keep_last_k=0, mask_delimiters=false,
     keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true,
