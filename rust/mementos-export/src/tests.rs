@@ -247,3 +247,39 @@ fn invalid_utf8_rows_are_their_own_fate() {
         }
     }
 }
+
+#[test]
+fn piece_cache_stays_exact_when_full() {
+    // More distinct pieces than a thread's cache holds (short, inline-keyed ones and long ones),
+    // so it empties mid-row; every row still encodes as HF does.
+    fn word(mut i: usize, len: usize) -> String {
+        let mut w = String::with_capacity(len + 1);
+        w.push(' ');
+        for _ in 0..len {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+            i += 7;
+        }
+        w
+    }
+    let n = pieces::CAPACITY + pieces::CAPACITY / 4;
+    let mut rows: Vec<String> = Vec::new();
+    let mut row = String::new();
+    for i in 0..n {
+        row.push_str(&word(i, if i % 5 == 0 { 17 + i % 23 } else { 3 + i % 6 }));
+        if row.len() > 200_000 {
+            rows.push(std::mem::take(&mut row));
+        }
+    }
+    rows.push(row);
+    let tok = hf();
+    let enc = encoder(true);
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|r| ("q", r.as_str())).collect();
+    let opts = ExportOptions { threads: Some(1), ..ExportOptions::default() };
+    let out = run(&pairs, enc, &opts);
+    for (i, (p, r)) in pairs.iter().enumerate() {
+        let want: Vec<i32> =
+            tok.encode(chatml(p, r).as_str(), false).unwrap().get_ids().iter().map(|&x| x as i32).collect();
+        assert!(list_i32(&out.batch, "input_ids", i) == want, "row {i}");
+    }
+}
