@@ -626,6 +626,16 @@ def test_manifest_counts_drops(tmp_path, small_tok):
     assert on_disk["dropped"] == m["dropped"]
 
 
+def test_threads_give_the_same_rows_in_chunks(corpus, qwen):
+    """With several threads the output is one chunk per chunk of rows the threads took (never
+    joined into one copy); the rows equal the one-thread output's."""
+    table = _table(corpus * 3)
+    one = ex.transform_table(table, "tokenized", tokenizer=qwen, threads=1, stage2_keep_last_k=1)
+    two = ex.transform_table(table, "tokenized", tokenizer=qwen, threads=2, stage2_keep_last_k=1)
+    assert one.column("input_ids").num_chunks == 1 and two.column("input_ids").num_chunks > 1
+    assert two.equals(one)
+
+
 def _strings_with_invalid_utf8(good: list[bytes], bad: bytes, at: int, view: bool) -> pa.Array:
     """A string array whose row ``at`` holds ``bad`` (not UTF-8): pyarrow does not validate
     arrays built from raw buffers or viewed from binary, as arrays imported through the C data

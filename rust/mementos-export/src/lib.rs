@@ -788,6 +788,28 @@ pub fn export_arrays(
     Ok(Exported { batch: columns_batch(cols)?, kept, fates })
 }
 
+/// [`export_arrays`] without joining the chunks: one batch per chunk of rows, rows in order (a
+/// single batch on one thread or for small inputs), and each input row's fate. Joining would copy
+/// every token column once more into fresh memory (page faults and a pass over ~17 bytes per
+/// token); a caller that takes a chunked table (Python's `pa.Table`) needs no join.
+pub fn export_batches(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problem: &[&dyn Array],
+    response: &[&dyn Array],
+) -> Result<(Vec<RecordBatch>, Vec<RowFate>), CoreError> {
+    let p = column_rows(problem)?;
+    let r = column_rows(response)?;
+    let parts = export_parts(enc, opts, p.as_ref(), r.as_ref())?;
+    let mut fates = Vec::with_capacity(p.len());
+    let mut batches = Vec::with_capacity(parts.len());
+    for mut c in parts {
+        fates.append(&mut c.fates);
+        batches.push(columns_batch(c)?);
+    }
+    Ok((batches, fates))
+}
+
 /// The tokenized export packed into sequences of at most `capacity` tokens (rows longer than
 /// `capacity` should have been truncated or dropped with `max_length == capacity`; any left get a
 /// sequence of their own). `batch` holds one row per sequence; the [`Packing`]'s row indexes are
