@@ -626,6 +626,56 @@ def test_manifest_counts_drops(tmp_path, small_tok):
     assert on_disk["dropped"] == m["dropped"]
 
 
+def test_threads_give_the_same_rows_in_chunks(corpus, qwen):
+    """With several threads the output is one chunk per chunk of rows the threads took (never
+    joined into one copy); the rows equal the one-thread output's."""
+    table = _table(corpus * 3)
+    one = ex.transform_table(table, "tokenized", tokenizer=qwen, threads=1, stage2_keep_last_k=1)
+    two = ex.transform_table(table, "tokenized", tokenizer=qwen, threads=2, stage2_keep_last_k=1)
+    assert one.column("input_ids").num_chunks == 1 and two.column("input_ids").num_chunks > 1
+    assert two.equals(one)
+
+
+def _strings_with_invalid_utf8(good: list[bytes], bad: bytes, at: int, view: bool) -> pa.Array:
+    """A string array whose row ``at`` holds ``bad`` (not UTF-8): pyarrow does not validate
+    arrays built from raw buffers or viewed from binary, as arrays imported through the C data
+    interface are not."""
+    values = [*good[:at], bad, *good[at:]]
+    if view:
+        return pa.array(values, pa.binary()).view(pa.string())
+    offsets = np.cumsum([0, *map(len, values)]).astype(np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
+
+
+@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("pack", [False, True])
+def test_invalid_utf8_rows_are_dropped_and_counted(tmp_path, qwen, view, pack):
+    """A problem or response that is not UTF-8 is its own drop reason (``invalid_utf8``), never
+    tokenized as other text; the other rows are exported as usual."""
+    good = [b"<think><|block_start|> a <|block_end|><|summary_start|> s <|summary_end|></think> ok", b"fine"]
+    responses = _strings_with_invalid_utf8(good, b"ab\xff\xfe", 1, view)
+    problems = _strings_with_invalid_utf8([b"p0", b"p2"], b"q\xc3(", 2, view)
+    table = pa.table({"problem": problems, "response": responses})  # row 1: bad response, row 2: bad problem
+    table = pa.concat_tables([table, pa.table({"problem": ["p3"], "response": ["also fine"]})])
+    kw = {"pack": True, "max_length": 4096} if pack else {}
+    drops: Counter = Counter()
+    out = ex.transform_table(table, "tokenized", tokenizer=qwen, drops=drops, **kw)
+    assert drops == {"invalid_utf8": 2}
+    want = [
+        qwen.encode(ex.render_chatml(p, r), add_special_tokens=False).ids
+        for p, r in [("p0", good[0].decode()), ("p3", "also fine")]
+    ]
+    ids = out.column("input_ids").to_pylist()
+    if pack:
+        assert ids == [want[0] + want[1]] and out.column("seq_lens").to_pylist() == [[len(w) for w in want]]
+    else:
+        assert ids == want
+    m = ex.export_sft(table, tmp_path / "t.jsonl", "tokenized", tokenizer=qwen, **kw)
+    assert m["dropped"] == {"invalid_utf8": 2} and m["rows_read"] == 4
+    assert m["rows_written"] + m["rows_dropped"] == m["rows_read"]
+
+
 @pytest.mark.parametrize("output", ["jsonl", "parquet", "datasets"])
 def test_empty_export_still_loads(tmp_path, output):
     table = pa.table({"problem": pa.array([None], pa.string()), "response": ["x"]})

@@ -60,7 +60,9 @@ def transform_table(
 
     Reasons: ``null_text`` (problem or response null), ``status:<name>`` (``only_ok`` and a
     malformed trace), ``prompt_too_long`` (the prompt alone reaches ``max_length``: every label
-    would be masked), ``too_long`` (``overflow="drop"``). ``truncated_rows`` counts kept rows cut
+    would be masked), ``too_long`` (``overflow="drop"``), ``invalid_utf8`` (tokenized format: the
+    problem or response bytes are not UTF-8, which Arrow arrays built from raw buffers or imported
+    through the C data interface may hold). ``truncated_rows`` counts kept rows cut
     to ``max_length``.
 
     Tokenized format only: the engine's rules (:attr:`ExportOptions.rules`, FORMAT.md section 5)

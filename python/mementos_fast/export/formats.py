@@ -135,7 +135,7 @@ def exporter(tokenizer: Any, backend: str = "auto") -> Any:
 
 
 #: Fate codes the compiled export returns per input row (index = code).
-_FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long")
+_FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long", "invalid_utf8")
 
 
 def _tokenized(
@@ -151,7 +151,7 @@ def _tokenized(
     Returns the columns, the kept-row mask over the input rows and, when packing, the index (among
     kept rows) of each packed row, in sequence order.
     """
-    batch, fates, rows = _core.export_tokenized(
+    batches, fates, rows = _core.export_tokenized(
         problem,
         response,
         exporter(options.tokenizer),
@@ -168,6 +168,9 @@ def _tokenized(
         if c:
             drops[name] += int(c)
     keep = codes <= 1
+    # One batch per chunk of rows the threads took: a chunked table, never joined (a join would copy
+    # every token column once more). Packed output is one batch.
+    batch = batches[0] if len(batches) == 1 else pa.Table.from_batches(batches)
     cols = {name: batch.column(name) for name in batch.schema.names}
     order = rows.column(0).to_numpy() if rows is not None else None
     return cols, keep, order

@@ -732,7 +732,7 @@ enum Seg<'a> {
 /// each from that byte (always a lead byte: continuation bytes are below 0xC0) to the run's end;
 /// the text between them is skipped 32 bytes at a time.
 #[inline]
-fn is_nfc_fast(text: &str) -> bool {
+pub fn is_nfc_fast(text: &str) -> bool {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = find_from_0xcc(b, i) {

@@ -170,6 +170,10 @@ pub enum RowFate {
     NullText,
     PromptTooLong,
     TooLong,
+    /// The problem or the response is not valid UTF-8 (Arrow requires it of string data, but an
+    /// array imported through the C data interface is not validated by its producer): the row
+    /// is dropped and counted, never tokenized as something else.
+    InvalidUtf8,
 }
 
 /// A tokenizer loaded for the export: the exact fast BPE when it supports the tokenizer, and
@@ -636,9 +640,14 @@ fn export_chunk(
             out.fates.push(RowFate::NullText);
             continue;
         }
-        // Arrow string arrays hold UTF-8 (validated when they were built).
-        let p = std::str::from_utf8(problems.bytes(i)).unwrap_or("");
-        let r = std::str::from_utf8(responses.bytes(i)).unwrap_or("");
+        // Arrow requires UTF-8 of string data but does not check arrays imported through the C
+        // data interface (or built from raw buffers): a row that is not UTF-8 is its own fate.
+        let (Ok(p), Ok(r)) =
+            (simdutf8::basic::from_utf8(problems.bytes(i)), simdutf8::basic::from_utf8(responses.bytes(i)))
+        else {
+            out.fates.push(RowFate::InvalidUtf8);
+            continue;
+        };
         let fate = export_row(enc, opts, p, r, &mut sc, &mut out);
         out.fates.push(fate);
     }
@@ -777,6 +786,28 @@ pub fn export_arrays(
     let kept =
         BooleanArray::from(fates.iter().map(|f| matches!(f, RowFate::Kept | RowFate::Truncated)).collect::<Vec<_>>());
     Ok(Exported { batch: columns_batch(cols)?, kept, fates })
+}
+
+/// [`export_arrays`] without joining the chunks: one batch per chunk of rows, rows in order (a
+/// single batch on one thread or for small inputs), and each input row's fate. Joining would copy
+/// every token column once more into fresh memory (page faults and a pass over ~17 bytes per
+/// token); a caller that takes a chunked table (Python's `pa.Table`) needs no join.
+pub fn export_batches(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problem: &[&dyn Array],
+    response: &[&dyn Array],
+) -> Result<(Vec<RecordBatch>, Vec<RowFate>), CoreError> {
+    let p = column_rows(problem)?;
+    let r = column_rows(response)?;
+    let parts = export_parts(enc, opts, p.as_ref(), r.as_ref())?;
+    let mut fates = Vec::with_capacity(p.len());
+    let mut batches = Vec::with_capacity(parts.len());
+    for mut c in parts {
+        fates.append(&mut c.fates);
+        batches.push(columns_batch(c)?);
+    }
+    Ok((batches, fates))
 }
 
 /// The tokenized export packed into sequences of at most `capacity` tokens (rows longer than

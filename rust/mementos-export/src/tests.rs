@@ -203,3 +203,83 @@ fn ffd_packs_every_row_once() {
     let total: u64 = lengths.iter().map(|&l| l as u64).sum();
     assert!(p.sequences() as u64 <= total.div_ceil(1000) * 11 / 9 + 1);
 }
+
+#[test]
+fn invalid_utf8_rows_are_their_own_fate() {
+    // Arrow does not validate arrays imported through the C data interface: build one the same way.
+    let good = "<think><|block_start|> a <|block_end|><|summary_start|> s <|summary_end|></think> ok";
+    let mut values = good.as_bytes().to_vec();
+    values.extend_from_slice(b"ab\xff\xfe");
+    values.extend_from_slice(b"fine");
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(vec![
+        0i64,
+        good.len() as i64,
+        good.len() as i64 + 4,
+        values.len() as i64,
+    ]));
+    // SAFETY: deliberately invalid UTF-8 in row 1, as an unvalidated FFI import may hold; the
+    // export must read it as bytes only.
+    let bad = unsafe { LargeStringArray::new_unchecked(offsets, arrow_buffer::Buffer::from_vec(values), None) };
+    let prompts = LargeStringArray::from(vec!["p0", "p1", "p2"]);
+    for fast in [true, false] {
+        let enc = encoder(fast);
+        // A bad response, then a bad problem (the columns swapped).
+        for (p, r, bad_row) in [(&prompts, &bad, 1), (&bad, &prompts, 1)] {
+            let out = export_arrays(enc, &ExportOptions::default(), &[p], &[r]).unwrap();
+            assert_eq!(out.fates, vec![RowFate::Kept, RowFate::InvalidUtf8, RowFate::Kept]);
+            assert_eq!(out.kept.values().iter().collect::<Vec<_>>(), vec![true, false, true]);
+            assert_eq!(out.batch.num_rows(), 2, "row {bad_row} is not exported");
+            let tok = hf();
+            for (k, i) in [(0usize, 0usize), (1, 2)] {
+                let want: Vec<i32> = tok
+                    .encode(chatml(p.value(i), r.value(i)).as_str(), false)
+                    .unwrap()
+                    .get_ids()
+                    .iter()
+                    .map(|&x| x as i32)
+                    .collect();
+                assert_eq!(list_i32(&out.batch, "input_ids", k), want);
+            }
+            // Packed: the same fates, only the valid rows packed.
+            let (packed, packing) = export_packed(enc, &ExportOptions::default(), &[p], &[r], 4096).unwrap();
+            assert_eq!(packed.fates[1], RowFate::InvalidUtf8);
+            assert_eq!(packing.rows.len(), 2);
+        }
+    }
+}
+
+#[test]
+fn piece_cache_stays_exact_when_full() {
+    // More distinct pieces than a thread's cache holds (short, inline-keyed ones and long ones),
+    // so it empties mid-row; every row still encodes as HF does.
+    fn word(mut i: usize, len: usize) -> String {
+        let mut w = String::with_capacity(len + 1);
+        w.push(' ');
+        for _ in 0..len {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+            i += 7;
+        }
+        w
+    }
+    let n = pieces::CAPACITY + pieces::CAPACITY / 4;
+    let mut rows: Vec<String> = Vec::new();
+    let mut row = String::new();
+    for i in 0..n {
+        row.push_str(&word(i, if i % 5 == 0 { 17 + i % 23 } else { 3 + i % 6 }));
+        if row.len() > 200_000 {
+            rows.push(std::mem::take(&mut row));
+        }
+    }
+    rows.push(row);
+    let tok = hf();
+    let enc = encoder(true);
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|r| ("q", r.as_str())).collect();
+    let opts = ExportOptions { threads: Some(1), ..ExportOptions::default() };
+    let out = run(&pairs, enc, &opts);
+    for (i, (p, r)) in pairs.iter().enumerate() {
+        let want: Vec<i32> =
+            tok.encode(chatml(p, r).as_str(), false).unwrap().get_ids().iter().map(|&x| x as i32).collect();
+        assert!(list_i32(&out.batch, "input_ids", i) == want, "row {i}");
+    }
+}

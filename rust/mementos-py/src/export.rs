@@ -7,8 +7,9 @@ use arrow_array::{ArrayRef, Int8Array, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_core::compact::EngineOptions;
 use mementos_core::CoreError;
-use mementos_export::{export_arrays, export_packed, Encoder, ExportOptions, Overflow, RowFate};
+use mementos_export::{export_batches, export_packed, Encoder, ExportOptions, Overflow, RowFate};
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
@@ -55,16 +56,18 @@ fn fate_code(f: &RowFate) -> i8 {
         RowFate::NullText => 2,
         RowFate::PromptTooLong => 3,
         RowFate::TooLong => 4,
+        RowFate::InvalidUtf8 => 5,
     }
 }
 
 /// `export_tokenized`'s result: the rows, the fates, the packing order.
 type Exported<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
 
-/// Tokenize (problem, response) columns. Returns `(batch, fates, rows)`: the output rows (or
-/// packed sequences), one fate code per input row (0 kept, 1 truncated, 2 null text, 3 prompt
-/// too long, 4 too long), and with `pack` the kept-row index of every packed row in sequence
-/// order (None otherwise).
+/// Tokenize (problem, response) columns. Returns `(batches, fates, rows)`: the output rows (or
+/// packed sequences) as a list of record batches (one per chunk of rows the threads took, in
+/// order; one batch when packed), one fate code per input row (0 kept, 1 truncated, 2 null text, 3 prompt
+/// too long, 4 too long, 5 invalid UTF-8), and with `pack` the kept-row index of every packed row
+/// in sequence order (None otherwise).
 #[pyfunction]
 #[pyo3(signature = (problem, response, exporter, *, keep_last_k=0, mask_delimiters=false,
     keep_last_block_for_answer=false, restart_mode=false, compact_on_summary_end=true,
@@ -103,15 +106,15 @@ fn export_tokenized<'py>(
     let p = collect_arrays(py, problem)?;
     let r = collect_arrays(py, response)?;
     let enc = &exporter.inner;
-    let (out, packing) = run(py, || {
+    let (batches, fates, packing) = run(py, || {
         let pr: Vec<&dyn arrow_array::Array> = p.iter().map(|a| a.as_ref()).collect();
         let rr: Vec<&dyn arrow_array::Array> = r.iter().map(|a| a.as_ref()).collect();
         match pack {
-            Some(cap) => export_packed(enc, &opts, &pr, &rr, cap).map(|(e, p)| (e, Some(p))),
-            None => export_arrays(enc, &opts, &pr, &rr).map(|e| (e, None)),
+            Some(cap) => export_packed(enc, &opts, &pr, &rr, cap).map(|(e, p)| (vec![e.batch], e.fates, Some(p))),
+            None => export_batches(enc, &opts, &pr, &rr).map(|(b, f)| (b, f, None)),
         }
     })?;
-    let fates: ArrayRef = Arc::new(Int8Array::from(out.fates.iter().map(fate_code).collect::<Vec<_>>()));
+    let fates: ArrayRef = Arc::new(Int8Array::from(fates.iter().map(fate_code).collect::<Vec<_>>()));
     let fates =
         RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("fate", DataType::Int8, false)])), vec![fates])
             .map_err(|e| CoreError::from(e).to_py_err(py))?;
@@ -127,7 +130,8 @@ fn export_tokenized<'py>(
         }
         None => None,
     };
-    Ok((PyRecordBatch::new(out.batch).into_pyarrow(py)?, PyRecordBatch::new(fates).into_pyarrow(py)?, rows))
+    let batches = batches.into_iter().map(|b| PyRecordBatch::new(b).into_pyarrow(py)).collect::<PyResult<Vec<_>>>()?;
+    Ok((PyList::new(py, batches)?.into_any(), PyRecordBatch::new(fates).into_pyarrow(py)?, rows))
 }
 
 /// Register the export in `_core`.
