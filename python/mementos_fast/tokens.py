@@ -140,7 +140,7 @@ def early_counter(spec: Any) -> _core.TokenCounter | None:
 
 
 #: SHA-256 of the ``tokenizer.json`` files whose fast counter the test suite checks against Hugging
-#: Face (tests/test_tokens.py ``test_verified_files_pass_the_self_check``, besides the exactness
+#: Face (tests/test_analyze_tokens.py ``test_verified_files_pass_the_self_check``, besides the exactness
 #: tests on real, generated and malformed rows): :func:`checked_counter` accepts the early counter
 #: of such a file without the runtime self-check, which needs the tokenizer loaded in Python
 #: (~0.5 s of CPU, most of it holding the GIL, at the start of every ``analyze --tokenizer``).
@@ -164,10 +164,10 @@ def verified_file(spec: Any) -> bool:
 def checked_counter(spec: Any, early: _core.TokenCounter | None) -> tuple[_core.TokenCounter, bool]:
     """(the counter :func:`token_counter` gives ``spec``, whether it is ``early``).
 
-    ``early`` (from :func:`early_counter`) is accepted when ``spec`` is a verified file
-    (:data:`VERIFIED_FAST_FILES`) or when it passes the self-check against the loaded tokenizer, as
-    the fast backend must; it then becomes the cached counter of ``spec``. Otherwise this is
-    ``token_counter(spec)``, with its fallback and warning."""
+    ``early`` (from :func:`early_counter`) is accepted as it is when ``spec`` is a verified file
+    (:data:`VERIFIED_FAST_FILES`: nothing is loaded in Python), or when it passes the self-check
+    against the loaded tokenizer, as the fast backend must (it then becomes the cached counter of
+    ``spec``). Otherwise this is ``token_counter(spec)``, with its fallback and warning."""
     if early is not None and verified_file(spec):
         return early, True
     loaded = load_tokenizer(spec)
