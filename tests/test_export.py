@@ -878,6 +878,30 @@ def test_tokenized_parquet_statistics_on_flat_columns(corpus, qwen, tmp_path, en
         assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
 
 
+def test_a_polars_failure_falls_back_to_pyarrow(corpus, qwen, tmp_path, monkeypatch):
+    """``parquet_engine="auto"``: should polars fail on a shard, it and the rest are written by
+    pyarrow (a warning says why) and no row is lost; an explicit ``"polars"`` is a one-line error."""
+    pytest.importorskip("polars")
+    from mementos_fast.export import sinks
+
+    table = _table(corpus)
+    want = ex.transform_table(table, "tokenized", tokenizer=qwen)
+
+    def broken(tables, file):
+        raise RuntimeError("cannot write this column type")
+
+    monkeypatch.setattr(sinks, "write_parquet_polars", broken)
+    with pytest.warns(RuntimeWarning, match=r"polars could not write part-00000\.parquet"):
+        m = ex.export_sft(table, tmp_path / "auto", "tokenized", tokenizer=qwen, shard_bytes=200_000, batch_size=5)
+    got = pq.read_table(tmp_path / "auto")
+    assert m["rows_written"] == got.num_rows == want.num_rows
+    assert got.column("input_ids").to_pylist() == want.column("input_ids").to_pylist()
+    assert sorted(p.name for p in (tmp_path / "auto").glob("*.parquet")) == m["files"]
+    with pytest.raises(mf.MementoValueError, match=r"polars could not write part-00000\.parquet"):
+        ex.export_sft(table, tmp_path / "explicit", "tokenized", tokenizer=qwen, parquet_engine="polars", batch_size=5)
+    assert not (tmp_path / "explicit").exists()
+
+
 def test_polars_and_pyarrow_shards_hold_the_same_rows(corpus, qwen, tmp_path):
     """The tokenized export gives the same rows through either Parquet writer (packed and not),
     shards bounded by shard_bytes, every shard loadable by pyarrow and `datasets`; a bad engine

@@ -261,17 +261,35 @@ class ExportSink:
             self._close_shard()
 
     def _flush_polars(self) -> None:
-        """Write the buffered tables as one shard (polars), fsynced."""
+        """Write the buffered tables as one shard (polars), fsynced. Should polars fail on them
+        (a column type it cannot take, say), ``"auto"`` writes the shard and the rest of the
+        export with pyarrow, with a warning; an explicit ``"polars"`` is an error naming why."""
         if not self._pending:
             return
         path = self._tmp() / f"part-{self._shard:05d}.parquet"
-        with open(path, "wb") as f:
-            write_parquet_polars(self._pending, f)
-            f.flush()
-            os.fsync(f.fileno())
-            self.bytes += f.tell()
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        try:
+            with open(path, "wb") as f:
+                write_parquet_polars(pending, f)
+                f.flush()
+                os.fsync(f.fileno())
+                self.bytes += f.tell()
+        except Exception as e:
+            if self.parquet_engine == "polars":
+                raise MementoValueError(f"polars could not write {path.name}: {e}") from e
+            import warnings
+
+            warnings.warn(
+                f"polars could not write {path.name} ({type(e).__name__}: {e}); writing with pyarrow",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            path.unlink(missing_ok=True)
+            self._engine = "pyarrow"
+            for table in pending:
+                self._write_parquet(table)
+            return
         self.files.append(path.name)
-        self._pending, self._pending_bytes = [], 0
         self._shard += 1
 
     def _close_shard(self) -> None:
