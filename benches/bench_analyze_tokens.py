@@ -6,7 +6,7 @@ Run: pytest benches/bench_analyze_tokens.py --benchmark-only -s
      (MEMENTOS_BENCH_ANALYZE_TOKENS_MB, default 256: the generated corpus, in the hub layout)
 
 - `analyze/tokens` group: the whole `mementos-fast analyze DIR --tokenizer qwen3` in a fresh
-  process, the mean of 3 such runs (interpreter start, tokenizer load and self-check, Parquet
+  process, the mean of 3 such runs (interpreter start, tokenizer load and check, Parquet
   reading, parsing, statistics, token counts, replays, report; the baseline is one run) against
   `encode_batch_fast` of every response with two threads
   (`TOKENIZERS_PARALLELISM=true`, the machine's two cores), which only counts whole responses and

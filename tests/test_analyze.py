@@ -238,7 +238,7 @@ def test_importing_the_package_chooses_jemalloc_before_pyarrow_loads(env, first,
 def test_analyze_takes_arrow_buffers_from_jemalloc_unless_told(monkeypatch):
     import pyarrow as pa
 
-    from mementos_fast import cli
+    from mementos_fast import _allocator
 
     try:
         pa.jemalloc_memory_pool()
@@ -248,10 +248,10 @@ def test_analyze_takes_arrow_buffers_from_jemalloc_unless_told(monkeypatch):
     try:
         monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
         pa.set_memory_pool(pa.mimalloc_memory_pool())
-        cli._jemalloc_for_arrow()
+        _allocator.jemalloc_for_python_calls()
         assert pa.default_memory_pool().backend_name == "mimalloc"  # the user's choice stands
         monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
-        cli._jemalloc_for_arrow()
+        _allocator.jemalloc_for_python_calls()
         assert pa.default_memory_pool().backend_name == "jemalloc"
     finally:
         pa.set_memory_pool(before)

@@ -5,8 +5,7 @@ allocates (Parquet pages, decompression, the arrays it returns, C++-internal scr
 that pool; ``pyarrow.set_memory_pool`` afterwards only changes the pool Python-level calls pass
 explicitly. Reading Parquet a batch at a time frees and allocates a batch's worth of buffers each
 time: pyarrow's default (mimalloc) hands those pages back to the OS and faults them in again,
-jemalloc keeps them. On the 2-core VM this halves the system time of ``analyze`` over 1 GB
-(benches/bench_analyze_tokens.py ``analyze_tokenizer_qwen3`` against
+jemalloc keeps them (benches/bench_analyze_tokens.py compares ``analyze_tokenizer_qwen3`` with
 ``analyze_tokenizer_qwen3_mimalloc``, which sets ``ARROW_DEFAULT_MEMORY_POOL=mimalloc``).
 
 Nothing is changed when the user chose a pool (the variable is set), when pyarrow is already
@@ -50,6 +49,20 @@ def prefer_jemalloc() -> bool:
         return False
     os.environ[VARIABLE] = "jemalloc"
     return True
+
+
+def jemalloc_for_python_calls() -> None:
+    """When pyarrow was loaded before this package (so :func:`prefer_jemalloc` could not act) and
+    nobody chose a pool: pyarrow's Python-level calls at least take jemalloc buffers
+    (``pyarrow.set_memory_pool``; C++-internal buffers stay on the default pool)."""
+    if os.environ.get(VARIABLE):
+        return
+    import contextlib
+
+    import pyarrow as pa
+
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 prefer_jemalloc()

@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mementos_fast as mf
+from mementos_fast import _allocator, html
 from mementos_fast import _atomic as atomic
-from mementos_fast import html
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
 from mementos_fast.compaction import MODELS
@@ -196,20 +196,8 @@ def _join_tokens(stats_parts: list[pa.Table], loading: Future, job: tuple) -> fl
     return seconds
 
 
-def _jemalloc_for_arrow() -> None:
-    """This process's Arrow buffers come from pyarrow's jemalloc pool, unless
-    ``ARROW_DEFAULT_MEMORY_POOL`` chooses or pyarrow was built without it. Reading Parquet a batch
-    at a time frees and allocates a batch's worth of buffers each time, and with the default
-    mimalloc pool `analyze --tokenizer qwen3` is slower (benches/bench_analyze_tokens.py,
-    ``analyze_tokenizer_qwen3`` against ``analyze_tokenizer_qwen3_mimalloc``)."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
-    with contextlib.suppress(NotImplementedError, AttributeError):
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-
-
 def cmd_analyze(args) -> int:
-    _jemalloc_for_arrow()
+    _allocator.jemalloc_for_python_calls()
     label, batches = _batches(args)
     with OutputDir(args.out) as out:
         return _analyze(args, label, batches, out)
@@ -223,8 +211,8 @@ def _analyze(args, label: str, batches: Iterator[pa.RecordBatch], out: Path) -> 
     rows = nbytes = released_at = 0
     parse_time = token_time = 0.0
     # With --tokenizer, one worker thread counts each batch's tokens (Rust, GIL released) while
-    # this thread parses it and computes the rest; a second thread loads the tokenizer in Python
-    # for the self-check of the counter the worker starts with (see _checked_tokenizer).
+    # this thread parses it and computes the rest; a second thread checks the counter the worker
+    # starts with (see _checked_tokenizer).
     tokens_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-tokens") if args.tokenizer else None
     loader_pool = ThreadPoolExecutor(1, thread_name_prefix="mementos-fast-load") if args.tokenizer else None
     # The token pass keeps the core's thread pool busy: this thread's own core calls then run on

@@ -446,7 +446,7 @@ pub fn count_code_points(s: &[u8]) -> u64 {
     count_code_points_portable(s)
 }
 
-/// [`count_code_points`] compiled for AVX2 (the same loop, vectorized ~3x wider than the SSE2
+/// [`count_code_points`] compiled for AVX2 (the same loop, vectorized wider than the SSE2
 /// baseline; the character replay counts every byte of every response with it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
