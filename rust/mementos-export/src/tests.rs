@@ -283,3 +283,55 @@ fn piece_cache_stays_exact_when_full() {
         assert!(list_i32(&out.batch, "input_ids", i) == want, "row {i}");
     }
 }
+
+#[test]
+fn runs_equal_token_by_token_labels_and_prompt() {
+    // Synthetic ranges in order (as any encoder of the text in order gives): tokens of 0 to 4
+    // bytes, some overlapping the previous one (a byte-level token splitting a character gets the
+    // character's range), so token boundaries fall anywhere around the layout's part boundaries.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    };
+    let mut covered = 0;
+    for case in 0..400 {
+        let sys = if case % 3 == 0 { 0..0 } else { 5..5 + rnd(8) as usize };
+        let p0 = sys.end + rnd(6) as usize;
+        let problem = p0..p0 + rnd(10) as usize;
+        let r0 = problem.end + 1 + rnd(6) as usize;
+        let response = r0..r0 + rnd(12) as usize;
+        let text_len = (response.end + IM_END.len() + 1) as u32;
+        let lay = Layout { sys: sys.clone(), problem: problem.clone(), response: response.clone() };
+        let (mut starts, mut ends, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pos = 0u32;
+        while pos < text_len {
+            let s = pos
+                .saturating_sub(if rnd(5) == 0 { rnd(3) as u32 } else { 0 })
+                .max(starts.last().copied().unwrap_or(0));
+            let e = (pos + rnd(5) as u32).min(text_len).max(s).max(ends.last().copied().unwrap_or(0));
+            starts.push(s);
+            ends.push(e);
+            ids.push(1000 + ids.len() as u32);
+            pos = e.max(pos + (rnd(4) != 0) as u32);
+        }
+        assert!(starts.is_sorted() && ends.is_sorted());
+        let first = ends.partition_point(|&e| e <= response.start as u32);
+        let mut runs = Columns::default();
+        let mut each = Columns::default();
+        labels_and_prompt(&ids, &starts, &ends, &lay, first, true, &mut runs);
+        labels_and_prompt(&ids, &starts, &ends, &lay, first, false, &mut each);
+        assert_eq!(runs.labels, each.labels, "case {case}: {lay:?} {starts:?} {ends:?}");
+        assert_eq!(runs.segment, each.segment, "case {case}: {lay:?} {starts:?} {ends:?}");
+        assert_eq!(runs.labels.len(), ids.len());
+        assert_eq!(runs.segment.len(), first);
+        covered += (runs.labels.contains(&IGNORE_INDEX)
+            && runs.labels.iter().any(|&l| l != IGNORE_INDEX)
+            && runs.segment.contains(&seg::PROMPT)
+            && runs.segment.contains(&seg::CHAT)) as usize;
+    }
+    // The generator reaches the interesting rows (both runs non-trivial) most of the time.
+    assert!(covered > 200, "{covered}");
+}
