@@ -906,7 +906,7 @@ pub fn export_packed(
         BooleanArray::from(fates.iter().map(|f| matches!(f, RowFate::Kept | RowFate::Truncated)).collect::<Vec<_>>());
     let lengths: Vec<u32> = parts.iter().flat_map(|c| c.lengths.iter().map(|&l| l as u32)).collect();
     let packing = pack_ffd(&lengths, capacity);
-    let batch = pack_columns(&parts, &packing)?;
+    let batch = install(opts.threads, || pack_columns(&parts, &packing, opts.threads))??;
     Ok((Exported { batch, kept, fates }, packing))
 }
 
