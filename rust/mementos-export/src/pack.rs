@@ -7,6 +7,7 @@
 //! sequence's coordinates ([`crate::NEVER`] stays). A row never sees another: the trainer's
 //! mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -107,12 +108,12 @@ pub fn packed_schema() -> Schema {
 /// One group of consecutive sequences and its disjoint share of every output token column.
 struct Dest<'a> {
     seqs: Range<usize>,
-    ids: &'a mut [i32],
-    labels: &'a mut [i32],
-    segment: &'a mut [i8],
-    block: &'a mut [i32],
-    evict: &'a mut [i32],
-    pos: &'a mut [i32],
+    ids: &'a mut [MaybeUninit<i32>],
+    labels: &'a mut [MaybeUninit<i32>],
+    segment: &'a mut [MaybeUninit<i8>],
+    block: &'a mut [MaybeUninit<i32>],
+    evict: &'a mut [MaybeUninit<i32>],
+    pos: &'a mut [MaybeUninit<i32>],
 }
 
 /// Tokens a group of sequences aims at: enough to make a task's overhead negligible, few enough
@@ -120,8 +121,8 @@ struct Dest<'a> {
 const GROUP_TOKENS: u64 = 1 << 16;
 
 /// Lay the rows of `parts` (consecutive chunks of rows, in order) out as the sequences of `p`
-/// (see the module documentation). Each output column is allocated once (zeroed: fresh pages)
-/// and cut into one slice per group of consecutive sequences; the groups are filled in parallel
+/// (see the module documentation). Each output column is allocated once (uninitialized) and cut
+/// into one slice per group of consecutive sequences; the groups are filled in parallel
 /// on the current rayon pool, so the copy and its page faults do not run on one thread, except
 /// with `threads == Some(1)`, which stays on the calling thread (`mementos_core::par`'s rule).
 pub fn pack_columns(parts: &[Columns], p: &Packing, threads: Option<usize>) -> Result<RecordBatch, CoreError> {
@@ -158,20 +159,22 @@ pub(crate) fn pack_grouped(
         seq_tokens.push(n);
     }
     let total: usize = seq_tokens.iter().map(|&l| l as usize).sum();
-    let mut ids = vec![0i32; total];
-    let mut labels = vec![0i32; total];
-    let mut segment = vec![0i8; total];
-    let mut block = vec![0i32; total];
-    let mut evict = vec![0i32; total];
-    let mut pos = vec![0i32; total];
+    // Uninitialized capacity, not zeroed vectors: the allocator would zero them on this thread,
+    // faulting every page in serially; the parallel fill writes (and faults in) each byte once.
+    let mut ids: Vec<i32> = Vec::with_capacity(total);
+    let mut labels: Vec<i32> = Vec::with_capacity(total);
+    let mut segment: Vec<i8> = Vec::with_capacity(total);
+    let mut block: Vec<i32> = Vec::with_capacity(total);
+    let mut evict: Vec<i32> = Vec::with_capacity(total);
+    let mut pos: Vec<i32> = Vec::with_capacity(total);
     {
         let (mut i, mut l, mut sg, mut b, mut e, mut ps) = (
-            ids.as_mut_slice(),
-            labels.as_mut_slice(),
-            segment.as_mut_slice(),
-            block.as_mut_slice(),
-            evict.as_mut_slice(),
-            pos.as_mut_slice(),
+            &mut ids.spare_capacity_mut()[..total],
+            &mut labels.spare_capacity_mut()[..total],
+            &mut segment.spare_capacity_mut()[..total],
+            &mut block.spare_capacity_mut()[..total],
+            &mut evict.spare_capacity_mut()[..total],
+            &mut pos.spare_capacity_mut()[..total],
         );
         fn cut<'a, T>(rest: &mut &'a mut [T], n: usize) -> &'a mut [T] {
             let (head, tail) = std::mem::take(rest).split_at_mut(n);
@@ -197,6 +200,11 @@ pub(crate) fn pack_grouped(
             });
             s0 = s1;
         }
+        fn put<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(v);
+            }
+        }
         let fill = |d: Dest| {
             let mut at = 0usize;
             for s in d.seqs {
@@ -205,25 +213,39 @@ pub(crate) fn pack_grouped(
                     let (k, range) = &rows[r as usize];
                     let (c, range) = (&parts[*k], range.clone());
                     let to = at..at + range.len();
-                    d.ids[to.clone()].copy_from_slice(&c.input_ids[range.clone()]);
-                    d.labels[to.clone()].copy_from_slice(&c.labels[range.clone()]);
-                    d.segment[to.clone()].copy_from_slice(&c.segment[range.clone()]);
-                    d.block[to.clone()].copy_from_slice(&c.block_index[range.clone()]);
+                    put(&mut d.ids[to.clone()], &c.input_ids[range.clone()]);
+                    put(&mut d.labels[to.clone()], &c.labels[range.clone()]);
+                    put(&mut d.segment[to.clone()], &c.segment[range.clone()]);
+                    put(&mut d.block[to.clone()], &c.block_index[range.clone()]);
                     for (o, &v) in d.evict[to.clone()].iter_mut().zip(&c.evict_at[range.clone()]) {
-                        *o = if v == NEVER { NEVER } else { v + (at - seq_start) as i32 };
+                        o.write(if v == NEVER { NEVER } else { v + (at - seq_start) as i32 });
                     }
                     for (o, v) in d.pos[to].iter_mut().zip(0..) {
-                        *o = v;
+                        o.write(v);
                     }
                     at += range.len();
                 }
             }
+            // Every slot of the group's slices is written (the set_len below relies on it).
+            assert_eq!(at, d.ids.len(), "a group's rows fill its slices");
         };
         if threads == Some(1) {
             dests.into_iter().for_each(fill);
         } else {
             dests.into_par_iter().for_each(fill);
         }
+    }
+    // SAFETY: the groups' slices partition `0..total` of each vector's capacity and each group
+    // wrote every slot of its slices (asserted above: a group's rows add up to its length, and
+    // each row's token range is written in full in every column); a panic in a group unwinds
+    // past this point, leaving the vectors empty.
+    unsafe {
+        ids.set_len(total);
+        labels.set_len(total);
+        segment.set_len(total);
+        block.set_len(total);
+        evict.set_len(total);
+        pos.set_len(total);
     }
     let tok_offsets = OffsetBuffer::<i64>::from_lengths(seq_tokens.iter().map(|&l| l as usize));
     let row_offsets =
