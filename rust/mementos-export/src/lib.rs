@@ -419,7 +419,8 @@ fn build_text(buf: &mut String, system: Option<&str>, problem: &str, response: &
     Layout { sys, problem: p0..p1, response: r0..r1 }
 }
 
-/// Union-find "next token whose `evict_at` is unset" (with path halving).
+/// Union-find "next token whose `evict_at` is unset" (with path halving): `next[i] == i` for an
+/// unset token, else an index past `i` with every token in between set.
 fn find(next: &mut [u32], mut i: u32) -> u32 {
     while next[i as usize] != i {
         let up = next[next[i as usize] as usize];
@@ -505,6 +506,25 @@ fn labels_and_prompt(
                 seg::CHAT
             }
         }));
+    }
+}
+
+/// `out[t] = value` for every token `t` of `range` not set yet (by the union-find `next`, which
+/// then marks them set), a run of unset tokens at a time. Each token is set once and the scans
+/// stop at the first set token, so a row's evictions cost `O(T)` however their ranges nest.
+fn set_unset(next: &mut [u32], out: &mut [i32], range: Range<u32>, value: i32) {
+    let n = out.len() as u32;
+    let end = range.end as usize;
+    let mut i = find(next, range.start.min(n)) as usize;
+    while i < end {
+        let mut j = i + 1;
+        while j < end && next[j] == j as u32 {
+            j += 1;
+        }
+        out[i..j].fill(value);
+        // Every token of the run now points past it (to `j`, set or not).
+        next[i..j].fill(j as u32);
+        i = find(next, j as u32) as usize;
     }
 }
 
@@ -659,12 +679,7 @@ fn export_row(
             let (o, c) = (delim_token[blk.open], delim_token[close]);
             let range = if whole { o..c + 1 } else { o + 1..c };
             let at = delim_token[ev.at] as i32 + 1;
-            let mut i = find(next, range.start.min(n as u32));
-            while i < range.end {
-                ev_out[i as usize] = at;
-                next[i as usize] = i + 1;
-                i = find(next, i + 1);
-            }
+            set_unset(next, ev_out, range, at);
         }
     }
 

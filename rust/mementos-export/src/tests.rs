@@ -413,3 +413,34 @@ fn parallel_packing_equals_the_rows() {
     }
     assert!(cols.evict_at.iter().any(|&v| v != NEVER), "the rows have evictions");
 }
+
+#[test]
+fn set_unset_equals_first_range_wins() {
+    // Random ranges (nested, overlapping, empty, past the end): the runs give what setting each
+    // unset token of each range in turn gives.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    };
+    for case in 0..300 {
+        let n = 1 + rnd(200) as usize;
+        let mut next: Vec<u32> = (0..=n as u32).collect();
+        let mut got = vec![NEVER; n];
+        let mut want = vec![NEVER; n];
+        for k in 0..rnd(12) {
+            let a = rnd(n as u64 + 2) as u32;
+            let b = (a + rnd(n as u64 / 2 + 2) as u32).min(n as u32);
+            let value = k as i32 + 1;
+            set_unset(&mut next, &mut got, a..b, value);
+            for t in a..b {
+                if want[t as usize] == NEVER {
+                    want[t as usize] = value;
+                }
+            }
+        }
+        assert_eq!(got, want, "case {case}");
+    }
+}
