@@ -444,3 +444,34 @@ fn set_unset_equals_first_range_wins() {
         assert_eq!(got, want, "case {case}");
     }
 }
+
+#[test]
+fn join_slices_concatenates() {
+    let a: Vec<i32> = (0..100_000).collect();
+    let pieces: Vec<&[i32]> = vec![&a[..0], &a[..7], &a[7..7], &a[7..60_000], &a[60_000..], &a[..3]];
+    let want: Vec<i32> = pieces.concat();
+    for threads in [Some(1), Some(2), None] {
+        assert_eq!(install(threads, || join_slices(&pieces)).unwrap(), want);
+    }
+    assert!(join_slices::<i8>(&[]).is_empty());
+}
+
+#[test]
+fn joined_chunks_equal_one_thread() {
+    let rows: Vec<(String, String)> = (0..400)
+        .map(|i| {
+            (format!("problem {i}"), format!("<think><|block_start|>{}<|block_end|></think>a{i}", "w ".repeat(i % 90)))
+        })
+        .collect();
+    let p = LargeStringArray::from(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>());
+    let r = LargeStringArray::from(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>());
+    let (p, r) = (column_rows(&[&p]).unwrap(), column_rows(&[&r]).unwrap());
+    let enc = encoder(true);
+    let two = ExportOptions { threads: Some(2), ..Default::default() };
+    assert!(export_parts(enc, &two, p.as_ref(), r.as_ref()).unwrap().len() > 2, "several chunks");
+    let a = export_columns(enc, &two, p.as_ref(), r.as_ref()).unwrap();
+    let one = ExportOptions { threads: Some(1), ..Default::default() };
+    let b = export_columns(enc, &one, p.as_ref(), r.as_ref()).unwrap();
+    assert_eq!((a.input_ids, a.labels, a.segment), (b.input_ids, b.labels, b.segment));
+    assert_eq!((a.block_index, a.evict_at, a.lengths, a.fates), (b.block_index, b.evict_at, b.lengths, b.fates));
+}
