@@ -264,8 +264,11 @@ impl Encoder {
         self.fast_refused.as_deref()
     }
 
-    /// Ids of `text` and the byte range of each token (`starts[t]..ends[t]`).
-    fn encode(&self, text: &str, ids: &mut Vec<u32>, starts: &mut Vec<u32>, ends: &mut Vec<u32>) {
+    /// Ids of `text` and the byte range of each token (`starts[t]..ends[t]`). True when both
+    /// `starts` and `ends` are non-decreasing (always on the fast paths, whose ranges are the
+    /// tokens' bytes in text order; checked on the `tokenizers` path, whose offsets come from the
+    /// normalization's alignments): [`export_row`] then finds its boundaries by binary search.
+    fn encode(&self, text: &str, ids: &mut Vec<u32>, starts: &mut Vec<u32>, ends: &mut Vec<u32>) -> bool {
         ids.clear();
         starts.clear();
         ends.clear();
@@ -273,7 +276,8 @@ impl Encoder {
             if cache.encode(fast, &self.token_len, text, ids, starts, ends)
                 && ends.last().is_none_or(|&e| e as usize == text.len())
             {
-                return;
+                debug_assert!(starts.is_sorted() && ends.is_sorted());
+                return true;
             }
             ids.clear();
             starts.clear();
@@ -294,7 +298,7 @@ impl Encoder {
                 ends.push(pos as u32);
             }
             if ok && pos == text.len() as u64 {
-                return;
+                return true;
             }
             ids.clear();
             starts.clear();
@@ -309,6 +313,7 @@ impl Encoder {
             starts.push(s as u32);
             ends.push(e as u32);
         }
+        starts.is_sorted() && ends.is_sorted()
     }
 }
 
@@ -384,6 +389,7 @@ impl Columns {
 }
 
 /// Byte positions of the parts of one row's chat text.
+#[derive(Debug)]
 struct Layout {
     sys: Range<usize>,
     problem: Range<usize>,
@@ -413,7 +419,8 @@ fn build_text(buf: &mut String, system: Option<&str>, problem: &str, response: &
     Layout { sys, problem: p0..p1, response: r0..r1 }
 }
 
-/// Union-find "next token whose `evict_at` is unset" (with path halving).
+/// Union-find "next token whose `evict_at` is unset" (with path halving): `next[i] == i` for an
+/// unset token, else an index past `i` with every token in between set.
 fn find(next: &mut [u32], mut i: u32) -> u32 {
     while next[i as usize] != i {
         let up = next[next[i as usize] as usize];
@@ -421,6 +428,104 @@ fn find(next: &mut [u32], mut i: u32) -> u32 {
         i = up;
     }
     i
+}
+
+/// The last byte of token `t` (its first for an empty range): what decides its label and its
+/// prompt segment.
+#[inline]
+fn last_byte(starts: &[u32], ends: &[u32], t: usize) -> u32 {
+    ends[t].saturating_sub(1).max(starts[t])
+}
+
+/// The number of tokens whose last byte is before `x`, by binary search: the tokens' last bytes
+/// are non-decreasing when `starts` and `ends` are (each is the larger of two non-decreasing
+/// values).
+fn tokens_before(starts: &[u32], ends: &[u32], x: u32) -> usize {
+    let (mut lo, mut hi) = (0, ends.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if last_byte(starts, ends, mid) < x {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Append one row's `labels` (all its tokens) and the `segment` of its prompt (tokens
+/// `0..first`) to `out`. A token's last byte decides both: it is trained when that byte is in
+/// the response or its closing `<|im_end|>`, and a prompt token is `PROMPT` when that byte is in
+/// the system prompt or the problem, else `CHAT`. With the ranges in order (`in_order`) each
+/// condition holds on one run of tokens, found by binary search and written as runs; otherwise
+/// (offsets out of order, which only `tokenizers` could give) token by token.
+fn labels_and_prompt(
+    ids: &[u32],
+    starts: &[u32],
+    ends: &[u32],
+    lay: &Layout,
+    first: usize,
+    in_order: bool,
+    out: &mut Columns,
+) {
+    let n = ids.len();
+    let resp_at = lay.response.start as u32;
+    let trained_end = (lay.response.end + IM_END.len()) as u32;
+    if in_order {
+        let (lo, hi) = (tokens_before(starts, ends, resp_at), tokens_before(starts, ends, trained_end));
+        out.labels.extend(std::iter::repeat_n(IGNORE_INDEX, lo));
+        out.labels.extend(ids[lo..hi].iter().map(|&id| id as i32));
+        out.labels.extend(std::iter::repeat_n(IGNORE_INDEX, n - hi));
+        // The system prompt precedes the problem in the text, so its run precedes the problem's.
+        let mut t = 0;
+        for r in [&lay.sys, &lay.problem] {
+            if r.is_empty() {
+                continue;
+            }
+            let a = tokens_before(starts, ends, r.start as u32).clamp(t, first);
+            let b = tokens_before(starts, ends, r.end as u32).clamp(a, first);
+            out.segment.extend(std::iter::repeat_n(seg::CHAT, a - t));
+            out.segment.extend(std::iter::repeat_n(seg::PROMPT, b - a));
+            t = b;
+        }
+        out.segment.extend(std::iter::repeat_n(seg::CHAT, first - t));
+    } else {
+        out.labels.extend((0..n).map(|t| {
+            let last = last_byte(starts, ends, t);
+            if last >= resp_at && last < trained_end {
+                ids[t] as i32
+            } else {
+                IGNORE_INDEX
+            }
+        }));
+        out.segment.extend((0..first).map(|t| {
+            let last = last_byte(starts, ends, t) as usize;
+            if lay.problem.contains(&last) || lay.sys.contains(&last) {
+                seg::PROMPT
+            } else {
+                seg::CHAT
+            }
+        }));
+    }
+}
+
+/// `out[t] = value` for every token `t` of `range` not set yet (by the union-find `next`, which
+/// then marks them set), a run of unset tokens at a time. Each token is set once and the scans
+/// stop at the first set token, so a row's evictions cost `O(T)` however their ranges nest.
+fn set_unset(next: &mut [u32], out: &mut [i32], range: Range<u32>, value: i32) {
+    let n = out.len() as u32;
+    let end = range.end as usize;
+    let mut i = find(next, range.start.min(n)) as usize;
+    while i < end {
+        let mut j = i + 1;
+        while j < end && next[j] == j as u32 {
+            j += 1;
+        }
+        out[i..j].fill(value);
+        // Every token of the run now points past it (to `j`, set or not).
+        next[i..j].fill(j as u32);
+        i = find(next, j as u32) as usize;
+    }
 }
 
 /// Tokenize one row and append its columns to `out`.
@@ -434,10 +539,9 @@ fn export_row(
 ) -> RowFate {
     let lay = build_text(&mut sc.text, opts.system_prompt.as_deref(), problem, response);
     let Scratch { text, ids, starts, ends, delims, plan, delim_token, delim_block, stack, next } = sc;
-    enc.encode(text, ids, starts, ends);
+    let in_order = enc.encode(text, ids, starts, ends);
     let n = ids.len();
     let resp_at = lay.response.start as u32;
-    let trained_end = (lay.response.end + IM_END.len()) as u32;
 
     // The first token holding a byte of the response (the prompt is everything before it).
     let first = ends.partition_point(|&e| e <= resp_at);
@@ -454,39 +558,25 @@ fn export_row(
     }
     let base = out.input_ids.len();
     out.input_ids.extend(ids.iter().map(|&i| i as i32));
-
-    // labels: the response and the closing <|im_end|> (a token's last byte decides).
-    out.labels.extend(ids.iter().zip(starts.iter().zip(ends.iter())).map(|(&id, (&s, &e))| {
-        let last = e.saturating_sub(1).max(s);
-        if last >= resp_at && last < trained_end {
-            id as i32
-        } else {
-            IGNORE_INDEX
-        }
-    }));
-
-    // Prompt segments: system prompt / problem text or template.
-    let in_prompt = |last: u32| {
-        let l = last as usize;
-        lay.problem.contains(&l) || lay.sys.contains(&l)
-    };
-    for t in 0..first {
-        let last = ends[t].saturating_sub(1).max(starts[t]);
-        out.segment.push(if in_prompt(last) { seg::PROMPT } else { seg::CHAT });
-    }
-    out.block_index.extend(std::iter::repeat_n(-1, n));
+    labels_and_prompt(ids, starts, ends, &lay, first, in_order, out);
+    out.block_index.extend(std::iter::repeat_n(-1, first));
     out.evict_at.extend(std::iter::repeat_n(NEVER, n));
 
     // The response: the engine's plan over its delimiter occurrences.
     scan_into(response.as_bytes(), delims);
     engine(delims, &opts.engine, plan);
-    // Token index of each delimiter occurrence (the token starting at its byte).
+    // Token index of each delimiter occurrence (the token starting at its byte): the first token
+    // at or after the previous one that ends after the delimiter's first byte.
     delim_token.clear();
     let mut t = first;
     for d in delims.iter() {
         let p = resp_at + d.start as u32;
-        while t < n && ends[t] <= p {
-            t += 1;
+        if in_order {
+            t += ends[t..].partition_point(|&e| e <= p);
+        } else {
+            while t < n && ends[t] <= p {
+                t += 1;
+            }
         }
         delim_token.push(t.min(n.saturating_sub(1)) as u32);
     }
@@ -497,10 +587,11 @@ fn export_row(
             delim_block[i] = b as i32;
         }
     }
-    // One sweep: each delimiter token gets its own segment, the tokens between two delimiters
-    // the state's (innermost open block, else memento in progress, else between / answer).
+    // One sweep: each delimiter token gets its own segment, the runs of tokens between two
+    // delimiters the state's (innermost open block, else memento in progress, else between /
+    // answer). `segment` and `block_index` grow together, a run at a time.
     let segs = &mut out.segment;
-    let blks = &mut out.block_index[base..];
+    let blks = &mut out.block_index;
     stack.clear();
     let mut memento = -1i32;
     let mut answer = false;
@@ -518,11 +609,12 @@ fn export_row(
     };
     for (i, d) in delims.iter().enumerate() {
         let dt = (delim_token[i] as usize).max(t);
-        let (s, b) = state(stack, memento, answer);
-        while t < dt && t < tail {
-            segs.push(s);
-            blks[t] = b;
-            t += 1;
+        let run = dt.min(tail).saturating_sub(t);
+        if run > 0 {
+            let (s, b) = state(stack, memento, answer);
+            segs.extend(std::iter::repeat_n(s, run));
+            blks.extend(std::iter::repeat_n(b, run));
+            t += run;
         }
         if t >= tail {
             break;
@@ -563,16 +655,17 @@ fn export_row(
             },
         };
         segs.push(code);
-        blks[t] = owner;
+        blks.push(owner);
         t += 1;
     }
-    let (s, b) = state(stack, memento, answer);
-    while t < tail {
-        segs.push(s);
-        blks[t] = b;
-        t += 1;
+    if t < tail {
+        let (s, b) = state(stack, memento, answer);
+        segs.extend(std::iter::repeat_n(s, tail - t));
+        blks.extend(std::iter::repeat_n(b, tail - t));
+        t = tail;
     }
     segs.extend(std::iter::repeat_n(seg::CHAT, n - t));
+    blks.extend(std::iter::repeat_n(-1, n - t));
 
     // evict_at: trigger + 1 over each evicted token range, the earliest eviction winning.
     if !plan.evictions.is_empty() {
@@ -586,12 +679,7 @@ fn export_row(
             let (o, c) = (delim_token[blk.open], delim_token[close]);
             let range = if whole { o..c + 1 } else { o + 1..c };
             let at = delim_token[ev.at] as i32 + 1;
-            let mut i = find(next, range.start.min(n as u32));
-            while i < range.end {
-                ev_out[i as usize] = at;
-                next[i as usize] = i + 1;
-                i = find(next, i + 1);
-            }
+            set_unset(next, ev_out, range, at);
         }
     }
 
@@ -833,7 +921,7 @@ pub fn export_packed(
         BooleanArray::from(fates.iter().map(|f| matches!(f, RowFate::Kept | RowFate::Truncated)).collect::<Vec<_>>());
     let lengths: Vec<u32> = parts.iter().flat_map(|c| c.lengths.iter().map(|&l| l as u32)).collect();
     let packing = pack_ffd(&lengths, capacity);
-    let batch = pack_columns(&parts, &packing)?;
+    let batch = install(opts.threads, || pack_columns(&parts, &packing, opts.threads))??;
     Ok((Exported { batch, kept, fates }, packing))
 }
 

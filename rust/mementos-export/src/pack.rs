@@ -7,6 +7,7 @@
 //! sequence's coordinates ([`crate::NEVER`] stays). A row never sees another: the trainer's
 //! mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use arrow_array::{ArrayRef, Int32Array, Int8Array, LargeListArray, RecordBatch};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_core::CoreError;
+
+use rayon::prelude::*;
 
 use crate::{list_field, token_fields, Columns, NEVER};
 
@@ -102,9 +105,38 @@ pub fn packed_schema() -> Schema {
     Schema::new(fields)
 }
 
+/// One group of consecutive sequences and its disjoint share of every output token column.
+struct Dest<'a> {
+    seqs: Range<usize>,
+    ids: &'a mut [MaybeUninit<i32>],
+    labels: &'a mut [MaybeUninit<i32>],
+    segment: &'a mut [MaybeUninit<i8>],
+    block: &'a mut [MaybeUninit<i32>],
+    evict: &'a mut [MaybeUninit<i32>],
+    pos: &'a mut [MaybeUninit<i32>],
+}
+
+/// Tokens a group of sequences aims at: enough to make a task's overhead negligible, few enough
+/// that the groups balance over the threads.
+const GROUP_TOKENS: u64 = 1 << 16;
+
 /// Lay the rows of `parts` (consecutive chunks of rows, in order) out as the sequences of `p`
-/// (see the module documentation).
-pub fn pack_columns(parts: &[Columns], p: &Packing) -> Result<RecordBatch, CoreError> {
+/// (see the module documentation). Each output column is allocated once (uninitialized) and cut
+/// into one slice per group of consecutive sequences; the groups are filled in parallel
+/// on the current rayon pool, so the copy and its page faults do not run on one thread, except
+/// with `threads == Some(1)`, which stays on the calling thread (`mementos_core::par`'s rule).
+pub fn pack_columns(parts: &[Columns], p: &Packing, threads: Option<usize>) -> Result<RecordBatch, CoreError> {
+    pack_grouped(parts, p, threads, GROUP_TOKENS)
+}
+
+/// [`pack_columns`] with groups of at least `group_tokens` tokens (or one sequence).
+pub(crate) fn pack_grouped(
+    parts: &[Columns],
+    p: &Packing,
+    threads: Option<usize>,
+    group_tokens: u64,
+) -> Result<RecordBatch, CoreError> {
+    mementos_core::par::check_threads(threads)?;
     // Each row: (its part, the token range in that part).
     let mut rows: Vec<(usize, Range<usize>)> = Vec::with_capacity(parts.iter().map(|c| c.lengths.len()).sum());
     for (k, c) in parts.iter().enumerate() {
@@ -114,30 +146,106 @@ pub fn pack_columns(parts: &[Columns], p: &Packing) -> Result<RecordBatch, CoreE
             start += l as usize;
         }
     }
-    let total: usize = rows.iter().map(|(_, r)| r.len()).sum();
-    let mut ids = Vec::with_capacity(total);
-    let mut labels = Vec::with_capacity(total);
-    let mut segment = Vec::with_capacity(total);
-    let mut block = Vec::with_capacity(total);
-    let mut evict = Vec::with_capacity(total);
-    let mut pos = Vec::with_capacity(total);
-    let mut seq_lens = Vec::with_capacity(rows.len());
+    let seq_rows = |s: usize| &p.rows[p.offsets[s] as usize..p.offsets[s + 1] as usize];
+    let mut seq_lens = Vec::with_capacity(p.rows.len());
     let mut seq_tokens = Vec::with_capacity(p.sequences());
     for s in 0..p.sequences() {
-        let mut shift = 0i32;
-        for &r in &p.rows[p.offsets[s] as usize..p.offsets[s + 1] as usize] {
-            let (k, range) = &rows[r as usize];
-            let (c, range) = (&parts[*k], range.clone());
-            ids.extend_from_slice(&c.input_ids[range.clone()]);
-            labels.extend_from_slice(&c.labels[range.clone()]);
-            segment.extend_from_slice(&c.segment[range.clone()]);
-            block.extend_from_slice(&c.block_index[range.clone()]);
-            evict.extend(c.evict_at[range.clone()].iter().map(|&v| if v == NEVER { NEVER } else { v + shift }));
-            pos.extend(0..range.len() as i32);
-            seq_lens.push(range.len() as i32);
-            shift += range.len() as i32;
+        let mut n = 0i32;
+        for &r in seq_rows(s) {
+            let l = rows[r as usize].1.len() as i32;
+            seq_lens.push(l);
+            n += l;
         }
-        seq_tokens.push(shift);
+        seq_tokens.push(n);
+    }
+    let total: usize = seq_tokens.iter().map(|&l| l as usize).sum();
+    // Uninitialized capacity, not zeroed vectors: the allocator would zero them on this thread,
+    // faulting every page in serially; the parallel fill writes (and faults in) each byte once.
+    let mut ids: Vec<i32> = Vec::with_capacity(total);
+    let mut labels: Vec<i32> = Vec::with_capacity(total);
+    let mut segment: Vec<i8> = Vec::with_capacity(total);
+    let mut block: Vec<i32> = Vec::with_capacity(total);
+    let mut evict: Vec<i32> = Vec::with_capacity(total);
+    let mut pos: Vec<i32> = Vec::with_capacity(total);
+    {
+        let (mut i, mut l, mut sg, mut b, mut e, mut ps) = (
+            &mut ids.spare_capacity_mut()[..total],
+            &mut labels.spare_capacity_mut()[..total],
+            &mut segment.spare_capacity_mut()[..total],
+            &mut block.spare_capacity_mut()[..total],
+            &mut evict.spare_capacity_mut()[..total],
+            &mut pos.spare_capacity_mut()[..total],
+        );
+        fn cut<'a, T>(rest: &mut &'a mut [T], n: usize) -> &'a mut [T] {
+            let (head, tail) = std::mem::take(rest).split_at_mut(n);
+            *rest = tail;
+            head
+        }
+        let mut dests = Vec::new();
+        let mut s0 = 0;
+        while s0 < p.sequences() {
+            let (mut s1, mut n) = (s0, 0usize);
+            while s1 < p.sequences() && (s1 == s0 || (n as u64) < group_tokens) {
+                n += seq_tokens[s1] as usize;
+                s1 += 1;
+            }
+            dests.push(Dest {
+                seqs: s0..s1,
+                ids: cut(&mut i, n),
+                labels: cut(&mut l, n),
+                segment: cut(&mut sg, n),
+                block: cut(&mut b, n),
+                evict: cut(&mut e, n),
+                pos: cut(&mut ps, n),
+            });
+            s0 = s1;
+        }
+        fn put<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(v);
+            }
+        }
+        let fill = |d: Dest| {
+            let mut at = 0usize;
+            for s in d.seqs {
+                let seq_start = at;
+                for &r in seq_rows(s) {
+                    let (k, range) = &rows[r as usize];
+                    let (c, range) = (&parts[*k], range.clone());
+                    let to = at..at + range.len();
+                    put(&mut d.ids[to.clone()], &c.input_ids[range.clone()]);
+                    put(&mut d.labels[to.clone()], &c.labels[range.clone()]);
+                    put(&mut d.segment[to.clone()], &c.segment[range.clone()]);
+                    put(&mut d.block[to.clone()], &c.block_index[range.clone()]);
+                    for (o, &v) in d.evict[to.clone()].iter_mut().zip(&c.evict_at[range.clone()]) {
+                        o.write(if v == NEVER { NEVER } else { v + (at - seq_start) as i32 });
+                    }
+                    for (o, v) in d.pos[to].iter_mut().zip(0..) {
+                        o.write(v);
+                    }
+                    at += range.len();
+                }
+            }
+            // Every slot of the group's slices is written (the set_len below relies on it).
+            assert_eq!(at, d.ids.len(), "a group's rows fill its slices");
+        };
+        if threads == Some(1) {
+            dests.into_iter().for_each(fill);
+        } else {
+            dests.into_par_iter().for_each(fill);
+        }
+    }
+    // SAFETY: the groups' slices partition `0..total` of each vector's capacity and each group
+    // wrote every slot of its slices (asserted above: a group's rows add up to its length, and
+    // each row's token range is written in full in every column); a panic in a group unwinds
+    // past this point, leaving the vectors empty.
+    unsafe {
+        ids.set_len(total);
+        labels.set_len(total);
+        segment.set_len(total);
+        block.set_len(total);
+        evict.set_len(total);
+        pos.set_len(total);
     }
     let tok_offsets = OffsetBuffer::<i64>::from_lengths(seq_tokens.iter().map(|&l| l as usize));
     let row_offsets =

@@ -284,3 +284,164 @@ fn piece_cache_stays_exact_when_full() {
         assert!(list_i32(&out.batch, "input_ids", i) == want, "row {i}");
     }
 }
+
+#[test]
+fn runs_equal_token_by_token_labels_and_prompt() {
+    // Synthetic ranges in order (as any encoder of the text in order gives): tokens of 0 to 4
+    // bytes, some overlapping the previous one (a byte-level token splitting a character gets the
+    // character's range), so token boundaries fall anywhere around the layout's part boundaries.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    };
+    let mut covered = 0;
+    for case in 0..400 {
+        let sys = if case % 3 == 0 { 0..0 } else { 5..5 + rnd(8) as usize };
+        let p0 = sys.end + rnd(6) as usize;
+        let problem = p0..p0 + rnd(10) as usize;
+        let r0 = problem.end + 1 + rnd(6) as usize;
+        let response = r0..r0 + rnd(12) as usize;
+        let text_len = (response.end + IM_END.len() + 1) as u32;
+        let lay = Layout { sys: sys.clone(), problem: problem.clone(), response: response.clone() };
+        let (mut starts, mut ends, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pos = 0u32;
+        while pos < text_len {
+            let s = pos
+                .saturating_sub(if rnd(5) == 0 { rnd(3) as u32 } else { 0 })
+                .max(starts.last().copied().unwrap_or(0));
+            let e = (pos + rnd(5) as u32).min(text_len).max(s).max(ends.last().copied().unwrap_or(0));
+            starts.push(s);
+            ends.push(e);
+            ids.push(1000 + ids.len() as u32);
+            pos = e.max(pos + (rnd(4) != 0) as u32);
+        }
+        assert!(starts.is_sorted() && ends.is_sorted());
+        let first = ends.partition_point(|&e| e <= response.start as u32);
+        let mut runs = Columns::default();
+        let mut each = Columns::default();
+        labels_and_prompt(&ids, &starts, &ends, &lay, first, true, &mut runs);
+        labels_and_prompt(&ids, &starts, &ends, &lay, first, false, &mut each);
+        assert_eq!(runs.labels, each.labels, "case {case}: {lay:?} {starts:?} {ends:?}");
+        assert_eq!(runs.segment, each.segment, "case {case}: {lay:?} {starts:?} {ends:?}");
+        assert_eq!(runs.labels.len(), ids.len());
+        assert_eq!(runs.segment.len(), first);
+        covered += (runs.labels.contains(&IGNORE_INDEX)
+            && runs.labels.iter().any(|&l| l != IGNORE_INDEX)
+            && runs.segment.contains(&seg::PROMPT)
+            && runs.segment.contains(&seg::CHAT)) as usize;
+    }
+    // The generator reaches the interesting rows (both runs non-trivial) most of the time.
+    assert!(covered > 200, "{covered}");
+}
+
+#[test]
+fn parallel_packing_equals_the_rows() {
+    // Several parts (chunks of rows), rows of varied lengths with evictions, packed into many
+    // sequences; groups of a few sequences each, filled serially and in parallel.
+    let rows: Vec<(String, String)> = (0..60)
+        .map(|i| {
+            let mut r = String::from("<think>");
+            for j in 0..i % 7 {
+                r.push_str(&format!("<|block_start|>step {i} {j} {}<|block_end|>", "x ".repeat(i % 5)));
+                r.push_str(&format!("<|summary_start|>s{j}<|summary_end|>"));
+            }
+            r.push_str("</think>answer");
+            (format!("problem {i}"), r)
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = rows.iter().map(|(p, r)| (p.as_str(), r.as_str())).collect();
+    let enc = encoder(true);
+    let opts = ExportOptions { engine: EngineOptions { keep_last_k: 1, ..Default::default() }, ..Default::default() };
+    let p = LargeStringArray::from(pairs.iter().map(|r| r.0).collect::<Vec<_>>());
+    let r = LargeStringArray::from(pairs.iter().map(|r| r.1).collect::<Vec<_>>());
+    let (p, r) = (column_rows(&[&p]).unwrap(), column_rows(&[&r]).unwrap());
+    let cols = export_columns(enc, &opts, p.as_ref(), r.as_ref()).unwrap();
+    // The same rows as three parts.
+    let cut = |rows: Range<usize>| {
+        let before: usize = cols.lengths[..rows.start].iter().map(|&l| l as usize).sum();
+        let n: usize = cols.lengths[rows.clone()].iter().map(|&l| l as usize).sum();
+        let t = before..before + n;
+        Columns {
+            input_ids: cols.input_ids[t.clone()].to_vec(),
+            labels: cols.labels[t.clone()].to_vec(),
+            segment: cols.segment[t.clone()].to_vec(),
+            block_index: cols.block_index[t.clone()].to_vec(),
+            evict_at: cols.evict_at[t].to_vec(),
+            lengths: cols.lengths[rows].to_vec(),
+            fates: Vec::new(),
+        }
+    };
+    let parts = [cut(0..17), cut(17..18), cut(18..60)];
+    let lengths: Vec<u32> = cols.lengths.iter().map(|&l| l as u32).collect();
+    let cap = *lengths.iter().max().unwrap() + 40;
+    let packing = pack_ffd(&lengths, cap);
+    assert!(packing.sequences() > 8);
+    let want = pack::pack_grouped(&parts, &packing, Some(1), u64::MAX).unwrap();
+    for (threads, group) in [(Some(1), 1), (None, 1), (Some(2), 1), (Some(2), cap as u64 * 3), (None, 1 << 16)] {
+        assert_eq!(pack::pack_grouped(&parts, &packing, threads, group).unwrap(), want, "{threads:?} {group}");
+    }
+    // Each sequence's rows, split by seq_lens, are the rows (evict_at shifted, position_ids from 0).
+    let seq_lens = want.column_by_name("seq_lens").unwrap().as_list::<i64>();
+    let segs = want.column_by_name("segment").unwrap().as_list::<i64>();
+    let row_start = |i: usize| cols.lengths[..i].iter().map(|&l| l as usize).sum::<usize>();
+    for s in 0..packing.sequences() {
+        let lens = seq_lens.value(s);
+        let lens = lens.as_primitive::<arrow_array::types::Int32Type>().values();
+        let (ids, ev, pos) =
+            (list_i32(&want, "input_ids", s), list_i32(&want, "evict_at", s), list_i32(&want, "position_ids", s));
+        let (labels, blocks) = (list_i32(&want, "labels", s), list_i32(&want, "block_index", s));
+        let mut at = 0usize;
+        for (j, &row) in packing.rows[packing.offsets[s] as usize..packing.offsets[s + 1] as usize].iter().enumerate() {
+            let (r0, l) = (row_start(row as usize), cols.lengths[row as usize] as usize);
+            assert_eq!(lens[j] as usize, l);
+            assert_eq!(ids[at..at + l], cols.input_ids[r0..r0 + l]);
+            assert_eq!(labels[at..at + l], cols.labels[r0..r0 + l]);
+            assert_eq!(blocks[at..at + l], cols.block_index[r0..r0 + l]);
+            assert_eq!(
+                segs.value(s).as_primitive::<arrow_array::types::Int8Type>().values()[at..at + l],
+                cols.segment[r0..r0 + l]
+            );
+            let shifted: Vec<i32> =
+                cols.evict_at[r0..r0 + l].iter().map(|&v| if v == NEVER { NEVER } else { v + at as i32 }).collect();
+            assert_eq!(ev[at..at + l], shifted[..]);
+            assert_eq!(pos[at..at + l], (0..l as i32).collect::<Vec<_>>()[..]);
+            at += l;
+        }
+        assert_eq!(at, ids.len());
+    }
+    assert!(cols.evict_at.iter().any(|&v| v != NEVER), "the rows have evictions");
+}
+
+#[test]
+fn set_unset_equals_first_range_wins() {
+    // Random ranges (nested, overlapping, empty, past the end): the runs give what setting each
+    // unset token of each range in turn gives.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    };
+    for case in 0..300 {
+        let n = 1 + rnd(200) as usize;
+        let mut next: Vec<u32> = (0..=n as u32).collect();
+        let mut got = vec![NEVER; n];
+        let mut want = vec![NEVER; n];
+        for k in 0..rnd(12) {
+            let a = rnd(n as u64 + 2) as u32;
+            let b = (a + rnd(n as u64 / 2 + 2) as u32).min(n as u32);
+            let value = k as i32 + 1;
+            set_unset(&mut next, &mut got, a..b, value);
+            for t in a..b {
+                if want[t as usize] == NEVER {
+                    want[t as usize] = value;
+                }
+            }
+        }
+        assert_eq!(got, want, "case {case}");
+    }
+}
