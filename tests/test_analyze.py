@@ -235,6 +235,24 @@ def test_importing_the_package_chooses_jemalloc_before_pyarrow_loads(env, first,
     assert out.stdout.split() == [want] and "Unsupported backend" not in out.stderr
 
 
+@pytest.mark.parametrize(("env", "want"), [({}, "10000"), ({"MIMALLOC_PURGE_DELAY": "5"}, "5")])
+def test_importing_the_package_sets_the_cores_mimalloc_purge_delay(env, want):
+    """mimalloc (the core's allocator) reads the delay when the core loads: a user's value stands."""
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", "import mementos_fast"],
+        env={**environ, **env, "MIMALLOC_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    delays = {line.split(":")[1].strip() for line in out.stderr.splitlines() if "option 'purge_delay'" in line}
+    assert delays == {want}
+
+
 def test_analyze_takes_arrow_buffers_from_jemalloc_unless_told(monkeypatch):
     import pyarrow as pa
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import warnings
 
+# First: chooses pyarrow's memory pool and the core's mimalloc purge delay before either loads.
+import mementos_fast._allocator as _allocator  # noqa: F401
 import mementos_fast._core as _core
-from mementos_fast import (
-    _allocator,  # noqa: F401  (first: chooses pyarrow's memory pool before pyarrow loads)
-    errors,
-)
+from mementos_fast import errors
 from mementos_fast.compaction import (
     MODELS,
     KVShape,

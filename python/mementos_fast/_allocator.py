@@ -1,4 +1,6 @@
-"""pyarrow's memory pool for this process: jemalloc, chosen before pyarrow loads.
+"""Allocator choices made at import, before the libraries they concern load.
+
+pyarrow's memory pool for this process: jemalloc, chosen before pyarrow loads.
 
 Arrow reads ``ARROW_DEFAULT_MEMORY_POOL`` once, when ``libarrow`` loads, and every buffer it
 allocates (Parquet pages, decompression, the arrays it returns, C++-internal scratch) comes from
@@ -11,8 +13,16 @@ jemalloc keeps them (benches/bench_analyze_tokens.py compares ``analyze_tokenize
 Nothing is changed when the user chose a pool (the variable is set), when pyarrow is already
 loaded (too late: the choice would not apply), or when this pyarrow was built without jemalloc
 (its ``arrow/util/config.h`` says so; Arrow would print a warning for an unsupported backend).
-This module imports nothing heavy; importing it makes the choice, and ``mementos_fast/__init__.py``
-imports it before anything that imports pyarrow.
+The compiled core allocates with mimalloc. Each tokenized-export slice allocates its token
+columns (~20 bytes per token) and frees them once written; mimalloc purges freed memory after
+``MIMALLOC_PURGE_DELAY`` milliseconds, and the pages of the next slice are then faulted in and
+zeroed again by the kernel. :func:`retain_freed_memory` sets a 10 s delay (mimalloc reads the
+variable when the core's library loads; a user's setting stands): freed memory is reused for that
+long before it goes back to the OS (to compare, run benches/bench_export_tokenized.py with
+``MIMALLOC_PURGE_DELAY=1000``, mimalloc's default).
+
+This module imports nothing heavy; importing it makes the choices, and ``mementos_fast/__init__.py``
+imports it before anything that imports pyarrow or the compiled core.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ import sys
 from pathlib import Path
 
 VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+PURGE_DELAY = "MIMALLOC_PURGE_DELAY"
+PURGE_DELAY_MS = "10000"
 
 
 def pyarrow_has_jemalloc() -> bool:
@@ -65,4 +77,14 @@ def jemalloc_for_python_calls() -> None:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
+def retain_freed_memory() -> bool:
+    """Set ``MIMALLOC_PURGE_DELAY`` (10 s) for the compiled core's mimalloc when it has not loaded
+    yet and nobody chose a delay; whether it was set."""
+    if PURGE_DELAY in os.environ or "mementos_fast._core" in sys.modules:
+        return False
+    os.environ[PURGE_DELAY] = PURGE_DELAY_MS
+    return True
+
+
 prefer_jemalloc()
+retain_freed_memory()

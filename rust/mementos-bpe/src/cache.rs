@@ -24,9 +24,10 @@ fn u32_at(p: &[u8], i: usize) -> u64 {
     u32::from_le_bytes(p[i..i + 4].try_into().unwrap()) as u64
 }
 
-/// A piece of 2..=7 bytes as its little-endian bytes with the length in bits 56-58.
+/// A piece of 2..=7 bytes as its little-endian bytes with the length in bits 56-58 (never 0;
+/// no copy through memory: overlapping loads). Also keys mementos-export's piece cache.
 #[inline(always)]
-fn key7(p: &[u8]) -> u64 {
+pub fn key7(p: &[u8]) -> u64 {
     let n = p.len();
     let bytes = if n >= 4 {
         // Overlapping loads: the shared bytes are the same, so OR gives the exact value.

@@ -31,6 +31,7 @@ use serde_json::Value;
 use thread_local::ThreadLocal;
 use unicode_normalization_alignments::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
+pub use cache::key7;
 pub use pretok::Pattern;
 
 /// Why a `tokenizer.json` cannot be loaded.

@@ -16,16 +16,19 @@
 //! Anything uncertain falls back to the uncached exact path: the ids are always `FastBpe`'s.
 //!
 //! The cache keeps each piece's tokens as (id, byte length) pairs, checked once when the piece is
-//! added, so a hit pushes ids and byte ranges without looking token lengths up. Pieces of up to
-//! 16 bytes (nearly all of natural text and code) are keyed inline, as mementos-bpe's counting
-//! tables are: their bytes in two `u64` plus the length, one probe of an open-addressing table and
-//! no byte comparison loop; longer pieces go to a hash map.
+//! added, so a hit pushes ids and byte ranges without looking token lengths up; a piece that is
+//! one token (most of them) keeps its id in its slot, with no second read. Pieces of up to 16
+//! bytes (nearly all of natural text and code) are keyed inline, without copying them through
+//! memory: a single byte indexes a 256-entry array, 2 to 7 bytes are one `u64`
+//! ([`mementos_bpe::key7`], the key of mementos-bpe's counting tables) in 16-byte slots, 8 to 16
+//! bytes their first and last 8 bytes plus the length; one probe of an open-addressing table and
+//! no byte comparison loop. Longer pieces go to a hash map.
 
 use std::cell::RefCell;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use mementos_bpe::pretok::{Pattern, Pieces};
-use mementos_bpe::{is_nfc_fast, FastBpe};
+use mementos_bpe::{is_nfc_fast, key7, FastBpe};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use thread_local::ThreadLocal;
@@ -41,105 +44,198 @@ const ARENA_CAPACITY: usize = 4 * CAPACITY;
 /// Longest piece keyed inline.
 const SHORT: usize = 16;
 const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+/// `Hit::n` of a piece that is one token whose id is `Hit::at` (no arena read).
+const ONE: u8 = 0;
 
-/// A cached piece of 1..=16 bytes: its bytes (`lo` the first 8, zero padded, `hi` the last 8 when
-/// longer than 8, else 0: exact given the length), its length (0: empty slot), and its tokens,
-/// `arena[at..at + n]`.
+/// A cached piece's tokens: `n` tokens at `arena[at..at + n]`, or the single token `at` when
+/// `n == ONE` (its byte length is the piece's).
 #[derive(Clone, Copy, Default)]
-struct Slot {
+struct Hit {
+    at: u32,
+    n: u8,
+}
+
+/// A cached piece of 2..=7 bytes: `mementos_bpe::key7` of its bytes (0: empty slot). 16 bytes.
+#[derive(Clone, Copy, Default)]
+struct Slot7 {
+    key: u64,
+    hit: Hit,
+}
+
+/// A cached piece of 8..=16 bytes: its first and last 8 bytes (overlapping: exact given the
+/// length) and its length (0: empty slot).
+#[derive(Clone, Copy, Default)]
+struct Slot16 {
     lo: u64,
     hi: u64,
     len: u8,
-    n: u8,
-    at: u32,
+    hit: Hit,
 }
 
 #[inline(always)]
-fn short_key(p: &[u8]) -> (u64, u64) {
-    let n = p.len();
-    if n >= 8 {
-        let lo = u64::from_le_bytes(p[..8].try_into().unwrap());
-        let hi = u64::from_le_bytes(p[n - 8..].try_into().unwrap());
-        (lo, hi)
-    } else {
-        let mut b = [0u8; 8];
-        b[..n].copy_from_slice(p);
-        (u64::from_le_bytes(b), 0)
+fn u64_at(p: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(p[i..i + 8].try_into().unwrap())
+}
+
+#[inline(always)]
+fn slot_of(h: u64, size: usize) -> usize {
+    (h >> (64 - size.trailing_zeros())) as usize
+}
+
+/// Open addressing with linear probing over a power of two slots, at most half full.
+trait Keyed: Copy + Default {
+    fn empty(&self) -> bool;
+    fn hash(&self) -> u64;
+}
+
+impl Keyed for Slot7 {
+    fn empty(&self) -> bool {
+        self.key == 0
+    }
+    #[inline(always)]
+    fn hash(&self) -> u64 {
+        self.key.wrapping_mul(MUL)
+    }
+}
+
+impl Keyed for Slot16 {
+    fn empty(&self) -> bool {
+        self.len == 0
+    }
+    #[inline(always)]
+    fn hash(&self) -> u64 {
+        let h = (self.lo ^ self.len as u64).wrapping_mul(MUL) ^ self.hi.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        h ^ (h >> 32)
+    }
+}
+
+/// The slot holding `key` (compared by `same`) or the empty slot where it goes.
+#[inline(always)]
+fn probe<S: Keyed>(table: &[S], key: &S, same: impl Fn(&S) -> bool) -> usize {
+    let mask = table.len() - 1;
+    let mut i = slot_of(key.hash(), table.len());
+    loop {
+        let s = &table[i];
+        if s.empty() || same(s) {
+            return i;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+/// Double `table` when one more entry would make it more than half full.
+fn grow<S: Keyed>(table: &mut Vec<S>, held: usize) {
+    if 2 * (held + 1) <= table.len() {
+        return;
+    }
+    let old = std::mem::replace(table, vec![S::default(); 2 * table.len()]);
+    for s in old.into_iter().filter(|s| !s.empty()) {
+        let i = probe(table, &s, |_| false);
+        table[i] = s;
     }
 }
 
 /// One thread's cache of piece -> tokens (id, byte length).
 struct Local {
-    /// Open addressing with linear probing, a power of two slots, at most half full.
-    short: Vec<Slot>,
-    long: FxHashMap<Box<[u8]>, (u32, u32)>,
-    /// Pieces held (short and long).
+    /// Single bytes: the token id, `u32::MAX` when not seen yet.
+    t1: Box<[u32; 256]>,
+    t7: Vec<Slot7>,
+    t16: Vec<Slot16>,
+    long: FxHashMap<Box<[u8]>, Hit>,
+    /// Pieces held in t7 / t16 and long.
+    held7: usize,
+    held16: usize,
     len: usize,
+    /// Tokens of the pieces of more than one token.
     arena: Vec<(u32, u32)>,
 }
 
 impl Default for Local {
     fn default() -> Self {
-        Local { short: vec![Slot::default(); 1 << 12], long: FxHashMap::default(), len: 0, arena: Vec::new() }
+        Local {
+            t1: Box::new([u32::MAX; 256]),
+            t7: vec![Slot7::default(); 1 << 12],
+            t16: vec![Slot16::default(); 1 << 10],
+            long: FxHashMap::default(),
+            held7: 0,
+            held16: 0,
+            len: 0,
+            arena: Vec::new(),
+        }
     }
 }
 
 impl Local {
+    /// Where the tokens of a cached piece are.
     #[inline(always)]
-    fn probe(&self, lo: u64, hi: u64, len: u8) -> usize {
-        let mask = self.short.len() - 1;
-        let h = (lo ^ len as u64).wrapping_mul(MUL) ^ hi.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-        let mut i = ((h ^ (h >> 29)) as usize) & mask;
-        loop {
-            let s = &self.short[i];
-            if s.len == 0 || (s.len == len && s.lo == lo && s.hi == hi) {
-                return i;
-            }
-            i = (i + 1) & mask;
+    fn get(&self, p: &[u8]) -> Option<Hit> {
+        let n = p.len();
+        if n == 1 {
+            let id = self.t1[p[0] as usize];
+            return (id != u32::MAX).then_some(Hit { at: id, n: ONE });
         }
+        if n <= 7 {
+            let key = Slot7 { key: key7(p), hit: Hit::default() };
+            let s = &self.t7[probe(&self.t7, &key, |s| s.key == key.key)];
+            return (!s.empty()).then_some(s.hit);
+        }
+        if n <= SHORT {
+            let key = Slot16 { lo: u64_at(p, 0), hi: u64_at(p, n - 8), len: n as u8, hit: Hit::default() };
+            let s = &self.t16[probe(&self.t16, &key, |s| s.len == key.len && s.lo == key.lo && s.hi == key.hi)];
+            return (!s.empty()).then_some(s.hit);
+        }
+        self.long.get(p).copied()
     }
 
-    /// The tokens of a cached piece.
+    /// The tokens (id, byte length) of a hit.
     #[inline(always)]
-    fn get(&self, p: &[u8]) -> Option<&[(u32, u32)]> {
-        let (at, n) = if p.len() <= SHORT {
-            let (lo, hi) = short_key(p);
-            let s = &self.short[self.probe(lo, hi, p.len() as u8)];
-            if s.len == 0 {
-                return None;
-            }
-            (s.at, s.n as u32)
-        } else {
-            *self.long.get(p)?
-        };
-        Some(&self.arena[at as usize..(at + n) as usize])
+    fn tokens(&self, hit: Hit) -> &[(u32, u32)] {
+        &self.arena[hit.at as usize..hit.at as usize + hit.n as usize]
     }
 
     /// Remember the tokens of a piece not held (emptying the cache first when it is full).
     fn insert(&mut self, p: &[u8], tokens: &[(u32, u32)]) {
+        if tokens.is_empty() || tokens.len() > u8::MAX as usize {
+            return;
+        }
         if self.len >= CAPACITY || self.arena.len() + tokens.len() > ARENA_CAPACITY {
-            self.short.fill(Slot::default());
+            self.t1.fill(u32::MAX);
+            self.t7.fill(Slot7::default());
+            self.t16.fill(Slot16::default());
             self.long.clear();
             self.arena.clear();
             self.len = 0;
+            self.held7 = 0;
+            self.held16 = 0;
         }
-        let at = self.arena.len() as u32;
-        if p.len() <= SHORT && tokens.len() <= u8::MAX as usize {
-            if 2 * (self.len + 1) > self.short.len() {
-                let bigger = vec![Slot::default(); 2 * self.short.len()];
-                let old = std::mem::replace(&mut self.short, bigger);
-                for s in old.into_iter().filter(|s| s.len != 0) {
-                    let i = self.probe(s.lo, s.hi, s.len);
-                    self.short[i] = s;
-                }
-            }
-            let (lo, hi) = short_key(p);
-            let i = self.probe(lo, hi, p.len() as u8);
-            self.short[i] = Slot { lo, hi, len: p.len() as u8, n: tokens.len() as u8, at };
+        let hit = if let [(id, _)] = tokens {
+            Hit { at: *id, n: ONE }
         } else {
-            self.long.insert(p.into(), (at, tokens.len() as u32));
+            let at = self.arena.len() as u32;
+            self.arena.extend_from_slice(tokens);
+            Hit { at, n: tokens.len() as u8 }
+        };
+        let n = p.len();
+        if n == 1 {
+            if hit.n != ONE {
+                return; // a byte is one token in byte-level BPE; anything else is not cached
+            }
+            self.t1[p[0] as usize] = hit.at;
+        } else if n <= 7 {
+            grow(&mut self.t7, self.held7);
+            let key = Slot7 { key: key7(p), hit };
+            let i = probe(&self.t7, &key, |s| s.key == key.key);
+            self.t7[i] = key;
+            self.held7 += 1;
+        } else if n <= SHORT {
+            grow(&mut self.t16, self.held16);
+            let key = Slot16 { lo: u64_at(p, 0), hi: u64_at(p, n - 8), len: n as u8, hit };
+            let i = probe(&self.t16, &key, |s| s.len == key.len && s.lo == key.lo && s.hi == key.hi);
+            self.t16[i] = key;
+            self.held16 += 1;
+        } else {
+            self.long.insert(p.into(), hit);
         }
-        self.arena.extend_from_slice(tokens);
         self.len += 1;
     }
 }
@@ -215,8 +311,21 @@ impl PieceCache {
                 let base = g.as_ptr() as usize;
                 for piece in Pieces::new(g, self.pattern) {
                     let mut pos = (from + (piece.as_ptr() as usize - base)) as u32;
-                    let tokens = match cache.get(piece) {
-                        Some(hit) => hit,
+                    let n = piece.len() as u32;
+                    match cache.get(piece) {
+                        Some(Hit { at: id, n: ONE }) => {
+                            ids.push(id);
+                            starts.push(pos);
+                            ends.push(pos + n);
+                        }
+                        Some(hit) => {
+                            for &(id, l) in cache.tokens(hit) {
+                                ids.push(id);
+                                starts.push(pos);
+                                pos += l;
+                                ends.push(pos);
+                            }
+                        }
                         None => {
                             // SAFETY of the cut: pieces are made of whole characters of `g`.
                             let Ok(s) = std::str::from_utf8(piece) else {
@@ -244,14 +353,13 @@ impl PieceCache {
                             if piece.len() < MAX_CACHED {
                                 cache.insert(piece, &fresh);
                             }
-                            &fresh[..]
+                            for &(id, l) in &fresh {
+                                ids.push(id);
+                                starts.push(pos);
+                                pos += l;
+                                ends.push(pos);
+                            }
                         }
-                    };
-                    for &(id, l) in tokens {
-                        ids.push(id);
-                        starts.push(pos);
-                        pos += l;
-                        ends.push(pos);
                     }
                 }
                 true

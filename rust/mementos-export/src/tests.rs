@@ -266,7 +266,8 @@ fn piece_cache_stays_exact_when_full() {
     let mut rows: Vec<String> = Vec::new();
     let mut row = String::new();
     for i in 0..n {
-        row.push_str(&word(i, if i % 5 == 0 { 17 + i % 23 } else { 3 + i % 6 }));
+        // Pieces of 2 to 16 bytes (a space and 1 to 15 letters: both inline tables) and longer.
+        row.push_str(&word(i, if i % 5 == 0 { 17 + i % 23 } else { 1 + i % 15 }));
         if row.len() > 200_000 {
             rows.push(std::mem::take(&mut row));
         }
