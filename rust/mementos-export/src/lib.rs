@@ -801,6 +801,14 @@ fn concat(parts: Vec<Columns>) -> Columns {
     Columns { input_ids, labels, segment, block_index, evict_at, lengths, fates }
 }
 
+/// Copy `src` into the uninitialized `dst` (of the same length): every slot of `dst` is written.
+pub(crate) fn put<T: Copy>(dst: &mut [std::mem::MaybeUninit<T>], src: &[T]) {
+    debug_assert_eq!(dst.len(), src.len());
+    for (d, &v) in dst.iter_mut().zip(src) {
+        d.write(v);
+    }
+}
+
 /// `pieces` joined into one vector, each piece copied by a rayon task (on the current pool) into
 /// its slice of the new vector's uninitialized capacity.
 fn join_slices<T: Copy + Send + Sync>(pieces: &[&[T]]) -> Vec<T> {
@@ -813,11 +821,7 @@ fn join_slices<T: Copy + Send + Sync>(pieces: &[&[T]]) -> Vec<T> {
         dests.push((head, p));
         rest = tail;
     }
-    dests.into_par_iter().for_each(|(d, s)| {
-        for (o, &v) in d.iter_mut().zip(s) {
-            o.write(v);
-        }
-    });
+    dests.into_par_iter().for_each(|(d, s)| put(d, s));
     // SAFETY: the destinations partition `0..total` of the capacity, each as long as its piece,
     // and each was written in full above (a panicking task unwinds past this point).
     unsafe { all.set_len(total) };

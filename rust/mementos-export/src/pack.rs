@@ -18,7 +18,7 @@ use mementos_core::CoreError;
 
 use rayon::prelude::*;
 
-use crate::{list_field, token_fields, Columns, NEVER};
+use crate::{list_field, put, token_fields, Columns, NEVER};
 
 /// Rows grouped into sequences: `rows[offsets[s]..offsets[s + 1]]` are sequence `s`'s rows, in
 /// input order.
@@ -199,11 +199,6 @@ pub(crate) fn pack_grouped(
                 pos: cut(&mut ps, n),
             });
             s0 = s1;
-        }
-        fn put<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                d.write(v);
-            }
         }
         let fill = |d: Dest| {
             let mut at = 0usize;

@@ -285,18 +285,22 @@ fn piece_cache_stays_exact_when_full() {
     }
 }
 
+/// A deterministic generator of numbers below `m` (xorshift64 from a nonzero `seed`).
+fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
+    move |m| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    }
+}
+
 #[test]
 fn runs_equal_token_by_token_labels_and_prompt() {
     // Synthetic ranges in order (as any encoder of the text in order gives): tokens of 0 to 4
     // bytes, some overlapping the previous one (a byte-level token splitting a character gets the
     // character's range), so token boundaries fall anywhere around the layout's part boundaries.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = |m: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % m
-    };
+    let mut rnd = xorshift(0x2545_f491_4f6c_dd1du64);
     let mut covered = 0;
     for case in 0..400 {
         let sys = if case % 3 == 0 { 0..0 } else { 5..5 + rnd(8) as usize };
@@ -419,13 +423,7 @@ fn parallel_packing_equals_the_rows() {
 fn set_unset_equals_first_range_wins() {
     // Random ranges (nested, overlapping, empty, past the end): the runs give what setting each
     // unset token of each range in turn gives.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = |m: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % m
-    };
+    let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15u64);
     for case in 0..300 {
         let n = 1 + rnd(200) as usize;
         let mut next: Vec<u32> = (0..=n as u32).collect();
