@@ -519,6 +519,44 @@ def test_backends_agree(corpus, qwen):
     assert a.equals(b)
 
 
+def test_a_verified_file_is_loaded_by_rust_alone(corpus, qwen, monkeypatch, tmp_path):
+    """``"qwen3"`` (a file in VERIFIED_FAST_FILES) gives the compiled exporter straight from the
+    file, with no tokenizer loaded in Python, and the same delimiter ids and rows; another file is
+    loaded (and checked) in Python."""
+    d = _qwen_files()
+    from mementos_fast.export import formats
+
+    table = _table(corpus)
+    want = ex.transform_table(table, "tokenized", tokenizer=qwen, stage2_keep_last_k=1)
+    want_ids = mf.load_tokenizer(qwen).ids
+    loads: list = []
+    real_loaded = formats._loaded
+    monkeypatch.setattr(formats, "_EXPORTERS", {})
+    monkeypatch.setattr(formats, "_loaded", lambda spec: loads.append(spec) or real_loaded(spec))
+    for spec in ("qwen3", d / "tokenizer.json", str(d)):
+        exp = ex.exporter(spec)
+        assert exp.backend == "fast" and exp.delimiter_ids == want_ids
+        assert ex.transform_table(table, "tokenized", tokenizer=spec, stage2_keep_last_k=1).equals(want)
+    m = ex.export_sft(table, tmp_path / "o", "tokenized", tokenizer="qwen3", stage2_keep_last_k=1)
+    assert (
+        m["tokenizer"] == str(mf.qwen3_tokenizer_path())
+        and m["delimiter_ids"] == want_ids
+        and m["tokenizer_backend"] == "fast"
+    )
+    assert (
+        pq.read_table(tmp_path / "o")
+        .column("input_ids")
+        .equals(want.column("input_ids").cast(pa.large_list(pa.int32())))
+    )
+    assert loads == []
+    # The same tokenizer in other bytes is not a verified file: loaded in Python, same rows.
+    other = tmp_path / "tokenizer.json"
+    other.write_text(json.dumps(json.loads((d / "tokenizer.json").read_text()), indent=1))
+    assert ex.transform_table(table, "tokenized", tokenizer=other, stage2_keep_last_k=1).equals(want)
+    assert loads == [other]
+    assert ex.exporter("qwen3", "hf").backend == "hf" and loads == [other, "qwen3"]
+
+
 # ------------------------------------------------------------------------------------------------
 # max_length
 # ------------------------------------------------------------------------------------------------

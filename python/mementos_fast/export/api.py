@@ -24,10 +24,10 @@ from mementos_fast.export.formats import (
     METADATA,
     _chatml_column,
     _large,
-    _loaded,
     _messages_column,
     _tokenized,
     exporter,
+    tokenizer_name,
 )
 from mementos_fast.export.labels import EVICT_NEVER, IGNORE_INDEX, SEGMENTS
 from mementos_fast.export.sinks import ExportSink, _WriteBehind
@@ -184,8 +184,7 @@ def export_sft(
     (sequences x max_length)).
     """
     opts = _options(options, format, fields)
-    loaded = _loaded(opts.tokenizer) if opts.format == "tokenized" else None
-    tok = exporter(loaded) if loaded is not None else None
+    tok = exporter(opts.tokenizer) if opts.format == "tokenized" else None
     # Each batch is exported with the compiled exporter, loaded once here.
     batch_opts = dataclasses.replace(opts, tokenizer=tok)
     tokens_written = sequences = 0
@@ -225,7 +224,7 @@ def export_sft(
             "format": opts.format,
             "output": sink.output,
             "source": str(source) if source is not None else "built-in sample",
-            **_options_manifest(opts, loaded, tok, tokens_written, sequences, rows_read - rows_dropped),
+            **_options_manifest(opts, tok, tokens_written, sequences, rows_read - rows_dropped),
             "rows_read": rows_read,
             "rows_dropped": rows_dropped,
             "dropped": dict(sorted(drops.items())),
@@ -242,7 +241,7 @@ def export_sft(
 
 
 def _options_manifest(
-    opts: ExportOptions, loaded: Any, tok: Any, tokens_written: int, sequences: int, rows_kept: int
+    opts: ExportOptions, tok: Any, tokens_written: int, sequences: int, rows_kept: int
 ) -> dict[str, Any]:
     """The manifest's record of the options that applied, with the tokenized format's tokenizer,
     codes and token count, and the packing's figures."""
@@ -253,16 +252,16 @@ def _options_manifest(
         **({"max_length": max_length, "overflow": opts.overflow} if max_length is not None else {}),
         **(
             {
-                "tokenizer": loaded.name,
-                "tokenizer_backend": tok.backend if tok is not None else None,
-                "delimiter_ids": loaded.ids,
+                "tokenizer": tokenizer_name(opts.tokenizer),
+                "tokenizer_backend": tok.backend,
+                "delimiter_ids": tok.delimiter_ids,
                 "segments": list(SEGMENTS),
                 "ignore_index": IGNORE_INDEX,
                 "evict_never": EVICT_NEVER,
                 "stage2": asdict(opts.rules),
                 "tokens_written": tokens_written,
             }
-            if loaded is not None
+            if tok is not None
             else {}
         ),
         **(

@@ -42,7 +42,7 @@ use mementos_core::CoreError;
 use mementos_core::{column_rows, Rows};
 use rayon::prelude::*;
 use serde_json::Value;
-use tokenizers::Tokenizer;
+use tokenizers::{AddedToken, Tokenizer};
 
 pub use pack::{pack_columns, pack_ffd, packed_schema, Packing};
 
@@ -181,6 +181,8 @@ pub enum RowFate {
 pub struct Encoder {
     fast: Option<FastBpe>,
     hf: Tokenizer,
+    /// The id of each delimiter, in `Delim::ALL` order.
+    delimiter_ids: [u32; 6],
     /// Byte length of each id's token (byte-level BPE), `u32::MAX` when unknown.
     token_len: Vec<u32>,
     im_end: u32,
@@ -226,8 +228,14 @@ impl Encoder {
                 _ => Err(ExportError::NotOneToken(s.to_string())),
             }
         };
-        for d in Delim::ALL {
-            one(d.text())?;
+        let mut delimiter_ids = [0u32; 6];
+        for (slot, d) in delimiter_ids.iter_mut().zip(Delim::ALL) {
+            *slot = one(d.text())?;
+        }
+        let mut distinct = delimiter_ids;
+        distinct.sort_unstable();
+        if distinct.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ExportError::Tokenizer(format!("two delimiters share an id: {delimiter_ids:?}")));
         }
         one("<|im_start|>")?;
         let im_end = one("<|im_end|>")?;
@@ -247,7 +255,36 @@ impl Encoder {
             }
             None => None,
         };
-        Ok(Encoder { fast, hf, token_len, im_end, fast_refused, pieces })
+        Ok(Encoder { fast, hf, delimiter_ids, token_len, im_end, fast_refused, pieces })
+    }
+
+    /// Load a `tokenizer.json` file's text as it is on disk: the delimiters it lacks are
+    /// registered first, as special added tokens appended after its vocabulary (what
+    /// `mementos_fast.load_tokenizer` does, with the same flags, so the ids are the same), then
+    /// [`Encoder::load`]. Nothing is loaded in Python. `mementos_fast` uses it only for files whose
+    /// exactness its test suite checks (`VERIFIED_FAST_FILES`): the other checks of
+    /// `load_tokenizer` (added tokens' flags, additive pieces) are not repeated here.
+    pub fn load_file_json(json: &str, backend: &str) -> Result<Encoder, ExportError> {
+        let mut hf = Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+        let present: std::collections::HashSet<String> =
+            hf.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
+        let missing: Vec<AddedToken> = Delim::ALL
+            .iter()
+            .filter(|d| !present.contains(d.text()))
+            .map(|d| AddedToken::from(d.text(), true).single_word(false).lstrip(false).rstrip(false).normalized(false))
+            .collect();
+        if missing.is_empty() {
+            return Encoder::load(json, backend);
+        }
+        hf.add_special_tokens(missing).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+        let json = hf.to_string(false).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+        drop(hf);
+        Encoder::load(&json, backend)
+    }
+
+    /// The id of each delimiter, in `Delim::ALL` order.
+    pub fn delimiter_ids(&self) -> [u32; 6] {
+        self.delimiter_ids
     }
 
     /// `"fast"` (mementos-bpe) or `"hf"` (the tokenizers crate).

