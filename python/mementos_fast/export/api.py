@@ -62,7 +62,9 @@ def transform_table(
     malformed trace), ``prompt_too_long`` (the prompt alone reaches ``max_length``: every label
     would be masked), ``too_long`` (``overflow="drop"``), ``invalid_utf8`` (tokenized format: the
     problem or response bytes are not UTF-8, which Arrow arrays built from raw buffers or imported
-    through the C data interface may hold). ``truncated_rows`` counts kept rows cut
+    through the C data interface may hold), ``tokenizer_error`` (tokenized format: the ``tokenizers``
+    crate refused the row's text, as a word-level model without an unknown token does on a word
+    outside its vocabulary). ``truncated_rows`` counts kept rows cut
     to ``max_length``.
 
     Tokenized format only: the engine's rules (:attr:`ExportOptions.rules`, FORMAT.md section 5)

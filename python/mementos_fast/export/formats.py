@@ -171,7 +171,7 @@ def tokenizer_name(tokenizer: Any) -> str:
 
 
 #: Fate codes the compiled export returns per input row (index = code).
-_FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long", "invalid_utf8")
+_FATES = ("kept", "truncated_rows", "null_text", "prompt_too_long", "too_long", "invalid_utf8", "tokenizer_error")
 
 
 def _tokenized(

@@ -345,9 +345,9 @@ class ExportSink:
             return manifest
         if self.output == "parquet":
             self._close_shard()
-            if self._writer is None and not self.files and self._schema is not None:
+            if not self.files and self._schema is not None:
                 self._open_empty()  # no rows: one empty shard with the schema (pyarrow)
-            self._close_shard()
+                self._close_shard()
             manifest.update(rows_written=self.rows, bytes_written=self.bytes, files=list(self.files))
             atomic.write_json(self._tmp() / "_manifest.json", manifest)
         else:

@@ -174,6 +174,10 @@ pub enum RowFate {
     /// array imported through the C data interface is not validated by its producer): the row
     /// is dropped and counted, never tokenized as something else.
     InvalidUtf8,
+    /// The `tokenizers` crate refused the row's ChatML text (a model without an unknown token
+    /// meeting a word outside its vocabulary, say; never with a byte-level BPE): the row is
+    /// dropped and counted.
+    TokenizerError,
 }
 
 /// A tokenizer loaded for the export: the exact fast BPE when it supports the tokenizer, and
@@ -305,7 +309,14 @@ impl Encoder {
     /// `starts` and `ends` are non-decreasing (always on the fast paths, whose ranges are the
     /// tokens' bytes in text order; checked on the `tokenizers` path, whose offsets come from the
     /// normalization's alignments): [`export_row`] then finds its boundaries by binary search.
-    fn encode(&self, text: &str, ids: &mut Vec<u32>, starts: &mut Vec<u32>, ends: &mut Vec<u32>) -> bool {
+    /// An error when the `tokenizers` crate refuses the text.
+    fn encode(
+        &self,
+        text: &str,
+        ids: &mut Vec<u32>,
+        starts: &mut Vec<u32>,
+        ends: &mut Vec<u32>,
+    ) -> Result<bool, tokenizers::Error> {
         ids.clear();
         starts.clear();
         ends.clear();
@@ -314,7 +325,7 @@ impl Encoder {
                 && ends.last().is_none_or(|&e| e as usize == text.len())
             {
                 debug_assert!(starts.is_sorted() && ends.is_sorted());
-                return true;
+                return Ok(true);
             }
             ids.clear();
             starts.clear();
@@ -335,22 +346,19 @@ impl Encoder {
                 ends.push(pos as u32);
             }
             if ok && pos == text.len() as u64 {
-                return true;
+                return Ok(true);
             }
             ids.clear();
             starts.clear();
             ends.clear();
         }
-        let enc = match self.hf.encode(text, false) {
-            Ok(e) => e,
-            Err(e) => panic!("tokenizers failed to encode a text of {} bytes: {e}", text.len()),
-        };
+        let enc = self.hf.encode(text, false)?;
         ids.extend_from_slice(enc.get_ids());
         for &(s, e) in enc.get_offsets() {
             starts.push(s as u32);
             ends.push(e as u32);
         }
-        starts.is_sorted() && ends.is_sorted()
+        Ok(starts.is_sorted() && ends.is_sorted())
     }
 }
 
@@ -576,7 +584,9 @@ fn export_row(
 ) -> RowFate {
     let lay = build_text(&mut sc.text, opts.system_prompt.as_deref(), problem, response);
     let Scratch { text, ids, starts, ends, delims, plan, delim_token, delim_block, stack, next } = sc;
-    let in_order = enc.encode(text, ids, starts, ends);
+    let Ok(in_order) = enc.encode(text, ids, starts, ends) else {
+        return RowFate::TokenizerError;
+    };
     let n = ids.len();
     let resp_at = lay.response.start as u32;
 

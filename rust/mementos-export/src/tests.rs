@@ -53,7 +53,7 @@ fn a_file_loaded_as_it_is_on_disk_gets_the_same_delimiter_ids_and_encoding() {
     let want = hf().encode(text, false).unwrap().get_ids().to_vec();
     for enc in [&from_file, &again] {
         let (mut ids, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
-        enc.encode(text, &mut ids, &mut starts, &mut ends);
+        enc.encode(text, &mut ids, &mut starts, &mut ends).unwrap();
         assert_eq!(ids, want);
     }
     assert!(Encoder::load_file_json("{", "auto").is_err());
@@ -226,6 +226,32 @@ fn ffd_packs_every_row_once() {
     }
     let total: u64 = lengths.iter().map(|&l| l as u64).sum();
     assert!(p.sequences() as u64 <= total.div_ceil(1000) * 11 / 9 + 1);
+}
+
+#[test]
+fn a_row_tokenizers_refuses_is_its_own_fate() {
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+    // A word-level model whose unknown token is not in its vocabulary: `tokenizers` refuses any
+    // text with a word outside it.
+    let words = ["user", "assistant", "hello", "world"];
+    let vocab = words.iter().enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect();
+    let model = WordLevel::builder().vocab(vocab).unk_token("<unk>".into()).build().unwrap();
+    let mut tok = Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(Whitespace {}));
+    let specials = Delim::ALL.iter().map(|d| d.text()).chain(["<|im_start|>", "<|im_end|>"]);
+    let _ = tok.add_special_tokens(specials.map(|t| AddedToken::from(t, true)).collect::<Vec<_>>());
+    let enc = Encoder::load(&tok.to_string(false).unwrap(), "auto").unwrap();
+    assert_eq!(enc.backend(), "hf");
+    let rows = [("hello", "world"), ("hello", "zebra"), ("world", "<think>hello</think>")];
+    let plain = run(&rows, &enc, &ExportOptions::default());
+    assert_eq!(plain.fates, vec![RowFate::Kept, RowFate::TokenizerError, RowFate::Kept]);
+    assert_eq!(plain.batch.num_rows(), 2);
+    let p = LargeStringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+    let r = LargeStringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
+    let (packed, packing) = export_packed(&enc, &ExportOptions::default(), &[&p], &[&r], 64).unwrap();
+    assert_eq!(packed.fates, plain.fates);
+    assert_eq!(packing.rows.len(), 2);
 }
 
 #[test]

@@ -82,6 +82,7 @@ fn fate_code(f: &RowFate) -> i8 {
         RowFate::PromptTooLong => 3,
         RowFate::TooLong => 4,
         RowFate::InvalidUtf8 => 5,
+        RowFate::TokenizerError => 6,
     }
 }
 
