@@ -158,13 +158,11 @@ def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl):
         assert result["ids"] == want
 
 
-@pytest.mark.parametrize("statistics", ["all_columns", "flat_columns", "polars", "polars_1mib_pages"])
+@pytest.mark.parametrize("statistics", ["all_columns", "flat_columns", "polars"])
 def test_parquet_write_statistics(benchmark, tok_corpus, tmp_path, statistics):
     """Writing one tokenized table to zstd Parquet: pyarrow with min/max statistics on every
     column (its default) against the pyarrow sink's choice (the flat columns only), and the sink's
-    polars writer (statistics on every column; what ``parquet_engine="auto"`` uses) with its data
-    pages (``sinks.POLARS_PAGE_BYTES``) and with polars' default 1 MiB pages. ``extra_info``
-    has the file's size."""
+    polars writer (statistics on every column; what ``parquet_engine="auto"`` uses)."""
     table = ex.transform_table(tok_corpus, "tokenized", tokenizer=ex.exporter(_qwen()), stage2_keep_last_k=1)
     options = dict(sinks._PARQUET_OPTIONS) if statistics == "all_columns" else sinks._parquet_options(table.schema)
     benchmark.group = "export/tokenized/parquet_write"
@@ -172,21 +170,19 @@ def test_parquet_write_statistics(benchmark, tok_corpus, tmp_path, statistics):
     baseline = statistics == "all_columns"
     benchmark.extra_info.update(impl=statistics, bytes=table.nbytes, tokens=tokens, baseline=baseline)
     path = tmp_path / "t.parquet"
-    if statistics.startswith("polars"):
+    if statistics == "polars":
         pytest.importorskip("polars")
-        page = 1 << 20 if statistics == "polars_1mib_pages" else sinks.POLARS_PAGE_BYTES
 
         def run():
-            sinks.write_parquet_polars([table], path, page_bytes=page)
+            sinks.write_parquet_polars([table], path)
     else:
 
         def run():
             pq.write_table(table, path, row_group_size=table.num_rows, **options)
 
     benchmark.pedantic(run, rounds=3, iterations=1)
-    benchmark.extra_info["file_bytes"] = path.stat().st_size
     got = pq.read_table(path)
-    if statistics.startswith("polars"):  # polars' list items are "element" and its strings large_string
+    if statistics == "polars":  # polars' list items are "element" and its strings large_string
         got = got.cast(table.schema)
     assert got.equals(table)
 

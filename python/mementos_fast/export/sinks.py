@@ -81,11 +81,6 @@ def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
 #: row group per buffered table.
 POLARS_SHARD_BYTES = 32 << 20
 
-#: Data page size of the polars writer. Polars' default (1 MiB) costs about a third more write CPU
-#: on token lists than 4 MiB pages and gives files about 2.5x larger (benches/
-#: bench_export_tokenized.py ``-k parquet_write``); readers still read a page at a time.
-POLARS_PAGE_BYTES = 4 << 20
-
 PARQUET_ENGINES = ("auto", "polars", "pyarrow")
 
 
@@ -113,10 +108,10 @@ def _parquet_engine(engine: str, schema: pa.Schema) -> str:
     return "polars"
 
 
-def write_parquet_polars(tables: list[pa.Table], file: Any, *, page_bytes: int = POLARS_PAGE_BYTES) -> None:
+def write_parquet_polars(tables: list[pa.Table], file: Any) -> None:
     """``tables`` (one schema) as one Parquet file written by polars to ``file`` (a path or a
-    binary file object): zstd, a row group per table, data pages of ``page_bytes``, min/max
-    statistics (polars has no per-column choice). Lists come back as ``element`` items and strings as ``large_string``
+    binary file object): zstd, a row group per table, min/max statistics (polars has no
+    per-column choice). Lists come back as ``element`` items and strings as ``large_string``
     when pyarrow reads the file; values are unchanged."""
     import polars as pl
 
@@ -129,14 +124,7 @@ def write_parquet_polars(tables: list[pa.Table], file: Any, *, page_bytes: int =
         raise MementoValueError("no rows to write")  # an empty shard is written by pyarrow
     frame = pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
     rows = max(f.height for f in frames)
-    frame.write_parquet(
-        file,
-        compression="zstd",
-        compression_level=1,
-        statistics=True,
-        row_group_size=rows,
-        data_page_size=page_bytes,
-    )
+    frame.write_parquet(file, compression="zstd", compression_level=1, statistics=True, row_group_size=rows)
 
 
 class _WriteBehind:
