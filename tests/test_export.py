@@ -686,6 +686,27 @@ def _strings_with_invalid_utf8(good: list[bytes], bad: bytes, at: int, view: boo
     return pa.Array.from_buffers(pa.string(), len(values), buffers)
 
 
+@pytest.mark.parametrize("pack", [False, True])
+def test_a_row_the_tokenizer_refuses_is_dropped_and_counted(tmp_path, pack):
+    """A word-level model whose unknown token is not in its vocabulary refuses any text with a word
+    outside it (``tokenizers`` raises): that row is dropped as ``tokenizer_error``, the rest kept."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+    words = ["user", "assistant", "hello", "world"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = [*mf._core.DELIMITERS, "<|im_start|>", "<|im_end|>"]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    exp = mf._core.Exporter(tok.to_str(), "auto")
+    assert exp.backend == "hf"
+    table = pa.table({"problem": ["hello", "hello", "world"], "response": ["world", "zebra", "<think>hello</think>"]})
+    kw: dict = {"pack": True, "max_length": 64} if pack else {}
+    m = ex.export_sft(table, tmp_path / "o", "tokenized", tokenizer=exp, **kw)
+    assert m["dropped"] == {"tokenizer_error": 1} and m["rows_read"] == 3
+    back = pq.read_table(tmp_path / "o")
+    assert sum(back.column("n_tokens").to_pylist()) == m["tokens_written"] > 0
+
+
 @pytest.mark.parametrize("view", [False, True])
 @pytest.mark.parametrize("pack", [False, True])
 def test_invalid_utf8_rows_are_dropped_and_counted(tmp_path, qwen, view, pack):
