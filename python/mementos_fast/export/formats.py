@@ -147,10 +147,7 @@ def exporter(tokenizer: Any, backend: str = "auto") -> Any:
         file_key = _file_key(path) if path is not None else None
         if path is not None and file_key is not None:
             key = (*file_key, backend)
-            hit = _EXPORTERS.get(key)
-            if hit is not None:
-                return hit[1]
-            if verified_file(path):
+            if key in _EXPORTERS or verified_file(path):
                 return _cached_exporter(key, None, lambda: _core.Exporter.from_file(path, backend))
     loaded = _loaded(tokenizer)
     return _cached_exporter((id(loaded), backend), loaded, lambda: _core.Exporter(loaded.to_json(), backend))

@@ -275,7 +275,8 @@ impl Encoder {
         let missing: Vec<AddedToken> = Delim::ALL
             .iter()
             .filter(|d| !present.contains(d.text()))
-            .map(|d| AddedToken::from(d.text(), true).single_word(false).lstrip(false).rstrip(false).normalized(false))
+            // special: not normalized, not single-word, no strip (load_tokenizer's flags)
+            .map(|d| AddedToken::from(d.text(), true))
             .collect();
         if missing.is_empty() {
             return Encoder::load(json, backend);
