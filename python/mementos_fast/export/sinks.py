@@ -269,11 +269,11 @@ class ExportSink:
         path = self._tmp() / f"part-{self._shard:05d}.parquet"
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         try:
-            with open(path, "wb") as f:
-                write_parquet_polars(pending, f)
-                f.flush()
-                os.fsync(f.fileno())
-                self.bytes += f.tell()
+            # Polars writes the file by its path: through a Python file object it takes about a
+            # fifth more CPU (its writes cross into Python; measured by hand on 54 MB tables).
+            write_parquet_polars(pending, path)
+            atomic.fsync_path(path)
+            self.bytes += path.stat().st_size
         except Exception as e:
             if self.parquet_engine == "polars":
                 raise MementoValueError(f"polars could not write {path.name}: {e}") from e
