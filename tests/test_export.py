@@ -937,6 +937,28 @@ def test_tokenized_parquet_statistics_on_flat_columns(corpus, qwen, tmp_path, en
         assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
 
 
+def test_tokenized_reads_every_string_type_in_place(corpus, qwen):
+    """The tokenized export hands the text columns to the core as they come (string,
+    large_string or string_view, in one chunk or several, sliced): the same rows, fates and
+    compressed variant whatever the layout."""
+    table = _table(corpus)
+    want = {
+        v: ex.transform_table(table, "tokenized", tokenizer=qwen, variant=v, stage2_keep_last_k=1)
+        for v in ("full", "compressed")
+    }
+    half = table.num_rows // 2
+    chunked = pa.concat_tables([table.slice(0, half), table.slice(half)])
+    assert chunked.column("response").num_chunks == 2
+    for t in (
+        chunked,
+        table.cast(table.schema.set(table.schema.get_field_index("response"), pa.field("response", pa.large_string()))),
+        table.cast(table.schema.set(table.schema.get_field_index("problem"), pa.field("problem", pa.string_view()))),
+    ):
+        for v, w in want.items():
+            got = ex.transform_table(t, "tokenized", tokenizer=qwen, variant=v, stage2_keep_last_k=1)
+            assert got.equals(w), (t.schema, v)
+
+
 def test_a_polars_failure_falls_back_to_pyarrow(corpus, qwen, tmp_path, monkeypatch):
     """``parquet_engine="auto"``: should polars fail on a shard, it and the rest are written by
     pyarrow (a warning says why) and no row is lost; an explicit ``"polars"`` is a one-line error."""

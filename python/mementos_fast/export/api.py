@@ -90,10 +90,15 @@ def transform_table(
         for name, count in Counter(status.filter(pc.invert(ok)).to_pylist()).items():
             drops[f"status:{name}"] += count
         table = table.filter(ok)
-    problem = _large(table.column("problem"))
-    response = _large(table.column("response"))
+    problem, response = table.column("problem"), table.column("response")
+    if opts.format != "tokenized":
+        # The chat and messages columns are built by Arrow kernels over one large_string array
+        # each; the tokenized export's core reads every string type, chunked or not, in place
+        # (joining the chunks and widening the offsets copied about 5 ms per 8 MiB slice here).
+        problem, response = _large(problem), _large(response)
     if opts.variant == "compressed":
-        response = _large(compress_batch(response, opts.keep_last_k, style=opts.style))
+        response = compress_batch(response, opts.keep_last_k, style=opts.style)
+        response = response if opts.format == "tokenized" else _large(response)
     meta = {c: table.column(c).combine_chunks() for c in METADATA if c in table.column_names}
     if opts.format == "messages":
         cols: dict[str, Any] = {"messages": _messages_column(problem, response, opts.system_prompt)}
