@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 import mementos_fast as mf
 from mementos_fast.errors import MementoValueError
+from mementos_fast.tokenizer import is_qwen3
 
 __all__ = ["DEFAULT_KS", "note_examples", "viewer_data", "viewer_html", "write_report", "write_viewer"]
 
@@ -54,7 +55,7 @@ def _resolve_tokenizer(tokenizer: Any) -> Any:
     CLI hands over the one its run counted with, so the report loads nothing again)."""
     if tokenizer is None or isinstance(tokenizer, mf._core.TokenCounter):
         return tokenizer
-    if isinstance(tokenizer, str) and tokenizer.lower() == "qwen3":
+    if is_qwen3(tokenizer):
         tokenizer = mf.qwen3_tokenizer_path()
     if isinstance(tokenizer, mf.LoadedTokenizer):
         return tokenizer

@@ -112,7 +112,7 @@ def _resolve(spec: Any) -> tuple[Any, str]:
         return tk.Tokenizer.from_str(backend.to_str()), str(name)
     if backend is None and hasattr(spec, "convert_tokens_to_ids") and hasattr(spec, "vocab_size"):
         raise MementoTypeError("a slow transformers tokenizer has no `tokenizers` backend: load it with use_fast=True")
-    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+    if is_qwen3(spec):
         return tk.Tokenizer.from_file(str(qwen3_tokenizer_path())), QWEN3
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec).expanduser()
@@ -229,7 +229,7 @@ def _file_key(path: Path) -> tuple | None:
 def local_file(spec: Any) -> Path | None:
     """The ``tokenizer.json`` file ``spec`` names (``"qwen3"``, a file or a folder holding one),
     or None (a hub id, a missing file, an object)."""
-    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
+    if is_qwen3(spec):
         return qwen3_tokenizer_path()
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec).expanduser()
@@ -294,14 +294,26 @@ def load_tokenizer(spec: Any) -> LoadedTokenizer:
     return _named(loaded, spec)
 
 
+def is_qwen3(spec: Any) -> bool:
+    """Whether ``spec`` is the ``"qwen3"`` shortcut (any case, surrounding spaces ignored)."""
+    return isinstance(spec, str) and spec.strip().lower() == QWEN3
+
+
+def spec_name(spec: Any) -> str | None:
+    """The name a tokenizer given as ``spec`` goes by: ``"qwen3"`` for the Qwen3 shortcut (any
+    case), the path or hub id as given, None for a tokenizer object (it has its own name)."""
+    if is_qwen3(spec):
+        return QWEN3
+    if isinstance(spec, (str, os.PathLike)):
+        return str(spec)
+    return None
+
+
 def _named(loaded: LoadedTokenizer, spec: Any) -> LoadedTokenizer:
     """``loaded`` under the name ``spec`` gives (one file can be named ``qwen3``, a path or a folder):
     the same tokenizer and the same compiled counters, so nothing is loaded or checked again."""
-    if isinstance(spec, str) and spec.strip().lower() == QWEN3:
-        name = QWEN3
-    elif isinstance(spec, (str, os.PathLike)):
-        name = str(spec)
-    else:
+    name = spec_name(spec)
+    if name is None:
         return loaded
     if loaded.name == name:
         return loaded

