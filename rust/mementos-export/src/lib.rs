@@ -15,10 +15,10 @@
 //! 4. Arrow list columns (`input_ids`, `labels`, `segment`, `block_index`, `evict_at`) and
 //!    `n_tokens`, built in parallel over byte-balanced chunks of rows (`mementos_core::par`).
 //!
-//! A row's columns other than `input_ids` are first described as runs ([`runs`]: labels trained
-//! or not, (segment, block) pairs, evicted token ranges), then written out by one function,
-//! [`runs::materialize`]: into the chunk's columns unpacked, straight into the row's sequence
-//! when packed (the chunk keeps only its ids and runs), so no column is built twice.
+//! A row's columns other than `input_ids` are first described as runs (module `runs`: labels
+//! trained or not, (segment, block) pairs, evicted token ranges), then written out by one
+//! function, `runs::materialize`: into the chunk's columns unpacked, straight into the row's
+//! sequence when packed (the chunk keeps only its ids and runs), so no column is built twice.
 //!
 //! **Blocks and evictions come from the engine's plan** ([`mementos_core::compact::engine`]) run
 //! over the response's delimiter occurrences (the prompt is never tracked): nothing about blocks

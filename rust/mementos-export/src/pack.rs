@@ -5,9 +5,9 @@
 //! [`pack_columns`] lays the rows out: each sequence holds its rows in input order, `seq_lens`
 //! (row lengths), `position_ids` restarting at 0 per row, and `evict_at` shifted into the
 //! sequence's coordinates ([`crate::NEVER`] stays). It copies each row's ids from its chunk and
-//! materializes its other columns from the chunk's runs ([`crate::runs`]) straight into the
-//! sequence: they are written once, never built per chunk and copied. A row never sees another: the trainer's
-//! mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
+//! materializes its other columns from the chunk's runs (module `runs`) straight into the
+//! sequence: they are written once, never built per chunk and copied. A row never sees another:
+//! the trainer's mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
