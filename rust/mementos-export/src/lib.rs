@@ -15,6 +15,11 @@
 //! 4. Arrow list columns (`input_ids`, `labels`, `segment`, `block_index`, `evict_at`) and
 //!    `n_tokens`, built in parallel over byte-balanced chunks of rows (`mementos_core::par`).
 //!
+//! A row's columns other than `input_ids` are first described as runs (module `runs`: labels
+//! trained or not, (segment, block) pairs, evicted token ranges), then written out by one
+//! function, `runs::materialize`: into the chunk's columns unpacked, straight into the row's
+//! sequence when packed (the chunk keeps only its ids and runs), so no column is built twice.
+//!
 //! **Blocks and evictions come from the engine's plan** ([`mementos_core::compact::engine`]) run
 //! over the response's delimiter occurrences (the prompt is never tracked): nothing about blocks
 //! is recomputed here. Each delimiter is one special token, so a delimiter occurrence starts a
@@ -26,6 +31,7 @@
 
 pub mod pack;
 mod pieces;
+mod runs;
 
 use std::ops::Range;
 use std::str::FromStr;
@@ -45,6 +51,8 @@ use serde_json::Value;
 use tokenizers::{AddedToken, Tokenizer};
 
 pub use pack::{pack_columns, pack_ffd, packed_schema, Packing};
+pub use runs::Runs;
+use runs::{materialize, EvictRun, RowDest};
 
 /// `evict_at` of a token no later token loses sight of (2**31 - 1).
 pub const NEVER: i32 = i32::MAX;
@@ -424,16 +432,6 @@ pub struct Columns {
     pub fates: Vec<RowFate>,
 }
 
-impl Columns {
-    fn reserve_tokens(&mut self, n: usize) {
-        self.input_ids.reserve(n);
-        self.labels.reserve(n);
-        self.segment.reserve(n);
-        self.block_index.reserve(n);
-        self.evict_at.reserve(n);
-    }
-}
-
 /// Byte positions of the parts of one row's chat text.
 #[derive(Debug)]
 struct Layout {
@@ -499,11 +497,11 @@ fn tokens_before(starts: &[u32], ends: &[u32], x: u32) -> usize {
     lo
 }
 
-/// Append one row's `labels` (all its tokens) and the `segment` of its prompt (tokens
-/// `0..first`) to `out`. A token's last byte decides both: it is trained when that byte is in
-/// the response or its closing `<|im_end|>`, and a prompt token is `PROMPT` when that byte is in
-/// the system prompt or the problem, else `CHAT`. With the ranges in order (`in_order`) each
-/// condition holds on one run of tokens, found by binary search and written as runs; otherwise
+/// Append one row's `labels` runs (all its tokens) and the `segment` runs of its prompt (tokens
+/// `0..first`, block -1) to `runs`. A token's last byte decides both: it is trained when that
+/// byte is in the response or its closing `<|im_end|>`, and a prompt token is `PROMPT` when that
+/// byte is in the system prompt or the problem, else `CHAT`. With the ranges in order
+/// (`in_order`) each condition holds on one run of tokens, found by binary search; otherwise
 /// (offsets out of order, which only `tokenizers` could give) token by token.
 fn labels_and_prompt(
     ids: &[u32],
@@ -512,16 +510,16 @@ fn labels_and_prompt(
     lay: &Layout,
     first: usize,
     in_order: bool,
-    out: &mut Columns,
+    runs: &mut Runs,
 ) {
     let n = ids.len();
     let resp_at = lay.response.start as u32;
     let trained_end = (lay.response.end + IM_END.len()) as u32;
     if in_order {
         let (lo, hi) = (tokens_before(starts, ends, resp_at), tokens_before(starts, ends, trained_end));
-        out.labels.extend(std::iter::repeat_n(IGNORE_INDEX, lo));
-        out.labels.extend(ids[lo..hi].iter().map(|&id| id as i32));
-        out.labels.extend(std::iter::repeat_n(IGNORE_INDEX, n - hi));
+        runs.label(lo, false);
+        runs.label(hi - lo, true);
+        runs.label(n - hi, false);
         // The system prompt precedes the problem in the text, so its run precedes the problem's.
         let mut t = 0;
         for r in [&lay.sys, &lay.problem] {
@@ -530,36 +528,31 @@ fn labels_and_prompt(
             }
             let a = tokens_before(starts, ends, r.start as u32).clamp(t, first);
             let b = tokens_before(starts, ends, r.end as u32).clamp(a, first);
-            out.segment.extend(std::iter::repeat_n(seg::CHAT, a - t));
-            out.segment.extend(std::iter::repeat_n(seg::PROMPT, b - a));
+            runs.seg(a - t, seg::CHAT, -1);
+            runs.seg(b - a, seg::PROMPT, -1);
             t = b;
         }
-        out.segment.extend(std::iter::repeat_n(seg::CHAT, first - t));
+        runs.seg(first - t, seg::CHAT, -1);
     } else {
-        out.labels.extend((0..n).map(|t| {
+        for t in 0..n {
             let last = last_byte(starts, ends, t);
-            if last >= resp_at && last < trained_end {
-                ids[t] as i32
-            } else {
-                IGNORE_INDEX
-            }
-        }));
-        out.segment.extend((0..first).map(|t| {
+            runs.label(1, last >= resp_at && last < trained_end);
+        }
+        for t in 0..first {
             let last = last_byte(starts, ends, t) as usize;
-            if lay.problem.contains(&last) || lay.sys.contains(&last) {
-                seg::PROMPT
-            } else {
-                seg::CHAT
-            }
-        }));
+            let prompt = lay.problem.contains(&last) || lay.sys.contains(&last);
+            runs.seg(1, if prompt { seg::PROMPT } else { seg::CHAT }, -1);
+        }
     }
 }
 
-/// `out[t] = value` for every token `t` of `range` not set yet (by the union-find `next`, which
-/// then marks them set), a run of unset tokens at a time. Each token is set once and the scans
-/// stop at the first set token, so a row's evictions cost `O(T)` however their ranges nest.
-fn set_unset(next: &mut [u32], out: &mut [i32], range: Range<u32>, value: i32) {
-    let n = out.len() as u32;
+/// Every token `t` of `range` not set yet gets `value` (by the union-find `next`, which then
+/// marks them set; `next` has one entry per token of the row plus one): each run of unset tokens
+/// is appended to `out` as one [`EvictRun`]. Each token is set once and the scans stop at the
+/// first set token, so a row's evictions cost `O(T)` however their ranges nest. The runs are
+/// disjoint, in the order they were set.
+fn set_unset(next: &mut [u32], out: &mut Vec<EvictRun>, range: Range<u32>, value: i32) {
+    let n = (next.len() - 1) as u32;
     let end = range.end as usize;
     let mut i = find(next, range.start.min(n)) as usize;
     while i < end {
@@ -567,14 +560,16 @@ fn set_unset(next: &mut [u32], out: &mut [i32], range: Range<u32>, value: i32) {
         while j < end && next[j] == j as u32 {
             j += 1;
         }
-        out[i..j].fill(value);
+        out.push(EvictRun { start: i as u32, end: j as u32, at: value });
         // Every token of the run now points past it (to `j`, set or not).
         next[i..j].fill(j as u32);
         i = find(next, j as u32) as usize;
     }
 }
 
-/// Tokenize one row and append its columns to `out`.
+/// Tokenize one row: append its ids to `out.input_ids` and its length to `out.lengths`, and
+/// describe its other columns as runs, the current row of `runs` ([`materialize`] writes them).
+/// Nothing is appended for a dropped row.
 fn export_row(
     enc: &Encoder,
     opts: &ExportOptions,
@@ -582,6 +577,7 @@ fn export_row(
     response: &str,
     sc: &mut Scratch,
     out: &mut Columns,
+    runs: &mut Runs,
 ) -> RowFate {
     let lay = build_text(&mut sc.text, opts.system_prompt.as_deref(), problem, response);
     let Scratch { text, ids, starts, ends, delims, plan, delim_token, delim_block, stack, next } = sc;
@@ -606,9 +602,8 @@ fn export_row(
     }
     let base = out.input_ids.len();
     out.input_ids.extend(ids.iter().map(|&i| i as i32));
-    labels_and_prompt(ids, starts, ends, &lay, first, in_order, out);
-    out.block_index.extend(std::iter::repeat_n(-1, first));
-    out.evict_at.extend(std::iter::repeat_n(NEVER, n));
+    runs.begin_row();
+    labels_and_prompt(ids, starts, ends, &lay, first, in_order, runs);
 
     // The response: the engine's plan over its delimiter occurrences.
     scan_into(response.as_bytes(), delims);
@@ -637,9 +632,7 @@ fn export_row(
     }
     // One sweep: each delimiter token gets its own segment, the runs of tokens between two
     // delimiters the state's (innermost open block, else memento in progress, else between /
-    // answer). `segment` and `block_index` grow together, a run at a time.
-    let segs = &mut out.segment;
-    let blks = &mut out.block_index;
+    // answer). `segment` and `block_index` are runs of (segment, block) pairs.
     stack.clear();
     let mut memento = -1i32;
     let mut answer = false;
@@ -660,8 +653,7 @@ fn export_row(
         let run = dt.min(tail).saturating_sub(t);
         if run > 0 {
             let (s, b) = state(stack, memento, answer);
-            segs.extend(std::iter::repeat_n(s, run));
-            blks.extend(std::iter::repeat_n(b, run));
+            runs.seg(run, s, b);
             t += run;
         }
         if t >= tail {
@@ -702,22 +694,18 @@ fn export_row(
                 _ => (seg::SUMMARY_END, -1),
             },
         };
-        segs.push(code);
-        blks.push(owner);
+        runs.seg(1, code, owner);
         t += 1;
     }
     if t < tail {
         let (s, b) = state(stack, memento, answer);
-        segs.extend(std::iter::repeat_n(s, tail - t));
-        blks.extend(std::iter::repeat_n(b, tail - t));
+        runs.seg(tail - t, s, b);
         t = tail;
     }
-    segs.extend(std::iter::repeat_n(seg::CHAT, n - t));
-    blks.extend(std::iter::repeat_n(-1, n - t));
+    runs.seg(n - t, seg::CHAT, -1);
 
     // evict_at: trigger + 1 over each evicted token range, the earliest eviction winning.
     if !plan.evictions.is_empty() {
-        let ev_out = &mut out.evict_at[base..];
         next.clear();
         next.extend(0..=n as u32);
         let whole = opts.engine.evicts_delimiters();
@@ -727,8 +715,9 @@ fn export_row(
             let (o, c) = (delim_token[blk.open], delim_token[close]);
             let range = if whole { o..c + 1 } else { o + 1..c };
             let at = delim_token[ev.at] as i32 + 1;
-            set_unset(next, ev_out, range, at);
+            set_unset(next, &mut runs.evicts, range, at);
         }
+        runs.sort_evictions();
     }
 
     let mut len = n;
@@ -737,38 +726,53 @@ fn export_row(
         if n > limit {
             len = limit;
             fate = RowFate::Truncated;
-            let keep = base + limit;
-            out.input_ids.truncate(keep);
-            out.labels.truncate(keep);
-            out.segment.truncate(keep);
-            out.block_index.truncate(keep);
-            out.evict_at.truncate(keep);
-            for v in &mut out.evict_at[base..] {
-                if *v != NEVER && *v as usize >= limit {
-                    *v = NEVER;
-                }
-            }
+            out.input_ids.truncate(base + limit);
+            runs.truncate_row(limit);
         }
     }
-    debug_assert_eq!(out.segment.len(), base + len);
+    debug_assert_eq!(runs.current_tokens(), (len, len));
     debug_assert!(ids.last() != Some(&enc.im_end) || n >= 1);
     out.lengths.push(len as i32);
     fate
 }
 
+/// A chunk of rows described for packing: `cols` holds their `input_ids`, `lengths` and fates
+/// (its other token columns are empty), `runs` the other columns of each kept row, in order.
+pub struct Part {
+    pub cols: Columns,
+    pub runs: Runs,
+}
+
+/// Export the chunk `rows`. Unpacked (`keep_runs` false) each kept row is materialized into the
+/// returned columns at once; for packing the rows' runs are kept instead (and `cols` holds only
+/// the ids, lengths and fates), for [`pack_columns`] to materialize each row in its sequence.
 fn export_chunk(
     enc: &Encoder,
     opts: &ExportOptions,
     problems: &dyn Rows,
     responses: &dyn Rows,
     rows: Range<usize>,
-) -> Columns {
+    keep_runs: bool,
+) -> Part {
     let mut sc = Scratch::default();
     let mut out = Columns::default();
-    // About one token per 3 bytes of text (Qwen3 on English, math and code): reserving that
-    // avoids most of the doubling copies of five growing token columns.
-    let bytes: usize = rows.clone().filter(|&i| responses.is_valid(i)).map(|i| responses.bytes(i).len()).sum();
-    out.reserve_tokens(bytes / 3 + 1024);
+    let mut runs = Runs::default();
+    // About one token per 3 bytes of text (Qwen3 averages 3.05 on English, math and code) plus
+    // the chat template's: 2 tokens per 5 bytes of problem and response avoids nearly all the
+    // doubling copies of the growing token columns.
+    let bytes: usize = rows
+        .clone()
+        .filter(|&i| problems.is_valid(i) && responses.is_valid(i))
+        .map(|i| problems.bytes(i).len() + responses.bytes(i).len())
+        .sum();
+    let tokens = bytes / 5 * 2 + 1024;
+    out.input_ids.reserve(tokens);
+    if !keep_runs {
+        out.labels.reserve(tokens);
+        out.segment.reserve(tokens);
+        out.block_index.reserve(tokens);
+        out.evict_at.reserve(tokens);
+    }
     out.lengths.reserve(rows.len());
     out.fates.reserve(rows.len());
     for i in rows {
@@ -784,10 +788,45 @@ fn export_chunk(
             out.fates.push(RowFate::InvalidUtf8);
             continue;
         };
-        let fate = export_row(enc, opts, p, r, &mut sc, &mut out);
+        let fate = export_row(enc, opts, p, r, &mut sc, &mut out, &mut runs);
         out.fates.push(fate);
+        if !matches!(fate, RowFate::Kept | RowFate::Truncated) {
+            continue;
+        }
+        if keep_runs {
+            runs.end_row();
+        } else {
+            materialize_into(&mut out, runs.current());
+            runs.clear();
+        }
     }
-    out
+    Part { cols: out, runs }
+}
+
+/// Append the last row of `out` (its ids already there) to its other four columns.
+fn materialize_into(out: &mut Columns, runs: runs::RowRuns<'_>) {
+    let n = *out.lengths.last().expect("a kept row") as usize;
+    let base = out.labels.len();
+    debug_assert_eq!(base + n, out.input_ids.len());
+    out.labels.reserve(n);
+    out.segment.reserve(n);
+    out.block_index.reserve(n);
+    out.evict_at.reserve(n);
+    let d = RowDest {
+        labels: &mut out.labels.spare_capacity_mut()[..n],
+        segment: &mut out.segment.spare_capacity_mut()[..n],
+        block: &mut out.block_index.spare_capacity_mut()[..n],
+        evict: &mut out.evict_at.spare_capacity_mut()[..n],
+    };
+    materialize(&out.input_ids[base..], runs, 0, d);
+    // SAFETY: `materialize` wrote every slot of the four `n`-slot destinations (or panicked, and
+    // the lengths stay as they were).
+    unsafe {
+        out.labels.set_len(base + n);
+        out.segment.set_len(base + n);
+        out.block_index.set_len(base + n);
+        out.evict_at.set_len(base + n);
+    }
 }
 
 /// The columns of every row (rows in order), computed in parallel.
@@ -813,6 +852,26 @@ pub fn export_parts(
     problems: &dyn Rows,
     responses: &dyn Rows,
 ) -> Result<Vec<Columns>, CoreError> {
+    Ok(export_chunks(enc, opts, problems, responses, false)?.into_iter().map(|p| p.cols).collect())
+}
+
+/// [`export_parts`], each chunk's rows described as runs for packing (see [`Part`]).
+pub fn export_run_parts(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problems: &dyn Rows,
+    responses: &dyn Rows,
+) -> Result<Vec<Part>, CoreError> {
+    export_chunks(enc, opts, problems, responses, true)
+}
+
+fn export_chunks(
+    enc: &Encoder,
+    opts: &ExportOptions,
+    problems: &dyn Rows,
+    responses: &dyn Rows,
+    keep_runs: bool,
+) -> Result<Vec<Part>, CoreError> {
     opts.check()?;
     if problems.len() != responses.len() {
         return Err(CoreError::InvalidArgument(format!(
@@ -821,7 +880,7 @@ pub fn export_parts(
             responses.len()
         )));
     }
-    map_chunks(responses, opts.threads, Work::Tokenize, |r| export_chunk(enc, opts, problems, responses, r))
+    map_chunks(responses, opts.threads, Work::Tokenize, |r| export_chunk(enc, opts, problems, responses, r, keep_runs))
 }
 
 /// One `Columns` from the chunks' (rows in order). The token columns are copied in parallel into
@@ -979,12 +1038,13 @@ pub fn export_packed(
     }
     let p = column_rows(problem)?;
     let r = column_rows(response)?;
-    // Packing copies every row into its sequence anyway: it reads the chunks' parts directly.
-    let mut parts = export_parts(enc, opts, p.as_ref(), r.as_ref())?;
-    let fates: Vec<RowFate> = parts.iter_mut().flat_map(|c| std::mem::take(&mut c.fates)).collect();
+    // The chunks keep their ids and each row's runs: packing writes every column of a row once,
+    // straight into its sequence.
+    let mut parts = export_run_parts(enc, opts, p.as_ref(), r.as_ref())?;
+    let fates: Vec<RowFate> = parts.iter_mut().flat_map(|c| std::mem::take(&mut c.cols.fates)).collect();
     let kept =
         BooleanArray::from(fates.iter().map(|f| matches!(f, RowFate::Kept | RowFate::Truncated)).collect::<Vec<_>>());
-    let lengths: Vec<u32> = parts.iter().flat_map(|c| c.lengths.iter().map(|&l| l as u32)).collect();
+    let lengths: Vec<u32> = parts.iter().flat_map(|c| c.cols.lengths.iter().map(|&l| l as u32)).collect();
     let packing = pack_ffd(&lengths, capacity);
     let batch = install(opts.threads, || pack_columns(&parts, &packing, opts.threads))??;
     Ok((Exported { batch, kept, fates }, packing))

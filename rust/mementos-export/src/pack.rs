@@ -4,8 +4,10 @@
 //! sequence with room), `O(n log n)` with a max segment tree over the sequences' free room.
 //! [`pack_columns`] lays the rows out: each sequence holds its rows in input order, `seq_lens`
 //! (row lengths), `position_ids` restarting at 0 per row, and `evict_at` shifted into the
-//! sequence's coordinates ([`crate::NEVER`] stays). A row never sees another: the trainer's
-//! mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
+//! sequence's coordinates ([`crate::NEVER`] stays). It copies each row's ids from its chunk and
+//! materializes its other columns from the chunk's runs (module `runs`) straight into the
+//! sequence: they are written once, never built per chunk and copied. A row never sees another:
+//! the trainer's mask adds the document mask (`doc(q) == doc(t)`) to `t <= q < evict_at[t]`.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -18,7 +20,8 @@ use mementos_core::CoreError;
 
 use rayon::prelude::*;
 
-use crate::{list_field, put, token_fields, Columns, NEVER};
+use crate::runs::{materialize, RowDest};
+use crate::{list_field, put, token_fields, Part};
 
 /// Rows grouped into sequences: `rows[offsets[s]..offsets[s + 1]]` are sequence `s`'s rows, in
 /// input order.
@@ -120,29 +123,31 @@ struct Dest<'a> {
 /// that the groups balance over the threads.
 const GROUP_TOKENS: u64 = 1 << 16;
 
-/// Lay the rows of `parts` (consecutive chunks of rows, in order) out as the sequences of `p`
-/// (see the module documentation). Each output column is allocated once (uninitialized) and cut
+/// Lay the rows of `parts` (consecutive chunks of rows, in order, described as runs:
+/// [`crate::export_run_parts`]) out as the sequences of `p` (see the module documentation). Each output column is allocated once (uninitialized) and cut
 /// into one slice per group of consecutive sequences; the groups are filled in parallel
 /// on the current rayon pool, so the copy and its page faults do not run on one thread, except
 /// with `threads == Some(1)`, which stays on the calling thread (`mementos_core::par`'s rule).
-pub fn pack_columns(parts: &[Columns], p: &Packing, threads: Option<usize>) -> Result<RecordBatch, CoreError> {
+pub fn pack_columns(parts: &[Part], p: &Packing, threads: Option<usize>) -> Result<RecordBatch, CoreError> {
     pack_grouped(parts, p, threads, GROUP_TOKENS)
 }
 
 /// [`pack_columns`] with groups of at least `group_tokens` tokens (or one sequence).
 pub(crate) fn pack_grouped(
-    parts: &[Columns],
+    parts: &[Part],
     p: &Packing,
     threads: Option<usize>,
     group_tokens: u64,
 ) -> Result<RecordBatch, CoreError> {
     mementos_core::par::check_threads(threads)?;
-    // Each row: (its part, the token range in that part).
-    let mut rows: Vec<(usize, Range<usize>)> = Vec::with_capacity(parts.iter().map(|c| c.lengths.len()).sum());
+    // Each row: (its part, its index in that part, its token range in that part).
+    let mut rows: Vec<(usize, usize, Range<usize>)> =
+        Vec::with_capacity(parts.iter().map(|c| c.cols.lengths.len()).sum());
     for (k, c) in parts.iter().enumerate() {
+        assert_eq!(c.runs.rows(), c.cols.lengths.len(), "a part has the runs of each of its rows");
         let mut start = 0usize;
-        for &l in &c.lengths {
-            rows.push((k, start..start + l as usize));
+        for (j, &l) in c.cols.lengths.iter().enumerate() {
+            rows.push((k, j, start..start + l as usize));
             start += l as usize;
         }
     }
@@ -152,7 +157,7 @@ pub(crate) fn pack_grouped(
     for s in 0..p.sequences() {
         let mut n = 0i32;
         for &r in seq_rows(s) {
-            let l = rows[r as usize].1.len() as i32;
+            let l = rows[r as usize].2.len() as i32;
             seq_lens.push(l);
             n += l;
         }
@@ -205,16 +210,18 @@ pub(crate) fn pack_grouped(
             for s in d.seqs {
                 let seq_start = at;
                 for &r in seq_rows(s) {
-                    let (k, range) = &rows[r as usize];
+                    let (k, j, range) = &rows[r as usize];
                     let (c, range) = (&parts[*k], range.clone());
                     let to = at..at + range.len();
-                    put(&mut d.ids[to.clone()], &c.input_ids[range.clone()]);
-                    put(&mut d.labels[to.clone()], &c.labels[range.clone()]);
-                    put(&mut d.segment[to.clone()], &c.segment[range.clone()]);
-                    put(&mut d.block[to.clone()], &c.block_index[range.clone()]);
-                    for (o, &v) in d.evict[to.clone()].iter_mut().zip(&c.evict_at[range.clone()]) {
-                        o.write(if v == NEVER { NEVER } else { v + (at - seq_start) as i32 });
-                    }
+                    let ids = &c.cols.input_ids[range.clone()];
+                    put(&mut d.ids[to.clone()], ids);
+                    let row = RowDest {
+                        labels: &mut d.labels[to.clone()],
+                        segment: &mut d.segment[to.clone()],
+                        block: &mut d.block[to.clone()],
+                        evict: &mut d.evict[to.clone()],
+                    };
+                    materialize(ids, c.runs.row(*j), (at - seq_start) as i32, row);
                     for (o, v) in d.pos[to].iter_mut().zip(0..) {
                         o.write(v);
                     }
@@ -232,8 +239,9 @@ pub(crate) fn pack_grouped(
     }
     // SAFETY: the groups' slices partition `0..total` of each vector's capacity and each group
     // wrote every slot of its slices (asserted above: a group's rows add up to its length, and
-    // each row's token range is written in full in every column); a panic in a group unwinds
-    // past this point, leaving the vectors empty.
+    // each row's token range is written in full in every column: copied for the ids and
+    // positions, by `materialize`, which writes all of it or panics, for the others); a panic
+    // in a group unwinds past this point, leaving the vectors empty.
     unsafe {
         ids.set_len(total);
         labels.set_len(total);

@@ -345,6 +345,22 @@ fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
     }
 }
 
+/// The labels and segments of `runs` (of one row whose ids are `ids`), token by token.
+struct Expanded {
+    labels: Vec<i32>,
+    segment: Vec<i8>,
+}
+
+fn expand(ids: &[u32], runs: &Runs) -> Expanded {
+    let mut labels = Vec::new();
+    for r in &runs.labels {
+        let at = labels.len();
+        labels.extend((at..at + r.len as usize).map(|t| if r.trained { ids[t] as i32 } else { IGNORE_INDEX }));
+    }
+    let segment = runs.segs.iter().flat_map(|r| std::iter::repeat_n(r.seg, r.len as usize)).collect();
+    Expanded { labels, segment }
+}
+
 #[test]
 fn runs_equal_token_by_token_labels_and_prompt() {
     // Synthetic ranges in order (as any encoder of the text in order gives): tokens of 0 to 4
@@ -374,10 +390,11 @@ fn runs_equal_token_by_token_labels_and_prompt() {
         }
         assert!(starts.is_sorted() && ends.is_sorted());
         let first = ends.partition_point(|&e| e <= response.start as u32);
-        let mut runs = Columns::default();
-        let mut each = Columns::default();
-        labels_and_prompt(&ids, &starts, &ends, &lay, first, true, &mut runs);
-        labels_and_prompt(&ids, &starts, &ends, &lay, first, false, &mut each);
+        let (mut in_order, mut one_by_one) = (Runs::default(), Runs::default());
+        labels_and_prompt(&ids, &starts, &ends, &lay, first, true, &mut in_order);
+        labels_and_prompt(&ids, &starts, &ends, &lay, first, false, &mut one_by_one);
+        let runs = expand(&ids, &in_order);
+        let each = expand(&ids, &one_by_one);
         assert_eq!(runs.labels, each.labels, "case {case}: {lay:?} {starts:?} {ends:?}");
         assert_eq!(runs.segment, each.segment, "case {case}: {lay:?} {starts:?} {ends:?}");
         assert_eq!(runs.labels.len(), ids.len());
@@ -391,11 +408,9 @@ fn runs_equal_token_by_token_labels_and_prompt() {
     assert!(covered > 200, "{covered}");
 }
 
-#[test]
-fn parallel_packing_equals_the_rows() {
-    // Several parts (chunks of rows), rows of varied lengths with evictions, packed into many
-    // sequences; groups of a few sequences each, filled serially and in parallel.
-    let rows: Vec<(String, String)> = (0..60)
+/// Rows with blocks, mementos and evictions (`i % 7` blocks), of varied lengths.
+fn block_rows(n: usize) -> Vec<(String, String)> {
+    (0..n)
         .map(|i| {
             let mut r = String::from("<think>");
             for j in 0..i % 7 {
@@ -405,7 +420,51 @@ fn parallel_packing_equals_the_rows() {
             r.push_str("</think>answer");
             (format!("problem {i}"), r)
         })
-        .collect();
+        .collect()
+}
+
+/// Each sequence of `packed`, split by `seq_lens`, is its rows of `cols` (the unpacked export of
+/// the same rows) in all five columns: `evict_at` shifted by the row's start in the sequence,
+/// `position_ids` from 0 per row.
+fn assert_packed_equals_rows(packed: &RecordBatch, packing: &Packing, cols: &Columns, what: &str) {
+    let seq_lens = packed.column_by_name("seq_lens").unwrap().as_list::<i64>();
+    let segs = packed.column_by_name("segment").unwrap().as_list::<i64>();
+    let mut row_start = vec![0usize];
+    for &l in &cols.lengths {
+        row_start.push(row_start.last().unwrap() + l as usize);
+    }
+    assert_eq!(packed.num_rows(), packing.sequences(), "{what}");
+    for s in 0..packing.sequences() {
+        let lens = seq_lens.value(s);
+        let lens = lens.as_primitive::<arrow_array::types::Int32Type>().values();
+        let (ids, ev, pos) =
+            (list_i32(packed, "input_ids", s), list_i32(packed, "evict_at", s), list_i32(packed, "position_ids", s));
+        let (labels, blocks) = (list_i32(packed, "labels", s), list_i32(packed, "block_index", s));
+        let seg = segs.value(s);
+        let seg = seg.as_primitive::<arrow_array::types::Int8Type>().values();
+        let mut at = 0usize;
+        for (j, &row) in packing.rows[packing.offsets[s] as usize..packing.offsets[s + 1] as usize].iter().enumerate() {
+            let (r0, l) = (row_start[row as usize], cols.lengths[row as usize] as usize);
+            assert_eq!(lens[j] as usize, l, "{what}");
+            assert_eq!(ids[at..at + l], cols.input_ids[r0..r0 + l], "{what}");
+            assert_eq!(labels[at..at + l], cols.labels[r0..r0 + l], "{what}");
+            assert_eq!(blocks[at..at + l], cols.block_index[r0..r0 + l], "{what}");
+            assert_eq!(seg[at..at + l], cols.segment[r0..r0 + l], "{what}");
+            let shifted: Vec<i32> =
+                cols.evict_at[r0..r0 + l].iter().map(|&v| if v == NEVER { NEVER } else { v + at as i32 }).collect();
+            assert_eq!(ev[at..at + l], shifted[..], "{what}");
+            assert_eq!(pos[at..at + l], (0..l as i32).collect::<Vec<_>>()[..], "{what}");
+            at += l;
+        }
+        assert_eq!(at, ids.len(), "{what}");
+    }
+}
+
+#[test]
+fn parallel_packing_equals_the_rows() {
+    // Several parts (chunks of rows), rows of varied lengths with evictions, packed into many
+    // sequences; groups of a few sequences each, filled serially and in parallel.
+    let rows = block_rows(60);
     let pairs: Vec<(&str, &str)> = rows.iter().map(|(p, r)| (p.as_str(), r.as_str())).collect();
     let enc = encoder(true);
     let opts = ExportOptions { engine: EngineOptions { keep_last_k: 1, ..Default::default() }, ..Default::default() };
@@ -413,22 +472,12 @@ fn parallel_packing_equals_the_rows() {
     let r = LargeStringArray::from(pairs.iter().map(|r| r.1).collect::<Vec<_>>());
     let (p, r) = (column_rows(&[&p]).unwrap(), column_rows(&[&r]).unwrap());
     let cols = export_columns(enc, &opts, p.as_ref(), r.as_ref()).unwrap();
-    // The same rows as three parts.
-    let cut = |rows: Range<usize>| {
-        let before: usize = cols.lengths[..rows.start].iter().map(|&l| l as usize).sum();
-        let n: usize = cols.lengths[rows.clone()].iter().map(|&l| l as usize).sum();
-        let t = before..before + n;
-        Columns {
-            input_ids: cols.input_ids[t.clone()].to_vec(),
-            labels: cols.labels[t.clone()].to_vec(),
-            segment: cols.segment[t.clone()].to_vec(),
-            block_index: cols.block_index[t.clone()].to_vec(),
-            evict_at: cols.evict_at[t].to_vec(),
-            lengths: cols.lengths[rows].to_vec(),
-            fates: Vec::new(),
-        }
-    };
-    let parts = [cut(0..17), cut(17..18), cut(18..60)];
+    // The same rows as three parts, described as runs.
+    let parts = [0..17, 17..18, 18..60].map(|rows| export_chunk(enc, &opts, p.as_ref(), r.as_ref(), rows, true));
+    for part in &parts {
+        assert!(part.cols.labels.is_empty() && part.cols.evict_at.is_empty(), "a packing part holds no labels");
+        assert_eq!(part.runs.rows(), part.cols.lengths.len());
+    }
     let lengths: Vec<u32> = cols.lengths.iter().map(|&l| l as u32).collect();
     let cap = *lengths.iter().max().unwrap() + 40;
     let packing = pack_ffd(&lengths, cap);
@@ -437,36 +486,70 @@ fn parallel_packing_equals_the_rows() {
     for (threads, group) in [(Some(1), 1), (None, 1), (Some(2), 1), (Some(2), cap as u64 * 3), (None, 1 << 16)] {
         assert_eq!(pack::pack_grouped(&parts, &packing, threads, group).unwrap(), want, "{threads:?} {group}");
     }
-    // Each sequence's rows, split by seq_lens, are the rows (evict_at shifted, position_ids from 0).
-    let seq_lens = want.column_by_name("seq_lens").unwrap().as_list::<i64>();
-    let segs = want.column_by_name("segment").unwrap().as_list::<i64>();
-    let row_start = |i: usize| cols.lengths[..i].iter().map(|&l| l as usize).sum::<usize>();
-    for s in 0..packing.sequences() {
-        let lens = seq_lens.value(s);
-        let lens = lens.as_primitive::<arrow_array::types::Int32Type>().values();
-        let (ids, ev, pos) =
-            (list_i32(&want, "input_ids", s), list_i32(&want, "evict_at", s), list_i32(&want, "position_ids", s));
-        let (labels, blocks) = (list_i32(&want, "labels", s), list_i32(&want, "block_index", s));
-        let mut at = 0usize;
-        for (j, &row) in packing.rows[packing.offsets[s] as usize..packing.offsets[s + 1] as usize].iter().enumerate() {
-            let (r0, l) = (row_start(row as usize), cols.lengths[row as usize] as usize);
-            assert_eq!(lens[j] as usize, l);
-            assert_eq!(ids[at..at + l], cols.input_ids[r0..r0 + l]);
-            assert_eq!(labels[at..at + l], cols.labels[r0..r0 + l]);
-            assert_eq!(blocks[at..at + l], cols.block_index[r0..r0 + l]);
-            assert_eq!(
-                segs.value(s).as_primitive::<arrow_array::types::Int8Type>().values()[at..at + l],
-                cols.segment[r0..r0 + l]
-            );
-            let shifted: Vec<i32> =
-                cols.evict_at[r0..r0 + l].iter().map(|&v| if v == NEVER { NEVER } else { v + at as i32 }).collect();
-            assert_eq!(ev[at..at + l], shifted[..]);
-            assert_eq!(pos[at..at + l], (0..l as i32).collect::<Vec<_>>()[..]);
-            at += l;
-        }
-        assert_eq!(at, ids.len());
-    }
+    assert_packed_equals_rows(&want, &packing, &cols, "three parts");
     assert!(cols.evict_at.iter().any(|&v| v != NEVER), "the rows have evictions");
+}
+
+#[test]
+fn packed_rows_equal_the_unpacked_rows_for_every_option() {
+    // The packed export materializes each row from its runs straight into its sequence; the
+    // unpacked one into its chunk: the same rows, for every option that shapes the columns
+    // (evictions of every kind, a system prompt, truncation cutting through evicted ranges,
+    // dropping, one thread and several chunks), on both backends.
+    let mut rows = block_rows(150);
+    rows.extend(ROWS.iter().map(|(p, r)| (p.to_string(), r.to_string())));
+    // Deep nesting and long blocks: evictions whose triggers fall past a truncation.
+    let mut deep = String::from("<think>");
+    for i in 0..40 {
+        deep.push_str(&format!("<|block_start|>level {i} {}", "y ".repeat(i % 9)));
+    }
+    for i in 0..40 {
+        deep.push_str(&format!("<|block_end|><|summary_start|>m{i}<|summary_end|> z"));
+    }
+    deep.push_str("</think>done");
+    rows.push(("deep".to_string(), deep));
+    let p = LargeStringArray::from(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>());
+    let r = LargeStringArray::from(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>());
+    let (pr, rr) = (column_rows(&[&p]).unwrap(), column_rows(&[&r]).unwrap());
+    let engines = [
+        EngineOptions { keep_last_k: -1, ..Default::default() },
+        EngineOptions::default(),
+        EngineOptions { keep_last_k: 1, ..Default::default() },
+        EngineOptions { keep_last_k: 2, mask_delimiters: true, ..Default::default() },
+        EngineOptions { keep_last_k: 0, keep_last_block_for_answer: true, ..Default::default() },
+        EngineOptions { keep_last_k: 1, restart_mode: true, ..Default::default() },
+        EngineOptions { keep_last_k: 0, compact_on_summary_end: false, ..Default::default() },
+    ];
+    let mut evicted = 0;
+    let mut truncated = 0;
+    for fast in [true, false] {
+        let enc = encoder(fast);
+        for (e, engine) in engines.iter().enumerate() {
+            for (max_length, overflow) in
+                [(None, Overflow::Truncate), (Some(90), Overflow::Truncate), (Some(90), Overflow::Drop)]
+            {
+                for threads in [Some(1), Some(2)] {
+                    if !fast && threads == Some(1) {
+                        continue; // the tokenizers crate is slow: one run per option set
+                    }
+                    let system_prompt = (e % 2 == 1).then(|| "You are terse.".to_string());
+                    let opts = ExportOptions { engine: *engine, system_prompt, max_length, overflow, threads };
+                    let what = format!("fast={fast} {engine:?} {max_length:?} {overflow:?} {threads:?}");
+                    let cols = export_columns(enc, &opts, pr.as_ref(), rr.as_ref()).unwrap();
+                    let cap = max_length
+                        .map_or_else(|| cols.lengths.iter().map(|&l| l as u32).max().unwrap() + 25, |m| m as u32);
+                    let (packed, packing) = export_packed(enc, &opts, &[&p], &[&r], cap).unwrap();
+                    assert_eq!(packed.fates, cols.fates, "{what}");
+                    let lengths: Vec<u32> = cols.lengths.iter().map(|&l| l as u32).collect();
+                    assert_eq!(packing, pack_ffd(&lengths, cap), "{what}");
+                    assert_packed_equals_rows(&packed.batch, &packing, &cols, &what);
+                    evicted += cols.evict_at.iter().any(|&v| v != NEVER) as usize;
+                    truncated += cols.fates.contains(&RowFate::Truncated) as usize;
+                }
+            }
+        }
+    }
+    assert!(evicted > 30 && truncated > 10, "{evicted} {truncated}");
 }
 
 #[test]
@@ -477,17 +560,26 @@ fn set_unset_equals_first_range_wins() {
     for case in 0..300 {
         let n = 1 + rnd(200) as usize;
         let mut next: Vec<u32> = (0..=n as u32).collect();
-        let mut got = vec![NEVER; n];
+        let mut runs = Vec::new();
         let mut want = vec![NEVER; n];
         for k in 0..rnd(12) {
             let a = rnd(n as u64 + 2) as u32;
             let b = (a + rnd(n as u64 / 2 + 2) as u32).min(n as u32);
             let value = k as i32 + 1;
-            set_unset(&mut next, &mut got, a..b, value);
+            set_unset(&mut next, &mut runs, a..b, value);
             for t in a..b {
                 if want[t as usize] == NEVER {
                     want[t as usize] = value;
                 }
+            }
+        }
+        // Disjoint runs: each token is set by at most one.
+        let mut got = vec![NEVER; n];
+        for r in &runs {
+            assert!(r.start < r.end, "case {case}: empty run {r:?}");
+            for v in &mut got[r.start as usize..r.end as usize] {
+                assert_eq!(*v, NEVER, "case {case}: runs overlap");
+                *v = r.at;
             }
         }
         assert_eq!(got, want, "case {case}");
