@@ -67,7 +67,7 @@ _PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": Fal
 def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
     """:data:`_PARQUET_OPTIONS`, with min/max statistics for the flat columns only (``n_tokens``,
     ``domain``...: what a reader can filter row groups on). The per-token list columns get none:
-    a token id's minimum and maximum select nothing (and cost 2-8% of a tokenized shard's write,
+    a token id's minimum and maximum select nothing (and cost up to 8% of a tokenized shard's write,
     benches/bench_export_tokenized.py ``-k statistics``)."""
     flat = [f.name for f in schema if not pa.types.is_nested(f.type)]
     return {**_PARQUET_OPTIONS, "write_statistics": flat if len(flat) < len(schema) else True}
