@@ -717,7 +717,7 @@ fn export_row(
             let at = delim_token[ev.at] as i32 + 1;
             set_unset(next, &mut runs.evicts, range, at);
         }
-        runs.sort_evictions();
+        runs.sort_evictions(n);
     }
 
     let mut len = n;

@@ -139,9 +139,26 @@ impl Runs {
         (c.labels.iter().map(|r| r.len as usize).sum(), c.segs.iter().map(|r| r.len as usize).sum())
     }
 
-    /// Sort the current row's evictions by their first token (they are disjoint).
-    pub(crate) fn sort_evictions(&mut self) {
-        self.evicts[self.row[2]..].sort_unstable_by_key(|r| r.start);
+    /// Sort the current row's evictions (disjoint ranges inside its `n` tokens, so their first
+    /// tokens differ) by their first token, in `O(n)`: nothing to do when they are in order
+    /// already (the usual case), a comparison sort when `R log R <= n` for `R` ranges, else one
+    /// bucket per token (a contrived plan's many ranges cost no log factor).
+    pub(crate) fn sort_evictions(&mut self, n: usize) {
+        let ev = &mut self.evicts[self.row[2]..];
+        if ev.windows(2).all(|w| w[0].start < w[1].start) {
+            return;
+        }
+        let r = ev.len();
+        if r * (usize::BITS - r.leading_zeros()) as usize <= n {
+            ev.sort_unstable_by_key(|e| e.start);
+            return;
+        }
+        let mut at = vec![u32::MAX; n];
+        for (i, e) in ev.iter().enumerate() {
+            at[e.start as usize] = i as u32;
+        }
+        let sorted: Vec<EvictRun> = at.iter().filter(|&&i| i != u32::MAX).map(|&i| ev[i as usize]).collect();
+        ev.copy_from_slice(&sorted);
     }
 
     /// Cut the current row to its first `limit` tokens: the runs past it go, and an eviction at

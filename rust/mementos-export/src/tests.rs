@@ -616,3 +616,32 @@ fn joined_chunks_equal_one_thread() {
     assert_eq!((a.input_ids, a.labels, a.segment), (b.input_ids, b.labels, b.segment));
     assert_eq!((a.block_index, a.evict_at, a.lengths, a.fates), (b.block_index, b.evict_at, b.lengths, b.fates));
 }
+
+#[test]
+fn evictions_sort_by_first_token_on_every_path() {
+    // In order already, few ranges (comparison sort) and many ranges in a short row (one bucket
+    // per token): the same ranges, ordered by first token, whatever the path.
+    let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
+    for (n, width) in [(50usize, 5u32), (4000, 40), (64, 1), (1000, 1)] {
+        let mut all: Vec<EvictRun> = (0..n as u32 / width)
+            .map(|i| EvictRun { start: i * width, end: i * width + 1 + (width - 1).min(1), at: i as i32 })
+            .collect();
+        for shuffled in [false, true] {
+            if shuffled {
+                for i in (1..all.len()).rev() {
+                    let j = rnd(i as u64 + 1) as usize;
+                    all.swap(i, j);
+                }
+            }
+            let mut runs = Runs::default();
+            runs.evicts.push(EvictRun { start: 0, end: 1, at: -7 }); // an earlier row's: untouched
+            runs.begin_row();
+            runs.evicts.extend_from_slice(&all);
+            runs.sort_evictions(n);
+            let mut want = all.clone();
+            want.sort_by_key(|e| e.start);
+            assert_eq!(runs.evicts[0], EvictRun { start: 0, end: 1, at: -7 });
+            assert_eq!(&runs.evicts[1..], &want[..], "n {n}, width {width}, shuffled {shuffled}");
+        }
+    }
+}
