@@ -85,12 +85,17 @@ IMPLS = [
 ]
 
 
+def _chat_texts(table: pa.Table) -> tuple[pa.Array, int]:
+    """The ChatML texts HF encodes (the export's template, no system prompt) and their bytes."""
+    texts = _chatml_column(_large(table.column("problem")), _large(table.column("response")), None)
+    return texts, pc.sum(pc.binary_length(texts)).as_py()
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_export_tokenized(benchmark, tok_corpus, tmp_path, impl, bench_big):
     loaded = _qwen()
     table = tok_corpus
-    texts_arrow = _chatml_column(_large(table.column("problem")), _large(table.column("response")), None)
-    nbytes = pc.sum(pc.binary_length(texts_arrow)).as_py()
+    texts_arrow, nbytes = _chat_texts(table)
     benchmark.group = "export/tokenized"
     benchmark.extra_info.update(
         rows=table.num_rows, chatml_bytes=nbytes, bytes=nbytes, impl=impl, baseline=impl.startswith("hf_")
@@ -192,9 +197,8 @@ def test_export_tokenized_alternating(benchmark, tok_corpus, tmp_path, bench_big
     round's HF time over its export time)."""
     loaded = _qwen()
     table = tok_corpus
-    texts_arrow = _chatml_column(_large(table.column("problem")), _large(table.column("response")), None)
+    texts_arrow, nbytes = _chat_texts(table)
     texts = texts_arrow.to_pylist()
-    nbytes = pc.sum(pc.binary_length(texts_arrow)).as_py()
     benchmark.group = "export/tokenized/alternating"
     benchmark.extra_info.update(rows=table.num_rows, bytes=nbytes, impl="mementos_fast_parquet_packed_2t")
     out = tmp_path / "sft"

@@ -174,17 +174,24 @@ def values(data: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def _head(group: str, columns: list[str], note: str = "") -> list[str]:
+    """A table's heading (the group, bold, then ``note``), a blank line, its header row and rule."""
+    return [
+        f"**{group}**" + (f" {note}" if note else ""),
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+
+
 def table(data: dict) -> str:
     lines = [f"Machine: {machine(data)}. Date: {data.get('datetime', '')[:10]}.", ""]
     for group, rows in sorted(_groups(data).items()):
         kind = _kind(rows, group)
         if kind == "peak_increase":
-            lines += [
-                f"**{group}**",
-                "",
-                "| implementation | column | peak RSS increase | share of column | result's own buffers |",
-                "| --- | --- | --- | --- | --- |",
-            ]
+            lines += _head(
+                group, ["implementation", "column", "peak RSS increase", "share of column", "result's own buffers"]
+            )
             for r in rows:
                 e = r["extra_info"]
                 own = f"{e['result_own_mb']:.1f} MB" if "result_own_mb" in e else "n/a"
@@ -193,12 +200,7 @@ def table(data: dict) -> str:
                     f"| {e['ratio']:.1%} | {own} |"
                 )
         elif kind == "job":
-            lines += [
-                f"**{group}**",
-                "",
-                "| job | corpus | time | throughput | rows/s | parsing share | peak RSS |",
-                "| --- | --- | --- | --- | --- | --- | --- |",
-            ]
+            lines += _head(group, ["job", "corpus", "time", "throughput", "rows/s", "parsing share", "peak RSS"])
             for r in rows:
                 e, mean = r["extra_info"], r["stats"]["mean"]
                 lines.append(
@@ -207,12 +209,11 @@ def table(data: dict) -> str:
                     f"| {e['parse_share']:.0%} | {e['peak_rss_mb']:,.0f} MB |"
                 )
         elif kind == "peak_rss":
-            lines += [
-                f"**{group}** (a fresh process; time measured inside it)",
-                "",
-                "| job | input | peak RSS | time | throughput | packing efficiency |",
-                "| --- | --- | --- | --- | --- | --- |",
-            ]
+            lines += _head(
+                group,
+                ["job", "input", "peak RSS", "time", "throughput", "packing efficiency"],
+                "(a fresh process; time measured inside it)",
+            )
             for r in rows:
                 e = r["extra_info"]
                 pack = f"{e['packing_efficiency']:.1%}" if "packing_efficiency" in e else "n/a"
@@ -221,12 +222,11 @@ def table(data: dict) -> str:
                     f"| {e['input_mb'] / e['seconds']:,.1f} MB/s | {pack} |"
                 )
         elif kind == "alternating":
-            lines += [
-                f"**{group}** (each round: one HF `encode_batch_fast` pass, then the export; same minutes)",
-                "",
-                "| implementation | rounds | mean time | HF mean, same rounds | x HF (means) | x HF, lowest round |",
-                "| --- | --- | --- | --- | --- | --- |",
-            ]
+            lines += _head(
+                group,
+                ["implementation", "rounds", "mean time", "HF mean, same rounds", "x HF (means)", "x HF, lowest round"],
+                "(each round: one HF `encode_batch_fast` pass, then the export; same minutes)",
+            )
             for r in rows:
                 e, mean = r["extra_info"], r["stats"]["mean"]
                 lines.append(
@@ -234,12 +234,11 @@ def table(data: dict) -> str:
                     f"| {e['x_hf']:.1f}x | {e['x_hf_min_round']:.1f}x |"
                 )
         elif kind == "scaling":
-            lines += [
-                f"**{group}** (time per byte should stay flat as rows grow)",
-                "",
-                "| implementation | row size | time | ns per byte |",
-                "| --- | --- | --- | --- |",
-            ]
+            lines += _head(
+                group,
+                ["implementation", "row size", "time", "ns per byte"],
+                "(time per byte should stay flat as rows grow)",
+            )
             for r in sorted(rows, key=lambda r: (r["extra_info"]["impl"], r["extra_info"]["size"])):
                 e, mean = r["extra_info"], r["stats"]["mean"]
                 lines.append(
@@ -249,12 +248,7 @@ def table(data: dict) -> str:
         else:
             ref = _reference(rows)
             base = ref["extra_info"].get("impl", "reference") if ref else "reference"
-            lines += [
-                f"**{group}**",
-                "",
-                f"| implementation | mean time | throughput | x {base} |",
-                "| --- | --- | --- | --- |",
-            ]
+            lines += _head(group, ["implementation", "mean time", "throughput", f"x {base}"])
             for r in sorted(rows, key=lambda r: r["stats"]["mean"], reverse=True):
                 e, mean = r["extra_info"], r["stats"]["mean"]
                 mbps = e["bytes"] / mean / 1e6 if e.get("bytes") else float("nan")

@@ -97,8 +97,7 @@ def transform_table(
         # (joining the chunks and widening the offsets took about 10 ms per 8 MiB slice here).
         problem, response = _large(problem), _large(response)
     if opts.variant == "compressed":
-        response = compress_batch(response, opts.keep_last_k, style=opts.style)
-        response = response if opts.format == "tokenized" else _large(response)
+        response = compress_batch(response, opts.keep_last_k, style=opts.style)  # one large_string array
     meta = {c: table.column(c).combine_chunks() for c in METADATA if c in table.column_names}
     if opts.format == "messages":
         cols: dict[str, Any] = {"messages": _messages_column(problem, response, opts.system_prompt)}
