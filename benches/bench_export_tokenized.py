@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,12 @@ def _hf_pass(tok, texts: list[str]) -> list[list[int]]:
     return first
 
 
+def _cpu_s() -> float:
+    """CPU time (user + system) of every thread of this process so far, in seconds."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def test_export_tokenized_alternating(benchmark, tok_corpus, tmp_path, bench_big):
     """The CLI's packed export (``mementos_fast_parquet_packed_2t``) in rounds that alternate with
     HF ``encode_batch_fast`` passes over the same ChatML texts: each round runs one HF pass (in
@@ -194,7 +201,8 @@ def test_export_tokenized_alternating(benchmark, tok_corpus, tmp_path, bench_big
     implementations' rows above are measured minutes apart: their ratio moves with the drift.
     Here both see the same minutes. ``extra_info``: ``hf_mean_s`` (the HF passes of the timed
     rounds), ``x_hf`` (ratio of the means), ``x_hf_min_round`` / ``x_hf_median_round`` (of each
-    round's HF time over its export time)."""
+    round's HF time over its export time), ``x_hf_cpu`` (the same ratio in CPU time: user + system of
+    all the process's threads, ``hf_cpu_mean_s`` / ``cpu_mean_s``)."""
     loaded = _qwen()
     table = tok_corpus
     texts_arrow, nbytes = _chat_texts(table)
@@ -203,17 +211,21 @@ def test_export_tokenized_alternating(benchmark, tok_corpus, tmp_path, bench_big
     benchmark.extra_info.update(rows=table.num_rows, bytes=nbytes, impl="mementos_fast_parquet_packed_2t")
     out = tmp_path / "sft"
     hf_times: list[float] = []
+    hf_cpu: list[float] = []
+    our_cpu: list[float] = []
     first_ids: list[list[int]] = []
 
     def hf_round():
         shutil.rmtree(out, ignore_errors=True)  # the previous round's shards (as fresh_output above)
-        t0 = time.perf_counter()
+        c0, t0 = _cpu_s(), time.perf_counter()
         ids = _hf_pass(loaded.tokenizer, texts)
         hf_times.append(time.perf_counter() - t0)
+        hf_cpu.append(_cpu_s() - c0)
         first_ids[:] = ids
 
     def run():
-        return ex.export_sft(
+        c0 = _cpu_s()
+        m = ex.export_sft(
             table,
             out,
             "tokenized",
@@ -224,6 +236,8 @@ def test_export_tokenized_alternating(benchmark, tok_corpus, tmp_path, bench_big
             max_length=32768,
             **STAGE2,
         )
+        our_cpu.append(_cpu_s() - c0)
+        return m
 
     warmup = 1 if bench_big else 0
     benchmark.pedantic(run, setup=hf_round, rounds=7 if bench_big else 1, iterations=1, warmup_rounds=warmup)
@@ -238,6 +252,11 @@ def test_export_tokenized_alternating(benchmark, tok_corpus, tmp_path, bench_big
             x_hf_min_round=per_round[0],
             x_hf_median_round=per_round[len(per_round) // 2],
             rounds=len(ours),
+            # CPU time (user + system, every thread of the process) of the same rounds: the work
+            # each side does, which the VM's drift in speed moves less than the wall time.
+            hf_cpu_mean_s=sum(hf_cpu[warmup:]) / len(hf),
+            cpu_mean_s=sum(our_cpu[warmup:]) / len(ours),
+            x_hf_cpu=sum(hf_cpu[warmup:]) / sum(our_cpu[warmup:]),
         )
     # The export's rows are HF's ids (the unpacked transform of the same table, truncated as the
     # packed export truncates), and the shards hold them all.

@@ -222,16 +222,20 @@ def table(data: dict) -> str:
                     f"| {e['input_mb'] / e['seconds']:,.1f} MB/s | {pack} |"
                 )
         elif kind == "alternating":
+            cpu = all("x_hf_cpu" in r["extra_info"] for r in rows)  # reports from before stop 19 lack it
             lines += _head(
                 group,
-                ["implementation", "rounds", "mean time", "HF mean, same rounds", "x HF (means)", "x HF, lowest round"],
-                "(each round: one HF `encode_batch_fast` pass, then the export; same minutes)",
+                ["implementation", "rounds", "mean time", "HF mean, same rounds", "x HF (means)", "x HF, lowest round"]
+                + (["x HF in CPU time (means)"] if cpu else []),
+                "(each round: one HF `encode_batch_fast` pass, then the export; same minutes"
+                + ("; CPU time: user + system of all the process's threads" if cpu else "")
+                + ")",
             )
             for r in rows:
                 e, mean = r["extra_info"], r["stats"]["mean"]
                 lines.append(
                     f"| {_impl(r)} | {e['rounds']:.0f} | {mean * 1e3:.1f} ms | {e['hf_mean_s'] * 1e3:,.1f} ms "
-                    f"| {e['x_hf']:.1f}x | {e['x_hf_min_round']:.1f}x |"
+                    f"| {e['x_hf']:.1f}x | {e['x_hf_min_round']:.1f}x |" + (f" {e['x_hf_cpu']:.1f}x |" if cpu else "")
                 )
         elif kind == "scaling":
             lines += _head(
