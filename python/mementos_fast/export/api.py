@@ -5,6 +5,7 @@ with its manifest). See docs/EXPORT.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -31,7 +32,7 @@ from mementos_fast.export.formats import (
 )
 from mementos_fast.export.labels import EVICT_NEVER, IGNORE_INDEX, SEGMENTS
 from mementos_fast.export.sinks import ExportSink, _WriteBehind
-from mementos_fast.loading import load
+from mementos_fast.loading import load, prefetch
 from mementos_fast.options import ExportOptions
 from mementos_fast.parsing import parse_batch
 
@@ -194,8 +195,12 @@ def export_sft(
     # Each batch is exported with the compiled exporter, loaded once here.
     batch_opts = dataclasses.replace(opts, tokenizer=tok)
     tokens_written = sequences = 0
+    reader: Any = None
     if batches is None:
-        batches = load(source, config, sample=sample, limit=limit, seed=seed, batch_size=batch_size)
+        # Read one batch ahead on a background thread (as the CLI does): Parquet decoding overlaps
+        # the work on the batch before. Closed below, which stops and joins the thread.
+        reader = prefetch(iter(load(source, config, sample=sample, limit=limit, seed=seed, batch_size=batch_size)))
+        batches = reader
     if opts.format == "tokenized":
         # Token columns take ~20 bytes per token: cut batches into slices of bounded text so
         # memory stays bounded whatever the batch size (packing works within a slice).
@@ -204,6 +209,7 @@ def export_sft(
     rows_read = bytes_read = 0
     t0 = time.perf_counter()
     with (
+        contextlib.closing(reader) if reader is not None else contextlib.nullcontext(),
         ExportSink(out, output, shard_bytes=shard_bytes, overwrite=overwrite, parquet_engine=parquet_engine) as sink,
         _WriteBehind(sink.write) as writer,
     ):
