@@ -731,19 +731,63 @@ enum Seg<'a> {
 /// such a char, and those are exactly the ASCII bytes and the UTF-8 sequences whose lead byte is
 /// below 0xCC. So only the maximal runs of non-ASCII bytes that hold a byte >= 0xCC are checked,
 /// each from that byte (always a lead byte: continuation bytes are below 0xC0) to the run's end;
-/// the text between them is skipped 32 bytes at a time.
+/// the text between them is skipped 32 bytes at a time. A run made only of such chars of the
+/// Basic Multilingual Plane (punctuation like `—` and `’`, most letters and symbols: one bit
+/// each in [`bmp_starters`]) passes without the quick check.
 #[inline]
 pub fn is_nfc_fast(text: &str) -> bool {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = find_from_0xcc(b, i) {
         let end = b[start..].iter().position(|&x| x < 0x80).map_or(b.len(), |k| start + k);
-        if is_nfc_quick(text[start..end].chars()) != IsNormalized::Yes {
+        if !bmp_starters_only(&b[start..end]) && is_nfc_quick(text[start..end].chars()) != IsNormalized::Yes {
             return false;
         }
         i = end;
     }
     true
+}
+
+/// Whether every char of `run` (valid UTF-8) is a BMP char of combining class 0 whose NFC_QC is
+/// Yes (a bit of [`bmp_starters`]).
+#[inline]
+fn bmp_starters_only(run: &[u8]) -> bool {
+    let table = bmp_starters();
+    let mut i = 0;
+    while i < run.len() {
+        let b0 = run[i] as u32;
+        let (c, l) = if b0 < 0xE0 {
+            // ASCII does not occur in a run; 2 bytes: U+0080..U+07FF.
+            (((b0 & 0x1F) << 6) | (run[i + 1] as u32 & 0x3F), 2)
+        } else if b0 < 0xF0 {
+            (((b0 & 0x0F) << 12) | ((run[i + 1] as u32 & 0x3F) << 6) | (run[i + 2] as u32 & 0x3F), 3)
+        } else {
+            return false;
+        };
+        if table[(c >> 6) as usize] >> (c & 63) & 1 == 0 {
+            return false;
+        }
+        i += l;
+    }
+    true
+}
+
+/// One bit per code point of the Basic Multilingual Plane: set when the char has combining class
+/// 0 and NFC_QC Yes (by the crate HF uses), so it passes the quick check and resets its state.
+/// Built once (8 KiB).
+fn bmp_starters() -> &'static [u64; 1024] {
+    static TABLE: std::sync::OnceLock<Box<[u64; 1024]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0u64; 1024]);
+        for c in (0..0x10000u32).filter_map(char::from_u32) {
+            if unicode_normalization_alignments::char::canonical_combining_class(c) == 0
+                && is_nfc_quick(std::iter::once(c)) == IsNormalized::Yes
+            {
+                t[(c as u32 >> 6) as usize] |= 1 << (c as u32 & 63);
+            }
+        }
+        t
+    })
 }
 
 /// The first position at or after `i` of a byte >= 0xCC: 32 bytes at a time (no early exit
@@ -879,6 +923,17 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(is_nfc_fast(&s), is_nfc_quick(s.chars()) == IsNormalized::Yes, "{:?}", s);
+        }
+    }
+
+    /// Every BMP char alone, after a mark of class 230 and after one of class 220 (the
+    /// `bmp_starters` table against the quick check itself).
+    #[test]
+    fn is_nfc_fast_on_every_bmp_char() {
+        for c in (0x80..0x10000u32).filter_map(char::from_u32) {
+            for s in [format!("{c}"), format!("\u{301}{c}"), format!("\u{316}{c}x"), format!("{c}\u{2019}")] {
+                assert_eq!(is_nfc_fast(&s), is_nfc_quick(s.chars()) == IsNormalized::Yes, "{s:?}");
+            }
         }
     }
 

@@ -349,36 +349,36 @@ impl Encoder {
         self.fast_refused.as_deref()
     }
 
-    /// Ids of `text` and the byte range of each token (`starts[t]..ends[t]`). True when both
-    /// `starts` and `ends` are non-decreasing (always on the fast paths, whose ranges are the
-    /// tokens' bytes in text order; checked on the `tokenizers` path, whose offsets come from the
-    /// normalization's alignments): [`export_row`] then finds its boundaries by binary search.
-    /// An error when the `tokenizers` crate refuses the text.
+    /// Ids of `text` and the byte range of each token. On the fast paths the tokens are the
+    /// text's bytes in order, each range ending where the next begins: `starts` gets the `n + 1`
+    /// boundaries (token `t` is `starts[t]..starts[t + 1]`, the last boundary `text.len()`) and
+    /// `ends` is left empty ([`Ranges::Tiled`]). On the `tokenizers` path (offsets from the
+    /// normalization's alignments) token `t` is `starts[t]..ends[t]`, in order or not
+    /// ([`Ranges::Offsets`]). An error when the `tokenizers` crate refuses the text.
     fn encode(
         &self,
         text: &str,
         ids: &mut Vec<u32>,
         starts: &mut Vec<u32>,
         ends: &mut Vec<u32>,
-    ) -> Result<bool, tokenizers::Error> {
+    ) -> Result<Ranges, tokenizers::Error> {
         ids.clear();
         starts.clear();
         ends.clear();
         if let (Some(fast), Some(cache)) = (&self.fast, &self.pieces) {
-            if cache.encode(fast, &self.token_len, text, ids, starts, ends)
-                && ends.last().is_none_or(|&e| e as usize == text.len())
-            {
-                debug_assert!(starts.is_sorted() && ends.is_sorted());
-                return Ok(true);
+            if cache.encode(fast, &self.token_len, text, ids, starts) {
+                debug_assert!(starts.len() == ids.len() + 1 && starts.is_sorted());
+                debug_assert!(starts.first() == Some(&0) && starts.last() == Some(&(text.len() as u32)));
+                return Ok(Ranges::Tiled);
             }
             ids.clear();
             starts.clear();
-            ends.clear();
         }
         if let Some(fast) = &self.fast {
             *ids = fast.encode(text);
             let mut pos = 0u64;
             let mut ok = true;
+            starts.reserve(ids.len() + 1);
             for &id in ids.iter() {
                 let l = self.token_len.get(id as usize).copied().unwrap_or(u32::MAX);
                 if l == u32::MAX {
@@ -387,14 +387,13 @@ impl Encoder {
                 }
                 starts.push(pos as u32);
                 pos += l as u64;
-                ends.push(pos as u32);
             }
+            starts.push(pos as u32);
             if ok && pos == text.len() as u64 {
-                return Ok(true);
+                return Ok(Ranges::Tiled);
             }
             ids.clear();
             starts.clear();
-            ends.clear();
         }
         let enc = self.hf.encode(text, false)?;
         ids.extend_from_slice(enc.get_ids());
@@ -402,8 +401,18 @@ impl Encoder {
             starts.push(s as u32);
             ends.push(e as u32);
         }
-        Ok(starts.is_sorted() && ends.is_sorted())
+        Ok(Ranges::Offsets(starts.is_sorted() && ends.is_sorted()))
     }
+}
+
+/// How [`Encoder::encode`] gave the tokens' byte ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ranges {
+    /// `starts` holds `n + 1` boundaries, token `t` is `starts[t]..starts[t + 1]`.
+    Tiled,
+    /// Token `t` is `starts[t]..ends[t]`; true when both are non-decreasing (then [`export_row`]
+    /// finds its boundaries by binary search).
+    Offsets(bool),
 }
 
 /// A `tokenizers` crate `Tokenizer` of `json`, without truncation or padding.
@@ -705,10 +714,15 @@ fn export_row(
 ) -> RowFate {
     let lay = build_text(&mut sc.text, opts.system_prompt.as_deref(), problem, response);
     let Scratch { text, ids, starts, ends, delims, plan, delim_token, delim_block, stack, next } = sc;
-    let Ok(in_order) = enc.encode(text, ids, starts, ends) else {
+    let Ok(ranges) = enc.encode(text, ids, starts, ends) else {
         return RowFate::TokenizerError;
     };
     let n = ids.len();
+    // Token `t` is `starts[t]..ends[t]`; tiled ranges are ordered (fast paths always).
+    let (starts, ends, in_order): (&[u32], &[u32], bool) = match ranges {
+        Ranges::Tiled => (&starts[..n], &starts[1..], true),
+        Ranges::Offsets(in_order) => (starts, ends, in_order),
+    };
     let resp_at = lay.response.start as u32;
 
     // The first token holding a byte of the response (the prompt is everything before it).

@@ -6,7 +6,7 @@
 //! 1. added tokens first (leftmost-longest Aho-Corasick over their contents; only used when every
 //!    added token is matched on the raw text, `normalized: false`);
 //! 2. each gap between added tokens must be NFC already (quick check `Yes`, with mementos-bpe's
-//!    `is_nfc_fast`: only runs of bytes >= 0xCC are checked) when the tokenizer normalizes with
+//!    `is_nfc_fast`: only runs of bytes >= 0xCC are looked at, most by one table bit per char) when the tokenizer normalizes with
 //!    NFC, else the row is left to `FastBpe::encode`;
 //! 3. the gap is cut into pieces by the same scanner (`mementos_bpe::pretok::Pieces`);
 //! 4. a piece's ids are `FastBpe::encode(piece)`, which is BPE of that piece exactly when the
@@ -15,8 +15,13 @@
 //!
 //! Anything uncertain falls back to the uncached exact path: the ids are always `FastBpe`'s.
 //!
+//! The output is each token's id and start; the tokens tile the text (each piece's tokens add up
+//! to it), so token `t` ends where `t + 1` starts and one more boundary, the text's length, ends
+//! the last. A text has at most one token per byte, so both are written into capacity reserved
+//! once per text, without a capacity check per token.
+//!
 //! The cache keeps each piece's tokens as (id, byte length) pairs, checked once when the piece is
-//! added, so a hit pushes ids and byte ranges without looking token lengths up; a piece that is
+//! added, so a hit writes ids and starts without looking token lengths up; a piece that is
 //! one token (most of them) keeps its id in its slot, with no second read. Pieces of up to 16
 //! bytes (nearly all of natural text and code) are keyed inline, without copying them through
 //! memory: a single byte indexes a 256-entry array, 2 to 7 bytes are one `u64`
@@ -25,6 +30,7 @@
 //! no byte comparison loop. Longer pieces go to a hash map.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use mementos_bpe::pretok::{Pattern, Pieces};
@@ -288,8 +294,9 @@ impl PieceCache {
         Some(PieceCache { added, pattern: fast.pattern(), nfc, cache: ThreadLocal::new() })
     }
 
-    /// Ids of `text` and each token's byte range; false when the row must take the exact
-    /// uncached path (the outputs are then unspecified).
+    /// Ids of `text` and the boundaries of its tokens (`n + 1` of them: token `t` is
+    /// `starts[t]..starts[t + 1]`, the tokens tile the text); false when the row must take the
+    /// exact uncached path (the outputs are then unspecified). `ids` and `starts` must be empty.
     pub(crate) fn encode(
         &self,
         fast: &FastBpe,
@@ -297,85 +304,119 @@ impl PieceCache {
         text: &str,
         ids: &mut Vec<u32>,
         starts: &mut Vec<u32>,
-        ends: &mut Vec<u32>,
     ) -> bool {
+        debug_assert!(ids.is_empty() && starts.is_empty());
+        // Every token has at least one byte (added tokens are non-empty, a piece's tokens are
+        // checked to be), so a text has at most `text.len()` of them: the tokens are written
+        // into spare capacity reserved once, without a capacity check and a length update per
+        // push (the indexing below still checks bounds).
+        ids.reserve(text.len());
+        starts.reserve(text.len() + 1);
+        let out = Out {
+            ids: &mut ids.spare_capacity_mut()[..text.len()],
+            starts: &mut starts.spare_capacity_mut()[..text.len() + 1],
+            n: 0,
+        };
+        let Some(n) = self.fill(fast, token_len, text, out) else {
+            return false;
+        };
+        // SAFETY: `fill` wrote slots `0..n` of `ids` and `0..=n` of `starts` (`Out::push` and
+        // `Out::finish`).
+        unsafe {
+            ids.set_len(n);
+            starts.set_len(n + 1);
+        }
+        true
+    }
+
+    /// [`PieceCache::encode`] into `out`: the number of tokens, or None for the uncached path.
+    #[inline(always)]
+    fn fill(&self, fast: &FastBpe, token_len: &[u32], text: &str, mut out: Out<'_>) -> Option<usize> {
         let mut cache = self.cache.get_or_default().borrow_mut();
         let cache: &mut Local = &mut cache;
         let mut fresh: Vec<(u32, u32)> = Vec::new();
-        let mut gap =
-            |from: usize, to: usize, ids: &mut Vec<u32>, starts: &mut Vec<u32>, ends: &mut Vec<u32>| -> bool {
-                let g = &text[from..to];
-                if self.nfc && !is_nfc_fast(g) {
-                    return false;
-                }
-                let base = g.as_ptr() as usize;
-                for piece in Pieces::new(g, self.pattern) {
-                    let mut pos = (from + (piece.as_ptr() as usize - base)) as u32;
-                    let n = piece.len() as u32;
-                    match cache.get(piece) {
-                        Some(Hit { at: id, n: ONE }) => {
-                            ids.push(id);
-                            starts.push(pos);
-                            ends.push(pos + n);
+        let mut gap = |from: usize, to: usize, out: &mut Out<'_>| -> Option<()> {
+            let g = &text[from..to];
+            if self.nfc && !is_nfc_fast(g) {
+                return None;
+            }
+            let base = g.as_ptr() as usize;
+            for piece in Pieces::new(g, self.pattern) {
+                let mut pos = (from + (piece.as_ptr() as usize - base)) as u32;
+                match cache.get(piece) {
+                    Some(Hit { at: id, n: ONE }) => out.push(id, pos),
+                    Some(hit) => {
+                        for &(id, l) in cache.tokens(hit) {
+                            out.push(id, pos);
+                            pos += l;
                         }
-                        Some(hit) => {
-                            for &(id, l) in cache.tokens(hit) {
-                                ids.push(id);
-                                starts.push(pos);
-                                pos += l;
-                                ends.push(pos);
-                            }
+                    }
+                    None => {
+                        // SAFETY of the cut: pieces are made of whole characters of `g`.
+                        let s = std::str::from_utf8(piece).ok()?;
+                        if Pieces::new(s, self.pattern).nth(1).is_some()
+                            || (self.nfc && !s.is_ascii() && is_nfc_quick(s.chars()) != IsNormalized::Yes)
+                        {
+                            return None;
                         }
-                        None => {
-                            // SAFETY of the cut: pieces are made of whole characters of `g`.
-                            let Ok(s) = std::str::from_utf8(piece) else {
-                                return false;
+                        // Each token's byte length (at least one); they must add up to the piece.
+                        fresh.clear();
+                        let mut total = 0u64;
+                        for id in fast.encode(s) {
+                            let l = match token_len.get(id as usize) {
+                                Some(&l) if l != u32::MAX && l != 0 => l,
+                                _ => return None,
                             };
-                            if Pieces::new(s, self.pattern).nth(1).is_some()
-                                || (self.nfc && !s.is_ascii() && is_nfc_quick(s.chars()) != IsNormalized::Yes)
-                            {
-                                return false;
-                            }
-                            // Each token's byte length; they must add up to the piece.
-                            fresh.clear();
-                            let mut total = 0u64;
-                            for id in fast.encode(s) {
-                                let l = match token_len.get(id as usize) {
-                                    Some(&l) if l != u32::MAX => l,
-                                    _ => return false,
-                                };
-                                total += l as u64;
-                                fresh.push((id, l));
-                            }
-                            if total != piece.len() as u64 {
-                                return false;
-                            }
-                            if piece.len() < MAX_CACHED {
-                                cache.insert(piece, &fresh);
-                            }
-                            for &(id, l) in &fresh {
-                                ids.push(id);
-                                starts.push(pos);
-                                pos += l;
-                                ends.push(pos);
-                            }
+                            total += l as u64;
+                            fresh.push((id, l));
+                        }
+                        if total != piece.len() as u64 {
+                            return None;
+                        }
+                        if piece.len() < MAX_CACHED {
+                            cache.insert(piece, &fresh);
+                        }
+                        for &(id, l) in &fresh {
+                            out.push(id, pos);
+                            pos += l;
                         }
                     }
                 }
-                true
-            };
+            }
+            Some(())
+        };
         let mut pos = 0;
         if let Some((ac, added_ids)) = &self.added {
             for m in ac.find_iter(text) {
-                if !gap(pos, m.start(), ids, starts, ends) {
-                    return false;
-                }
-                ids.push(added_ids[m.pattern().as_usize()]);
-                starts.push(m.start() as u32);
-                ends.push(m.end() as u32);
+                gap(pos, m.start(), &mut out)?;
+                out.push(added_ids[m.pattern().as_usize()], m.start() as u32);
                 pos = m.end();
             }
         }
-        gap(pos, text.len(), ids, starts, ends)
+        gap(pos, text.len(), &mut out)?;
+        Some(out.finish(text.len() as u32))
+    }
+}
+
+/// Where [`PieceCache::encode`] writes: `ids` and `starts`' spare capacity, `n` tokens written.
+struct Out<'a> {
+    ids: &'a mut [MaybeUninit<u32>],
+    starts: &'a mut [MaybeUninit<u32>],
+    n: usize,
+}
+
+impl Out<'_> {
+    #[inline(always)]
+    fn push(&mut self, id: u32, start: u32) {
+        self.ids[self.n].write(id);
+        self.starts[self.n].write(start);
+        self.n += 1;
+    }
+
+    /// Write the end boundary; the number of tokens.
+    #[inline(always)]
+    fn finish(self, end: u32) -> usize {
+        self.starts[self.n].write(end);
+        self.n
     }
 }
