@@ -266,6 +266,38 @@ def test_export_tokenized_alternating(benchmark, tok_corpus, tmp_path, bench_big
     assert pc.sum(got.column("n_tokens")).as_py() == pc.sum(plain.column("n_tokens")).as_py()
 
 
+@pytest.mark.parametrize("impl", ["hf_tokenizer_from_file", "mementos_fast_exporter_from_file"])
+def test_tokenizer_load(benchmark, impl, bench_big):
+    """Loading the Qwen3 ``tokenizer.json`` as it is on disk, in a fresh process each round (the
+    CLI's start-up): ``tokenizers.Tokenizer.from_file`` (what an HF pipeline loads) against
+    ``_core.Exporter.from_file`` (what the tokenized export loads: the ``tokenizers`` crate's
+    Tokenizer with the delimiters registered, plus the fast BPE's tables and piece cache). The
+    time is measured inside the process, around the call alone."""
+    from mementos_fast import qwen3_tokenizer_path
+
+    _qwen()  # skips when the tokenizer is not installed
+    path = str(qwen3_tokenizer_path())
+    call = (
+        "tokenizers.Tokenizer.from_file(p)" if impl.startswith("hf_") else "mementos_fast._core.Exporter.from_file(p)"
+    )
+    script = (
+        "import sys, time, tokenizers, mementos_fast, mementos_fast._core\n"
+        f"p = sys.argv[1]\nt0 = time.perf_counter()\n{call}\nprint(time.perf_counter() - t0)"
+    )
+    benchmark.group = "export/tokenized/load"
+    benchmark.extra_info.update(impl=impl, baseline=impl.startswith("hf_"))
+    times: list[float] = []
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, check=True)
+        times.append(float(out.stdout.split()[-1]))
+
+    rounds = 5 if bench_big else 1
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1 if bench_big else 0)
+    inside = times[-rounds:]
+    benchmark.extra_info.update(load_mean_s=sum(inside) / len(inside), load_min_s=min(inside))
+
+
 @pytest.mark.parametrize("statistics", ["all_columns", "flat_columns", "polars"])
 def test_parquet_write_statistics(benchmark, tok_corpus, tmp_path, statistics):
     """Writing one tokenized table to zstd Parquet: pyarrow with min/max statistics on every
