@@ -255,9 +255,9 @@ def table(data: dict) -> str:
             lines += _head(group, ["implementation", "mean time", "throughput", f"x {base}"])
             for r in sorted(rows, key=lambda r: r["stats"]["mean"], reverse=True):
                 e, mean = r["extra_info"], r["stats"]["mean"]
-                mbps = e["bytes"] / mean / 1e6 if e.get("bytes") else float("nan")
+                mbps = f"{e['bytes'] / mean / 1e6:,.0f} MB/s" if e.get("bytes") else "n/a"
                 ratio = f"{ref['stats']['mean'] / mean:.1f}x" if ref else "n/a"
-                lines.append(f"| {e.get('impl', r['name'])} | {mean * 1e3:.1f} ms | {mbps:,.0f} MB/s | {ratio} |")
+                lines.append(f"| {e.get('impl', r['name'])} | {mean * 1e3:.1f} ms | {mbps} | {ratio} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -346,7 +346,8 @@ def values_from_tables(md: str) -> dict[str, dict[str, float]]:
         f: dict[str, float] = {}
         if h[:3] == ["implementation", "mean time", "throughput"]:
             f["mean_s"] = _num(v["mean time"]) / 1e3
-            f["mb_per_s"] = _num(v["throughput"])
+            if v["throughput"] != "n/a":  # no bytes measured (a load time, say)
+                f["mb_per_s"] = _num(v["throughput"])
             if v[h[3]] != "n/a":
                 f["x"] = _num(v[h[3]])
         elif h[:2] == ["job", "input"]:
@@ -373,6 +374,8 @@ def values_from_tables(md: str) -> dict[str, dict[str, float]]:
             f["hf_mean_s"] = _num(v["HF mean, same rounds"]) / 1e3
             f["x_hf"] = _num(v["x HF (means)"])
             f["x_hf_min_round"] = _num(v["x HF, lowest round"])
+            if "x HF in CPU time (means)" in v:
+                f["x_hf_cpu"] = _num(v["x HF in CPU time (means)"])
         elif h[1] == "row size":
             row += f"@{_num(v['row size']):.0f}KB"
             f["mean_s"] = _num(v["time"]) / 1e3
