@@ -217,21 +217,23 @@ impl Encoder {
     /// Load with a backend chosen by name: `"auto"` (the fast BPE when it supports the
     /// tokenizer, else `tokenizers`), `"fast"` (an error when unsupported) or `"hf"`.
     pub fn load(json: &str, backend: &str) -> Result<Encoder, ExportError> {
-        if !matches!(backend, "auto" | "fast" | "hf") {
-            return Err(ExportError::UnknownBackend(backend.to_string()));
+        let use_fast = use_fast(backend)?;
+        Encoder::from_json(json, use_fast)?.requiring(backend)
+    }
+
+    /// `self`, or the reason the fast BPE is not used when `backend` is `"fast"`.
+    fn requiring(self, backend: &str) -> Result<Encoder, ExportError> {
+        if backend == "fast" && self.backend() != "fast" {
+            return Err(ExportError::Unsupported(self.fast_refused().unwrap_or("unsupported").to_string()));
         }
-        let enc = Encoder::from_json(json, backend != "hf")?;
-        if backend == "fast" && enc.backend() != "fast" {
-            return Err(ExportError::Unsupported(enc.fast_refused().unwrap_or("unsupported").to_string()));
-        }
-        Ok(enc)
+        Ok(self)
     }
 
     /// Load from a `tokenizer.json` string (the delimiters already registered as added tokens,
     /// as `mementos_fast.load_tokenizer` does). `use_fast=false` forces the `tokenizers` crate.
     ///
-    /// The `tokenizers` crate's `Tokenizer` (most of the time: about 0.45 s for Qwen3) and the
-    /// fast side ([`FastSide`]) are built at once, on two threads.
+    /// The `tokenizers` crate's `Tokenizer` (most of the load time) and the fast side
+    /// ([`FastSide`]) are built at once, on two threads.
     pub fn from_json(json: &str, use_fast: bool) -> Result<Encoder, ExportError> {
         let (hf, side) = rayon::join(|| hf_tokenizer(json), || FastSide::build(json, None, use_fast));
         Encoder::from_parts(hf?, side?)
@@ -275,47 +277,31 @@ impl Encoder {
     /// crate's ids are checked against those afterwards; should they differ, the fast side is
     /// built again from the crate's own serialization (one more parse).
     pub fn load_file_json(json: &str, backend: &str) -> Result<Encoder, ExportError> {
-        if !matches!(backend, "auto" | "fast" | "hf") {
-            return Err(ExportError::UnknownBackend(backend.to_string()));
-        }
-        let use_fast = backend != "hf";
+        let use_fast = use_fast(backend)?;
         let (hf, side) = rayon::join(
-            || -> Result<(Tokenizer, Vec<(String, u32)>), ExportError> {
+            || -> Result<(Tokenizer, Delimiters), ExportError> {
                 let mut hf = hf_tokenizer(json)?;
-                let present: std::collections::HashSet<String> =
-                    hf.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
-                let missing: Vec<AddedToken> = Delim::ALL
-                    .iter()
-                    .filter(|d| !present.contains(d.text()))
-                    // special: not normalized, not single-word, no strip (load_tokenizer's flags)
-                    .map(|d| AddedToken::from(d.text(), true))
-                    .collect();
-                let mut given = Vec::with_capacity(missing.len());
-                if !missing.is_empty() {
-                    hf.add_special_tokens(missing.iter().cloned())
-                        .map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-                    for t in &missing {
-                        given.push((t.content.clone(), hf.token_to_id(&t.content).unwrap_or(u32::MAX)));
-                    }
-                }
+                let given = register_delimiters(&mut hf)?;
                 Ok((hf, given))
             },
-            || -> Result<(FastSide, Vec<(String, u32)>), ExportError> {
+            || -> Result<Option<(FastSide, Delimiters)>, ExportError> {
                 if !use_fast {
-                    return Ok((FastSide::build(json, None, false)?, Vec::new()));
+                    return Ok(Some((FastSide::build(json, None, false)?, Vec::new())));
                 }
                 let mut root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-                let added = with_delimiters(&mut root);
+                let Some(added) = with_delimiters(&mut root) else {
+                    return Ok(None);
+                };
                 if added.is_empty() {
-                    return Ok((FastSide::build(json, Some(root), true)?, added));
+                    return Ok(Some((FastSide::build(json, Some(root), true)?, added)));
                 }
                 let text = serde_json::to_string(&root).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-                Ok((FastSide::build(&text, Some(root), true)?, added))
+                Ok(Some((FastSide::build(&text, Some(root), true)?, added)))
             },
         );
         let (hf, given) = hf?;
         let side = match side {
-            Ok((side, assumed)) if assumed == given => side,
+            Ok(Some((side, assumed))) if assumed == given => side,
             // The crate gave other ids (or the JSON is not as expected): build the fast side from
             // the crate's own serialization, with the delimiters as it registered them.
             _ => {
@@ -323,11 +309,7 @@ impl Encoder {
                 FastSide::build(&json, None, use_fast)?
             }
         };
-        let enc = Encoder::from_parts(hf, side)?;
-        if backend == "fast" && enc.backend() != "fast" {
-            return Err(ExportError::Unsupported(enc.fast_refused().unwrap_or("unsupported").to_string()));
-        }
-        Ok(enc)
+        Encoder::from_parts(hf, side)?.requiring(backend)
     }
 
     /// The id of each delimiter, in `Delim::ALL` order.
@@ -415,6 +397,33 @@ enum Ranges {
     Offsets(bool),
 }
 
+/// Delimiters registered in a tokenizer: (content, id) pairs, in `Delim::ALL` order.
+type Delimiters = Vec<(String, u32)>;
+
+/// Whether `backend` (`"auto"`, `"fast"` or `"hf"`) may use the fast BPE.
+fn use_fast(backend: &str) -> Result<bool, ExportError> {
+    match backend {
+        "auto" | "fast" => Ok(true),
+        "hf" => Ok(false),
+        _ => Err(ExportError::UnknownBackend(backend.to_string())),
+    }
+}
+
+/// Register in `hf` the delimiters it lacks, as `mementos_fast.load_tokenizer` does (special: not
+/// normalized, not single-word, no strip); the (content, id) pairs the crate gave them, in
+/// `Delim::ALL` order.
+fn register_delimiters(hf: &mut Tokenizer) -> Result<Delimiters, ExportError> {
+    let present: std::collections::HashSet<String> =
+        hf.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
+    let missing: Vec<AddedToken> =
+        Delim::ALL.iter().filter(|d| !present.contains(d.text())).map(|d| AddedToken::from(d.text(), true)).collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    hf.add_special_tokens(missing.iter().cloned()).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+    Ok(missing.iter().map(|t| (t.content.clone(), hf.token_to_id(&t.content).unwrap_or(u32::MAX))).collect())
+}
+
 /// A `tokenizers` crate `Tokenizer` of `json`, without truncation or padding.
 fn hf_tokenizer(json: &str) -> Result<Tokenizer, ExportError> {
     let mut hf = Tokenizer::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
@@ -457,9 +466,10 @@ impl FastSide {
 /// Append to `root`'s `added_tokens` the delimiters it lacks, as special tokens with the ids the
 /// `tokenizers` crate gives the tokens it adds (`AddedVocabulary::add_tokens`: the model's id for
 /// a content in its vocabulary, otherwise the next id after the vocabulary and the added
-/// tokens); return the (content, id) pairs appended, in `Delim::ALL` order. The caller checks
-/// them against the crate's.
-fn with_delimiters(root: &mut Value) -> Vec<(String, u32)> {
+/// tokens); return the (content, id) pairs appended, in `Delim::ALL` order (None when delimiters
+/// are missing and there is no `added_tokens` list to append them to). The caller checks them
+/// against the crate's.
+fn with_delimiters(root: &mut Value) -> Option<Delimiters> {
     let vocab = root.get("model").and_then(|m| m.get("vocab")).and_then(Value::as_object);
     let vocab_size = vocab.map_or(0, |v| v.len()) as u32;
     let model_id = |c: &str| vocab.and_then(|v| v.get(c)).and_then(Value::as_u64).map(|i| i as u32);
@@ -489,20 +499,17 @@ fn with_delimiters(root: &mut Value) -> Vec<(String, u32)> {
         });
         added.push((c.to_string(), id));
     }
-    match root.get_mut("added_tokens").and_then(Value::as_array_mut) {
-        Some(list) => {
-            for (c, id) in &added {
-                list.push(serde_json::json!({
-                    "id": id, "content": c, "single_word": false, "lstrip": false, "rstrip": false,
-                    "normalized": false, "special": true,
-                }));
-            }
-        }
-        // No list to append to: a pair the crate never gives, so the caller takes its slow way.
-        None if !added.is_empty() => return vec![(String::new(), u32::MAX)],
-        None => {}
+    if added.is_empty() {
+        return Some(added);
     }
-    added
+    let list = root.get_mut("added_tokens")?.as_array_mut()?;
+    for (c, id) in &added {
+        list.push(serde_json::json!({
+            "id": id, "content": c, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true,
+        }));
+    }
+    Some(added)
 }
 
 /// Byte length of every id of a byte-level BPE `tokenizer.json` (vocabulary strings over GPT-2's

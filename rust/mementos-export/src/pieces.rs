@@ -6,8 +6,8 @@
 //! 1. added tokens first (leftmost-longest Aho-Corasick over their contents; only used when every
 //!    added token is matched on the raw text, `normalized: false`);
 //! 2. each gap between added tokens must be NFC already (quick check `Yes`, with mementos-bpe's
-//!    `is_nfc_fast`: only runs of bytes >= 0xCC are looked at, most by one table bit per char) when the tokenizer normalizes with
-//!    NFC, else the row is left to `FastBpe::encode`;
+//!    `is_nfc_fast`: only runs of bytes >= 0xCC are looked at, most by one table bit per char)
+//!    when the tokenizer normalizes with NFC, else the row is left to `FastBpe::encode`;
 //! 3. the gap is cut into pieces by the same scanner (`mementos_bpe::pretok::Pieces`);
 //! 4. a piece's ids are `FastBpe::encode(piece)`, which is BPE of that piece exactly when the
 //!    piece is a fixed point of the pre-tokenizer and NFC-stable; both are checked on each cache

@@ -66,19 +66,9 @@ fn a_file_loaded_as_it_is_on_disk_gets_the_same_delimiter_ids_and_encoding() {
 #[test]
 fn delimiters_appended_to_the_json_get_the_crates_ids() {
     let raw = std::fs::read_to_string(qwen3_path()).expect("Qwen3 tokenizer.json");
-    let crate_ids = |json: &str| -> Vec<(String, u32)> {
-        let mut tok = Tokenizer::from_str(json).unwrap();
-        let present: Vec<String> = tok.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
-        let missing: Vec<AddedToken> = Delim::ALL
-            .iter()
-            .filter(|d| !present.iter().any(|p| p == d.text()))
-            .map(|d| AddedToken::from(d.text(), true))
-            .collect();
-        tok.add_special_tokens(missing.iter().cloned()).unwrap();
-        missing.iter().map(|t| (t.content.clone(), tok.token_to_id(&t.content).unwrap())).collect()
-    };
+    let crate_ids = |json: &str| register_delimiters(&mut Tokenizer::from_str(json).unwrap()).unwrap();
     let mut root: Value = serde_json::from_str(&raw).unwrap();
-    let ours = with_delimiters(&mut root);
+    let ours = with_delimiters(&mut root).unwrap();
     assert_eq!(ours.len(), 4, "Qwen3 has <think> and </think> already: the four others are missing");
     assert_eq!(ours, crate_ids(&raw));
     // The appended entries make a tokenizer.json the crate loads with the same ids.
@@ -87,7 +77,7 @@ fn delimiters_appended_to_the_json_get_the_crates_ids() {
     for (c, id) in &ours {
         assert_eq!(tok.token_to_id(c), Some(*id));
     }
-    assert!(with_delimiters(&mut root).is_empty(), "nothing is missing the second time");
+    assert_eq!(with_delimiters(&mut root), Some(vec![]), "nothing is missing the second time");
 
     // A small WordLevel vocabulary holding "<think>", an added token numbered inside it.
     let small = r#"{"version":"1.0","truncation":null,"padding":null,
@@ -95,9 +85,12 @@ fn delimiters_appended_to_the_json_get_the_crates_ids() {
         "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
         "model":{"type":"WordLevel","vocab":{"a":0,"<x>":1,"<think>":2,"[UNK]":3},"unk_token":"[UNK]"}}"#;
     let mut root: Value = serde_json::from_str(small).unwrap();
-    let ours = with_delimiters(&mut root);
+    let ours = with_delimiters(&mut root).unwrap();
     assert_eq!(ours.iter().find(|(c, _)| c == "<think>").map(|p| p.1), Some(2));
     assert_eq!(ours, crate_ids(small));
+    // Nothing to append to: None, and `load_file_json` builds the fast side the slower way.
+    let mut bare = serde_json::json!({"model": {"vocab": {"a": 0}}});
+    assert_eq!(with_delimiters(&mut bare), None);
 }
 
 fn hf() -> Tokenizer {
