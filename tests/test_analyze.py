@@ -212,14 +212,18 @@ def test_cli_analyze_full_config_alignment_and_replay(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("env", "first", "want"),
+    ("env", "first", "want", "conf"),
     [
-        ({}, "", "jemalloc"),  # chosen before pyarrow loads: every Arrow buffer, C++-internal ones too
-        ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, "", "system"),  # the user's choice stands
-        ({}, "import pyarrow; ", "mimalloc"),  # pyarrow loaded first: too late, nothing is changed
+        # chosen before pyarrow loads: every Arrow buffer, C++-internal ones too; with the decay
+        ({}, "", "jemalloc", "dirty_decay_ms:100"),
+        ({"JE_ARROW_MALLOC_CONF": "dirty_decay_ms:0"}, "", "jemalloc", "dirty_decay_ms:0"),  # the user's
+        ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, "", "system", None),  # the user's choice stands
+        ({}, "import pyarrow; ", "mimalloc", None),  # pyarrow loaded first: too late, nothing is changed
     ],
 )
-def test_importing_the_package_chooses_jemalloc_before_pyarrow_loads(env, first, want):
+def test_importing_the_package_chooses_jemalloc_before_pyarrow_loads(env, first, want, conf):
+    """With the pool comes Arrow's jemalloc decay of 100 ms (its own is 1 s, which held freed read
+    buffers enough to take the tokenized export's peak over 1 GiB); a user's setting stands."""
     import subprocess
     import sys
 
@@ -227,12 +231,17 @@ def test_importing_the_package_chooses_jemalloc_before_pyarrow_loads(env, first,
 
     if not _allocator.pyarrow_has_jemalloc():
         pytest.skip("pyarrow built without jemalloc")
-    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    code = first + "import mementos_fast, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    environ = {k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF")}
+    code = (
+        first + "import os, mementos_fast, pyarrow as pa; pa.allocate_buffer(1 << 20); "
+        "print(pa.default_memory_pool().backend_name, os.environ.get('JE_ARROW_MALLOC_CONF'))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == [want] and "Unsupported backend" not in out.stderr
+    assert out.stdout.split() == [want, str(conf)]
+    # jemalloc reads the variable when it starts: a setting it does not know would be printed
+    assert "Unsupported backend" not in out.stderr and "<jemalloc>" not in out.stderr
 
 
 @pytest.mark.parametrize(("env", "want"), [({}, "10000"), ({"MIMALLOC_PURGE_DELAY": "5"}, "5")])
