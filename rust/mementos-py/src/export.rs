@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyList};
 use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyRecordBatch;
 
-use crate::{collect_arrays, run, ToPyErr};
+use crate::{collect_arrays, return_freed_memory, run, ToPyErr};
 
 /// A tokenizer loaded for the export (the exact fast BPE when it supports it, else `tokenizers`).
 #[pyclass(frozen, module = "mementos_fast._core")]
@@ -29,7 +29,7 @@ impl Exporter {
     #[new]
     #[pyo3(signature = (tokenizer_json, backend = "auto"))]
     fn new(py: Python<'_>, tokenizer_json: &str, backend: &str) -> PyResult<Self> {
-        let enc = run(py, || Encoder::load(tokenizer_json, backend))?;
+        let enc = run(py, || Encoder::load(tokenizer_json, backend).inspect(|_| return_freed_memory()))?;
         Ok(Exporter { inner: Arc::new(enc) })
     }
 
@@ -42,7 +42,10 @@ impl Exporter {
         let enc = run(py, || {
             let json = std::fs::read_to_string(&path)
                 .map_err(|e| ExportError::Tokenizer(format!("{}: {e}", path.display())))?;
-            Encoder::load_file_json(&json, backend)
+            let enc = Encoder::load_file_json(&json, backend);
+            drop(json);
+            return_freed_memory();
+            enc
         })?;
         Ok(Exporter { inner: Arc::new(enc) })
     }
