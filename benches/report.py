@@ -227,7 +227,9 @@ def table(data: dict) -> str:
                 group,
                 ["implementation", "rounds", "mean time", "HF mean, same rounds", "x HF (means)", "x HF, lowest round"]
                 + (["x HF in CPU time (means)"] if cpu else []),
-                "(each round: one HF `encode_batch_fast` pass, then the export; same minutes"
+                "(each round: one HF `encode_batch_fast` pass, "
+                + ("one untimed export, " if any(r["extra_info"].get("warm_up_exports") for r in rows) else "")
+                + "then the export; same minutes"
                 + ("; CPU time: user + system of all the process's threads" if cpu else "")
                 + ")",
             )
