@@ -147,11 +147,12 @@ def _analyze(root, out, extra: list[str], env: dict[str, str] | None = None) -> 
     return wall
 
 
-# `..._mimalloc`: the same run with pyarrow's default pool instead of the CLI's jemalloc choice.
+# `..._jemalloc`: the same run with ARROW_DEFAULT_MEMORY_POOL=jemalloc instead of pyarrow's default
+# (mimalloc), the package's choice until stop 20 (python/mementos_fast/_allocator.py says why it went).
 IMPLS = [
     "hf_encode_batch_fast_2threads",
     "analyze_tokenizer_qwen3",
-    "analyze_tokenizer_qwen3_mimalloc",
+    "analyze_tokenizer_qwen3_jemalloc",
     "analyze_no_tokenizer",
 ]
 _results: dict[str, float] = {}
@@ -178,11 +179,15 @@ def test_analyze_tokens_end_to_end(benchmark, token_hub_corpus, qwen3_path, tmp_
         return
     out = tmp_path / "report"
     extra = ["--tokenizer", "qwen3"] if "tokenizer_qwen3" in impl else []
-    env = {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"} if impl.endswith("_mimalloc") else None
+    env = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"} if impl.endswith("_jemalloc") else None
     # A run lasts seconds against the baseline's minutes: the mean of ANALYZE_ROUNDS fresh
     # processes, so that a burst of noise on a shared machine does not decide the ratio alone.
+    # One untimed process first: in the runs of 2026-11-30 the first process of each `--tokenizer`
+    # implementation took about 1 s more than its next two (3.3-4.2 s against 2.3-3.1 s), whatever
+    # the pool (the first without `--tokenizer` did not).
     rounds = ANALYZE_ROUNDS if bench_big else 1
-    last = benchmark.pedantic(_analyze, args=(root, out, extra, env), rounds=rounds, iterations=1)
+    warmup = 1 if bench_big else 0
+    last = benchmark.pedantic(_analyze, args=(root, out, extra, env), rounds=rounds, iterations=1, warmup_rounds=warmup)
     stats = getattr(benchmark, "stats", None)
     wall = stats.stats.mean if stats else last
     _results[impl] = wall

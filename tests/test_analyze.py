@@ -211,37 +211,22 @@ def test_cli_analyze_full_config_alignment_and_replay(tmp_path):
     assert all(r is None or 0 < r <= 1 for r in ratios)
 
 
-@pytest.mark.parametrize(
-    ("env", "first", "want", "conf"),
-    [
-        # chosen before pyarrow loads: every Arrow buffer, C++-internal ones too; with the decay
-        ({}, "", "jemalloc", "dirty_decay_ms:100"),
-        ({"JE_ARROW_MALLOC_CONF": "dirty_decay_ms:0"}, "", "jemalloc", "dirty_decay_ms:0"),  # the user's
-        ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, "", "system", None),  # the user's choice stands
-        ({}, "import pyarrow; ", "mimalloc", None),  # pyarrow loaded first: too late, nothing is changed
-    ],
-)
-def test_importing_the_package_chooses_jemalloc_before_pyarrow_loads(env, first, want, conf):
-    """With the pool comes Arrow's jemalloc decay of 100 ms (its own is 1 s, which held freed read
-    buffers enough to take the tokenized export's peak over 1 GiB); a user's setting stands."""
+@pytest.mark.parametrize("env", [{}, {"ARROW_DEFAULT_MEMORY_POOL": "system"}])
+def test_importing_the_package_leaves_pyarrows_pool_alone(env):
+    """pyarrow's own choice (mimalloc in its wheels) or the user's: the package no longer picks
+    jemalloc, whose second of retained freed read buffers took the tokenized export over 1 GiB
+    (_allocator)."""
     import subprocess
     import sys
 
-    from mementos_fast import _allocator
+    environ = {**{k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}, **env}
 
-    if not _allocator.pyarrow_has_jemalloc():
-        pytest.skip("pyarrow built without jemalloc")
-    environ = {k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF")}
-    code = (
-        first + "import os, mementos_fast, pyarrow as pa; pa.allocate_buffer(1 << 20); "
-        "print(pa.default_memory_pool().backend_name, os.environ.get('JE_ARROW_MALLOC_CONF'))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == [want, str(conf)]
-    # jemalloc reads the variable when it starts: a setting it does not know would be printed
-    assert "Unsupported backend" not in out.stderr and "<jemalloc>" not in out.stderr
+    def pool(first: str) -> str:
+        code = first + "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+        run = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
+        return run.stdout.strip()
+
+    assert pool("import mementos_fast; ") == pool("") == env.get("ARROW_DEFAULT_MEMORY_POOL", pool(""))
 
 
 @pytest.mark.parametrize(("env", "want"), [({}, "10000"), ({"MIMALLOC_PURGE_DELAY": "5"}, "5")])
@@ -260,25 +245,3 @@ def test_importing_the_package_sets_the_cores_mimalloc_purge_delay(env, want):
     )
     delays = {line.split(":")[1].strip() for line in out.stderr.splitlines() if "option 'purge_delay'" in line}
     assert delays == {want}
-
-
-def test_analyze_takes_arrow_buffers_from_jemalloc_unless_told(monkeypatch):
-    import pyarrow as pa
-
-    from mementos_fast import _allocator
-
-    try:
-        pa.jemalloc_memory_pool()
-    except NotImplementedError:
-        pytest.skip("pyarrow built without jemalloc")
-    before = pa.default_memory_pool()
-    try:
-        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
-        pa.set_memory_pool(pa.mimalloc_memory_pool())
-        _allocator.jemalloc_for_python_calls()
-        assert pa.default_memory_pool().backend_name == "mimalloc"  # the user's choice stands
-        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
-        _allocator.jemalloc_for_python_calls()
-        assert pa.default_memory_pool().backend_name == "jemalloc"
-    finally:
-        pa.set_memory_pool(before)

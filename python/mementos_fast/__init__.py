@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-# First: chooses pyarrow's memory pool and the core's mimalloc purge delay before either loads.
+# First: sets the core's mimalloc purge delay before the core loads.
 import mementos_fast._allocator as _allocator  # noqa: F401
 import mementos_fast._core as _core
 from mementos_fast import errors

@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mementos_fast as mf
-from mementos_fast import _allocator, html
 from mementos_fast import _atomic as atomic
+from mementos_fast import html
 from mementos_fast import loading as loader
 from mementos_fast import stats as st
 from mementos_fast.compaction import MODELS
@@ -198,7 +198,6 @@ def _join_tokens(stats_parts: list[pa.Table], loading: Future, job: tuple) -> fl
 
 
 def cmd_analyze(args) -> int:
-    _allocator.jemalloc_for_python_calls()
     label, batches = _batches(args)
     with OutputDir(args.out) as out:
         return _analyze(args, label, batches, out)
