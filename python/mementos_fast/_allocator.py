@@ -13,10 +13,13 @@ pyarrow's pool is left as pyarrow chooses it (``ARROW_DEFAULT_MEMORY_POOL``, mim
 Until stop 20 importing the package set it to jemalloc, for ``analyze``; on a machine about twice
 as fast as the one that choice was measured on, Arrow's jemalloc kept about a second of freed
 read buffers (its ``dirty_decay_ms``), 250 MiB or so, and took the tokenized export of 274 MB over
-1 GiB of RSS (998-1,086 MiB in four runs, by hand; 781-806 MiB with pyarrow's mimalloc), while
-``analyze --tokenizer`` was faster with mimalloc in every benchmark run of the day
-(benches/bench_analyze_tokens.py compares ``analyze_tokenizer_qwen3`` with
-``analyze_tokenizer_qwen3_jemalloc``, which sets ``ARROW_DEFAULT_MEMORY_POOL=jemalloc``).
+1 GiB of RSS (998-1,086 MiB in four runs of stop 19's code, by hand; with a tokenizer load's
+memory handed back, 933-1,030 MiB with jemalloc against 781-806 MiB with pyarrow's mimalloc), while
+``analyze --tokenizer`` was faster with mimalloc in both benchmark runs of the day that compared
+them (reports/BENCHMARKS_tokens-jemalloc1/2_2026-11-30.md; by hand, alternating processes gave
+jemalloc the edge by about 5%, and the 2026-11-29 report at 256 MB by 27%: the pools' order moves
+with the machine). benches/bench_analyze_tokens.py compares ``analyze_tokenizer_qwen3`` with
+``analyze_tokenizer_qwen3_jemalloc``, which sets ``ARROW_DEFAULT_MEMORY_POOL=jemalloc``.
 
 This module imports nothing heavy; importing it makes the choice, and ``mementos_fast/__init__.py``
 imports it before anything that imports the compiled core.
