@@ -277,28 +277,27 @@ impl Encoder {
     /// crate's ids are checked against those afterwards; should they differ, the fast side is
     /// built again from the crate's own serialization (one more parse).
     pub fn load_file_json(json: &str, backend: &str) -> Result<Encoder, ExportError> {
-        let use_fast = use_fast(backend)?;
-        let (hf, side) = rayon::join(
-            || -> Result<(Tokenizer, Delimiters), ExportError> {
-                let mut hf = hf_tokenizer(json)?;
-                let given = register_delimiters(&mut hf)?;
-                Ok((hf, given))
-            },
-            || -> Result<Option<(FastSide, Delimiters)>, ExportError> {
-                if !use_fast {
-                    return Ok(Some((FastSide::build(json, None, false)?, Vec::new())));
-                }
-                let mut root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-                let Some(added) = with_delimiters(&mut root) else {
-                    return Ok(None);
-                };
-                if added.is_empty() {
-                    return Ok(Some((FastSide::build(json, Some(root), true)?, added)));
-                }
-                let text = serde_json::to_string(&root).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-                Ok(Some((FastSide::build(&text, Some(root), true)?, added)))
-            },
-        );
+        let hf_with_delimiters = || -> Result<(Tokenizer, Delimiters), ExportError> {
+            let mut hf = hf_tokenizer(json)?;
+            let given = register_delimiters(&mut hf)?;
+            Ok((hf, given))
+        };
+        if !use_fast(backend)? {
+            // No fast side to build: nothing to check the crate's ids against.
+            let (hf, _) = hf_with_delimiters()?;
+            return Encoder::from_parts(hf, FastSide::build(json, None, false)?);
+        }
+        let (hf, side) = rayon::join(hf_with_delimiters, || -> Result<Option<(FastSide, Delimiters)>, ExportError> {
+            let mut root: Value = serde_json::from_str(json).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+            let Some(added) = with_delimiters(&mut root) else {
+                return Ok(None);
+            };
+            if added.is_empty() {
+                return Ok(Some((FastSide::build(json, Some(root), true)?, added)));
+            }
+            let text = serde_json::to_string(&root).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
+            Ok(Some((FastSide::build(&text, Some(root), true)?, added)))
+        });
         let (hf, given) = hf?;
         let side = match side {
             Ok(Some((side, assumed))) if assumed == given => side,
@@ -306,7 +305,7 @@ impl Encoder {
             // the crate's own serialization, with the delimiters as it registered them.
             _ => {
                 let json = hf.to_string(false).map_err(|e| ExportError::Tokenizer(e.to_string()))?;
-                FastSide::build(&json, None, use_fast)?
+                FastSide::build(&json, None, true)?
             }
         };
         Encoder::from_parts(hf, side)?.requiring(backend)

@@ -48,10 +48,14 @@ fn a_file_loaded_as_it_is_on_disk_gets_the_same_delimiter_ids_and_encoding() {
     // Loading the already registered JSON again adds nothing and keeps the ids.
     let again = Encoder::load_file_json(qwen3_json(), "hf").expect("encoder");
     assert_eq!(again.delimiter_ids(), encoder(true).delimiter_ids());
+    // The file as on disk with the `tokenizers` crate alone: the delimiters registered, same ids.
+    let hf_only = Encoder::load_file_json(&raw, "hf").expect("encoder");
+    assert_eq!(hf_only.backend(), "hf");
+    assert_eq!(hf_only.delimiter_ids(), encoder(true).delimiter_ids());
     let text = "<|im_start|>user\nx<|im_end|>\n<think><|block_start|>caf\u{e9} 12<|block_end|>\
                 <|summary_start|>s<|summary_end|></think>ok";
     let want = hf().encode(text, false).unwrap().get_ids().to_vec();
-    for enc in [&from_file, &again] {
+    for enc in [&from_file, &again, &hf_only] {
         let (mut ids, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
         enc.encode(text, &mut ids, &mut starts, &mut ends).unwrap();
         assert_eq!(ids, want);
